@@ -1,0 +1,18 @@
+# Cap parallel compile jobs to what the machine survives: nvcc on a source that includes ATen peaks
+# at about 2-3 GB, so on a 2-core, 24 GB machine this gives 2 jobs. MAX_JOBS overrides.
+cmake_host_system_information(RESULT _fastops_cores QUERY NUMBER_OF_LOGICAL_CORES)
+cmake_host_system_information(RESULT _fastops_mem_mb QUERY TOTAL_PHYSICAL_MEMORY)
+math(EXPR _fastops_jobs_by_mem "${_fastops_mem_mb} / 3072")
+set(FASTOPS_BUILD_JOBS ${_fastops_cores})
+if(_fastops_jobs_by_mem LESS FASTOPS_BUILD_JOBS)
+  set(FASTOPS_BUILD_JOBS ${_fastops_jobs_by_mem})
+endif()
+if(DEFINED ENV{MAX_JOBS} AND NOT "$ENV{MAX_JOBS}" STREQUAL "")
+  set(FASTOPS_BUILD_JOBS $ENV{MAX_JOBS})
+endif()
+if(FASTOPS_BUILD_JOBS LESS 1)
+  set(FASTOPS_BUILD_JOBS 1)
+endif()
+set_property(GLOBAL APPEND PROPERTY JOB_POOLS fastops_compile=${FASTOPS_BUILD_JOBS})
+set(CMAKE_JOB_POOL_COMPILE fastops_compile)
+message(STATUS "fastops: at most ${FASTOPS_BUILD_JOBS} parallel compile jobs")

@@ -1,0 +1,34 @@
+// The Python module fastops._C. Importing it runs the static TORCH_LIBRARY registrations of every
+// op compiled into it; the functions here only describe the build.
+#include <pybind11/pybind11.h>
+
+#include <ATen/Parallel.h>
+
+#include "common/cpu_dispatch.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastops compiled kernels (ops are registered under torch.ops.fastops)";
+  m.def("_compiled_info", [] {
+    py::dict info;
+    info["torch_version"] = FASTOPS_TORCH_VERSION;
+#ifdef FASTOPS_WITH_CUDA
+    info["cuda"] = true;
+#else
+    info["cuda"] = false;
+#endif
+    info["cuda_archs"] = FASTOPS_CUDA_ARCHS;
+    info["cpu_isa"] = fastops::cpu::isa_name(fastops::cpu::active_isa());
+    info["cpu_isa_detected"] = fastops::cpu::isa_name(fastops::cpu::detected_isa());
+    info["num_threads"] = at::get_num_threads();
+    return info;
+  });
+  m.def(
+      "_set_cpu_isa",
+      [](const std::string& name) {
+        const auto cap = fastops::cpu::parse_isa(name);
+        return std::string(fastops::cpu::isa_name(fastops::cpu::set_isa_cap(cap)));
+      },
+      "Caps the CPU instruction set fastops kernels use (for tests and benchmarks); returns the one now active.");
+}

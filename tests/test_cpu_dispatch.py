@@ -1,0 +1,45 @@
+"""The CPU kernels are compiled once per instruction set; every copy must give identical bits."""
+
+import pytest
+import torch
+
+import fastops
+from common import rand_boxes_xyxy, special_boxes_xyxy
+
+ISAS = ["default", "avx2", "avx512"]
+
+
+@pytest.fixture
+def restore_isa():
+    yield
+    fastops.set_cpu_isa("avx512")  # back to the best available
+
+
+def run_box_overlap(mode, aligned, dtype):
+    torch.manual_seed(1)
+    b1 = torch.cat([rand_boxes_xyxy(301), special_boxes_xyxy()]).to(dtype).requires_grad_()
+    b2 = torch.cat([rand_boxes_xyxy(301 if aligned else 263), special_boxes_xyxy()]).to(dtype).requires_grad_()
+    out = fastops.box_overlap(b1, b2, mode=mode, aligned=aligned, fmt="cxcywh")
+    (out * torch.randn(out.shape, dtype=out.dtype)).sum().backward()
+    return out, b1.grad, b2.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["iou", "giou", "diou", "ciou", "iof"])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_every_isa_gives_the_same_bits(mode, aligned, dtype, restore_isa):
+    results = {}
+    for isa in ISAS:
+        used = fastops.set_cpu_isa(isa)
+        results.setdefault(used, run_box_overlap(mode, aligned, dtype))
+    base = results.pop("default")
+    for isa, res in results.items():
+        for a, b in zip(base, res):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+
+
+def test_set_cpu_isa_reports_what_is_used(restore_isa):
+    assert fastops.set_cpu_isa("default") == "default"
+    assert fastops.build_info()["cpu_isa"] == "default"
+    detected = fastops.build_info()["cpu_isa_detected"]
+    assert fastops.set_cpu_isa("avx512") == detected
