@@ -63,7 +63,8 @@ extern cpu::KernelTable<OverlapBackwardFn> pairwise_backward_cpu;
 extern cpu::KernelTable<OverlapForwardFn> aligned_forward_cpu;
 extern cpu::KernelTable<OverlapBackwardFn> aligned_backward_cpu;
 
-// Compile-time dispatch: fn(std::integral_constant<Mode, ...>{}) and likewise for Format.
+// Compile-time dispatch: fn(std::integral_constant<Mode, ...>{}), and likewise for the loss form
+// and the format.
 template <typename Fn>
 void with_mode(Mode mode, Fn&& fn) {
   switch (mode) {
@@ -73,6 +74,12 @@ void with_mode(Mode mode, Fn&& fn) {
     case Mode::CIoU: return fn(std::integral_constant<Mode, Mode::CIoU>{});
     case Mode::IoF: return fn(std::integral_constant<Mode, Mode::IoF>{});
   }
+}
+
+template <typename Fn>
+void with_loss_form(bool loss_form, Fn&& fn) {
+  if (loss_form) return fn(std::true_type{});
+  return fn(std::false_type{});
 }
 
 template <typename Fn>

@@ -42,9 +42,11 @@ std::tuple<at::Tensor, at::Tensor> box_overlap_backward_cpu(const at::Tensor& gr
               ", got ", grad.device());
   const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
   const at::Tensor g = grad.to(p.out_dtype).contiguous();
-  at::Tensor grad1 = at::zeros(b1.sizes(), b1.options());
-  at::Tensor grad2 = at::zeros(b2.sizes(), b2.options());
-  if (g.numel() == 0) return {grad1, grad2};
+  if (g.numel() == 0) return {at::zeros(b1.sizes(), b1.options()), at::zeros(b2.sizes(), b2.options())};
+  // Every element is written below: with no pairs we returned above, and otherwise each box has
+  // at least one pair.
+  at::Tensor grad1 = at::empty(b1.sizes(), b1.options());
+  at::Tensor grad2 = at::empty(b2.sizes(), b2.options());
   const auto& table = aligned ? aligned_backward_cpu : pairwise_backward_cpu;
   table.get()(kernel_args(p, b1, b2), g.const_data_ptr(), grad1.mutable_data_ptr(), grad2.mutable_data_ptr());
   return {grad1, grad2};

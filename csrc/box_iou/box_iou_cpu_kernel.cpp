@@ -65,12 +65,6 @@ struct GeomGradSoA {
     x1 = f, y1 = f + count, x2 = f + 2 * count, y2 = f + 3 * count;
     w = f + 4 * count, h = f + 5 * count, cx = f + 6 * count, cy = f + 7 * count;
   }
-  FASTOPS_FORCEINLINE void set(int64_t i, const GeomGrad<T>& g) {
-    x1[i] = g.x1, y1[i] = g.y1, x2[i] = g.x2, y2[i] = g.y2, w[i] = g.w, h[i] = g.h, cx[i] = g.cx, cy[i] = g.cy;
-  }
-  FASTOPS_FORCEINLINE void add(int64_t i, const GeomGrad<T>& g) {
-    x1[i] += g.x1, y1[i] += g.y1, x2[i] += g.x2, y2[i] += g.y2, w[i] += g.w, h[i] += g.h, cx[i] += g.cx, cy[i] += g.cy;
-  }
   FASTOPS_FORCEINLINE GeomGrad<T> get(int64_t i) const {
     GeomGrad<T> g;
     g.x1 = x1[i], g.y1 = y1[i], g.x2 = x2[i], g.y2 = y2[i], g.w = w[i], g.h = h[i], g.cx = cx[i], g.cy = cy[i];
@@ -95,13 +89,12 @@ T lane_sum(const T* __restrict v, int64_t n) {
 
 // ---- pairwise ------------------------------------------------------------------------------
 
-template <Mode M, typename T>
-void pairwise_row(const Geom<T>& a, const GeomSoA<T>& g2, int64_t off, int64_t m, T eps, bool loss_form,
-                  T* __restrict out) {
-  for (int64_t j = 0; j < m; ++j) out[j] = pair_value<M>(a, g2.get(off + j), eps, loss_form);
+template <Mode M, bool LF, typename T>
+void pairwise_row(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t m, T eps, T* __restrict out) {
+  for (int64_t j = 0; j < m; ++j) out[j] = pair_value<M, LF>(a, g2.get(off + j), eps);
 }
 
-template <Mode M, typename T, typename S>
+template <Mode M, bool LF, typename T, typename S>
 void pairwise_forward(const OverlapKernelArgs& args, T* out) {
   const S* b1 = static_cast<const S*>(args.boxes1);
   const S* b2 = static_cast<const S*>(args.boxes2);
@@ -113,34 +106,68 @@ void pairwise_forward(const OverlapKernelArgs& args, T* out) {
   at::parallel_for(0, args.batch * n, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const Geom<T> a = load_geom<T>(b1 + 4 * r, args.fmt, kAngle);
-      pairwise_row<M>(a, g2, (r / n) * m, m, eps, args.loss_form, out + r * m);
+      pairwise_row<M, LF>(a, g2, (r / n) * m, m, eps, out + r * m);
     }
   });
 }
 
-template <Mode M, typename T, typename S>
+// The gradient of a (a boxes1 box) from each of its m pairs, into out.
+template <Mode M, bool LF, typename T>
+void pairwise_grad_row(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t m, T eps,
+                       const T* __restrict grad_row, GeomGradSoA<T>& out) {
+  T* __restrict x1 = out.x1;
+  T* __restrict y1 = out.y1;
+  T* __restrict x2 = out.x2;
+  T* __restrict y2 = out.y2;
+  T* __restrict w = out.w;
+  T* __restrict h = out.h;
+  T* __restrict cx = out.cx;
+  T* __restrict cy = out.cy;
+#pragma GCC ivdep  // the buffers never alias; without this GCC gives up on its run-time alias checks
+  for (int64_t j = 0; j < m; ++j) {
+    GeomGrad<T> ga, unused;
+    pair_grad<M, LF>(a, g2.get(off + j), eps, grad_row[j], ga, unused);
+    x1[j] = ga.x1, y1[j] = ga.y1, x2[j] = ga.x2, y2[j] = ga.y2, w[j] = ga.w, h[j] = ga.h, cx[j] = ga.cx, cy[j] = ga.cy;
+  }
+}
+
+// The gradients of boxes2 boxes [j0, j0 + width) from one boxes1 box a, added to acc.
+template <Mode M, bool LF, typename T>
+void pairwise_grad_cols(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t width, T eps,
+                        const T* __restrict grad_row, GeomGradSoA<T>& acc) {
+  T* __restrict x1 = acc.x1;
+  T* __restrict y1 = acc.y1;
+  T* __restrict x2 = acc.x2;
+  T* __restrict y2 = acc.y2;
+  T* __restrict w = acc.w;
+  T* __restrict h = acc.h;
+  T* __restrict cx = acc.cx;
+  T* __restrict cy = acc.cy;
+#pragma GCC ivdep
+  for (int64_t j = 0; j < width; ++j) {
+    GeomGrad<T> unused, gb;
+    pair_grad<M, LF>(a, g2.get(off + j), eps, grad_row[j], unused, gb);
+    x1[j] += gb.x1, y1[j] += gb.y1, x2[j] += gb.x2, y2[j] += gb.y2;
+    w[j] += gb.w, h[j] += gb.h, cx[j] += gb.cx, cy[j] += gb.cy;
+  }
+}
+
+template <Mode M, bool LF, typename T, typename S>
 void pairwise_backward(const OverlapKernelArgs& args, const T* grad, S* grad1, S* grad2) {
   constexpr bool kAngle = M == Mode::CIoU;
   const int64_t batch = args.batch, n = args.n, m = args.m;
   const GeomSoA<T> g1 = make_soa<T>(static_cast<const S*>(args.boxes1), batch * n, args.fmt, kAngle);
   const GeomSoA<T> g2 = make_soa<T>(static_cast<const S*>(args.boxes2), batch * m, args.fmt, kAngle);
   const T eps = static_cast<T>(args.eps);
-  const bool lf = args.loss_form;
 
-  // boxes1: row r's gradient is the sum over its m pairs.
+  // boxes1: row r's gradient is the sum over its m pairs: per-pair gradients into a row buffer
+  // (a vector loop), then fixed-order lane sums.
   if (m > 0) {
     const int64_t grain = std::max<int64_t>(1, kPairsPerTask / m);
     at::parallel_for(0, batch * n, grain, [&](int64_t begin, int64_t end) {
       GeomGradSoA<T> pair(m);
       for (int64_t r = begin; r < end; ++r) {
-        const Geom<T> a = g1.get(r);
-        const int64_t off = (r / n) * m;
-        const T* __restrict g_row = grad + r * m;
-        for (int64_t j = 0; j < m; ++j) {
-          GeomGrad<T> ga, unused;
-          pair_grad<M>(a, g2.get(off + j), eps, lf, g_row[j], ga, unused);
-          pair.set(j, ga);
-        }
+        pairwise_grad_row<M, LF>(g1.get(r), g2, (r / n) * m, m, eps, grad + r * m, pair);
         GeomGrad<T> sum;
         sum.x1 = lane_sum(pair.x1, m), sum.y1 = lane_sum(pair.y1, m);
         sum.x2 = lane_sum(pair.x2, m), sum.y2 = lane_sum(pair.y2, m);
@@ -161,13 +188,7 @@ void pairwise_backward(const OverlapKernelArgs& args, const T* grad, S* grad1, S
         const int64_t width = std::min(kColumnBlock, m - j0);
         std::fill(acc.buf.begin(), acc.buf.end(), T(0));
         for (int64_t i = 0; i < n; ++i) {
-          const Geom<T> a = g1.get(b * n + i);
-          const T* __restrict g_row = grad + (b * n + i) * m + j0;
-          for (int64_t j = 0; j < width; ++j) {
-            GeomGrad<T> unused, gb;
-            pair_grad<M>(a, g2.get(b * m + j0 + j), eps, lf, g_row[j], unused, gb);
-            acc.add(j, gb);
-          }
+          pairwise_grad_cols<M, LF>(g1.get(b * n + i), g2, b * m + j0, width, eps, grad + (b * n + i) * m + j0, acc);
         }
         for (int64_t j = 0; j < width; ++j) store_coord_grad(acc.get(j), args.fmt, grad2 + 4 * (b * m + j0 + j));
       }
@@ -177,32 +198,30 @@ void pairwise_backward(const OverlapKernelArgs& args, const T* grad, S* grad1, S
 
 // ---- aligned -------------------------------------------------------------------------------
 
-template <Mode M, Format F, typename T, typename S>
+template <Mode M, bool LF, Format F, typename T, typename S>
 void aligned_forward(const OverlapKernelArgs& args, T* __restrict out) {
   const S* __restrict b1 = static_cast<const S*>(args.boxes1);
   const S* __restrict b2 = static_cast<const S*>(args.boxes2);
   constexpr bool kAngle = M == Mode::CIoU;
   const T eps = static_cast<T>(args.eps);
-  const bool lf = args.loss_form;
   at::parallel_for(0, args.n, kPairsPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      out[i] = pair_value<M>(load_geom<T>(b1 + 4 * i, F, kAngle), load_geom<T>(b2 + 4 * i, F, kAngle), eps, lf);
+      out[i] = pair_value<M, LF>(load_geom<T>(b1 + 4 * i, F, kAngle), load_geom<T>(b2 + 4 * i, F, kAngle), eps);
     }
   });
 }
 
-template <Mode M, Format F, typename T, typename S>
+template <Mode M, bool LF, Format F, typename T, typename S>
 void aligned_backward(const OverlapKernelArgs& args, const T* __restrict grad, S* __restrict grad1,
                       S* __restrict grad2) {
   const S* __restrict b1 = static_cast<const S*>(args.boxes1);
   const S* __restrict b2 = static_cast<const S*>(args.boxes2);
   constexpr bool kAngle = M == Mode::CIoU;
   const T eps = static_cast<T>(args.eps);
-  const bool lf = args.loss_form;
   at::parallel_for(0, args.n, kPairsPerTask / 2, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       GeomGrad<T> ga, gb;
-      pair_grad<M>(load_geom<T>(b1 + 4 * i, F, kAngle), load_geom<T>(b2 + 4 * i, F, kAngle), eps, lf, grad[i], ga, gb);
+      pair_grad<M, LF>(load_geom<T>(b1 + 4 * i, F, kAngle), load_geom<T>(b2 + 4 * i, F, kAngle), eps, grad[i], ga, gb);
       store_coord_grad(ga, F, grad1 + 4 * i);
       store_coord_grad(gb, F, grad2 + 4 * i);
     }
@@ -211,44 +230,51 @@ void aligned_backward(const OverlapKernelArgs& args, const T* __restrict grad, S
 
 // ---- dispatch ------------------------------------------------------------------------------
 
-void pairwise_forward_entry(const OverlapKernelArgs& args, void* out) {
+// Resolves dtype, mode and loss form (and, for the aligned loops, the format) at compile time and
+// calls body with them as template arguments.
+template <typename Body>
+void dispatch(const OverlapKernelArgs& args, Body&& body) {
   with_float_dtype(args.dtype, "box_overlap", [&](auto s, auto t) {
-    using S = decltype(s);
-    using T = decltype(t);
-    with_mode(args.mode, [&](auto mode) { pairwise_forward<decltype(mode)::value, T, S>(args, static_cast<T*>(out)); });
-  });
-}
-
-void pairwise_backward_entry(const OverlapKernelArgs& args, const void* grad, void* grad1, void* grad2) {
-  with_float_dtype(args.dtype, "box_overlap", [&](auto s, auto t) {
-    using S = decltype(s);
-    using T = decltype(t);
     with_mode(args.mode, [&](auto mode) {
-      pairwise_backward<decltype(mode)::value, T, S>(args, static_cast<const T*>(grad), static_cast<S*>(grad1),
-                                          static_cast<S*>(grad2));
+      with_loss_form(args.loss_form, [&](auto lf) { body(s, t, mode, lf); });
     });
   });
 }
 
-void aligned_forward_entry(const OverlapKernelArgs& args, void* out) {
-  with_float_dtype(args.dtype, "box_overlap", [&](auto s, auto t) {
+void pairwise_forward_entry(const OverlapKernelArgs& args, void* out) {
+  dispatch(args, [&](auto s, auto t, auto mode, auto lf) {
     using S = decltype(s);
     using T = decltype(t);
-    with_mode(args.mode, [&](auto mode) {
-      with_format(args.fmt, [&](auto fmt) { aligned_forward<decltype(mode)::value, decltype(fmt)::value, T, S>(args, static_cast<T*>(out)); });
+    pairwise_forward<decltype(mode)::value, decltype(lf)::value, T, S>(args, static_cast<T*>(out));
+  });
+}
+
+void pairwise_backward_entry(const OverlapKernelArgs& args, const void* grad, void* grad1, void* grad2) {
+  dispatch(args, [&](auto s, auto t, auto mode, auto lf) {
+    using S = decltype(s);
+    using T = decltype(t);
+    pairwise_backward<decltype(mode)::value, decltype(lf)::value, T, S>(
+        args, static_cast<const T*>(grad), static_cast<S*>(grad1), static_cast<S*>(grad2));
+  });
+}
+
+void aligned_forward_entry(const OverlapKernelArgs& args, void* out) {
+  dispatch(args, [&](auto s, auto t, auto mode, auto lf) {
+    using S = decltype(s);
+    using T = decltype(t);
+    with_format(args.fmt, [&](auto fmt) {
+      aligned_forward<decltype(mode)::value, decltype(lf)::value, decltype(fmt)::value, T, S>(args, static_cast<T*>(out));
     });
   });
 }
 
 void aligned_backward_entry(const OverlapKernelArgs& args, const void* grad, void* grad1, void* grad2) {
-  with_float_dtype(args.dtype, "box_overlap", [&](auto s, auto t) {
+  dispatch(args, [&](auto s, auto t, auto mode, auto lf) {
     using S = decltype(s);
     using T = decltype(t);
-    with_mode(args.mode, [&](auto mode) {
-      with_format(args.fmt, [&](auto fmt) {
-        aligned_backward<decltype(mode)::value, decltype(fmt)::value, T, S>(args, static_cast<const T*>(grad), static_cast<S*>(grad1),
-                                                      static_cast<S*>(grad2));
-      });
+    with_format(args.fmt, [&](auto fmt) {
+      aligned_backward<decltype(mode)::value, decltype(lf)::value, decltype(fmt)::value, T, S>(
+          args, static_cast<const T*>(grad), static_cast<S*>(grad1), static_cast<S*>(grad2));
     });
   });
 }

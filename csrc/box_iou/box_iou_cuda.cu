@@ -22,21 +22,21 @@ using cuda::blocks_for;
 using cuda::kThreadsPerBlock;
 
 // out[b, i, j] for row r = b * n + i.
-template <Mode M, typename T, typename S>
+template <Mode M, bool LF, typename T, typename S>
 __global__ void pairwise_forward_kernel(const S* __restrict__ b1, const S* __restrict__ b2, int64_t n, int64_t m,
-                                        int64_t total, Format fmt, T eps, bool loss_form, T* __restrict__ out) {
+                                        int64_t total, Format fmt, T eps, T* __restrict__ out) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(idx, total) {
     const int64_t r = idx / m, j = idx - r * m;
     const Geom<T> a = load_geom<T>(b1 + 4 * r, fmt, kAngle);
     const Geom<T> c = load_geom<T>(b2 + 4 * ((r / n) * m + j), fmt, kAngle);
-    out[idx] = pair_value<M>(a, c, eps, loss_form);
+    out[idx] = pair_value<M, LF>(a, c, eps);
   }
 }
 
-template <Mode M, typename T, typename S>
+template <Mode M, bool LF, typename T, typename S>
 __global__ void pairwise_backward_rows_kernel(const S* __restrict__ b1, const S* __restrict__ b2, const T* __restrict__ grad,
-                                              int64_t n, int64_t m, int64_t rows, Format fmt, T eps, bool loss_form,
+                                              int64_t n, int64_t m, int64_t rows, Format fmt, T eps,
                                               S* __restrict__ grad1) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(r, rows) {
@@ -45,16 +45,16 @@ __global__ void pairwise_backward_rows_kernel(const S* __restrict__ b1, const S*
     GeomGrad<T> acc;
     for (int64_t j = 0; j < m; ++j) {
       GeomGrad<T> ga, unused;
-      pair_grad<M>(a, load_geom<T>(col + 4 * j, fmt, kAngle), eps, loss_form, grad[r * m + j], ga, unused);
+      pair_grad<M, LF>(a, load_geom<T>(col + 4 * j, fmt, kAngle), eps, grad[r * m + j], ga, unused);
       acc += ga;
     }
     store_coord_grad(acc, fmt, grad1 + 4 * r);
   }
 }
 
-template <Mode M, typename T, typename S>
+template <Mode M, bool LF, typename T, typename S>
 __global__ void pairwise_backward_cols_kernel(const S* __restrict__ b1, const S* __restrict__ b2, const T* __restrict__ grad,
-                                              int64_t n, int64_t m, int64_t cols, Format fmt, T eps, bool loss_form,
+                                              int64_t n, int64_t m, int64_t cols, Format fmt, T eps,
                                               S* __restrict__ grad2) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(c, cols) {  // c = b * m + j
@@ -64,31 +64,30 @@ __global__ void pairwise_backward_cols_kernel(const S* __restrict__ b1, const S*
     for (int64_t i = 0; i < n; ++i) {
       GeomGrad<T> unused, gb;
       const int64_t r = b * n + i;
-      pair_grad<M>(load_geom<T>(b1 + 4 * r, fmt, kAngle), bx, eps, loss_form, grad[r * m + j], unused, gb);
+      pair_grad<M, LF>(load_geom<T>(b1 + 4 * r, fmt, kAngle), bx, eps, grad[r * m + j], unused, gb);
       acc += gb;
     }
     store_coord_grad(acc, fmt, grad2 + 4 * c);
   }
 }
 
-template <Mode M, typename T, typename S>
+template <Mode M, bool LF, typename T, typename S>
 __global__ void aligned_forward_kernel(const S* __restrict__ b1, const S* __restrict__ b2, int64_t n, Format fmt,
-                                       T eps, bool loss_form, T* __restrict__ out) {
+                                       T eps, T* __restrict__ out) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(i, n) {
-    out[i] = pair_value<M>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps, loss_form);
+    out[i] = pair_value<M, LF>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps);
   }
 }
 
-template <Mode M, typename T, typename S>
+template <Mode M, bool LF, typename T, typename S>
 __global__ void aligned_backward_kernel(const S* __restrict__ b1, const S* __restrict__ b2, const T* __restrict__ grad,
-                                        int64_t n, Format fmt, T eps, bool loss_form, S* __restrict__ grad1,
+                                        int64_t n, Format fmt, T eps, S* __restrict__ grad1,
                                         S* __restrict__ grad2) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(i, n) {
     GeomGrad<T> ga, gb;
-    pair_grad<M>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps, loss_form, grad[i],
-                 ga, gb);
+    pair_grad<M, LF>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps, grad[i], ga, gb);
     store_coord_grad(ga, fmt, grad1 + 4 * i);
     store_coord_grad(gb, fmt, grad2 + 4 * i);
   }
@@ -110,15 +109,18 @@ at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, 
     const S* p2 = b2.const_data_ptr<S>();
     T* o = out.mutable_data_ptr<T>();
     with_mode(p.mode, [&](auto mode_c) {
-      constexpr Mode M = decltype(mode_c)::value;
-      if (aligned) {
-        aligned_forward_kernel<M, T, S><<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
-            p1, p2, total, p.fmt, static_cast<T>(eps), loss_form, o);
-      } else {
-        pairwise_forward_kernel<M, T, S><<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
-            p1, p2, p.n, p.m, total, p.fmt, static_cast<T>(eps), loss_form, o);
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      with_loss_form(loss_form, [&](auto lf_c) {
+        constexpr Mode M = decltype(mode_c)::value;
+        constexpr bool LF = decltype(lf_c)::value;
+        if (aligned) {
+          aligned_forward_kernel<M, LF, T, S><<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
+              p1, p2, total, p.fmt, static_cast<T>(eps), o);
+        } else {
+          pairwise_forward_kernel<M, LF, T, S><<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
+              p1, p2, p.n, p.m, total, p.fmt, static_cast<T>(eps), o);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   });
   return out;
@@ -135,9 +137,11 @@ std::tuple<at::Tensor, at::Tensor> box_overlap_backward_cuda(const at::Tensor& g
   const c10::cuda::CUDAGuard guard(boxes1.device());
   const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
   const at::Tensor g = grad.to(p.out_dtype).contiguous();
-  at::Tensor grad1 = at::zeros(b1.sizes(), b1.options());
-  at::Tensor grad2 = at::zeros(b2.sizes(), b2.options());
-  if (g.numel() == 0) return {grad1, grad2};
+  if (g.numel() == 0) return {at::zeros(b1.sizes(), b1.options()), at::zeros(b2.sizes(), b2.options())};
+  // Every element is written below: with no pairs we returned above, and otherwise each box has
+  // at least one pair.
+  at::Tensor grad1 = at::empty(b1.sizes(), b1.options());
+  at::Tensor grad2 = at::empty(b2.sizes(), b2.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_float_dtype(b1.scalar_type(), "box_overlap_backward", [&](auto s, auto t) {
     using S = decltype(s);
@@ -149,20 +153,23 @@ std::tuple<at::Tensor, at::Tensor> box_overlap_backward_cuda(const at::Tensor& g
     S* g2 = grad2.mutable_data_ptr<S>();
     const T e = static_cast<T>(eps);
     with_mode(p.mode, [&](auto mode_c) {
-      constexpr Mode M = decltype(mode_c)::value;
-      if (aligned) {
-        aligned_backward_kernel<M, T, S><<<blocks_for(p.n), kThreadsPerBlock, 0, stream>>>(
-            p1, p2, pg, p.n, p.fmt, e, loss_form, g1, g2);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      } else {
-        const int64_t rows = p.batch * p.n, cols = p.batch * p.m;
-        pairwise_backward_rows_kernel<M, T, S><<<blocks_for(rows), kThreadsPerBlock, 0, stream>>>(
-            p1, p2, pg, p.n, p.m, rows, p.fmt, e, loss_form, g1);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        pairwise_backward_cols_kernel<M, T, S><<<blocks_for(cols), kThreadsPerBlock, 0, stream>>>(
-            p1, p2, pg, p.n, p.m, cols, p.fmt, e, loss_form, g2);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      with_loss_form(loss_form, [&](auto lf_c) {
+        constexpr Mode M = decltype(mode_c)::value;
+        constexpr bool LF = decltype(lf_c)::value;
+        if (aligned) {
+          aligned_backward_kernel<M, LF, T, S><<<blocks_for(p.n), kThreadsPerBlock, 0, stream>>>(
+              p1, p2, pg, p.n, p.fmt, e, g1, g2);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        } else {
+          const int64_t rows = p.batch * p.n, cols = p.batch * p.m;
+          pairwise_backward_rows_kernel<M, LF, T, S><<<blocks_for(rows), kThreadsPerBlock, 0, stream>>>(
+              p1, p2, pg, p.n, p.m, rows, p.fmt, e, g1);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          pairwise_backward_cols_kernel<M, LF, T, S><<<blocks_for(cols), kThreadsPerBlock, 0, stream>>>(
+              p1, p2, pg, p.n, p.m, cols, p.fmt, e, g2);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
     });
   });
   return {grad1, grad2};

@@ -53,15 +53,34 @@ struct GeomGrad {
   }
 };
 
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float atan_(float x) { return ::atanf(x); }
+// atan for float without a library call, so loops calling it vectorize (and CPU and GPU round
+// alike): Cephes' atanf reduction and polynomial, written with selects instead of branches.
+// Error against float(atan(double(x))): at most 3 ulp, measured over every 7th float32 bit pattern.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float atan_(float t) {
+  const float x = t < 0.0f ? -t : t;
+  const bool inverse = x > 2.414213562373095f;  // tan(3 pi / 8): atan(x) = pi / 2 - atan(1 / x)
+  const bool shifted = !inverse && x > 0.4142135623730950f;  // tan(pi / 8): pi / 4 + atan((x - 1) / (x + 1))
+  const float z = inverse ? -1.0f / (x > 0.0f ? x : 1.0f) : (shifted ? (x - 1.0f) / (x + 1.0f) : x);
+  const float z2 = z * z;
+  const float poly = (((8.05374449538e-2f * z2 - 1.38776856032e-1f) * z2 + 1.99777106478e-1f) * z2 -
+                      3.33329491539e-1f) * z2 * z + z;
+  const float r = (inverse ? 1.5707963267948966f : (shifted ? 0.7853981633974483f : 0.0f)) + poly;
+  return t < 0.0f ? -r : r;
+}
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double atan_(double x) { return ::atan(x); }
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T max_(T a, T b) { return a > b ? a : b; }
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T min_(T a, T b) { return a < b ? a : b; }
-// n / d, and 0 where d is exactly 0.
+// n / d, and 0 where d is exactly 0. Divides unconditionally and then selects, so that n is always
+// evaluated: a conditional use lets the compiler sink n's load into a branch, which stops it from
+// vectorizing the loop around.
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T safe_div(T n, T d) { return d != T(0) ? n / d : T(0); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T safe_div(T n, T d) {
+  const bool ok = d != T(0);
+  const T q = n / (ok ? d : T(1));
+  return ok ? q : T(0);
+}
 // d max(p, q) / dp and d min(p, q) / dp as torch's maximum/minimum define them (ties split).
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T dmax(T p, T q) { return p > q ? T(1) : (p == q ? T(0.5) : T(0)); }
@@ -103,10 +122,12 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE Geom<T> load_geom(const S* p, Format fmt
   return make_geom<T>(p[0], p[1], p[2], p[3], fmt, with_angle);
 }
 
-// The value for one pair; a is the box from boxes1 (IoF divides by its area).
-template <Mode M, typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T pair_value(const Geom<T>& a, const Geom<T>& b, T eps,
-                                                     bool loss_form) {
+// The value for one pair; a is the box from boxes1 (IoF divides by its area). LossForm selects
+// torchvision's loss formulas (a template parameter: a run-time flag keeps compilers from
+// vectorizing the pair loops).
+template <Mode M, bool LossForm, typename T>
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T pair_value(const Geom<T>& a, const Geom<T>& b, T eps) {
+  constexpr bool loss_form = LossForm;
   const T zero(0);
   const T e = loss_form ? eps : zero;
   const T poison = a.poison + b.poison;
@@ -124,7 +145,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T pair_value(const Geom<T>& a, const Geo
     } else {
       T cw = max_(a.x2, b.x2) - min_(a.x1, b.x1);
       T ch = max_(a.y2, b.y2) - min_(a.y1, b.y1);
-      if (!loss_form) cw = max_(cw, zero), ch = max_(ch, zero);
+      if constexpr (!loss_form) cw = max_(cw, zero), ch = max_(ch, zero);
       if constexpr (M == Mode::GIoU) {
         const T area_c = cw * ch;
         return iou - safe_div(area_c - uni, area_c + e) + poison;
@@ -145,10 +166,10 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T pair_value(const Geom<T>& a, const Geo
 }
 
 // Adds g * d pair_value / d (geometry of a, of b) to ga and gb.
-template <Mode M, typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pair_grad(const Geom<T>& a, const Geom<T>& b, T eps,
-                                                       bool loss_form, T g, GeomGrad<T>& ga,
-                                                       GeomGrad<T>& gb) {
+template <Mode M, bool LossForm, typename T>
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pair_grad(const Geom<T>& a, const Geom<T>& b, T eps, T g,
+                                                       GeomGrad<T>& ga, GeomGrad<T>& gb) {
+  constexpr bool loss_form = LossForm;
   const T zero(0), one(1), two(2);
   const T e = loss_form ? eps : zero;
   // intersection
@@ -199,7 +220,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pair_grad(const Geom<T>& a, const G
           g_angle = -g * alpha * k * two * da * mask;
         }
       }
-      if (!loss_form) {  // clamp(min=0) passes the gradient where its input is > 0
+      if constexpr (!loss_form) {  // clamp(min=0) passes the gradient where its input is > 0
         g_cw = cw_raw > zero ? g_cw : zero;
         g_ch = ch_raw > zero ? g_ch : zero;
       }

@@ -1,0 +1,172 @@
+"""Shared benchmark machinery: timing, the machine's description, measured bandwidth, results.
+
+Every benchmark runs fastops and its reference on the same inputs in the same process, reports
+medians and their ratio, and a floor: the least time the work can take on this machine (bytes over
+the bandwidth measured here, for the memory-bound ops). Results are written to
+benchmarks/results/<machine>/<benchmark>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import fastops
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], device: str = "cpu", *, warmup: int = 2, repeat: int = 15, budget_s: float = 20.0) -> float:
+    """Median wall time of fn() in milliseconds (CUDA: device events around each call)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    start_all = time.perf_counter()
+    for _ in range(repeat):
+        if device.startswith("cuda"):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        if time.perf_counter() - start_all > budget_s and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"model name\s*:\s*(.*)", text)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(device: str) -> dict:
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fastops_build": fastops.build_info(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
+        info["gpu_sms"] = props.multi_processor_count
+    return info
+
+
+def machine_slug(info: dict) -> str:
+    if "gpu" in info:
+        name = info["gpu"]
+    else:
+        name = f"{info['cpu']}-{info['torch_threads']}threads"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+_bandwidth_cache: dict = {}
+
+
+def bandwidth_gbs(device: str, nbytes: int, kind: str) -> float:
+    """Bandwidth measured here, in GB/s, on buffers of nbytes: kind "write" fills a buffer (bytes
+    written), "copy" copies one (bytes read plus written). The floor of a memory-bound op is its
+    bytes over the matching figure, measured on the same sizes so caches play the same part."""
+    key = (device, nbytes, kind)
+    if key not in _bandwidth_cache:
+        n = max(nbytes // 4, 1)
+        dst = torch.empty(n, dtype=torch.float32, device=device)
+        if kind == "write":
+            ms = time_ms(lambda: dst.fill_(1.0), device, repeat=20)
+            moved = n * 4
+        else:
+            src = torch.rand(n, dtype=torch.float32, device=device)
+            ms = time_ms(lambda: dst.copy_(src), device, repeat=20)
+            moved = 2 * n * 4
+        _bandwidth_cache[key] = moved / (ms * 1e-3) / 1e9
+    return _bandwidth_cache[key]
+
+
+@dataclass
+class Row:
+    case: str
+    fastops_ms: float
+    reference: str
+    reference_ms: float | None
+    floor_ms: float | None = None
+    floor_basis: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.reference_ms is None else self.reference_ms / self.fastops_ms
+
+    @property
+    def of_floor(self) -> float | None:
+        return None if self.floor_ms is None else self.fastops_ms / self.floor_ms
+
+
+def format_table(rows: list[Row]) -> str:
+    head = "| case | fastops ms | reference | reference ms | speedup | floor ms | x floor | floor basis |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        ref = "-" if r.reference_ms is None else f"{r.reference_ms:.3f}"
+        sp = "-" if r.speedup is None else f"{r.speedup:.1f}x"
+        fl = "-" if r.floor_ms is None else f"{r.floor_ms:.3f}"
+        of = "-" if r.of_floor is None else f"{r.of_floor:.1f}"
+        lines.append(f"| {r.case} | {r.fastops_ms:.3f} | {r.reference} | {ref} | {sp} | {fl} | {of} | {r.floor_basis} |")
+    return "\n".join(lines)
+
+
+def save(bench: str, machine: dict, rows: list[Row], notes: str = "") -> Path:
+    folder = RESULTS_DIR / machine_slug(machine)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": bench,
+        "machine": machine,
+        "rows": [asdict(r) | {"speedup": r.speedup, "x_floor": r.of_floor} for r in rows],
+        "notes": notes,
+    }
+    (folder / f"{bench}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    md = [f"# {bench} on {machine.get('gpu', machine['cpu'])}", ""]
+    md.append(f"{machine['date']}; torch {machine['torch']}, torchvision {machine.get('torchvision', '-')}, "
+              f"{machine['torch_threads']} CPU threads, fastops CPU ISA {machine['fastops_build']['cpu_isa']}.")
+    md += ["", format_table(rows), ""]
+    if notes:
+        md += [notes, ""]
+    (folder / f"{bench}.md").write_text("\n".join(md))
+    return folder
