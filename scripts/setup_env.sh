@@ -12,4 +12,5 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 # Build against the torch just installed (no build isolation: the extension's ABI is torch's).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps .
-.venv/bin/python -c "import fastops, json; print('fastops built:', json.dumps(fastops.build_info()))"
+# (from another folder: here, the unbuilt source package would shadow the installed one)
+(cd / && "$OLDPWD/.venv/bin/python" -c "import fastops, json; print('fastops built:', json.dumps(fastops.build_info()))")
