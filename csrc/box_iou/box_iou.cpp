@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "box_iou/box_iou.h"
@@ -80,11 +82,38 @@ OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& bo
   return p;
 }
 
-void check_overlap_grad(const at::Tensor& grad, const OverlapProblem& p) {
+OverlapProblem prepare_forward(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view mode,
+                               std::string_view fmt, bool aligned, double eps, bool loss_form, at::Tensor& b1,
+                               at::Tensor& b2, at::Tensor& out) {
+  OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
+  b1 = boxes1.contiguous();
+  b2 = boxes2.contiguous();
+  out = at::empty(p.out_sizes, b1.options().dtype(p.out_dtype));
+  return p;
+}
+
+OverlapProblem prepare_backward(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
+                                std::string_view mode, std::string_view fmt, bool aligned, double eps,
+                                bool loss_form, at::Tensor& b1, at::Tensor& b2, at::Tensor& g, at::Tensor& grad1,
+                                at::Tensor& grad2) {
+  OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
   TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(p.out_sizes), "box_overlap_backward: grad must have shape ",
                     at::IntArrayRef(p.out_sizes), ", got ", grad.sizes());
   TORCH_CHECK_TYPE(grad.is_floating_point(), "box_overlap_backward: grad must be floating point, got ",
                    grad.scalar_type());
+  TORCH_CHECK(grad.device() == boxes1.device(), "box_overlap_backward: grad must be on ", boxes1.device(),
+              ", got ", grad.device());
+  b1 = boxes1.contiguous();
+  b2 = boxes2.contiguous();
+  g = grad.to(p.out_dtype).contiguous();
+  if (g.numel() == 0) {
+    grad1 = at::zeros(b1.sizes(), b1.options());
+    grad2 = at::zeros(b2.sizes(), b2.options());
+  } else {  // every box has at least one pair, so the kernels write every element
+    grad1 = at::empty(b1.sizes(), b1.options());
+    grad2 = at::empty(b2.sizes(), b2.options());
+  }
+  return p;
 }
 
 TORCH_LIBRARY_FRAGMENT(fastops, m) {

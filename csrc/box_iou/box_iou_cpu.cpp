@@ -1,8 +1,6 @@
 // CPU implementation of the IoU-family ops at the Tensor level: checks, allocation, and a call into
 // the raw loops of box_iou_cpu_kernel.cpp (the copy for the best instruction set available).
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "box_iou/box_iou.h"
@@ -23,9 +21,8 @@ OverlapKernelArgs kernel_args(const OverlapProblem& p, const at::Tensor& b1, con
 
 at::Tensor box_overlap_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view mode,
                            std::string_view fmt, bool aligned, double eps, bool loss_form) {
-  const OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
-  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
-  at::Tensor out = at::empty(p.out_sizes, b1.options().dtype(p.out_dtype));
+  at::Tensor b1, b2, out;
+  const OverlapProblem p = prepare_forward(boxes1, boxes2, mode, fmt, aligned, eps, loss_form, b1, b2, out);
   if (out.numel() == 0) return out;
   const auto& table = aligned ? aligned_forward_cpu : pairwise_forward_cpu;
   table.get()(kernel_args(p, b1, b2), out.mutable_data_ptr());
@@ -36,17 +33,10 @@ std::tuple<at::Tensor, at::Tensor> box_overlap_backward_cpu(const at::Tensor& gr
                                                             const at::Tensor& boxes2, std::string_view mode,
                                                             std::string_view fmt, bool aligned, double eps,
                                                             bool loss_form) {
-  const OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
-  check_overlap_grad(grad, p);
-  TORCH_CHECK(grad.device() == boxes1.device(), "box_overlap_backward: grad must be on ", boxes1.device(),
-              ", got ", grad.device());
-  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
-  const at::Tensor g = grad.to(p.out_dtype).contiguous();
-  if (g.numel() == 0) return {at::zeros(b1.sizes(), b1.options()), at::zeros(b2.sizes(), b2.options())};
-  // Every element is written below: with no pairs we returned above, and otherwise each box has
-  // at least one pair.
-  at::Tensor grad1 = at::empty(b1.sizes(), b1.options());
-  at::Tensor grad2 = at::empty(b2.sizes(), b2.options());
+  at::Tensor b1, b2, g, grad1, grad2;
+  const OverlapProblem p =
+      prepare_backward(grad, boxes1, boxes2, mode, fmt, aligned, eps, loss_form, b1, b2, g, grad1, grad2);
+  if (g.numel() == 0) return {grad1, grad2};
   const auto& table = aligned ? aligned_backward_cpu : pairwise_backward_cpu;
   table.get()(kernel_args(p, b1, b2), g.const_data_ptr(), grad1.mutable_data_ptr(), grad2.mutable_data_ptr());
   return {grad1, grad2};

@@ -65,6 +65,12 @@ struct GeomGradSoA {
     x1 = f, y1 = f + count, x2 = f + 2 * count, y2 = f + 3 * count;
     w = f + 4 * count, h = f + 5 * count, cx = f + 6 * count, cy = f + 7 * count;
   }
+  FASTOPS_FORCEINLINE void set(int64_t i, const GeomGrad<T>& g) {
+    x1[i] = g.x1, y1[i] = g.y1, x2[i] = g.x2, y2[i] = g.y2, w[i] = g.w, h[i] = g.h, cx[i] = g.cx, cy[i] = g.cy;
+  }
+  FASTOPS_FORCEINLINE void add(int64_t i, const GeomGrad<T>& g) {
+    x1[i] += g.x1, y1[i] += g.y1, x2[i] += g.x2, y2[i] += g.y2, w[i] += g.w, h[i] += g.h, cx[i] += g.cx, cy[i] += g.cy;
+  }
   FASTOPS_FORCEINLINE GeomGrad<T> get(int64_t i) const {
     GeomGrad<T> g;
     g.x1 = x1[i], g.y1 = y1[i], g.x2 = x2[i], g.y2 = y2[i], g.w = w[i], g.h = h[i], g.cx = cx[i], g.cy = cy[i];
@@ -111,44 +117,20 @@ void pairwise_forward(const OverlapKernelArgs& args, T* out) {
   });
 }
 
-// The gradient of a (a boxes1 box) from each of its m pairs, into out.
-template <Mode M, bool LF, typename T>
-void pairwise_grad_row(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t m, T eps,
-                       const T* __restrict grad_row, GeomGradSoA<T>& out) {
-  T* __restrict x1 = out.x1;
-  T* __restrict y1 = out.y1;
-  T* __restrict x2 = out.x2;
-  T* __restrict y2 = out.y2;
-  T* __restrict w = out.w;
-  T* __restrict h = out.h;
-  T* __restrict cx = out.cx;
-  T* __restrict cy = out.cy;
+// Gradients of the pairs (a, g2[off + j]), j < count: with respect to a into out[j] (kOfA), or
+// with respect to g2[off + j] added to out[j]. One vector loop over j either way.
+template <Mode M, bool LF, bool kOfA, typename T>
+void pair_grads(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t count, T eps,
+                const T* __restrict grad_row, GeomGradSoA<T>& out) {
 #pragma GCC ivdep  // the buffers never alias; without this GCC gives up on its run-time alias checks
-  for (int64_t j = 0; j < m; ++j) {
-    GeomGrad<T> ga, unused;
-    pair_grad<M, LF>(a, g2.get(off + j), eps, grad_row[j], ga, unused);
-    x1[j] = ga.x1, y1[j] = ga.y1, x2[j] = ga.x2, y2[j] = ga.y2, w[j] = ga.w, h[j] = ga.h, cx[j] = ga.cx, cy[j] = ga.cy;
-  }
-}
-
-// The gradients of boxes2 boxes [j0, j0 + width) from one boxes1 box a, added to acc.
-template <Mode M, bool LF, typename T>
-void pairwise_grad_cols(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t width, T eps,
-                        const T* __restrict grad_row, GeomGradSoA<T>& acc) {
-  T* __restrict x1 = acc.x1;
-  T* __restrict y1 = acc.y1;
-  T* __restrict x2 = acc.x2;
-  T* __restrict y2 = acc.y2;
-  T* __restrict w = acc.w;
-  T* __restrict h = acc.h;
-  T* __restrict cx = acc.cx;
-  T* __restrict cy = acc.cy;
-#pragma GCC ivdep
-  for (int64_t j = 0; j < width; ++j) {
-    GeomGrad<T> unused, gb;
-    pair_grad<M, LF>(a, g2.get(off + j), eps, grad_row[j], unused, gb);
-    x1[j] += gb.x1, y1[j] += gb.y1, x2[j] += gb.x2, y2[j] += gb.y2;
-    w[j] += gb.w, h[j] += gb.h, cx[j] += gb.cx, cy[j] += gb.cy;
+  for (int64_t j = 0; j < count; ++j) {
+    GeomGrad<T> ga, gb;
+    pair_grad<M, LF>(a, g2.get(off + j), eps, grad_row[j], ga, gb);
+    if constexpr (kOfA) {
+      out.set(j, ga);
+    } else {
+      out.add(j, gb);
+    }
   }
 }
 
@@ -167,7 +149,7 @@ void pairwise_backward(const OverlapKernelArgs& args, const T* grad, S* grad1, S
     at::parallel_for(0, batch * n, grain, [&](int64_t begin, int64_t end) {
       GeomGradSoA<T> pair(m);
       for (int64_t r = begin; r < end; ++r) {
-        pairwise_grad_row<M, LF>(g1.get(r), g2, (r / n) * m, m, eps, grad + r * m, pair);
+        pair_grads<M, LF, true>(g1.get(r), g2, (r / n) * m, m, eps, grad + r * m, pair);
         GeomGrad<T> sum;
         sum.x1 = lane_sum(pair.x1, m), sum.y1 = lane_sum(pair.y1, m);
         sum.x2 = lane_sum(pair.x2, m), sum.y2 = lane_sum(pair.y2, m);
@@ -188,7 +170,7 @@ void pairwise_backward(const OverlapKernelArgs& args, const T* grad, S* grad1, S
         const int64_t width = std::min(kColumnBlock, m - j0);
         std::fill(acc.buf.begin(), acc.buf.end(), T(0));
         for (int64_t i = 0; i < n; ++i) {
-          pairwise_grad_cols<M, LF>(g1.get(b * n + i), g2, b * m + j0, width, eps, grad + (b * n + i) * m + j0, acc);
+          pair_grads<M, LF, false>(g1.get(b * n + i), g2, b * m + j0, width, eps, grad + (b * n + i) * m + j0, acc);
         }
         for (int64_t j = 0; j < width; ++j) store_coord_grad(acc.get(j), args.fmt, grad2 + 4 * (b * m + j0 + j));
       }

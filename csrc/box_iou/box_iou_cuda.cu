@@ -4,8 +4,6 @@
 // Backward sums without atomics: one thread per box walks its row (boxes1) or column (boxes2) of
 // pairs in order, so gradients are deterministic.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -95,10 +93,9 @@ __global__ void aligned_backward_kernel(const S* __restrict__ b1, const S* __res
 
 at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view mode,
                             std::string_view fmt, bool aligned, double eps, bool loss_form) {
-  const OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
   const c10::cuda::CUDAGuard guard(boxes1.device());
-  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
-  at::Tensor out = at::empty(p.out_sizes, b1.options().dtype(p.out_dtype));
+  at::Tensor b1, b2, out;
+  const OverlapProblem p = prepare_forward(boxes1, boxes2, mode, fmt, aligned, eps, loss_form, b1, b2, out);
   const int64_t total = out.numel();
   if (total == 0) return out;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -130,18 +127,11 @@ std::tuple<at::Tensor, at::Tensor> box_overlap_backward_cuda(const at::Tensor& g
                                                              const at::Tensor& boxes2, std::string_view mode,
                                                              std::string_view fmt, bool aligned, double eps,
                                                              bool loss_form) {
-  const OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
-  check_overlap_grad(grad, p);
-  TORCH_CHECK(grad.device() == boxes1.device(), "box_overlap_backward: grad must be on ", boxes1.device(),
-              ", got ", grad.device());
   const c10::cuda::CUDAGuard guard(boxes1.device());
-  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
-  const at::Tensor g = grad.to(p.out_dtype).contiguous();
-  if (g.numel() == 0) return {at::zeros(b1.sizes(), b1.options()), at::zeros(b2.sizes(), b2.options())};
-  // Every element is written below: with no pairs we returned above, and otherwise each box has
-  // at least one pair.
-  at::Tensor grad1 = at::empty(b1.sizes(), b1.options());
-  at::Tensor grad2 = at::empty(b2.sizes(), b2.options());
+  at::Tensor b1, b2, g, grad1, grad2;
+  const OverlapProblem p =
+      prepare_backward(grad, boxes1, boxes2, mode, fmt, aligned, eps, loss_form, b1, b2, g, grad1, grad2);
+  if (g.numel() == 0) return {grad1, grad2};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_float_dtype(b1.scalar_type(), "box_overlap_backward", [&](auto s, auto t) {
     using S = decltype(s);

@@ -1,23 +1,11 @@
-"""Detection ops, named and called as in ``torchvision.ops`` where torchvision has them."""
+"""Detection ops, named and called as in ``torchvision.ops`` where torchvision has them.
 
-from .box_iou import (
-    box_iou,
-    box_overlap,
-    complete_box_iou,
-    complete_box_iou_loss,
-    distance_box_iou,
-    distance_box_iou_loss,
-    generalized_box_iou,
-    generalized_box_iou_loss,
-)
+Each op family's module (``fastops/ops/<family>.py``) lists its public functions in ``__all__``;
+they are re-exported here. (A function may share its family's name, as ``box_iou`` does, so the
+modules are imported under private names.)
+"""
 
-__all__ = [
-    "box_iou",
-    "box_overlap",
-    "complete_box_iou",
-    "complete_box_iou_loss",
-    "distance_box_iou",
-    "distance_box_iou_loss",
-    "generalized_box_iou",
-    "generalized_box_iou_loss",
-]
+from . import box_iou as _box_iou
+from .box_iou import *  # noqa: F403
+
+__all__ = [*_box_iou.__all__]
