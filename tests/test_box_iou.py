@@ -491,12 +491,13 @@ def test_opcheck(mode, aligned, device):
     )
 
 
-def test_compile_fullgraph():
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph(dynamic):
     def step(pred, target, anchors):
         match = fastops.box_iou(anchors, target).amax(dim=1)
         return fastops.generalized_box_iou_loss(pred, target[:1].expand_as(pred), reduction="mean") + match.sum()
 
-    compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    compiled = torch.compile(step, fullgraph=True, dynamic=dynamic)
     pred = rand_boxes_xyxy(8, dtype=torch.float32).requires_grad_()
     target, anchors = rand_boxes_xyxy(3, dtype=torch.float32), rand_boxes_xyxy(8, dtype=torch.float32)
     out = compiled(pred, target, anchors)
