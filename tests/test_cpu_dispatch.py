@@ -43,3 +43,30 @@ def test_set_cpu_isa_reports_what_is_used(restore_isa):
     assert fastops.build_info()["cpu_isa"] == "default"
     detected = fastops.build_info()["cpu_isa_detected"]
     assert fastops.set_cpu_isa("avx512") == detected
+
+
+def run_nms_family(dtype):
+    g = torch.Generator().manual_seed(2)
+    boxes = (rand_boxes_xyxy(3000, generator=g) * 3).to(dtype)
+    scores = torch.rand(3000, generator=g).to(dtype)
+    idxs = torch.randint(0, 7, (3000,), generator=g)
+    multi = fastops.multiclass_nms(boxes.reshape(3, 1000, 4), torch.rand(3, 1000, 5, generator=g).to(dtype))
+    return (
+        fastops.nms(boxes, scores, 0.5),
+        fastops.batched_nms(boxes, scores, idxs, 0.3),
+        *fastops.soft_nms(boxes[:400], scores[:400], method="gaussian"),
+        *fastops.matrix_nms(boxes[:500], scores[:500], idxs[:500]),
+        *multi,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_every_isa_gives_the_same_nms_results(dtype, restore_isa):
+    results = {}
+    for isa in ISAS:
+        used = fastops.set_cpu_isa(isa)
+        results.setdefault(used, run_nms_family(dtype))
+    base = results.pop("default")
+    for isa, res in results.items():
+        for a, b in zip(base, res):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")

@@ -11,16 +11,16 @@
 #include <ATen/Parallel.h>
 
 #include "box_iou/box_iou.h"
+#include "common/cpu_reduce.h"
 #include "common/dtype_dispatch.h"
 
 namespace fastops::box_iou {
 namespace {
 
+using cpu::lane_sum;
+
 // Pairs per parallel task: enough work to amortize a task, small enough to balance 2-64 threads.
 constexpr int64_t kPairsPerTask = 16384;
-// Gradient sums use this many independent partial sums (one per vector lane), combined in a fixed
-// order, so they vectorize without the compiler reassociating anything.
-constexpr int kLanes = 16;
 // boxes2 gradients are accumulated for this many columns at a time.
 constexpr int64_t kColumnBlock = 256;
 
@@ -77,21 +77,6 @@ struct GeomGradSoA {
     return g;
   }
 };
-
-// Sum of v[0..n) with kLanes partial sums combined pairwise: a fixed order for every build.
-template <typename T>
-T lane_sum(const T* __restrict v, int64_t n) {
-  T lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += v[j + l];
-  }
-  for (int l = 0; j < n; ++j, ++l) lanes[l] += v[j];
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-  }
-  return lanes[0];
-}
 
 // ---- pairwise ------------------------------------------------------------------------------
 

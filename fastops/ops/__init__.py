@@ -1,11 +1,13 @@
 """Detection ops, named and called as in ``torchvision.ops`` where torchvision has them.
 
 Each op family's module (``fastops/ops/<family>.py``) lists its public functions in ``__all__``;
-they are re-exported here. (A function may share its family's name, as ``box_iou`` does, so the
-modules are imported under private names.)
+they are re-exported here. (A function may share its family's name, as ``box_iou`` and ``nms``
+do, so the modules are imported under private names.)
 """
 
 from . import box_iou as _box_iou
+from . import nms as _nms
 from .box_iou import *  # noqa: F403
+from .nms import *  # noqa: F403
 
-__all__ = [*_box_iou.__all__]
+__all__ = [*_box_iou.__all__, *_nms.__all__]

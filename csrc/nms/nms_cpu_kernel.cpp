@@ -1,0 +1,373 @@
+// Raw CPU loops of the NMS ops, compiled once per instruction set (csrc/common/cpu_dispatch.h);
+// everything here has internal linkage.
+//
+// Greedy NMS, exact and in O(N) memory: boxes in decreasing score order live in a structure of
+// arrays of the still-undecided boxes. A block of the first 256 is resolved in order among
+// itself; then the block's kept boxes test every later box at once (a vector loop over the later
+// boxes, in parallel tiles), and the survivors are compacted to the front. Each later box is thus
+// compared only with kept boxes, and suppressed boxes drop out of all further work; the pass ends
+// when no box is left undecided.
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "common/cpu_reduce.h"
+#include "common/dtype_dispatch.h"
+#include "nms/nms.h"
+
+namespace fastops::nms {
+namespace {
+
+constexpr int64_t kBlock = 256;          // boxes resolved among themselves before they suppress the rest
+constexpr int64_t kTile = 2048;          // later boxes per task when the block suppresses them
+constexpr int64_t kParallelMin = 16384;  // fewer later boxes than this: one thread
+
+// Undecided boxes in priority order: coordinates, area, the caller's id and a class label.
+template <typename T>
+struct BoxSoA {
+  std::vector<T> buf;
+  std::vector<int64_t> id, label;
+  T *x1, *y1, *x2, *y2, *area;
+
+  explicit BoxSoA(int64_t n) : buf(static_cast<size_t>(5 * n)), id(n), label(n) {
+    T* f = buf.data();
+    x1 = f, y1 = f + n, x2 = f + 2 * n, y2 = f + 3 * n, area = f + 4 * n;
+  }
+  FASTOPS_FORCEINLINE NmsBox<T> get(int64_t i) const { return {x1[i], y1[i], x2[i], y2[i], area[i]}; }
+  FASTOPS_FORCEINLINE void set(int64_t i, const NmsBox<T>& b) {
+    x1[i] = b.x1, y1[i] = b.y1, x2[i] = b.x2, y2[i] = b.y2, area[i] = b.area;
+  }
+  FASTOPS_FORCEINLINE void move(int64_t dst, int64_t src) {
+    set(dst, get(src));
+    id[dst] = id[src];
+    label[dst] = label[src];
+  }
+};
+
+// flag[j] |= box j is suppressed by `a` (IoU above threshold, and the same label when labeled).
+template <typename T, bool kLabeled>
+void suppress_by(const NmsBox<T> a, int64_t a_label, const BoxSoA<T>& s, int64_t lo, int64_t hi, T thr,
+                 uint8_t* __restrict flag) {
+  const int64_t* label = s.label.data();
+#pragma GCC ivdep  // the arrays never alias
+  for (int64_t j = lo; j < hi; ++j) {
+    const bool over = nms_iou(a, s.get(j)) > thr;
+    flag[j] |= static_cast<uint8_t>(kLabeled ? (over & (label[j] == a_label)) : over);
+  }
+}
+
+// All boxes have w, h >= 0 and finite coordinates, so no IoU exceeds 1.
+template <typename T>
+bool all_regular(const BoxSoA<T>& s, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) {
+    ok &= (s.x2[i] >= s.x1[i]) & (s.y2[i] >= s.y1[i]) & std::isfinite(s.area[i]);
+  }
+  return ok;
+}
+
+// Greedy NMS on positions [0, n) of `cur`, in priority order (cur is consumed). Calls
+// keep(id) for each kept box in order; keep returns false to stop early.
+template <typename T, bool kLabeled, typename Keep>
+void greedy(BoxSoA<T>& cur, int64_t n, T thr, bool parallel, Keep&& keep) {
+  if (thr >= T(1) && all_regular(cur, n)) {  // nothing can be suppressed
+    for (int64_t i = 0; i < n; ++i) {
+      if (!keep(cur.id[i])) return;
+    }
+    return;
+  }
+  std::vector<uint8_t> flag(n);
+  std::vector<int64_t> kept;
+  kept.reserve(kBlock);
+  int64_t cnt = n;
+  while (cnt > 0) {
+    const int64_t b = std::min(kBlock, cnt);
+    std::fill(flag.begin(), flag.begin() + b, uint8_t(0));
+    kept.clear();
+    for (int64_t t = 0; t < b; ++t) {
+      if (flag[t]) continue;
+      if (!keep(cur.id[t])) return;
+      kept.push_back(t);
+      suppress_by<T, kLabeled>(cur.get(t), cur.label[t], cur, t + 1, b, thr, flag.data());
+    }
+    if (cnt == b) return;
+    auto body = [&](int64_t lo, int64_t hi) {
+      for (int64_t j0 = lo; j0 < hi; j0 += kTile) {
+        const int64_t j1 = std::min(hi, j0 + kTile);
+        std::fill(flag.begin() + j0, flag.begin() + j1, uint8_t(0));
+        for (const int64_t k : kept) suppress_by<T, kLabeled>(cur.get(k), cur.label[k], cur, j0, j1, thr, flag.data());
+      }
+    };
+    if (parallel && cnt - b >= kParallelMin) {
+      at::parallel_for(b, cnt, kTile, body);
+    } else {
+      body(b, cnt);
+    }
+    int64_t m = 0;
+    for (int64_t j = b; j < cnt; ++j) {
+      if (!flag[j]) cur.move(m++, j);
+    }
+    cnt = m;
+  }
+}
+
+// ---- nms / batched_nms ---------------------------------------------------------------------
+
+template <typename T, typename S>
+void greedy_impl(const GreedyArgs& a) {
+  const S* boxes = static_cast<const S*>(a.boxes);
+  const T thr = threshold_below<T>(a.iou_threshold);
+  // class runs: [starts[s], starts[s + 1])
+  std::vector<int64_t> starts{0};
+  if (a.group != nullptr) {
+    for (int64_t p = 1; p < a.n; ++p) {
+      if (a.group[p] != a.group[p - 1]) starts.push_back(p);
+    }
+  }
+  starts.push_back(a.n);
+  const int64_t runs = static_cast<int64_t>(starts.size()) - 1;
+  auto run = [&](int64_t r, bool parallel) {
+    const int64_t p0 = starts[r], len = starts[r + 1] - p0;
+    BoxSoA<T> soa(len);
+    for (int64_t i = 0; i < len; ++i) {
+      soa.set(i, load_nms_box<T>(boxes + 4 * a.order[p0 + i]));
+      soa.id[i] = p0 + i;
+    }
+    greedy<T, false>(soa, len, thr, parallel, [&](int64_t p) {
+      a.keep_by_rank[a.rank != nullptr ? a.rank[p] : p] = 1;
+      return true;
+    });
+  };
+  if (runs == 1) {
+    run(0, true);
+  } else {
+    at::parallel_for(0, runs, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) run(r, false);
+    });
+  }
+}
+
+// ---- soft-NMS ------------------------------------------------------------------------------
+
+template <typename T, typename S>
+int64_t soft_impl(const SoftArgs& a) {
+  const S* boxes = static_cast<const S*>(a.boxes);
+  const T* scores = static_cast<const T*>(a.scores);
+  const T thr = static_cast<T>(a.iou_threshold), sigma = static_cast<T>(a.sigma);
+  const T min_score = static_cast<T>(a.score_threshold);
+  T* keep_scores = static_cast<T*>(a.keep_scores);
+  // Undecided boxes in index order (so the first maximum is the lowest index); NaN scores never
+  // take part.
+  BoxSoA<T> cur(a.n);
+  std::vector<T> score(a.n);
+  int64_t cnt = 0;
+  for (int64_t i = 0; i < a.n; ++i) {
+    if (std::isnan(scores[i])) continue;
+    cur.set(cnt, load_nms_box<T>(boxes + 4 * i));
+    cur.id[cnt] = i;
+    cur.label[cnt] = a.idxs != nullptr ? a.idxs[i] : 0;
+    score[cnt++] = scores[i];
+  }
+  int64_t out = 0;
+  while (cnt > 0) {
+    int64_t best = 0;
+    for (int64_t j = 1; j < cnt; ++j) {
+      if (score[j] > score[best]) best = j;
+    }
+    a.keep[out] = cur.id[best];
+    keep_scores[out++] = score[best];
+    const NmsBox<T> sel = cur.get(best);
+    const int64_t sel_label = cur.label[best];
+    T* __restrict s = score.data();
+    const int64_t* __restrict label = cur.label.data();
+    for (int64_t j = 0; j < cnt; ++j) {
+      const T w = soft_weight(nms_iou_or_zero(sel, cur.get(j)), a.method, thr, sigma);
+      s[j] *= label[j] == sel_label ? w : T(1);
+    }
+    // Drop the selected box and those now below min_score (mmcv's rule: a box is tested only
+    // after a decay round, so the first selection is never tested).
+    int64_t m = 0;
+    for (int64_t j = 0; j < cnt; ++j) {
+      if (j == best || s[j] < min_score) continue;
+      cur.move(m, j);
+      s[m++] = s[j];
+    }
+    cnt = m;
+  }
+  return out;
+}
+
+// ---- Matrix NMS ----------------------------------------------------------------------------
+
+template <typename T, typename S>
+void matrix_impl(const MatrixArgs& a) {
+  const S* boxes = static_cast<const S*>(a.boxes);
+  const int64_t n = a.n;
+  const T sigma = static_cast<T>(a.sigma);
+  BoxSoA<T> soa(n);
+  for (int64_t p = 0; p < n; ++p) {
+    soa.set(p, load_nms_box<T>(boxes + 4 * a.order[p]));
+    soa.label[p] = a.group != nullptr ? a.group[p] : 0;
+  }
+  const int64_t* label = soa.label.data();
+  // compensate[i]: box i's largest IoU with a higher-scored box of its class.
+  std::vector<T> comp(n);
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    std::vector<T> row(n);
+    for (int64_t i = begin; i < end; ++i) {
+      const NmsBox<T> bi = soa.get(i);
+      T* __restrict r = row.data();
+      for (int64_t k = 0; k < i; ++k) r[k] = label[k] == label[i] ? nms_iou_or_zero(soa.get(k), bi) : T(0);
+      comp[i] = cpu::lane_reduce(r, i, T(0), [](T x, T y) { return x > y ? x : y; });
+    }
+  });
+  T* decay = static_cast<T*>(a.decay);
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    std::vector<T> row(n);
+    for (int64_t j = begin; j < end; ++j) {
+      const NmsBox<T> bj = soa.get(j);
+      T* __restrict r = row.data();
+      for (int64_t i = 0; i < j; ++i) {
+        r[i] = label[i] == label[j] ? matrix_term(nms_iou_or_zero(soa.get(i), bj), comp[i], a.kernel, sigma) : T(INFINITY);
+      }
+      decay[j] = cpu::lane_reduce(r, j, T(1), [](T x, T y) { return x < y ? x : y; });
+    }
+  });
+}
+
+// ---- multiclass post-processing ----------------------------------------------------------------
+
+constexpr int64_t kScanBlock = 256;  // scores tested at once (a vector loop) before the scalar pass
+
+// Whether any of s[lo..hi) is above bar (NaN is not).
+template <typename T, typename S>
+bool any_above(const S* __restrict s, int64_t lo, int64_t hi, T bar) {
+  int32_t above = 0;  // an integer sum: GCC vectorizes it, not a bool "or"
+  for (int64_t f = lo; f < hi; ++f) above += static_cast<T>(s[f]) > bar ? 1 : 0;
+  return above != 0;
+}
+
+template <typename T, typename S>
+void multiclass_impl(const MulticlassArgs& a) {
+  const S* boxes = static_cast<const S*>(a.boxes);
+  const S* scores = static_cast<const S*>(a.scores);
+  S* out_boxes = static_cast<S*>(a.out_boxes);
+  S* out_scores = static_cast<S*>(a.out_scores);
+  const int64_t nc = a.n * a.classes, d = a.max_detections;
+  const T score_thr = static_cast<T>(a.score_threshold);
+  const T iou_thr = threshold_below<T>(a.iou_threshold);
+  using Cand = std::pair<T, int64_t>;  // (score, flat index n * C + c)
+  const auto better = [](const Cand& x, const Cand& y) {
+    return x.first > y.first || (x.first == y.first && x.second < y.second);
+  };
+
+  auto image = [&](int64_t b, bool parallel) {
+    const S* sc = scores + b * nc;
+    // 1. the topk candidates above the score threshold, sorted (ties: lower index first). Each
+    // chunk keeps at most 4 topk; when it has more it keeps its topk best and raises its bar to
+    // the worst of them, so a later score must beat that bar (a later index loses ties).
+    auto collect = [&](int64_t lo, int64_t hi, std::vector<Cand>& into) {
+      T bar = score_thr;
+      for (int64_t f0 = lo; f0 < hi; f0 += kScanBlock) {
+        const int64_t f1 = std::min(hi, f0 + kScanBlock);
+        if (!any_above(sc, f0, f1, bar)) continue;  // the common case once the bar has risen
+        for (int64_t f = f0; f < f1; ++f) {
+          const T s = static_cast<T>(sc[f]);
+          if (!(s > bar)) continue;
+          into.emplace_back(s, f);
+          if (static_cast<int64_t>(into.size()) >= 4 * a.topk) {
+            std::nth_element(into.begin(), into.begin() + (a.topk - 1), into.end(), better);
+            into.resize(a.topk);
+            bar = std::max(bar, into[a.topk - 1].first);
+          }
+        }
+      }
+    };
+    std::vector<Cand> cand;
+    if (parallel && nc >= 65536) {
+      const int64_t chunks = std::min<int64_t>(64, at::get_num_threads() * 4);
+      std::vector<std::vector<Cand>> parts(chunks);
+      at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) collect(nc * c / chunks, nc * (c + 1) / chunks, parts[c]);
+      });
+      for (auto& part : parts) cand.insert(cand.end(), part.begin(), part.end());
+    } else {
+      collect(0, nc, cand);
+    }
+    if (static_cast<int64_t>(cand.size()) > a.topk) {
+      std::nth_element(cand.begin(), cand.begin() + a.topk, cand.end(), better);
+      cand.resize(a.topk);
+    }
+    std::sort(cand.begin(), cand.end(), better);
+    // 3. their boxes (also kept as stored, to write out) and labels
+    const int64_t k = static_cast<int64_t>(cand.size());
+    BoxSoA<T> soa(k);
+    std::vector<S> stored(4 * k);
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t anchor = cand[i].second / a.classes, label = cand[i].second % a.classes;
+      const S* p = boxes + (a.per_class_boxes ? (b * a.n + anchor) * a.classes + label : b * a.n + anchor) * 4;
+      soa.set(i, load_nms_box<T>(p));
+      soa.id[i] = i;
+      soa.label[i] = label;
+      std::copy(p, p + 4, stored.begin() + 4 * i);
+    }
+    std::vector<int64_t> kept;
+    kept.reserve(d);
+    // 4. NMS, stopping at max_detections kept
+    auto keep = [&](int64_t i) {
+      kept.push_back(i);
+      return static_cast<int64_t>(kept.size()) < d;
+    };
+    if (a.class_agnostic) {
+      greedy<T, false>(soa, k, iou_thr, false, keep);
+    } else {
+      greedy<T, true>(soa, k, iou_thr, false, keep);
+    }
+    // 5. outputs (padding was written by the caller)
+    for (int64_t r = 0; r < static_cast<int64_t>(kept.size()); ++r) {
+      const int64_t i = kept[r];
+      std::copy(stored.begin() + 4 * i, stored.begin() + 4 * i + 4, out_boxes + (b * d + r) * 4);
+      out_scores[b * d + r] = static_cast<S>(cand[i].first);
+      a.out_labels[b * d + r] = cand[i].second % a.classes;
+    }
+    a.out_num[b] = static_cast<int64_t>(kept.size());
+  };
+  if (a.batch >= at::get_num_threads()) {
+    at::parallel_for(0, a.batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) image(b, false);
+    });
+  } else {
+    for (int64_t b = 0; b < a.batch; ++b) image(b, true);
+  }
+}
+
+// ---- dispatch ------------------------------------------------------------------------------
+
+void greedy_entry(const GreedyArgs& a) {
+  with_float_dtype(a.dtype, "nms", [&](auto s, auto t) { greedy_impl<decltype(t), decltype(s)>(a); });
+}
+
+int64_t soft_entry(const SoftArgs& a) {
+  int64_t count = 0;
+  with_float_dtype(a.dtype, "soft_nms", [&](auto s, auto t) { count = soft_impl<decltype(t), decltype(s)>(a); });
+  return count;
+}
+
+void matrix_entry(const MatrixArgs& a) {
+  with_float_dtype(a.dtype, "matrix_nms", [&](auto s, auto t) { matrix_impl<decltype(t), decltype(s)>(a); });
+}
+
+void multiclass_entry(const MulticlassArgs& a) {
+  with_float_dtype(a.dtype, "multiclass_nms", [&](auto s, auto t) { multiclass_impl<decltype(t), decltype(s)>(a); });
+}
+
+FASTOPS_REGISTER_CPU_KERNEL(greedy_cpu, &greedy_entry);
+FASTOPS_REGISTER_CPU_KERNEL(soft_cpu, &soft_entry);
+FASTOPS_REGISTER_CPU_KERNEL(matrix_cpu, &matrix_entry);
+FASTOPS_REGISTER_CPU_KERNEL(multiclass_cpu, &multiclass_entry);
+
+}  // namespace
+}  // namespace fastops::nms
