@@ -104,14 +104,19 @@ _bandwidth_cache: dict = {}
 
 def bandwidth_gbs(device: str, nbytes: int, kind: str) -> float:
     """Bandwidth measured here, in GB/s, on buffers of nbytes: kind "write" fills a buffer (bytes
-    written), "copy" copies one (bytes read plus written). The floor of a memory-bound op is its
-    bytes over the matching figure, measured on the same sizes so caches play the same part."""
+    written), "alloc_write" allocates a new one and fills it (what an op returning a fresh output
+    pays, page faults included), "copy" copies one (bytes read plus written). The floor of a
+    memory-bound op is its bytes over the matching figure, measured on the same sizes so caches
+    and the allocator play the same part."""
     key = (device, nbytes, kind)
     if key not in _bandwidth_cache:
         n = max(nbytes // 4, 1)
         dst = torch.empty(n, dtype=torch.float32, device=device)
         if kind == "write":
             ms = time_ms(lambda: dst.fill_(1.0), device, repeat=20)
+            moved = n * 4
+        elif kind == "alloc_write":
+            ms = time_ms(lambda: torch.empty(n, dtype=torch.float32, device=device).fill_(1.0), device, repeat=20)
             moved = n * 4
         else:
             src = torch.rand(n, dtype=torch.float32, device=device)

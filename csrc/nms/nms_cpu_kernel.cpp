@@ -231,9 +231,10 @@ void matrix_impl(const MatrixArgs& a) {
       const NmsBox<T> bj = soa.get(j);
       T* __restrict r = row.data();
       for (int64_t i = 0; i < j; ++i) {
-        r[i] = label[i] == label[j] ? matrix_term(nms_iou_or_zero(soa.get(i), bj), comp[i], a.kernel, sigma) : T(INFINITY);
+        r[i] = label[i] == label[j] ? matrix_key(nms_iou_or_zero(soa.get(i), bj), comp[i], a.kernel) : T(INFINITY);
       }
-      decay[j] = cpu::lane_reduce(r, j, T(1), [](T x, T y) { return x < y ? x : y; });
+      const T min_key = cpu::lane_reduce(r, j, T(INFINITY), [](T x, T y) { return x < y ? x : y; });
+      decay[j] = matrix_decay(min_key, a.kernel, sigma);
     }
   });
 }

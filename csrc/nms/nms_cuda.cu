@@ -228,13 +228,13 @@ __global__ void matrix_decay_kernel(const S* __restrict__ boxes, const int64_t* 
                                     const T* __restrict__ comp, MatrixKernel kernel, T sigma, T* __restrict__ decay) {
   FASTOPS_GRID_STRIDE_LOOP(j, n) {
     const NmsBox<T> bj = load_nms_box<T>(boxes + 4 * j);
-    T d = 1;
+    T min_key = INFINITY;
     for (int64_t i = 0; i < j; ++i) {
       if (group != nullptr && group[i] != group[j]) continue;
-      const T v = matrix_term(nms_iou_or_zero(load_nms_box<T>(boxes + 4 * i), bj), comp[i], kernel, sigma);
-      d = v < d ? v : d;
+      const T v = matrix_key(nms_iou_or_zero(load_nms_box<T>(boxes + 4 * i), bj), comp[i], kernel);
+      min_key = v < min_key ? v : min_key;
     }
-    decay[j] = d;
+    decay[j] = matrix_decay(min_key, kernel, sigma);
   }
 }
 

@@ -70,21 +70,25 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T soft_weight(T iou, SoftMethod method, 
   return exp_(-(iou * iou) / sigma);
 }
 
-// Matrix NMS decay function f(iou); a box's decay is min over higher-scored boxes i of the same
-// class of f(iou_ij) / f(compensate_i), where compensate_i is box i's own largest IoU with a
-// higher-scored box of its class.
+// Matrix NMS: box j's decay is min over higher-scored boxes i of its class of f(iou_ij) / f(comp_i),
+// where comp_i is box i's own largest IoU with a higher-scored box of its class, f(x) = 1 - x
+// (linear) or exp(-sigma x^2) (gaussian); 1 when no such box. The kernels reduce a key per pair:
+// linear, the ratio itself; gaussian, comp_i^2 - iou_ij^2, since exp(-s a^2) / exp(-s b^2) =
+// exp(s (b^2 - a^2)) and exp is increasing, so one exp per box replaces one per pair.
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T matrix_f(T iou, MatrixKernel kernel, T sigma) {
-  return kernel == MatrixKernel::Linear ? T(1) - iou : exp_(-sigma * iou * iou);
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T matrix_key(T iou, T comp, MatrixKernel kernel) {
+  if (kernel == MatrixKernel::Gaussian) return comp * comp - iou * iou;
+  // A zero 1 - comp (box i duplicates an earlier box exactly) gives +inf: no decay from i, whose
+  // duplicates the earlier box decays instead.
+  const T den = T(1) - comp;
+  return den != T(0) ? (T(1) - iou) / den : T(INFINITY);
 }
 
-// f(iou) / f(comp), where a zero f(comp) (box i duplicates an earlier box exactly, linear kernel)
-// gives +inf: no decay from i, whose duplicates the earlier box decays instead.
+// The decay from the smallest key over a box's predecessors (+inf when it has none).
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T matrix_term(T iou, T comp, MatrixKernel kernel, T sigma) {
-  const T den = matrix_f(comp, kernel, sigma);
-  const T num = matrix_f(iou, kernel, sigma);
-  return den != T(0) ? num / den : T(INFINITY);
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T matrix_decay(T min_key, MatrixKernel kernel, T sigma) {
+  const T d = kernel == MatrixKernel::Gaussian ? exp_(sigma * min_key) : min_key;
+  return d < T(1) ? d : T(1);
 }
 
 }  // namespace FASTOPS_ISA_NAMESPACE
