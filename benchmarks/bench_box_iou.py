@@ -9,13 +9,12 @@ N x 4 gradients). Bandwidths are measured here on buffers of the same size (band
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torchvision.ops as tv
 
 import fastops
-from common import Row, bandwidth_gbs, describe_machine, format_table, save, time_ms
+from common import Row, bandwidth_gbs, bench_main, time_ms
 
 
 def random_boxes(n: int, device: str, seed: int) -> torch.Tensor:
@@ -122,19 +121,5 @@ every call (20000 x 500 floats is 40 MB), and the kernel zeroing those pages the
 fastops and torchvision; below that, whether freed memory is reused varies from run to run."""
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args(argv)
-    machine = describe_machine(args.device)
-    rows = run(args.device, args.quick)
-    print(format_table(rows))
-    if not args.no_save and not args.quick:
-        print("saved to", save("box_iou", machine, rows, NOTES))
-    return rows
-
-
 if __name__ == "__main__":
-    main()
+    bench_main("box_iou", __doc__, run, NOTES)

@@ -10,14 +10,13 @@ here) bounds it from below; the greedy pass then costs O(N x kept) IoU tests.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 import torchvision.ops as tv
 
 import fastops
-from common import Row, bandwidth_gbs, describe_machine, format_table, save, time_ms
+from common import Row, bandwidth_gbs, bench_main, time_ms
 
 
 def random_boxes(n: int, device: str, g: torch.Generator) -> torch.Tensor:
@@ -104,18 +103,5 @@ blocked (csrc/nms/nms_cpu_kernel.cpp). torchvision's batched_nms above 4000 boxe
 classes in Python; below, it offsets coordinates."""
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args(argv)
-    machine = describe_machine(args.device)
-    rows = run(args.device, args.quick)
-    print(format_table(rows))
-    if not args.no_save and not args.quick:
-        print("saved to", save("nms", machine, rows, NOTES))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main("nms", __doc__, run, NOTES)

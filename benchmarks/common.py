@@ -8,6 +8,7 @@ benchmarks/results/<machine>/<benchmark>.{json,md}.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -175,3 +176,18 @@ def save(bench: str, machine: dict, rows: list[Row], notes: str = "") -> Path:
         md += [notes, ""]
     (folder / f"{bench}.md").write_text("\n".join(md))
     return folder
+
+
+def bench_main(name: str, doc: str, run: Callable[[str, bool], list[Row]], notes: str = "") -> list[Row]:
+    """The command line of a benchmarks/bench_<name>.py file: run, print, save."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats; nothing saved")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args()
+    machine = describe_machine(args.device)
+    rows = run(args.device, args.quick)
+    print(format_table(rows))
+    if not args.no_save and not args.quick:
+        print("saved to", save(name, machine, rows, notes))
+    return rows

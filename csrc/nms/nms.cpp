@@ -48,13 +48,23 @@ void check_iou_threshold(const char* op, double iou_threshold) {
                     ": iou_threshold must be >= 0, got ", iou_threshold);
 }
 
-SoftMethod parse_soft_method(std::string_view method) {
+SoftMethod check_soft_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
+                           double iou_threshold, double sigma, double score_threshold, std::string_view method) {
+  check_boxes_scores("soft_nms", boxes, scores, idxs);
+  check_iou_threshold("soft_nms", iou_threshold);
+  TORCH_CHECK_VALUE(sigma > 0, "soft_nms: sigma must be > 0, got ", sigma);
+  TORCH_CHECK_VALUE(!std::isnan(score_threshold), "soft_nms: score_threshold must be a number, got NaN");
   if (method == "linear") return SoftMethod::Linear;
   if (method == "gaussian") return SoftMethod::Gaussian;
   TORCH_CHECK_VALUE(false, "soft_nms: method must be 'linear' or 'gaussian', got '", method, "'");
 }
 
-MatrixKernel parse_matrix_kernel(std::string_view kernel) {
+MatrixKernel check_matrix_args(const at::Tensor& boxes, const at::Tensor& scores,
+                               const std::optional<at::Tensor>& idxs, double sigma, double score_threshold,
+                               std::string_view kernel) {
+  check_boxes_scores("matrix_nms", boxes, scores, idxs);
+  TORCH_CHECK_VALUE(sigma > 0, "matrix_nms: sigma must be > 0, got ", sigma);
+  TORCH_CHECK_VALUE(!std::isnan(score_threshold), "matrix_nms: score_threshold must be a number, got NaN");
   if (kernel == "linear") return MatrixKernel::Linear;
   if (kernel == "gaussian") return MatrixKernel::Gaussian;
   TORCH_CHECK_VALUE(false, "matrix_nms: kernel must be 'linear' or 'gaussian', got '", kernel, "'");

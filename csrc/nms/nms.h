@@ -29,8 +29,12 @@ namespace fastops::nms {
 void check_boxes_scores(const char* op, const at::Tensor& boxes, const at::Tensor& scores,
                         const std::optional<at::Tensor>& idxs);
 void check_iou_threshold(const char* op, double iou_threshold);
-SoftMethod parse_soft_method(std::string_view method);
-MatrixKernel parse_matrix_kernel(std::string_view kernel);
+// All of soft_nms's / matrix_nms's checks; return the parsed method / kernel.
+SoftMethod check_soft_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
+                           double iou_threshold, double sigma, double score_threshold, std::string_view method);
+MatrixKernel check_matrix_args(const at::Tensor& boxes, const at::Tensor& scores,
+                               const std::optional<at::Tensor>& idxs, double sigma, double score_threshold,
+                               std::string_view kernel);
 // multiclass_nms: boxes [B, N, 4] or [B, N, C, 4], scores [B, N, C]; returns whether boxes are
 // per class.
 bool check_multiclass_args(const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,

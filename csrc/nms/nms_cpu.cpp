@@ -57,11 +57,7 @@ at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const std:
 std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                                                 const std::optional<at::Tensor>& idxs, double iou_threshold,
                                                 double sigma, double score_threshold, std::string_view method) {
-  check_boxes_scores("soft_nms", boxes, scores, idxs);
-  check_iou_threshold("soft_nms", iou_threshold);
-  const SoftMethod m = parse_soft_method(method);
-  TORCH_CHECK_VALUE(sigma > 0, "soft_nms: sigma must be > 0, got ", sigma);
-  TORCH_CHECK_VALUE(!std::isnan(score_threshold), "soft_nms: score_threshold must be a number, got NaN");
+  const SoftMethod m = check_soft_args(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method);
   const int64_t n = boxes.size(0);
   const at::Tensor b = boxes.contiguous();
   const at::Tensor s = scores.to(acc_dtype(boxes)).contiguous();
@@ -80,10 +76,7 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const a
 std::tuple<at::Tensor, at::Tensor> matrix_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
                                                   const std::optional<at::Tensor>& idxs, std::string_view kernel,
                                                   double sigma, double score_threshold) {
-  check_boxes_scores("matrix_nms", boxes, scores, idxs);
-  const MatrixKernel k = parse_matrix_kernel(kernel);
-  TORCH_CHECK_VALUE(sigma > 0, "matrix_nms: sigma must be > 0, got ", sigma);
-  TORCH_CHECK_VALUE(!std::isnan(score_threshold), "matrix_nms: score_threshold must be a number, got NaN");
+  const MatrixKernel k = check_matrix_args(boxes, scores, idxs, sigma, score_threshold, kernel);
   const int64_t n = boxes.size(0);
   if (n == 0) return {empty_keep(boxes), at::empty({0}, scores.options())};
   const at::Tensor b = boxes.contiguous();
