@@ -147,14 +147,15 @@ class Row:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = "| case | fastops ms | reference | reference ms | speedup | floor ms | x floor | floor basis |"
-    lines = [head, "|" + "---|" * 8]
+    head = "| case | fastops ms | reference | reference ms | speedup | floor ms | x floor | floor basis | also |"
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         ref = "-" if r.reference_ms is None else f"{r.reference_ms:.3f}"
         sp = "-" if r.speedup is None else f"{r.speedup:.1f}x"
         fl = "-" if r.floor_ms is None else f"{r.floor_ms:.3f}"
         of = "-" if r.of_floor is None else f"{r.of_floor:.1f}"
-        lines.append(f"| {r.case} | {r.fastops_ms:.3f} | {r.reference} | {ref} | {sp} | {fl} | {of} | {r.floor_basis} |")
+        also = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+        lines.append(f"| {r.case} | {r.fastops_ms:.3f} | {r.reference} | {ref} | {sp} | {fl} | {of} | {r.floor_basis} | {also} |")
     return "\n".join(lines)
 
 

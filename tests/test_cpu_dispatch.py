@@ -70,3 +70,33 @@ def test_every_isa_gives_the_same_nms_results(dtype, restore_isa):
     for isa, res in results.items():
         for a, b in zip(base, res):
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+
+
+def run_focal_family(dtype):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(500, 37, generator=g) * 4).to(dtype).requires_grad_()
+    t = (torch.rand(500, 37, generator=g) < 0.1).to(dtype)
+    labels = torch.randint(-1, 38, (500,), generator=g)
+    out = []
+    for gamma in (0.0, 2.0, 0.7):
+        for loss in (
+            fastops.sigmoid_focal_loss(x, t, 0.25, gamma),
+            fastops.sigmoid_focal_loss(x, labels, 0.25, gamma, "sum", ignore_index=-1),
+            fastops.softmax_focal_loss(x, labels.clamp(0, 36), gamma, reduction="none"),
+        ):
+            x.grad = None
+            loss.sum().backward()
+            out += [loss.detach(), x.grad.clone()]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_every_isa_gives_the_same_focal_results(dtype, restore_isa):
+    results = {}
+    for isa in ISAS:
+        used = fastops.set_cpu_isa(isa)
+        results.setdefault(used, run_focal_family(dtype))
+    base = results.pop("default")
+    for isa, res in results.items():
+        for a, b in zip(base, res):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")

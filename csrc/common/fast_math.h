@@ -1,0 +1,145 @@
+// exp, log and log1p for float without library calls, so that loops calling them vectorize (GCC
+// only calls libm one element at a time) and CPU and GPU kernels share one formula. Branch-free:
+// every case is a select. double overloads call libm (double is for tests and gradcheck).
+//
+// Accuracy against the correctly rounded float result, over every float32 bit pattern
+// (tests/native/fast_math_check.cpp; the test suite runs it on a sample): exp_ at most 1 ulp,
+// log_ at most 1 ulp, log1p_ at most 2 ulp; specials (NaN, +-inf, 0, denormals) as libm's.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "common/macros.h"
+
+namespace fastops {
+inline namespace FASTOPS_ISA_NAMESPACE {
+
+// a * b + c rounded once. With FMA hardware (the AVX2 and AVX-512 copies, CUDA) one instruction;
+// the x86-64 baseline copy calls libm's fmaf (slow, but it runs only on CPUs older than AVX2).
+// Exact everywhere, so every copy computes the same bits.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float fma_(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return __builtin_fmaf(a, b, c);
+#endif
+}
+
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE int32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  int32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+#endif
+}
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float bits_float(int32_t i) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(i);
+#else
+  float f;
+  std::memcpy(&f, &i, sizeof f);
+  return f;
+#endif
+}
+
+// e^x: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for an exact product), a degree-6
+// polynomial for e^r, and 2^n applied in two halves so that results near the float range's ends
+// (denormals included) come out right.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float exp_(float x) {
+  const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
+  // round to the nearest integer by adding and removing 1.5 * 2^23 (vectorizes on every x86 level)
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = fma_(n, -0.693359375f, xc);  // ln2 = 0.693359375 - 2.12194440e-4, the first part exact in float
+  r = fma_(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = fma_(p, r, 1.3981999507e-3f);
+  p = fma_(p, r, 8.3334519073e-3f);
+  p = fma_(p, r, 4.1665795894e-2f);
+  p = fma_(p, r, 1.6666665459e-1f);
+  p = fma_(p, r, 5.0000001201e-1f);
+  p = fma_(p * r, r, r) + 1.0f;
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t n1 = ni / 2, n2 = ni - n1;  // 2^n = 2^n1 * 2^n2, each within the normal exponents
+  float y = p * bits_float((n1 + 127) << 23) * bits_float((n2 + 127) << 23);
+  y = x > 88.72283935546875f ? INFINITY : y;   // overflow
+  y = x < -103.97208404541015625f ? 0.0f : y;  // underflow past the smallest denormal
+  return x != x ? x : y;
+}
+
+// log(x): x = m 2^e with m in [sqrt(1/2), sqrt(2)), f = m - 1, and log(m) = f - f^2/2 + f^3 P(f)
+// with Cephes' degree-8 polynomial (no division); ln2 split in two for an exact product;
+// denormals are scaled up first.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float log_(float x) {
+  const bool tiny = x < 1.17549435e-38f;  // below the smallest normal (0 and negatives land here too)
+  const float xs = tiny ? x * 33554432.0f : x;  // 2^25
+  const int32_t bits = float_bits(xs);
+  int32_t e = ((bits >> 23) & 0xff) - 127;
+  float m = bits_float((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  const bool high = m > 1.41421356237f;
+  m = high ? m * 0.5f : m;
+  e = high ? e + 1 : e;
+  const float f = m - 1.0f;
+  const float z = f * f;
+  float p = 7.0376836292e-2f;
+  p = fma_(p, f, -1.1514610310e-1f);
+  p = fma_(p, f, 1.1676998740e-1f);
+  p = fma_(p, f, -1.2420140846e-1f);
+  p = fma_(p, f, 1.4249322787e-1f);
+  p = fma_(p, f, -1.6668057665e-1f);
+  p = fma_(p, f, 2.0000714765e-1f);
+  p = fma_(p, f, -2.4999993993e-1f);
+  p = fma_(p, f, 3.3333331174e-1f);
+  const float ef = static_cast<float>(e) - (tiny ? 25.0f : 0.0f);
+  float y = fma_(p * f, z, fma_(ef, -2.12194440e-4f, -0.5f * z));
+  y = fma_(ef, 0.693359375f, f + y);
+  y = x == 0.0f ? -INFINITY : y;
+  y = x < 0.0f ? NAN : y;
+  y = x == INFINITY ? INFINITY : y;
+  return x != x ? x : y;
+}
+
+// log(1 + x), accurate for small x: with u = 1 + x rounded, log(u) * x / (u - 1) cancels the
+// rounding of u (Goldberg's method); x itself where u == 1.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float log1p_(float x) {
+  const float u = 1.0f + x;
+  const float d = u - 1.0f;
+  const float y = d == 0.0f ? x : log_(u) * (x / (d == 0.0f ? 1.0f : d));
+  return u == INFINITY ? INFINITY : y;
+}
+
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double exp_(double x) { return ::exp(x); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double log_(double x) { return ::log(x); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double log1p_(double x) { return ::log1p(x); }
+
+// x^g for x >= 0 (0^g = 0 for g > 0, x^0 = 1). kExp, when 0, 1 or 2, is the exponent known at
+// compile time (exact products, no branch in a vector loop); -1 means g, by exp(g log x).
+template <int kExp, typename T>
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T pow_nonneg(T x, T g) {
+  if constexpr (kExp == 0) {
+    return T(1);
+  } else if constexpr (kExp == 1) {
+    return x;
+  } else if constexpr (kExp == 2) {
+    return x * x;
+  } else {
+    const T y = exp_(g * log_(x > T(0) ? x : T(1)));
+    return x > T(0) ? y : T(0);
+  }
+}
+
+// Calls fn(std::integral_constant<int, k>{}) with k = g for g in {0, 1, 2}, else -1.
+template <typename Fn>
+void with_exponent(double g, Fn&& fn) {
+  if (g == 0) return fn(std::integral_constant<int, 0>{});
+  if (g == 1) return fn(std::integral_constant<int, 1>{});
+  if (g == 2) return fn(std::integral_constant<int, 2>{});
+  return fn(std::integral_constant<int, -1>{});
+}
+
+}  // namespace FASTOPS_ISA_NAMESPACE
+}  // namespace fastops

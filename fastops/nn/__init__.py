@@ -1,0 +1,6 @@
+"""Modules: each wraps a fastops op with its hyper-parameters fixed at construction
+(keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``."""
+
+from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
+
+__all__ = ["SigmoidFocalLoss", "SoftmaxFocalLoss", "WeightedBCEWithLogitsLoss"]
