@@ -130,8 +130,12 @@ at::Tensor finish_reduction(const at::Tensor& row_sums, const Operands& o, const
   return total.to(dtype);
 }
 
-at::Tensor reduction_scale(const at::Tensor& grad, const Operands& o, const at::Tensor& t, int64_t ignore_index,
-                           bool per_element, c10::ScalarType acc) {
+at::Tensor upstream_grad(const char* op, const at::Tensor& grad, const Operands& o, const at::Tensor& t,
+                         int64_t ignore_index, bool per_element, at::IntArrayRef shape, c10::ScalarType acc) {
+  if (o.reduction == kNone) {
+    TORCH_CHECK_VALUE(grad.sizes() == shape, op, ": grad must have shape ", shape, ", got ", grad.sizes());
+    return grad.to(acc).contiguous();
+  }
   at::Tensor g = grad.to(at::kDouble).reshape({1});
   if (o.reduction == kMean) g = g.div(mean_count(o, t, ignore_index, per_element));
   return g.to(acc).contiguous();

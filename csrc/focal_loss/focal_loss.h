@@ -15,6 +15,7 @@
 #include <optional>
 
 #include <c10/core/ScalarType.h>
+#include <c10/util/ArrayRef.h>
 
 #include "common/cpu_dispatch.h"
 #include "focal_loss/focal_loss_math.h"
@@ -49,10 +50,11 @@ at::Tensor mean_count(const Operands& o, const at::Tensor& t, int64_t ignore_ind
 // The reduced loss from per-row sums (double): sum, or sum / count; in the inputs' dtype.
 at::Tensor finish_reduction(const at::Tensor& row_sums, const Operands& o, const at::Tensor& t, int64_t ignore_index,
                             bool per_element, c10::ScalarType dtype);
-// The scale each element's gradient gets for a reduced loss: grad, or grad / count (a 1-element
-// tensor in the accumulation type).
-at::Tensor reduction_scale(const at::Tensor& grad, const Operands& o, const at::Tensor& t, int64_t ignore_index,
-                           bool per_element, c10::ScalarType acc);
+// The upstream gradient as the backward kernels read it, in the accumulation type: elementwise
+// (reduction none; checked to have `shape`), or for a reduced loss a 1-element scale, grad or
+// grad / count.
+at::Tensor upstream_grad(const char* op, const at::Tensor& grad, const Operands& o, const at::Tensor& t,
+                         int64_t ignore_index, bool per_element, c10::IntArrayRef shape, c10::ScalarType acc);
 
 // ---- raw kernels' arguments; the CPU loops (focal_loss_cpu_kernel.cpp) are compiled once per
 // instruction set, the CUDA kernels take the same structs ----

@@ -45,15 +45,11 @@ at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad, const at::Ten
   at::Tensor grad_input = cpu::empty_output(inputs.sizes(), x.options());
   if (grad_input.numel() == 0) return grad_input;
   const SigmoidArgs args = sigmoid_args(o, x, t, cw, pw, sw, alpha, gamma, background_index, ignore_index);
-  if (o.reduction == kNone) {
-    TORCH_CHECK_VALUE(grad.sizes() == inputs.sizes(), "sigmoid_focal_loss_backward: grad must have shape ",
-                      inputs.sizes(), ", got ", grad.sizes());
-    const at::Tensor g = grad.to(acc_type(x)).contiguous();
-    sigmoid_backward_cpu.get()(args, g.const_data_ptr(), nullptr, grad_input.mutable_data_ptr());
-  } else {
-    const at::Tensor scale = reduction_scale(grad, o, t, ignore_index, /*per_element=*/true, acc_type(x));
-    sigmoid_backward_cpu.get()(args, nullptr, scale.const_data_ptr(), grad_input.mutable_data_ptr());
-  }
+  const at::Tensor g = upstream_grad("sigmoid_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/true,
+                                     inputs.sizes(), acc_type(x));
+  const bool elementwise = o.reduction == kNone;
+  sigmoid_backward_cpu.get()(args, elementwise ? g.const_data_ptr() : nullptr, elementwise ? nullptr : g.const_data_ptr(),
+                             grad_input.mutable_data_ptr());
   return grad_input;
 }
 
@@ -78,15 +74,11 @@ at::Tensor softmax_focal_loss_backward_cpu(const at::Tensor& grad, const at::Ten
   at::Tensor grad_input = cpu::empty_output(inputs.sizes(), x.options());
   if (grad_input.numel() == 0) return grad_input;
   const SoftmaxArgs args = softmax_args(o, x, t, cw, sw, alpha, gamma, ignore_index);
-  if (o.reduction == kNone) {
-    TORCH_CHECK_VALUE(grad.sizes() == targets.sizes(), "softmax_focal_loss_backward: grad must have shape ",
-                      targets.sizes(), ", got ", grad.sizes());
-    const at::Tensor g = grad.to(acc_type(x)).contiguous();
-    softmax_backward_cpu.get()(args, g.const_data_ptr(), nullptr, grad_input.mutable_data_ptr());
-  } else {
-    const at::Tensor scale = reduction_scale(grad, o, t, ignore_index, /*per_element=*/false, acc_type(x));
-    softmax_backward_cpu.get()(args, nullptr, scale.const_data_ptr(), grad_input.mutable_data_ptr());
-  }
+  const at::Tensor g = upstream_grad("softmax_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/false,
+                                     targets.sizes(), acc_type(x));
+  const bool elementwise = o.reduction == kNone;
+  softmax_backward_cpu.get()(args, elementwise ? g.const_data_ptr() : nullptr, elementwise ? nullptr : g.const_data_ptr(),
+                             grad_input.mutable_data_ptr());
   return grad_input;
 }
 

@@ -194,14 +194,8 @@ at::Tensor sigmoid_focal_loss_backward_cuda(const at::Tensor& grad, const at::Te
   at::Tensor grad_input = at::empty(inputs.sizes(), x.options());
   if (grad_input.numel() == 0) return grad_input;
   const SigmoidArgs args = sigmoid_args(o, x, t, cw, pw, sw, alpha, gamma, background_index, ignore_index);
-  at::Tensor g;
-  if (o.reduction == kNone) {
-    TORCH_CHECK_VALUE(grad.sizes() == inputs.sizes(), "sigmoid_focal_loss_backward: grad must have shape ",
-                      inputs.sizes(), ", got ", grad.sizes());
-    g = grad.to(acc_type(x)).contiguous();
-  } else {
-    g = reduction_scale(grad, o, t, ignore_index, /*per_element=*/true, acc_type(x));
-  }
+  const at::Tensor g = upstream_grad("sigmoid_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/true,
+                                     inputs.sizes(), acc_type(x));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_float_dtype(x.scalar_type(), "sigmoid_focal_loss", [&](auto s, auto tt) {
     using S = decltype(s);
@@ -251,14 +245,8 @@ at::Tensor softmax_focal_loss_backward_cuda(const at::Tensor& grad, const at::Te
   const Operands o = prepare_softmax(inputs, targets, class_weight, sample_weight, gamma, reduction, x, t, cw, sw);
   at::Tensor grad_input = at::empty(inputs.sizes(), x.options());
   if (grad_input.numel() == 0) return grad_input;
-  at::Tensor g;
-  if (o.reduction == kNone) {
-    TORCH_CHECK_VALUE(grad.sizes() == targets.sizes(), "softmax_focal_loss_backward: grad must have shape ",
-                      targets.sizes(), ", got ", grad.sizes());
-    g = grad.to(acc_type(x)).contiguous();
-  } else {
-    g = reduction_scale(grad, o, t, ignore_index, /*per_element=*/false, acc_type(x));
-  }
+  const at::Tensor g = upstream_grad("softmax_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/false,
+                                     targets.sizes(), acc_type(x));
   const SoftmaxArgs args = softmax_args(o, x, t, cw, sw, alpha, gamma, ignore_index);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   with_float_dtype(x.scalar_type(), "softmax_focal_loss", [&](auto s, auto tt) {
