@@ -1,6 +1,8 @@
 """NMS family: nms, batched_nms, soft_nms, matrix_nms, multiclass_nms."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -261,31 +263,36 @@ def test_nms_device_mismatch():
 
 
 MILLION_SCRIPT = """
-import resource, torch, fastops
+import torch, fastops
 g = torch.Generator().manual_seed(0)
 n = 1_000_000
 xy = torch.rand(n, 2, generator=g) * 800
 boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 200 + 4], 1)
 scores = torch.rand(n, generator=g)
 fastops.nms(boxes[:1000], scores[:1000], 0.5)  # warm up
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def status_kib(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+open("/proc/self/clear_refs", "w").write("5")  # resets the peak resident set (VmHWM) to now
+before = status_kib("VmRSS")
 keep = fastops.nms(boxes, scores, 0.5)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-torch.save({"keep": keep, "grown_kib": after - before}, OUT)
+torch.save({"keep": keep, "grown_kib": status_kib("VmHWM") - before}, OUT)
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_nms_million_boxes_in_linear_memory(tmp_path):
-    """N = 1,000,000 in a fresh process: the peak resident memory grows by O(N) (a pairwise mask
-    would need 125 GB); the result is checked on samples against the definition."""
-    import subprocess
-    import sys
-
+    """N = 1,000,000 in a fresh process: the peak resident memory during the call (Linux's VmHWM,
+    reset just before) grows by O(N) (a pairwise mask would need 125 GB); the result is checked on
+    samples against the definition."""
     out = tmp_path / "million.pt"
     subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + MILLION_SCRIPT], check=True, cwd=tmp_path)
     result = torch.load(out)
     keep, grown_mb = result["keep"], result["grown_kib"] / 1024
-    assert grown_mb < 200, grown_mb  # inputs are 20 MB; the kernel's own arrays about 30 MB
+    assert 5 < grown_mb < 200, grown_mb  # the kernel's own arrays: about 30 MB
     g = torch.Generator().manual_seed(0)
     n = 1_000_000
     xy = torch.rand(n, 2, generator=g) * 800
