@@ -15,6 +15,18 @@ def restore_isa():
     fastops.set_cpu_isa("avx512")  # back to the best available
 
 
+def assert_same_across_isas(run):
+    """run() under every instruction set this CPU has: each must give the default copy's bits."""
+    results = {}
+    for isa in ISAS:
+        used = fastops.set_cpu_isa(isa)
+        results.setdefault(used, run())
+    base = results.pop("default")
+    for isa, res in results.items():
+        for a, b in zip(base, res):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+
+
 def run_box_overlap(mode, aligned, dtype):
     torch.manual_seed(1)
     b1 = torch.cat([rand_boxes_xyxy(301), special_boxes_xyxy()]).to(dtype).requires_grad_()
@@ -28,14 +40,7 @@ def run_box_overlap(mode, aligned, dtype):
 @pytest.mark.parametrize("mode", ["iou", "giou", "diou", "ciou", "iof"])
 @pytest.mark.parametrize("aligned", [False, True])
 def test_every_isa_gives_the_same_bits(mode, aligned, dtype, restore_isa):
-    results = {}
-    for isa in ISAS:
-        used = fastops.set_cpu_isa(isa)
-        results.setdefault(used, run_box_overlap(mode, aligned, dtype))
-    base = results.pop("default")
-    for isa, res in results.items():
-        for a, b in zip(base, res):
-            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+    assert_same_across_isas(lambda: run_box_overlap(mode, aligned, dtype))
 
 
 def test_set_cpu_isa_reports_what_is_used(restore_isa):
@@ -62,14 +67,7 @@ def run_nms_family(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_every_isa_gives_the_same_nms_results(dtype, restore_isa):
-    results = {}
-    for isa in ISAS:
-        used = fastops.set_cpu_isa(isa)
-        results.setdefault(used, run_nms_family(dtype))
-    base = results.pop("default")
-    for isa, res in results.items():
-        for a, b in zip(base, res):
-            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+    assert_same_across_isas(lambda: run_nms_family(dtype))
 
 
 def run_focal_family(dtype):
@@ -92,11 +90,4 @@ def run_focal_family(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_every_isa_gives_the_same_focal_results(dtype, restore_isa):
-    results = {}
-    for isa in ISAS:
-        used = fastops.set_cpu_isa(isa)
-        results.setdefault(used, run_focal_family(dtype))
-    base = results.pop("default")
-    for isa, res in results.items():
-        for a, b in zip(base, res):
-            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+    assert_same_across_isas(lambda: run_focal_family(dtype))
