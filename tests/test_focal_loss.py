@@ -403,6 +403,38 @@ def test_empty(device):
     assert fastops.softmax_focal_loss(e, torch.zeros(0, dtype=torch.int64, device=device), reduction="none").shape == (0,)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_logits_stay_in_their_element_or_row(bad, device):
+    x, t = logits_and_targets(rows=4, classes=3, dtype=torch.float32)
+    x[1, 2] = bad
+    x, t = x.to(device).requires_grad_(), t.to(device)
+    loss = fastops.sigmoid_focal_loss(x, t)
+    loss.sum().backward()
+    mask = torch.zeros(4, 3, dtype=torch.bool, device=device)
+    mask[1, 2] = True
+    assert not torch.isfinite(loss[mask]).any() and torch.isfinite(loss[~mask]).all()
+    assert not torch.isfinite(x.grad[mask]).any() and torch.isfinite(x.grad[~mask]).all()
+    x.grad = None
+    rows = fastops.softmax_focal_loss(x, torch.tensor([0, 1, 2, 0], device=device), reduction="none")
+    rows.sum().backward()
+    assert torch.isfinite(rows[[0, 2, 3]]).all() and torch.isfinite(x.grad[[0, 2, 3]]).all()
+    if bad == -math.inf:  # a class of probability 0, as in torch's cross-entropy
+        assert torch.isfinite(rows[1]) and torch.isfinite(x.grad[1]).all()
+        torch.testing.assert_close(rows[1].cpu(), softmax_reference(x.detach().cpu()[1:2], torch.tensor([1]), 2.0)[0].float())
+    else:
+        assert not torch.isfinite(rows[1]) and not torch.isfinite(x.grad[1]).all()
+
+
+@pytest.mark.cuda
+def test_device_mismatch():
+    x, t = logits_and_targets(rows=4, classes=3, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="targets must be on"):
+        fastops.sigmoid_focal_loss(x.cuda(), t)
+    with pytest.raises(RuntimeError, match="class_weight must be on"):
+        fastops.sigmoid_focal_loss(x.cuda(), t.cuda(), class_weight=torch.ones(3))
+
+
 def test_mixed_dtype_and_bool_targets():
     x, t = logits_and_targets(rows=10, classes=3, dtype=torch.float32)
     torch.testing.assert_close(fastops.sigmoid_focal_loss(x, t.bool()), fastops.sigmoid_focal_loss(x, t))

@@ -16,6 +16,11 @@ sigmoid losses, rows for the softmax one; NaN when there are none, as torch's me
 ``normalizer`` (a number or a tensor, e.g. RetinaNet's number of foreground anchors) divides the
 result, as a tensor operation: no host sync.
 
+NaN and Inf: a NaN or infinite logit gives a non-finite loss and gradient (NaN, or Inf where the
+loss itself diverges) for its element (sigmoid losses) or its row (softmax loss); the other
+elements and rows are unaffected. In the softmax loss a -inf logit is a class of probability 0 (as
+in torch's cross-entropy): the row stays finite unless that class is the target.
+
 float16 and bfloat16 logits are computed in float32 (float64 for float64) and the loss and
 gradient returned in the logits' dtype. Loss and gradient stay finite for any finite logit
 (tested to +-1e4) and any gamma >= 0; torchvision's gradient is NaN at saturated logits when
