@@ -1,0 +1,193 @@
+// Schemas of the RoIAlign / RoIPool ops and the Tensor-level checks every backend calls.
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "common/cpu_alloc.h"
+#include "common/dtype_dispatch.h"
+#include "roi_align/roi_align.h"
+
+namespace fastops::roi_align {
+
+c10::ScalarType acc_dtype(c10::ScalarType dtype) {
+  return dtype == c10::ScalarType::Double ? c10::ScalarType::Double : c10::ScalarType::Float;
+}
+
+Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const at::Tensor& rois) {
+  TORCH_CHECK_VALUE(!features.empty(), op, ": expected at least one feature map");
+  TORCH_CHECK_VALUE(static_cast<int>(features.size()) <= kMaxLevels, op, ": at most ", kMaxLevels,
+                    " feature levels are supported, got ", features.size());
+  const at::Tensor& first = features[0];
+  Checked out;
+  for (size_t i = 0; i < features.size(); ++i) {
+    const at::Tensor& f = features[i];
+    TORCH_CHECK_VALUE(f.dim() == 4, op, ": input (feature level ", i, ") must be [N, C, H, W], got shape ", f.sizes());
+    TORCH_CHECK_TYPE(at::isFloatingType(f.scalar_type()) && f.scalar_type() != at::kFloat8_e4m3fn,
+                     op, ": input dtype must be float16, bfloat16, float32 or float64, got ", f.scalar_type());
+    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": every feature level must have the dtype ",
+                     first.scalar_type(), ", level ", i, " is ", f.scalar_type());
+    TORCH_CHECK(f.device() == first.device(), op, ": every feature level must be on ", first.device(), ", level ", i,
+                " is on ", f.device());
+    TORCH_CHECK_VALUE(f.size(0) == first.size(0) && f.size(1) == first.size(1), op,
+                      ": every feature level must have the batch size and channels of the first, ", first.sizes(),
+                      "; level ", i, " is ", f.sizes());
+    TORCH_CHECK_VALUE(f.size(2) * f.size(3) <= INT32_MAX, op, ": a feature map plane of ", f.size(2), " x ",
+                      f.size(3), " exceeds 2^31 pixels");
+  }
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
+                    ": boxes must be [K, 5] (batch index, x1, y1, x2, y2), got shape ", rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == first.scalar_type(), op, ": boxes must have the input's dtype ",
+                   first.scalar_type(), ", got ", rois.scalar_type());
+  TORCH_CHECK(rois.device() == first.device(), op, ": boxes must be on the input's device ", first.device(),
+              ", got ", rois.device());
+  out.batch = first.size(0);
+  out.channels = first.size(1);
+  // channels_last when the memory is NHWC and not also NCHW (C == 1 or H == W == 1 are both).
+  out.channels_last = first.is_contiguous(at::MemoryFormat::ChannelsLast) && !first.is_contiguous();
+  return out;
+}
+
+void check_pooling(const char* op, int64_t pooled_h, int64_t pooled_w, c10::ArrayRef<double> spatial_scales) {
+  TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, got (", pooled_h, ", ",
+                    pooled_w, ")");
+  for (double s : spatial_scales) {
+    TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, op, ": spatial_scale must be finite and positive, got ", s);
+  }
+}
+
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t channels, int64_t pooled_h,
+                int64_t pooled_w) {
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": boxes must be [K, 5], got shape ", rois.sizes());
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
+                        grad.size(2) == pooled_h && grad.size(3) == pooled_w,
+                    op, ": grad must be [", rois.size(0), ", ", channels, ", ", pooled_h, ", ", pooled_w, "], got ",
+                    grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == rois.scalar_type(), op, ": grad must have the boxes' dtype ",
+                   rois.scalar_type(), ", got ", grad.scalar_type());
+  TORCH_CHECK(grad.device() == rois.device(), op, ": grad must be on the boxes' device ", rois.device(), ", got ",
+              grad.device());
+}
+
+Plan base_plan(c10::ScalarType dtype, const at::Tensor& rois, int64_t batch, int64_t channels, bool channels_last,
+               c10::ArrayRef<double> spatial_scales, c10::IntArrayRef heights, c10::IntArrayRef widths,
+               int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK_VALUE(spatial_scales.size() == heights.size() && heights.size() == widths.size(),
+                    "roi_align: one spatial scale per feature level is needed, got ", spatial_scales.size(),
+                    " scales for ", heights.size(), " levels");
+  Plan p;
+  p.dtype = dtype;
+  p.batch = batch;
+  p.channels = channels;
+  p.channels_last = channels_last;
+  p.num_levels = static_cast<int>(heights.size());
+  for (int l = 0; l < p.num_levels; ++l) {
+    p.levels[l].height = heights[l];
+    p.levels[l].width = widths[l];
+    p.levels[l].spatial_scale = spatial_scales[l];
+  }
+  p.rois = rois.const_data_ptr();
+  p.num_rois = rois.size(0);
+  p.pooled_h = pooled_h;
+  p.pooled_w = pooled_w;
+  p.sampling_ratio = sampling_ratio;
+  p.aligned = aligned;
+  return p;
+}
+
+void level_range(c10::ArrayRef<double> spatial_scales, int64_t& k_min, int64_t& k_max) {
+  TORCH_CHECK_VALUE(!spatial_scales.empty(), "multi_scale_roi_align: expected at least one spatial scale");
+  for (double s : spatial_scales) {
+    TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, "multi_scale_roi_align: spatial scales must be positive, got ", s);
+  }
+  // torchvision: int(-log2(scale)) of the first and last levels, in float32.
+  k_min = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.front())));
+  k_max = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.back())));
+  TORCH_CHECK_VALUE(k_max - k_min + 1 == static_cast<int64_t>(spatial_scales.size()), "multi_scale_roi_align: ",
+                    spatial_scales.size(), " levels need scales 2^-k for consecutive k; got first 2^-", k_min,
+                    " and last 2^-", k_max);
+}
+
+std::vector<int32_t> cpu_roi_levels(const at::Tensor& rois, int64_t batch, int num_levels, double canonical_scale,
+                                    int64_t canonical_level, int64_t k_min) {
+  const int64_t k_n = rois.size(0);
+  std::vector<int32_t> levels(k_n, 0);
+  const at::Tensor r = rois.contiguous();
+  with_float_dtype(r.scalar_type(), "roi_align", [&](auto s, auto t) {
+    using S = decltype(s);
+    using T = decltype(t);
+    const S* data = r.const_data_ptr<S>();
+    for (int64_t k = 0; k < k_n; ++k) {
+      const T b = static_cast<T>(data[k * 5]);
+      TORCH_CHECK_VALUE(b >= 0 && b < static_cast<T>(batch) && b == std::floor(b), "roi_align: boxes[", k,
+                        ", 0] (the batch index) must be an integer in [0, ", batch, "), got ", static_cast<double>(b));
+      const T x1 = static_cast<T>(data[k * 5 + 1]), y1 = static_cast<T>(data[k * 5 + 2]);
+      const T x2 = static_cast<T>(data[k * 5 + 3]), y2 = static_cast<T>(data[k * 5 + 4]);
+      if (!is_finite_box(x1, y1, x2, y2)) {
+        levels[k] = -1;
+      } else if (num_levels > 1) {
+        levels[k] = static_cast<int32_t>(fpn_level<T>(x1, y1, x2, y2, static_cast<T>(canonical_scale), canonical_level,
+                                                      k_min, k_min + num_levels - 1));
+      }
+    }
+  });
+  return levels;
+}
+
+void group_rois(const std::vector<int32_t>& roi_level, const at::Tensor& rois, int64_t batch, int num_levels,
+                std::vector<int64_t>& order, std::vector<int64_t>& group_begin) {
+  const int64_t k_n = rois.size(0);
+  const at::Tensor r = rois.contiguous();
+  std::vector<int64_t> group(k_n, -1);
+  group_begin.assign(num_levels * batch + 1, 0);
+  with_float_dtype(r.scalar_type(), "roi_align", [&](auto s, auto) {
+    using S = decltype(s);
+    const S* data = r.const_data_ptr<S>();
+    for (int64_t k = 0; k < k_n; ++k) {
+      if (roi_level[k] < 0) continue;
+      group[k] = roi_level[k] * batch + static_cast<int64_t>(static_cast<double>(data[k * 5]));
+      ++group_begin[group[k] + 1];
+    }
+  });
+  for (size_t g = 1; g < group_begin.size(); ++g) group_begin[g] += group_begin[g - 1];
+  order.assign(group_begin.back(), 0);
+  std::vector<int64_t> next(group_begin.begin(), group_begin.end() - 1);
+  for (int64_t k = 0; k < k_n; ++k) {  // counting sort: index order within a group
+    if (group[k] >= 0) order[next[group[k]]++] = k;
+  }
+}
+
+at::Tensor empty_nchw_or_nhwc(c10::IntArrayRef sizes, const at::Tensor& like, c10::ScalarType dtype,
+                              bool channels_last, bool zero) {
+  const auto options = like.options().dtype(dtype).memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                                : at::MemoryFormat::Contiguous);
+  return zero ? at::zeros(sizes, options) : cpu::empty_output(sizes, options);  // huge pages for big CPU outputs
+}
+
+TORCH_LIBRARY_FRAGMENT(fastops, m) {
+  m.def("roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+        "int sampling_ratio, bool aligned) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def("roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+        "int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned, bool channels_last) "
+        "-> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def("multi_scale_roi_align(Tensor[] features, Tensor rois, float[] spatial_scales, int pooled_height, "
+        "int pooled_width, int sampling_ratio, bool aligned, float canonical_scale, int canonical_level) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def("multi_scale_roi_align_backward(Tensor grad, Tensor rois, float[] spatial_scales, int pooled_height, "
+        "int pooled_width, int batch_size, int channels, int[] heights, int[] widths, int sampling_ratio, "
+        "bool aligned, float canonical_scale, int canonical_level, bool channels_last) -> Tensor[]",
+        {at::Tag::pt2_compliant_tag});
+  m.def("roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+        "-> (Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  m.def("roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
+        "int pooled_width, int batch_size, int channels, int height, int width, bool channels_last) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+}
+
+}  // namespace fastops::roi_align

@@ -1,0 +1,550 @@
+// Raw CPU loops of RoIAlign and RoIPool (single- and multi-level), compiled once per instruction
+// set; internal linkage.
+//
+// RoIAlign works on channel blocks, so that each bilinear sample is a few vector operations:
+//  - NCHW input: one task per (channel block of 16, level, image). The block's planes are copied
+//    into a pixel-major tile (16 channels per pixel, in cache), every RoI of that image and level
+//    is pooled from it, in index order; backward accumulates into such a tile and copies it out.
+//    The task owns its gradient planes: no atomics, a fixed order of additions (torchvision's: RoI,
+//    bin, sample, corner), so float32/float64 results are torchvision's bits for any thread count.
+//  - NHWC input: read in place, 64 channels per vector loop; forward one task per RoI, backward
+//    one task per (channel block, level, image).
+// Bilinear weights are separable: each RoI's sample rows and columns are computed once (only the
+// samples inside the map) and shared by all channels.
+// RoIPool: one task per (channel, level, image) plane (NCHW) or per RoI (NHWC, channels vectorized).
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "common/dtype_dispatch.h"
+#include "roi_align/roi_align.h"
+
+namespace fastops::roi_align {
+namespace {
+
+constexpr int64_t kChannelBlock = 64;  // RoIPool's channel block (NHWC)
+
+// The samples of one RoI inside its map, per bin row (ph) and bin column (pw). low/high are
+// element offsets: pixel index times the axis stride of the layout.
+template <typename T>
+struct SampleTable {
+  std::vector<Axis<T>> rows, cols;
+  std::vector<int64_t> row_begin, col_begin;  // [PH + 1], [PW + 1]
+  T count = T(1);
+};
+
+template <typename T, typename S>
+void fill_axis(std::vector<Axis<T>>& out, std::vector<int64_t>& begin, T start, T bin, int64_t pooled, int64_t grid,
+               int64_t size, int64_t stride) {
+  begin.assign(pooled + 1, 0);
+  out.clear();
+  for (int64_t p = 0; p < pooled; ++p) {
+    int64_t i0, i1;
+    sample_range(start, bin, p, grid, size, i0, i1);
+    for (int64_t i = i0; i < i1; ++i) {
+      Axis<T> a = axis_interp(sample_coord(start, bin, p, i, grid), size);
+      if (!a.valid) continue;
+      a.low *= stride;
+      a.high *= stride;
+      out.push_back(a);
+    }
+    begin[p + 1] = static_cast<int64_t>(out.size());
+  }
+}
+
+// Sample tables of every valid RoI (RoIAlign), in the plan's layout.
+template <typename T, typename S>
+std::vector<SampleTable<T>> align_tables(const Plan& p, int64_t pixel_stride) {
+  std::vector<SampleTable<T>> tables(p.num_rois);
+  const S* rois = static_cast<const S*>(p.rois);
+  at::parallel_for(0, p.num_rois, 64, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int level = p.roi_level[k];
+      if (level < 0) continue;
+      const Level& lv = p.levels[level];
+      const S* r = rois + k * 5;
+      const AlignBox<T> b = align_box<T>(static_cast<T>(r[1]), static_cast<T>(r[2]), static_cast<T>(r[3]),
+                                         static_cast<T>(r[4]), static_cast<T>(lv.spatial_scale), p.pooled_h,
+                                         p.pooled_w, p.sampling_ratio, p.aligned);
+      const int64_t row_stride = lv.width * pixel_stride, col_stride = pixel_stride;
+      SampleTable<T>& t = tables[k];
+      fill_axis<T, S>(t.rows, t.row_begin, b.start_h, b.bin_h, p.pooled_h, b.grid_h, lv.height, row_stride);
+      fill_axis<T, S>(t.cols, t.col_begin, b.start_w, b.bin_w, p.pooled_w, b.grid_w, lv.width, col_stride);
+      t.count = b.count;
+    }
+  });
+  return tables;
+}
+
+inline int64_t batch_of(const void* rois, c10::ScalarType dtype, int64_t k) {
+  int64_t n = 0;
+  with_float_dtype(dtype, "roi_align", [&](auto s, auto) {
+    using S = decltype(s);
+    n = static_cast<int64_t>(static_cast<double>(static_cast<const S*>(rois)[k * 5]));
+  });
+  return n;
+}
+
+// Zeroes the outputs of RoIs without a level (invalid boxes); [C * PH * PW] per RoI in either layout.
+template <typename S>
+void zero_invalid(const Plan& p, S* out) {
+  const int64_t per_roi = p.channels * p.pooled_h * p.pooled_w;
+  for (int64_t k = 0; k < p.num_rois; ++k) {
+    if (p.roi_level[k] < 0) std::fill(out + k * per_roi, out + (k + 1) * per_roi, S(0));
+  }
+}
+
+// Visits every (channel, level, image) plane as a task: fn(c, level, image, first, last) with the
+// group's RoIs order[first..last). Channels vary slowest, so a thread's tasks mix levels and images.
+template <typename Fn>
+void for_each_plane(const Plan& p, Fn&& fn) {
+  const int64_t groups = p.num_levels * p.batch;
+  at::parallel_for(0, p.channels * groups, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t c = t / groups, g = t - c * groups;
+      fn(c, static_cast<int>(g / p.batch), g % p.batch, p.group_begin[g], p.group_begin[g + 1]);
+    }
+  });
+}
+
+// ---- RoIAlign: one RoI over a block of channels -------------------------------------------------
+//
+// `image` points at the block's first channel of pixel (0, 0) of the RoI's image; the sample
+// tables' offsets already include the pixel strides. kW channels are processed as one vector
+// (cn <= kW are valid); the order of additions per channel is the scalar order of torchvision.
+
+// x / count, as a multiplication when count is a power of two (then the two are the same bits).
+template <typename T>
+struct Divider {
+  T count, inverse;
+  bool exact;
+  explicit Divider(T c) : count(c), inverse(T(1) / c) {
+    int e = 0;
+    exact = std::frexp(c, &e) == T(0.5);
+  }
+};
+
+template <typename T, typename V, int kW>
+FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, int64_t pw, const V* image, T* acc) {
+  for (int c = 0; c < kW; ++c) acc[c] = T(0);
+  for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
+    const Axis<T>& y = t.rows[ri];
+    for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
+      const Axis<T>& x = t.cols[ci];
+      const T w1 = y.w_low * x.w_low, w2 = y.w_low * x.w_high, w3 = y.w_high * x.w_low, w4 = y.w_high * x.w_high;
+      const V* __restrict v1 = image + y.low + x.low;
+      const V* __restrict v2 = image + y.low + x.high;
+      const V* __restrict v3 = image + y.high + x.low;
+      const V* __restrict v4 = image + y.high + x.high;
+#pragma GCC ivdep
+      for (int c = 0; c < kW; ++c) {
+        acc[c] += w1 * static_cast<T>(v1[c]) + w2 * static_cast<T>(v2[c]) + w3 * static_cast<T>(v3[c]) +
+                  w4 * static_cast<T>(v4[c]);
+      }
+    }
+  }
+}
+
+// dst[c] += g[c] * w / count for one corner of one sample.
+template <typename T, int kW>
+FASTOPS_FORCEINLINE void add_corner(T* __restrict dst, const T* __restrict g, T w, const Divider<T>& d) {
+  if (d.exact) {
+    for (int c = 0; c < kW; ++c) dst[c] += g[c] * w * d.inverse;
+  } else {
+    for (int c = 0; c < kW; ++c) dst[c] += g[c] * w / d.count;
+  }
+}
+
+template <typename T, int kW>
+FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph, int64_t pw, const T* g, T* image) {
+  const Divider<T> d(t.count);
+  for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
+    const Axis<T>& y = t.rows[ri];
+    for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
+      const Axis<T>& x = t.cols[ci];
+      // Four separate loops: the corners may be the same pixel (clamped at the border), and each
+      // channel must receive them in torchvision's order.
+      add_corner<T, kW>(image + y.low + x.low, g, y.w_low * x.w_low, d);
+      add_corner<T, kW>(image + y.low + x.high, g, y.w_low * x.w_high, d);
+      add_corner<T, kW>(image + y.high + x.low, g, y.w_high * x.w_low, d);
+      add_corner<T, kW>(image + y.high + x.high, g, y.w_high * x.w_high, d);
+    }
+  }
+}
+
+// Channel blocks: NCHW planes are copied kTile channels at a time into a pixel-major tile (the
+// NHWC layout of those channels, in T), so every sample reads one vector; NHWC inputs are read in
+// place kBlock channels at a time (a last, partial block goes through a padded copy).
+constexpr int kTile = 16;
+constexpr int kBlock = 64;
+
+// Copies cn <= kTile planes of `pixels` values into a pixel-major tile (zeros past cn), and back.
+// In chunks of pixels, so the chunk of the tile being written stays in L1 while each plane is read.
+constexpr int64_t kPixelChunk = 256;
+
+template <typename T, typename S>
+void planes_to_tile(const S* planes, int64_t pixels, int64_t cn, T* tile) {
+  for (int64_t p0 = 0; p0 < pixels; p0 += kPixelChunk) {
+    const int64_t pn = std::min(kPixelChunk, pixels - p0);
+    for (int64_t c = 0; c < kTile; ++c) {
+      T* __restrict dst = tile + p0 * kTile + c;
+      if (c >= cn) {
+        for (int64_t i = 0; i < pn; ++i) dst[i * kTile] = T(0);
+        continue;
+      }
+      const S* __restrict src = planes + c * pixels + p0;
+      for (int64_t i = 0; i < pn; ++i) dst[i * kTile] = static_cast<T>(src[i]);
+    }
+  }
+}
+
+template <typename T>
+void tile_to_planes(const T* tile, int64_t pixels, int64_t cn, T* planes) {
+  for (int64_t p0 = 0; p0 < pixels; p0 += kPixelChunk) {
+    const int64_t pn = std::min(kPixelChunk, pixels - p0);
+    for (int64_t c = 0; c < cn; ++c) {
+      const T* __restrict src = tile + p0 * kTile + c;
+      T* __restrict dst = planes + c * pixels + p0;
+      for (int64_t i = 0; i < pn; ++i) dst[i] = src[i * kTile];
+    }
+  }
+}
+
+// ---- RoIAlign forward -------------------------------------------------------------------------
+
+template <typename T, typename S>
+void align_forward_nchw(const Plan& p, S* out, const std::vector<SampleTable<T>>& tables) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
+  const int64_t blocks = (C + kTile - 1) / kTile;
+  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> tile;
+    T acc[kTile];
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / groups, g = task - b * groups;
+      if (p.group_begin[g] == p.group_begin[g + 1]) continue;
+      const int level = static_cast<int>(g / p.batch);
+      const int64_t n = g % p.batch, c0 = b * kTile, cn = std::min<int64_t>(kTile, C - c0);
+      const Level& lv = p.levels[level];
+      const int64_t pixels = lv.height * lv.width;
+      tile.resize(pixels * kTile);
+      planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.data());
+      for (int64_t j = p.group_begin[g]; j < p.group_begin[g + 1]; ++j) {
+        const int64_t k = p.order[j];
+        const SampleTable<T>& t = tables[k];
+        S* o = out + (k * C + c0) * PH * PW;
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            align_bin_forward<T, T, kTile>(t, ph, pw, tile.data(), acc);
+            for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c] / t.count);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T, typename S>
+void align_forward_nhwc(const Plan& p, S* out, const std::vector<SampleTable<T>>& tables) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
+  at::parallel_for(0, p.num_rois, 1, [&](int64_t k0, int64_t k1) {
+    T acc[kBlock];
+    for (int64_t k = k0; k < k1; ++k) {
+      const int level = p.roi_level[k];
+      if (level < 0) continue;
+      const Level& lv = p.levels[level];
+      const SampleTable<T>& t = tables[k];
+      const S* image = static_cast<const S*>(lv.input) + batch_of(p.rois, p.dtype, k) * lv.height * lv.width * C;
+      for (int64_t ph = 0; ph < PH; ++ph) {
+        for (int64_t pw = 0; pw < PW; ++pw) {
+          S* o = out + ((k * PH + ph) * PW + pw) * C;
+          int64_t c0 = 0;
+          for (; c0 + kBlock <= C; c0 += kBlock) {
+            align_bin_forward<T, S, kBlock>(t, ph, pw, image + c0, acc);
+            for (int64_t c = 0; c < kBlock; ++c) o[c0 + c] = static_cast<S>(acc[c] / t.count);
+          }
+          for (; c0 < C; ++c0) {  // channels past the last full block, one at a time
+            align_bin_forward<T, S, 1>(t, ph, pw, image + c0, acc);
+            o[c0] = static_cast<S>(acc[0] / t.count);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T, typename S>
+void align_forward_typed(const Plan& p, void* out_raw) {
+  S* out = static_cast<S*>(out_raw);
+  // NCHW inputs are read through kTile-channel tiles: the tables' strides are the tile's.
+  const int64_t pixel_stride = p.channels_last ? p.channels : kTile;
+  const std::vector<SampleTable<T>> tables = align_tables<T, S>(p, pixel_stride);
+  zero_invalid(p, out);
+  if (p.channels_last) {
+    align_forward_nhwc<T, S>(p, out, tables);
+  } else {
+    align_forward_nchw<T, S>(p, out, tables);
+  }
+}
+
+void align_forward(const Plan& p, void* out) {
+  with_float_dtype(p.dtype, "roi_align", [&](auto s, auto t) { align_forward_typed<decltype(t), decltype(s)>(p, out); });
+}
+
+// ---- RoIAlign backward ------------------------------------------------------------------------
+
+template <typename T, typename S>
+void align_backward_nchw(const Plan& p, const S* grad, GradStrides gs, const std::vector<SampleTable<T>>& tables) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
+  const int64_t blocks = (C + kTile - 1) / kTile;
+  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> tile;
+    T g[kTile];
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / groups, grp = task - b * groups;
+      const int level = static_cast<int>(grp / p.batch);
+      const int64_t n = grp % p.batch, c0 = b * kTile, cn = std::min<int64_t>(kTile, C - c0);
+      const Level& lv = p.levels[level];
+      const int64_t pixels = lv.height * lv.width;
+      T* grad_in = static_cast<T*>(lv.grad) + (n * C + c0) * pixels;
+      if (p.group_begin[grp] == p.group_begin[grp + 1]) {
+        std::fill(grad_in, grad_in + cn * pixels, T(0));
+        continue;
+      }
+      tile.assign(pixels * kTile, T(0));
+      for (int64_t j = p.group_begin[grp]; j < p.group_begin[grp + 1]; ++j) {
+        const int64_t k = p.order[j];
+        const SampleTable<T>& t = tables[k];
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
+            for (int64_t c = 0; c < kTile; ++c) g[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
+            align_bin_backward<T, kTile>(t, ph, pw, g, tile.data());
+          }
+        }
+      }
+      tile_to_planes(tile.data(), pixels, cn, grad_in);
+    }
+  });
+}
+
+template <typename T, typename S>
+void align_backward_nhwc(const Plan& p, const S* grad, GradStrides gs, const std::vector<SampleTable<T>>& tables) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
+  const int64_t blocks = (C + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
+    T g[kBlock];
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / groups, grp = task - b * groups;
+      const int level = static_cast<int>(grp / p.batch);
+      const int64_t n = grp % p.batch, c0 = b * kBlock, cn = std::min<int64_t>(kBlock, C - c0);
+      const Level& lv = p.levels[level];
+      const int64_t pixels = lv.height * lv.width;
+      T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
+      for (int64_t px = 0; px < pixels; ++px) std::fill(image + px * C, image + px * C + cn, T(0));
+      for (int64_t j = p.group_begin[grp]; j < p.group_begin[grp + 1]; ++j) {
+        const int64_t k = p.order[j];
+        const SampleTable<T>& t = tables[k];
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const S* go = grad + k * gs.k + ph * gs.h + pw * gs.w + c0 * gs.c;
+            if (cn == kBlock) {
+              for (int64_t c = 0; c < kBlock; ++c) g[c] = static_cast<T>(go[c * gs.c]);
+              align_bin_backward<T, kBlock>(t, ph, pw, g, image);
+            } else {
+              for (int64_t c = 0; c < cn; ++c) {  // a partial block, one channel at a time
+                g[0] = static_cast<T>(go[c * gs.c]);
+                align_bin_backward<T, 1>(t, ph, pw, g, image + c);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T, typename S>
+void align_backward_typed(const Plan& p, const void* grad, GradStrides gs) {
+  const int64_t pixel_stride = p.channels_last ? p.channels : kTile;
+  const std::vector<SampleTable<T>> tables = align_tables<T, S>(p, pixel_stride);
+  if (p.channels_last) {
+    align_backward_nhwc<T, S>(p, static_cast<const S*>(grad), gs, tables);
+  } else {
+    align_backward_nchw<T, S>(p, static_cast<const S*>(grad), gs, tables);
+  }
+}
+
+void align_backward(const Plan& p, const void* grad, GradStrides gs) {
+  with_float_dtype(p.dtype, "roi_align_backward",
+                   [&](auto s, auto t) { align_backward_typed<decltype(t), decltype(s)>(p, grad, gs); });
+}
+
+// ---- RoIPool ----------------------------------------------------------------------------------
+
+// Pixel ranges of every bin of every valid RoI: [PH] row ranges then [PW] column ranges.
+template <typename T, typename S>
+std::vector<int64_t> pool_ranges(const Plan& p) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, per = 2 * (PH + PW);
+  std::vector<int64_t> ranges(p.num_rois * per, 0);
+  const S* rois = static_cast<const S*>(p.rois);
+  for (int64_t k = 0; k < p.num_rois; ++k) {
+    if (p.roi_level[k] < 0) continue;
+    const Level& lv = p.levels[p.roi_level[k]];
+    const S* r = rois + k * 5;
+    const PoolBox b = pool_box<T>(static_cast<T>(r[1]), static_cast<T>(r[2]), static_cast<T>(r[3]),
+                                  static_cast<T>(r[4]), static_cast<T>(lv.spatial_scale));
+    int64_t* out = ranges.data() + k * per;
+    for (int64_t ph = 0; ph < PH; ++ph) pool_bin<T>(b.start_h, b.height, PH, ph, lv.height, out[2 * ph], out[2 * ph + 1]);
+    for (int64_t pw = 0; pw < PW; ++pw)
+      pool_bin<T>(b.start_w, b.width, PW, pw, lv.width, out[2 * (PH + pw)], out[2 * (PH + pw) + 1]);
+  }
+  return ranges;
+}
+
+template <typename T, typename S>
+void pool_forward_typed(const Plan& p, void* out_raw, int32_t* argmax) {
+  S* out = static_cast<S*>(out_raw);
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, per = 2 * (PH + PW);
+  const std::vector<int64_t> ranges = pool_ranges<T, S>(p);
+  zero_invalid(p, out);
+  const int64_t per_roi = C * PH * PW;
+  for (int64_t k = 0; k < p.num_rois; ++k) {
+    if (p.roi_level[k] < 0) std::fill(argmax + k * per_roi, argmax + (k + 1) * per_roi, -1);
+  }
+  if (!p.channels_last) {
+    for_each_plane(p, [&](int64_t c, int level, int64_t n, int64_t first, int64_t last) {
+      const Level& lv = p.levels[level];
+      const S* plane = static_cast<const S*>(lv.input) + (n * C + c) * lv.height * lv.width;
+      for (int64_t j = first; j < last; ++j) {
+        const int64_t k = p.order[j];
+        const int64_t* rg = ranges.data() + k * per;
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const int64_t h0 = rg[2 * ph], h1 = rg[2 * ph + 1], w0 = rg[2 * (PH + pw)], w1 = rg[2 * (PH + pw) + 1];
+            T best = (h1 <= h0 || w1 <= w0) ? T(0) : static_cast<T>(-FLT_MAX);
+            int64_t best_idx = -1;
+            for (int64_t h = h0; h < h1; ++h) {
+              for (int64_t w = w0; w < w1; ++w) {
+                const T v = static_cast<T>(plane[h * lv.width + w]);
+                if (v > best) best = v, best_idx = h * lv.width + w;
+              }
+            }
+            const int64_t o = (k * C + c) * PH * PW + ph * PW + pw;
+            out[o] = static_cast<S>(best);
+            argmax[o] = static_cast<int32_t>(best_idx);
+          }
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, p.num_rois, 1, [&](int64_t k0, int64_t k1) {
+    T best[kChannelBlock];
+    int32_t best_idx[kChannelBlock];
+    for (int64_t k = k0; k < k1; ++k) {
+      if (p.roi_level[k] < 0) continue;
+      const Level& lv = p.levels[p.roi_level[k]];
+      const int64_t n = batch_of(p.rois, p.dtype, k);
+      const S* image = static_cast<const S*>(lv.input) + n * lv.height * lv.width * C;
+      const int64_t* rg = ranges.data() + k * per;
+      for (int64_t ph = 0; ph < PH; ++ph) {
+        for (int64_t pw = 0; pw < PW; ++pw) {
+          const int64_t h0 = rg[2 * ph], h1 = rg[2 * ph + 1], w0 = rg[2 * (PH + pw)], w1 = rg[2 * (PH + pw) + 1];
+          const T init = (h1 <= h0 || w1 <= w0) ? T(0) : static_cast<T>(-FLT_MAX);
+          const int64_t o = ((k * PH + ph) * PW + pw) * C;
+          for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+            const int64_t cn = std::min(kChannelBlock, C - c0);
+            std::fill(best, best + cn, init);
+            std::fill(best_idx, best_idx + cn, -1);
+            for (int64_t h = h0; h < h1; ++h) {
+              for (int64_t w = w0; w < w1; ++w) {
+                const int32_t idx = static_cast<int32_t>(h * lv.width + w);
+                const S* __restrict v = image + idx * C + c0;
+                for (int64_t c = 0; c < cn; ++c) {
+                  const T x = static_cast<T>(v[c]);
+                  const bool more = x > best[c];
+                  best[c] = more ? x : best[c];
+                  best_idx[c] = more ? idx : best_idx[c];
+                }
+              }
+            }
+            for (int64_t c = 0; c < cn; ++c) {
+              out[o + c0 + c] = static_cast<S>(best[c]);
+              argmax[o + c0 + c] = best_idx[c];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void pool_forward(const Plan& p, void* out, int32_t* argmax) {
+  with_float_dtype(p.dtype, "roi_pool", [&](auto s, auto t) { pool_forward_typed<decltype(t), decltype(s)>(p, out, argmax); });
+}
+
+template <typename T, typename S>
+void pool_backward_typed(const Plan& p, const S* grad, GradStrides gs, const int32_t* argmax) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
+  if (!p.channels_last) {
+    for_each_plane(p, [&](int64_t c, int level, int64_t n, int64_t first, int64_t last) {
+      const Level& lv = p.levels[level];
+      const int64_t plane_size = lv.height * lv.width;
+      T* gp = static_cast<T*>(lv.grad) + (n * C + c) * plane_size;
+      std::fill(gp, gp + plane_size, T(0));
+      for (int64_t j = first; j < last; ++j) {
+        const int64_t k = p.order[j];
+        const int32_t* am = argmax + (k * C + c) * PH * PW;
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const int32_t a = am[ph * PW + pw];
+            if (a >= 0) gp[a] += static_cast<T>(grad[k * gs.k + c * gs.c + ph * gs.h + pw * gs.w]);
+          }
+        }
+      }
+    });
+    return;
+  }
+  const int64_t blocks = (C + kChannelBlock - 1) / kChannelBlock, groups = p.num_levels * p.batch;
+  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / groups, grp = task - b * groups;
+      const int level = static_cast<int>(grp / p.batch);
+      const int64_t n = grp % p.batch, c0 = b * kChannelBlock, cn = std::min(kChannelBlock, C - c0);
+      const Level& lv = p.levels[level];
+      const int64_t pixels = lv.height * lv.width;
+      T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
+      for (int64_t px = 0; px < pixels; ++px) std::fill(image + px * C, image + px * C + cn, T(0));
+      for (int64_t j = p.group_begin[grp]; j < p.group_begin[grp + 1]; ++j) {
+        const int64_t k = p.order[j];
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const int32_t* am = argmax + ((k * PH + ph) * PW + pw) * C + c0;
+            const S* go = grad + k * gs.k + ph * gs.h + pw * gs.w + c0 * gs.c;
+            for (int64_t c = 0; c < cn; ++c) {
+              if (am[c] >= 0) image[int64_t(am[c]) * C + c] += static_cast<T>(go[c * gs.c]);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+void pool_backward(const Plan& p, const void* grad, GradStrides gs, const int32_t* argmax) {
+  with_float_dtype(p.dtype, "roi_pool_backward", [&](auto s, auto t) {
+    pool_backward_typed<decltype(t), decltype(s)>(p, static_cast<const decltype(s)*>(grad), gs, argmax);
+  });
+}
+
+}  // namespace
+
+FASTOPS_REGISTER_CPU_KERNEL(cpu_kernels::align_forward, &align_forward);
+FASTOPS_REGISTER_CPU_KERNEL(cpu_kernels::align_backward, &align_backward);
+FASTOPS_REGISTER_CPU_KERNEL(cpu_kernels::pool_forward, &pool_forward);
+FASTOPS_REGISTER_CPU_KERNEL(cpu_kernels::pool_backward, &pool_backward);
+
+}  // namespace fastops::roi_align
