@@ -15,6 +15,9 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -27,20 +30,40 @@ namespace {
 
 constexpr int64_t kChannelBlock = 64;  // RoIPool's channel block (NHWC)
 
-// The samples of one RoI inside its map, per bin row (ph) and bin column (pw). low/high are
-// element offsets: pixel index times the axis stride of the layout.
+// The samples of one RoI inside its map, per bin row (ph) and bin column (pw): bin ph's rows are
+// rows[row_begin[ph]] .. rows[row_begin[ph + 1] - 1]. low/high are element offsets: pixel index
+// times the axis stride of the layout. A view into SampleTables' flat storage.
 template <typename T>
 struct SampleTable {
-  std::vector<Axis<T>> rows, cols;
-  std::vector<int64_t> row_begin, col_begin;  // [PH + 1], [PW + 1]
+  const Axis<T>* rows = nullptr;
+  const Axis<T>* cols = nullptr;
+  const int64_t* row_begin = nullptr;  // [PH + 1]
+  const int64_t* col_begin = nullptr;  // [PW + 1]
   T count = T(1);
 };
 
-template <typename T, typename S>
-void fill_axis(std::vector<Axis<T>>& out, std::vector<int64_t>& begin, T start, T bin, int64_t pooled, int64_t grid,
-               int64_t size, int64_t stride) {
-  begin.assign(pooled + 1, 0);
-  out.clear();
+// Every RoI's sample table in four flat arrays (no allocation per RoI). Each RoI gets a slot as
+// large as its candidate samples (sample_range); the valid ones fill it from the start.
+template <typename T>
+class SampleTables {
+ public:
+  template <typename S>  // S: the boxes' stored type
+  SampleTables(std::in_place_type_t<S>, const Plan& p, int64_t pixel_stride);
+  const SampleTable<T>& operator[](int64_t k) const { return views_[k]; }
+
+ private:
+  std::vector<Axis<T>> axes_;
+  std::vector<int64_t> begins_;
+  std::vector<SampleTable<T>> views_;
+};
+
+// Fills bin p's valid samples along one axis into out (from out[first]); writes the running
+// end of each bin into begin[1..pooled]. Returns the end.
+template <typename T>
+int64_t fill_axis(Axis<T>* out, int64_t first, int64_t* begin, T start, T bin, int64_t pooled, int64_t grid,
+                  int64_t size, int64_t stride) {
+  int64_t n = first;
+  begin[0] = first;
   for (int64_t p = 0; p < pooled; ++p) {
     int64_t i0, i1;
     sample_range(start, bin, p, grid, size, i0, i1);
@@ -49,34 +72,66 @@ void fill_axis(std::vector<Axis<T>>& out, std::vector<int64_t>& begin, T start, 
       if (!a.valid) continue;
       a.low *= stride;
       a.high *= stride;
-      out.push_back(a);
+      out[n++] = a;
     }
-    begin[p + 1] = static_cast<int64_t>(out.size());
+    begin[p + 1] = n;
   }
+  return n;
 }
 
-// Sample tables of every valid RoI (RoIAlign), in the plan's layout.
-template <typename T, typename S>
-std::vector<SampleTable<T>> align_tables(const Plan& p, int64_t pixel_stride) {
-  std::vector<SampleTable<T>> tables(p.num_rois);
+template <typename T>
+int64_t candidate_samples(T start, T bin, int64_t pooled, int64_t grid, int64_t size) {
+  int64_t total = 0;
+  for (int64_t p = 0; p < pooled; ++p) {
+    int64_t i0, i1;
+    sample_range(start, bin, p, grid, size, i0, i1);
+    total += i1 - i0;
+  }
+  return total;
+}
+
+template <typename T>
+template <typename S>
+SampleTables<T>::SampleTables(std::in_place_type_t<S>, const Plan& p, int64_t pixel_stride) {
+  const int64_t k_n = p.num_rois, PH = p.pooled_h, PW = p.pooled_w;
   const S* rois = static_cast<const S*>(p.rois);
-  at::parallel_for(0, p.num_rois, 64, [&](int64_t k0, int64_t k1) {
+  std::vector<AlignBox<T>> boxes(k_n);
+  std::vector<int64_t> slot(k_n + 1, 0);
+  at::parallel_for(0, k_n, 256, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int level = p.roi_level[k];
       if (level < 0) continue;
       const Level& lv = p.levels[level];
       const S* r = rois + k * 5;
-      const AlignBox<T> b = align_box<T>(static_cast<T>(r[1]), static_cast<T>(r[2]), static_cast<T>(r[3]),
-                                         static_cast<T>(r[4]), static_cast<T>(lv.spatial_scale), p.pooled_h,
-                                         p.pooled_w, p.sampling_ratio, p.aligned);
-      const int64_t row_stride = lv.width * pixel_stride, col_stride = pixel_stride;
-      SampleTable<T>& t = tables[k];
-      fill_axis<T, S>(t.rows, t.row_begin, b.start_h, b.bin_h, p.pooled_h, b.grid_h, lv.height, row_stride);
-      fill_axis<T, S>(t.cols, t.col_begin, b.start_w, b.bin_w, p.pooled_w, b.grid_w, lv.width, col_stride);
+      boxes[k] = align_box<T>(static_cast<T>(r[1]), static_cast<T>(r[2]), static_cast<T>(r[3]), static_cast<T>(r[4]),
+                              static_cast<T>(lv.spatial_scale), PH, PW, p.sampling_ratio, p.aligned);
+      const AlignBox<T>& b = boxes[k];
+      slot[k + 1] = candidate_samples(b.start_h, b.bin_h, PH, b.grid_h, lv.height) +
+                    candidate_samples(b.start_w, b.bin_w, PW, b.grid_w, lv.width);
+    }
+  });
+  for (int64_t k = 0; k < k_n; ++k) slot[k + 1] += slot[k];
+  axes_.resize(slot[k_n]);
+  begins_.assign(k_n * (PH + PW + 2), 0);
+  views_.resize(k_n);
+  at::parallel_for(0, k_n, 256, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      SampleTable<T>& t = views_[k];
+      int64_t* row_begin = begins_.data() + k * (PH + PW + 2);
+      int64_t* col_begin = row_begin + PH + 1;
+      t.rows = t.cols = axes_.data();
+      t.row_begin = row_begin;
+      t.col_begin = col_begin;
+      const int level = p.roi_level[k];
+      if (level < 0) continue;  // never read: the RoI is in no group
+      const Level& lv = p.levels[level];
+      const AlignBox<T>& b = boxes[k];
+      const int64_t end = fill_axis(axes_.data(), slot[k], row_begin, b.start_h, b.bin_h, PH, b.grid_h, lv.height,
+                                    lv.width * pixel_stride);
+      fill_axis(axes_.data(), end, col_begin, b.start_w, b.bin_w, PW, b.grid_w, lv.width, pixel_stride);
       t.count = b.count;
     }
   });
-  return tables;
 }
 
 inline int64_t batch_of(const void* rois, c10::ScalarType dtype, int64_t k) {
@@ -127,22 +182,51 @@ struct Divider {
   }
 };
 
+// kW values of T as one GCC vector: the compiler splits it into the instruction set's registers
+// (one zmm for 16 floats with AVX-512, four xmm with SSE2), and keeps accumulators in registers.
+template <typename T, int kW>
+struct Lanes {
+  typedef T type __attribute__((vector_size(kW * sizeof(T)), aligned(sizeof(T))));
+};
+
+template <typename Vec, typename T>
+FASTOPS_FORCEINLINE Vec load_lanes(const T* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+
 template <typename T, typename V, int kW>
-FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, int64_t pw, const V* image, T* acc) {
-  for (int c = 0; c < kW; ++c) acc[c] = T(0);
-  for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
-    const Axis<T>& y = t.rows[ri];
-    for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
-      const Axis<T>& x = t.cols[ci];
-      const T w1 = y.w_low * x.w_low, w2 = y.w_low * x.w_high, w3 = y.w_high * x.w_low, w4 = y.w_high * x.w_high;
-      const V* __restrict v1 = image + y.low + x.low;
-      const V* __restrict v2 = image + y.low + x.high;
-      const V* __restrict v3 = image + y.high + x.low;
-      const V* __restrict v4 = image + y.high + x.high;
+FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, int64_t pw, const V* image, T* out) {
+  if constexpr (std::is_same_v<T, V> && kW > 1) {
+    using Vec = typename Lanes<T, kW>::type;
+    Vec acc = {};
+    for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
+      const Axis<T>& y = t.rows[ri];
+      for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
+        const Axis<T>& x = t.cols[ci];
+        const T w1 = y.w_low * x.w_low, w2 = y.w_low * x.w_high, w3 = y.w_high * x.w_low, w4 = y.w_high * x.w_high;
+        acc += w1 * load_lanes<Vec>(image + y.low + x.low) + w2 * load_lanes<Vec>(image + y.low + x.high) +
+               w3 * load_lanes<Vec>(image + y.high + x.low) + w4 * load_lanes<Vec>(image + y.high + x.high);
+      }
+    }
+    std::memcpy(out, &acc, sizeof(Vec));
+  } else {  // float16 / bfloat16 storage: convert per element
+    for (int c = 0; c < kW; ++c) out[c] = T(0);
+    for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
+      const Axis<T>& y = t.rows[ri];
+      for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
+        const Axis<T>& x = t.cols[ci];
+        const T w1 = y.w_low * x.w_low, w2 = y.w_low * x.w_high, w3 = y.w_high * x.w_low, w4 = y.w_high * x.w_high;
+        const V* __restrict v1 = image + y.low + x.low;
+        const V* __restrict v2 = image + y.low + x.high;
+        const V* __restrict v3 = image + y.high + x.low;
+        const V* __restrict v4 = image + y.high + x.high;
 #pragma GCC ivdep
-      for (int c = 0; c < kW; ++c) {
-        acc[c] += w1 * static_cast<T>(v1[c]) + w2 * static_cast<T>(v2[c]) + w3 * static_cast<T>(v3[c]) +
-                  w4 * static_cast<T>(v4[c]);
+        for (int c = 0; c < kW; ++c) {
+          out[c] += w1 * static_cast<T>(v1[c]) + w2 * static_cast<T>(v2[c]) + w3 * static_cast<T>(v3[c]) +
+                    w4 * static_cast<T>(v4[c]);
+        }
       }
     }
   }
@@ -150,23 +234,28 @@ FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, 
 
 // dst[c] += g[c] * w / count for one corner of one sample.
 template <typename T, int kW>
-FASTOPS_FORCEINLINE void add_corner(T* __restrict dst, const T* __restrict g, T w, const Divider<T>& d) {
+FASTOPS_FORCEINLINE void add_corner(T* dst, const typename Lanes<T, kW>::type& g, T w, const Divider<T>& d) {
+  using Vec = typename Lanes<T, kW>::type;
+  Vec v = load_lanes<Vec>(dst);
   if (d.exact) {
-    for (int c = 0; c < kW; ++c) dst[c] += g[c] * w * d.inverse;
+    v += g * w * d.inverse;
   } else {
-    for (int c = 0; c < kW; ++c) dst[c] += g[c] * w / d.count;
+    v += g * w / d.count;
   }
+  std::memcpy(dst, &v, sizeof(Vec));
 }
 
 template <typename T, int kW>
-FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph, int64_t pw, const T* g, T* image) {
+FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph, int64_t pw, const T* g_in, T* image) {
+  using Vec = typename Lanes<T, kW>::type;
+  const Vec g = load_lanes<Vec>(g_in);
   const Divider<T> d(t.count);
   for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
     const Axis<T>& y = t.rows[ri];
     for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
       const Axis<T>& x = t.cols[ci];
-      // Four separate loops: the corners may be the same pixel (clamped at the border), and each
-      // channel must receive them in torchvision's order.
+      // One corner after the other: the corners may be the same pixel (clamped at the border),
+      // and each channel must receive them in torchvision's order.
       add_corner<T, kW>(image + y.low + x.low, g, y.w_low * x.w_low, d);
       add_corner<T, kW>(image + y.low + x.high, g, y.w_low * x.w_high, d);
       add_corner<T, kW>(image + y.high + x.low, g, y.w_high * x.w_low, d);
@@ -180,6 +269,20 @@ FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph,
 // place kBlock channels at a time (a last, partial block goes through a padded copy).
 constexpr int kTile = 16;
 constexpr int kBlock = 64;
+
+// A tile of pixels x kTile values aligned to 64 bytes, so that a pixel's 16 floats are one cache
+// line (a misaligned tile makes every vector load touch two).
+template <typename T>
+struct TileBuffer {
+  std::vector<T> storage;
+  T* data = nullptr;
+  T* get(int64_t pixels) {
+    storage.resize(pixels * kTile + 64 / sizeof(T));
+    const auto addr = reinterpret_cast<uintptr_t>(storage.data());
+    data = reinterpret_cast<T*>((addr + 63) & ~uintptr_t(63));
+    return data;
+  }
+};
 
 // Copies cn <= kTile planes of `pixels` values into a pixel-major tile (zeros past cn), and back.
 // In chunks of pixels, so the chunk of the tile being written stays in L1 while each plane is read.
@@ -216,11 +319,11 @@ void tile_to_planes(const T* tile, int64_t pixels, int64_t cn, T* planes) {
 // ---- RoIAlign forward -------------------------------------------------------------------------
 
 template <typename T, typename S>
-void align_forward_nchw(const Plan& p, S* out, const std::vector<SampleTable<T>>& tables) {
+void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
   const int64_t blocks = (C + kTile - 1) / kTile;
   at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> tile;
+    TileBuffer<T> tile;
     T acc[kTile];
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / groups, g = task - b * groups;
@@ -229,15 +332,14 @@ void align_forward_nchw(const Plan& p, S* out, const std::vector<SampleTable<T>>
       const int64_t n = g % p.batch, c0 = b * kTile, cn = std::min<int64_t>(kTile, C - c0);
       const Level& lv = p.levels[level];
       const int64_t pixels = lv.height * lv.width;
-      tile.resize(pixels * kTile);
-      planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.data());
+      planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.get(pixels));
       for (int64_t j = p.group_begin[g]; j < p.group_begin[g + 1]; ++j) {
         const int64_t k = p.order[j];
         const SampleTable<T>& t = tables[k];
         S* o = out + (k * C + c0) * PH * PW;
         for (int64_t ph = 0; ph < PH; ++ph) {
           for (int64_t pw = 0; pw < PW; ++pw) {
-            align_bin_forward<T, T, kTile>(t, ph, pw, tile.data(), acc);
+            align_bin_forward<T, T, kTile>(t, ph, pw, tile.data, acc);
             for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c] / t.count);
           }
         }
@@ -247,7 +349,7 @@ void align_forward_nchw(const Plan& p, S* out, const std::vector<SampleTable<T>>
 }
 
 template <typename T, typename S>
-void align_forward_nhwc(const Plan& p, S* out, const std::vector<SampleTable<T>>& tables) {
+void align_forward_nhwc(const Plan& p, S* out, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
   at::parallel_for(0, p.num_rois, 1, [&](int64_t k0, int64_t k1) {
     T acc[kBlock];
@@ -280,7 +382,7 @@ void align_forward_typed(const Plan& p, void* out_raw) {
   S* out = static_cast<S*>(out_raw);
   // NCHW inputs are read through kTile-channel tiles: the tables' strides are the tile's.
   const int64_t pixel_stride = p.channels_last ? p.channels : kTile;
-  const std::vector<SampleTable<T>> tables = align_tables<T, S>(p, pixel_stride);
+  const SampleTables<T> tables(std::in_place_type<S>, p, pixel_stride);
   zero_invalid(p, out);
   if (p.channels_last) {
     align_forward_nhwc<T, S>(p, out, tables);
@@ -295,12 +397,16 @@ void align_forward(const Plan& p, void* out) {
 
 // ---- RoIAlign backward ------------------------------------------------------------------------
 
+// Backward, either layout: one task per (16-channel block, level, image) accumulates every RoI of
+// that image and level into a zeroed tile, in RoI index order, then writes the tile out (NCHW:
+// transposed into the planes; NHWC: each pixel's 16 values into its channel slot). The tile stays
+// in cache where the gradient image would not.
 template <typename T, typename S>
-void align_backward_nchw(const Plan& p, const S* grad, GradStrides gs, const std::vector<SampleTable<T>>& tables) {
+void align_backward_tiles(const Plan& p, const S* grad, GradStrides gs, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
   const int64_t blocks = (C + kTile - 1) / kTile;
   at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> tile;
+    TileBuffer<T> tile;
     T g[kTile];
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / groups, grp = task - b * groups;
@@ -308,12 +414,8 @@ void align_backward_nchw(const Plan& p, const S* grad, GradStrides gs, const std
       const int64_t n = grp % p.batch, c0 = b * kTile, cn = std::min<int64_t>(kTile, C - c0);
       const Level& lv = p.levels[level];
       const int64_t pixels = lv.height * lv.width;
-      T* grad_in = static_cast<T*>(lv.grad) + (n * C + c0) * pixels;
-      if (p.group_begin[grp] == p.group_begin[grp + 1]) {
-        std::fill(grad_in, grad_in + cn * pixels, T(0));
-        continue;
-      }
-      tile.assign(pixels * kTile, T(0));
+      T* tile_data = tile.get(pixels);
+      std::fill(tile_data, tile_data + pixels * kTile, T(0));
       for (int64_t j = p.group_begin[grp]; j < p.group_begin[grp + 1]; ++j) {
         const int64_t k = p.order[j];
         const SampleTable<T>& t = tables[k];
@@ -321,46 +423,15 @@ void align_backward_nchw(const Plan& p, const S* grad, GradStrides gs, const std
           for (int64_t pw = 0; pw < PW; ++pw) {
             const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
             for (int64_t c = 0; c < kTile; ++c) g[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
-            align_bin_backward<T, kTile>(t, ph, pw, g, tile.data());
+            align_bin_backward<T, kTile>(t, ph, pw, g, tile_data);
           }
         }
       }
-      tile_to_planes(tile.data(), pixels, cn, grad_in);
-    }
-  });
-}
-
-template <typename T, typename S>
-void align_backward_nhwc(const Plan& p, const S* grad, GradStrides gs, const std::vector<SampleTable<T>>& tables) {
-  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
-  const int64_t blocks = (C + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
-    T g[kBlock];
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t b = task / groups, grp = task - b * groups;
-      const int level = static_cast<int>(grp / p.batch);
-      const int64_t n = grp % p.batch, c0 = b * kBlock, cn = std::min<int64_t>(kBlock, C - c0);
-      const Level& lv = p.levels[level];
-      const int64_t pixels = lv.height * lv.width;
-      T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
-      for (int64_t px = 0; px < pixels; ++px) std::fill(image + px * C, image + px * C + cn, T(0));
-      for (int64_t j = p.group_begin[grp]; j < p.group_begin[grp + 1]; ++j) {
-        const int64_t k = p.order[j];
-        const SampleTable<T>& t = tables[k];
-        for (int64_t ph = 0; ph < PH; ++ph) {
-          for (int64_t pw = 0; pw < PW; ++pw) {
-            const S* go = grad + k * gs.k + ph * gs.h + pw * gs.w + c0 * gs.c;
-            if (cn == kBlock) {
-              for (int64_t c = 0; c < kBlock; ++c) g[c] = static_cast<T>(go[c * gs.c]);
-              align_bin_backward<T, kBlock>(t, ph, pw, g, image);
-            } else {
-              for (int64_t c = 0; c < cn; ++c) {  // a partial block, one channel at a time
-                g[0] = static_cast<T>(go[c * gs.c]);
-                align_bin_backward<T, 1>(t, ph, pw, g, image + c);
-              }
-            }
-          }
-        }
+      if (p.channels_last) {
+        T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
+        for (int64_t px = 0; px < pixels; ++px) std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
+      } else {
+        tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels);
       }
     }
   });
@@ -368,13 +439,8 @@ void align_backward_nhwc(const Plan& p, const S* grad, GradStrides gs, const std
 
 template <typename T, typename S>
 void align_backward_typed(const Plan& p, const void* grad, GradStrides gs) {
-  const int64_t pixel_stride = p.channels_last ? p.channels : kTile;
-  const std::vector<SampleTable<T>> tables = align_tables<T, S>(p, pixel_stride);
-  if (p.channels_last) {
-    align_backward_nhwc<T, S>(p, static_cast<const S*>(grad), gs, tables);
-  } else {
-    align_backward_nchw<T, S>(p, static_cast<const S*>(grad), gs, tables);
-  }
+  const SampleTables<T> tables(std::in_place_type<S>, p, kTile);
+  align_backward_tiles<T, S>(p, static_cast<const S*>(grad), gs, tables);
 }
 
 void align_backward(const Plan& p, const void* grad, GradStrides gs) {
