@@ -459,6 +459,27 @@ def test_cuda_bad_device_and_half():
         torch.testing.assert_close(fastops.roi_align(xh, rois, 5, 0.5, 2, True).double().cpu(), ref, rtol=eps, atol=eps)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_autocast_runs_in_float32_like_torchvision(device):
+    """Under autocast, reduced-precision features with float32 boxes: computed in float32, returned in
+    the features' dtype (torchvision's autocast rule), with a gradient."""
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    x, rois = make_case(c=4, k=9, dtype=torch.float32, device=device)
+    xl = x.to(dtype).requires_grad_()
+    feats, prois, scales = make_pyramid(c=3, k=10)
+    with torch.autocast(device, dtype=dtype):
+        y = fastops.roi_align(xl, rois, 3, 0.5, 2, True)
+        p = fastops.roi_pool(xl, rois, 3, 0.5)
+        m = fastops.multi_scale_roi_align([f.to(device, dtype) for f in feats], prois.to(device), 3, scales, 2)
+    assert y.dtype == p.dtype == m.dtype == dtype
+    assert torch.equal(y, fastops.roi_align(xl.float(), rois, 3, 0.5, 2, True).to(dtype))
+    assert torch.equal(p, fastops.roi_pool(xl.float(), rois, 3, 0.5).to(dtype))
+    want_m = fastops.multi_scale_roi_align([f.to(device, dtype).float() for f in feats], prois.to(device), 3, scales, 2)
+    assert torch.equal(m, want_m.to(dtype))
+    y.float().sum().backward()
+    assert xl.grad.dtype == dtype and xl.grad.abs().sum() > 0
+
+
 # ---- registration: opcheck, compile ------------------------------------------------------------
 
 
