@@ -50,8 +50,9 @@ struct Plan {
   const int32_t* roi_level = nullptr;  // [K]: the RoI's level, or -1 (invalid box: zeros, no gradient)
   int64_t pooled_h = 1, pooled_w = 1, sampling_ratio = -1;
   bool aligned = false;
-  // CPU only: RoI indices grouped by (level, image), in index order within a group:
-  // group g = level * batch + image is order[group_begin[g]], ..., order[group_begin[g + 1] - 1].
+  // RoI indices grouped by (level, image), in index order within a group: group
+  // g = level * batch + image is order[group_begin[g]], ..., order[group_begin[g + 1] - 1].
+  // CPU: host arrays (every kernel); CUDA: device arrays (the backward kernels).
   const int64_t* order = nullptr;
   const int64_t* group_begin = nullptr;
 };

@@ -7,14 +7,18 @@
 //  - forward: one thread per output element [K, C, PH, PW] (NCHW or NHWC order), all levels in one
 //    launch.
 //  - backward: one thread owns one row of one gradient plane (level, image, channel, y) and walks
-//    every RoI in index order, adding the contributions that land in its row in torchvision's order
-//    (bin, sample, corner). Deterministic without atomics, memory bounded by the gradient itself.
+//    the RoIs of its level and image in index order (grouped on the device by a stable sort), adding
+//    the contributions that land in its row in torchvision's order (bin, sample, corner).
+//    Deterministic without atomics, memory bounded by the gradient itself.
 #include <cfloat>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_assert_async.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -38,7 +42,8 @@ struct RowMap {
 
 template <typename T, typename S>
 __global__ void levels_kernel(Plan p, double canonical_scale, int64_t canonical_level, int64_t k_min,
-                              int32_t* __restrict__ level, bool* __restrict__ valid_batch) {
+                              int32_t* __restrict__ level, bool* __restrict__ valid_batch,
+                              int64_t* __restrict__ group_key) {
   const S* rois = static_cast<const S*>(p.rois);
   FASTOPS_GRID_STRIDE_LOOP(k, p.num_rois) {
     const T b = static_cast<T>(rois[k * 5]);
@@ -54,6 +59,8 @@ __global__ void levels_kernel(Plan p, double canonical_scale, int64_t canonical_
                                             k_min + p.num_levels - 1));
     }
     level[k] = l;
+    // (level, image) group of the RoI for the backward kernels; invalid RoIs sort last
+    group_key[k] = l >= 0 ? int64_t(l) * p.batch + static_cast<int64_t>(b) : int64_t(p.num_levels) * p.batch;
   }
 }
 
@@ -168,8 +175,9 @@ __global__ void align_backward_kernel(Plan p, RowMap rows, const S* __restrict__
     T* g_in = static_cast<T*>(lv.grad);
     const int64_t base = pixel_offset(p, lv, n, c, row, 0), cs = p.channels_last ? p.channels : 1;
     for (int64_t x = 0; x < lv.width; ++x) g_in[base + x * cs] = T(0);
-    for (int64_t k = 0; k < p.num_rois; ++k) {
-      if (p.roi_level[k] != level || batch_index(p, k) != n) continue;
+    const int64_t g = level * p.batch + n;
+    for (int64_t j = p.group_begin[g]; j < p.group_begin[g + 1]; ++j) {  // this plane's RoIs, in index order
+      const int64_t k = p.order[j];
       const AlignBox<T> b = box_of<T, S>(p, k, lv);
       // Rows this RoI can touch (sample y in [start, start + PH * bin], clamped to the map).
       const T y_a = b.start_h, y_b = b.start_h + static_cast<T>(p.pooled_h) * b.bin_h;
@@ -251,8 +259,8 @@ __global__ void pool_backward_kernel(Plan p, RowMap rows, const S* __restrict__ 
     T* g_in = static_cast<T*>(lv.grad);
     const int64_t base = pixel_offset(p, lv, n, c, row, 0), cs = p.channels_last ? p.channels : 1;
     for (int64_t x = 0; x < lv.width; ++x) g_in[base + x * cs] = T(0);
-    for (int64_t k = 0; k < p.num_rois; ++k) {
-      if (p.roi_level[k] < 0 || batch_index(p, k) != n) continue;
+    for (int64_t j = p.group_begin[n]; j < p.group_begin[n + 1]; ++j) {  // this image's RoIs, in index order
+      const int64_t k = p.order[j];
       for (int64_t ph = 0; ph < p.pooled_h; ++ph) {
         for (int64_t pw = 0; pw < p.pooled_w; ++pw) {
           const int64_t o = p.channels_last ? ((k * p.pooled_h + ph) * p.pooled_w + pw) * p.channels + c
@@ -270,20 +278,36 @@ at::MemoryFormat format_of(bool channels_last) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-// Levels of every RoI on the device, plus the asynchronous batch-index assertion.
+// Levels of every RoI on the device (and each RoI's group key into *group_key when given), plus
+// the asynchronous batch-index assertion.
 at::Tensor device_levels(const Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level,
-                         int64_t k_min) {
+                         int64_t k_min, at::Tensor* group_key = nullptr) {
   at::Tensor level = at::empty({p.num_rois}, rois.options().dtype(at::kInt));
   at::Tensor valid = at::empty({p.num_rois}, rois.options().dtype(at::kBool));
+  at::Tensor key = at::empty({p.num_rois}, rois.options().dtype(at::kLong));
+  if (group_key != nullptr) *group_key = key;
   if (p.num_rois == 0) return level;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   with_float_dtype(p.dtype, "roi_align", [&](auto s, auto t) {
     levels_kernel<decltype(t), decltype(s)><<<blocks_for(p.num_rois), kThreadsPerBlock, 0, stream>>>(
-        p, canonical_scale, canonical_level, k_min, level.mutable_data_ptr<int32_t>(), valid.mutable_data_ptr<bool>());
+        p, canonical_scale, canonical_level, k_min, level.mutable_data_ptr<int32_t>(), valid.mutable_data_ptr<bool>(),
+        key.mutable_data_ptr<int64_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::_assert_async(valid.all(), "roi_align: a box's batch index (boxes[:, 0]) is not an integer in [0, batch)");
   return level;
+}
+
+// RoI indices grouped by (level, image) on the device, index order within a group (a stable sort
+// of the group keys; invalid RoIs last), and each group's first position: no host sync.
+struct DeviceGroups {
+  at::Tensor order, begin;
+};
+DeviceGroups device_groups(const Plan& p, const at::Tensor& group_key) {
+  const int64_t groups = p.num_levels * p.batch;
+  auto [sorted, order] = at::sort(group_key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  at::Tensor begin = at::searchsorted(sorted, at::arange(groups + 1, group_key.options()));
+  return {order.contiguous(), begin.contiguous()};
 }
 
 RowMap row_map(const Plan& p) {
@@ -350,8 +374,12 @@ std::vector<at::Tensor> align_backward_impl(const char* op, const at::Tensor& gr
                        sampling_ratio, aligned);
     int64_t k_min = 0, k_max = 0;
     if (scales.size() > 1) level_range(scales, k_min, k_max);
-    const at::Tensor level = device_levels(p, rois, canonical_scale, canonical_level, k_min);
+    at::Tensor group_key;
+    const at::Tensor level = device_levels(p, rois, canonical_scale, canonical_level, k_min, &group_key);
     p.roi_level = level.const_data_ptr<int32_t>();
+    const DeviceGroups groups = device_groups(p, group_key);
+    p.order = groups.order.const_data_ptr<int64_t>();
+    p.group_begin = groups.begin.const_data_ptr<int64_t>();
     for (size_t l = 0; l < grads.size(); ++l) p.levels[l].grad = grads[l].mutable_data_ptr();
     const RowMap rows = row_map(p);
     const GradStrides gs{grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
@@ -444,8 +472,12 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
     const at::Tensor am = argmax.contiguous(format_of(channels_last));
     Plan p = base_plan(dtype, rois, batch, channels, channels_last, {spatial_scale}, {height}, {width}, pooled_h,
                        pooled_w, 0, false);
-    const at::Tensor level = device_levels(p, rois, 224.0, 4, 0);
+    at::Tensor group_key;
+    const at::Tensor level = device_levels(p, rois, 224.0, 4, 0, &group_key);
     p.roi_level = level.const_data_ptr<int32_t>();
+    const DeviceGroups groups = device_groups(p, group_key);
+    p.order = groups.order.const_data_ptr<int64_t>();
+    p.group_begin = groups.begin.const_data_ptr<int64_t>();
     p.levels[0].grad = gi.mutable_data_ptr();
     const RowMap rows = row_map(p);
     const GradStrides gs{grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
