@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include <c10/core/ScalarType.h>
@@ -62,40 +63,18 @@ struct GradStrides {
   int64_t k, c, h, w;
 };
 
-// ---- Tensor-level preparation shared by the backends (roi_align.cpp) ----
+// ---- the CPU backend's level assignment (roi_align.cpp) ----
 
-// Checks one feature map against the others and the rois; returns whether it is channels_last.
-struct Checked {
-  int64_t batch = 0, channels = 0;
-  bool channels_last = false;
-};
-Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const at::Tensor& rois);
-// Reads the level of every RoI on the CPU: -1 for a box with a non-finite coordinate; raises
-// ValueError for a batch index that is not an integer in [0, batch). levels <= 1: no mapping.
+// The CPU's RoI levels: -1 for a box with a non-finite coordinate; raises ValueError for a batch
+// index that is not an integer in [0, batch). levels <= 1: no mapping.
 std::vector<int32_t> cpu_roi_levels(const at::Tensor& rois, int64_t batch, int num_levels, double canonical_scale,
                                     int64_t canonical_level, int64_t k_min);
-// The (level, image) grouping of Plan::order / group_begin for the CPU kernels.
+// The (level, image) grouping of Plan::order / group_begin, on the CPU.
 void group_rois(const std::vector<int32_t>& roi_level, const at::Tensor& rois, int64_t batch, int num_levels,
                 std::vector<int64_t>& order, std::vector<int64_t>& group_begin);
-// k_min and k_max of torchvision's LevelMapper from the levels' scales (scales[0] = 2^-k_min);
-// checks there is one level per integer k in between.
-void level_range(c10::ArrayRef<double> spatial_scales, int64_t& k_min, int64_t& k_max);
-// Memory format helpers: a [K, C, PH, PW] (or [N, C, H, W]) tensor in NCHW or NHWC memory.
-at::Tensor empty_nchw_or_nhwc(c10::IntArrayRef sizes, const at::Tensor& like, c10::ScalarType dtype, bool channels_last,
-                              bool zero);
-c10::ScalarType acc_dtype(c10::ScalarType dtype);
-// pooled sizes >= 1, spatial scales finite and > 0.
-void check_pooling(const char* op, int64_t pooled_h, int64_t pooled_w, c10::ArrayRef<double> spatial_scales);
-// The upstream gradient of a backward op: [K, C, PH, PW] in the boxes' dtype and on their device.
-void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t channels, int64_t pooled_h,
-                int64_t pooled_w);
-// The plan's shapes and levels (input pointers are filled by the forward ops, gradients by the
-// backward ones).
-Plan base_plan(c10::ScalarType dtype, const at::Tensor& rois, int64_t batch, int64_t channels, bool channels_last,
-               c10::ArrayRef<double> spatial_scales, c10::IntArrayRef heights, c10::IntArrayRef widths,
-               int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned);
 
-// ---- raw CPU kernels (roi_align_cpu_kernel.cpp, compiled once per instruction set) ----
+// ---- kernel signatures (each backend's; the CPU's raw loops are roi_align_cpu_kernel.cpp, compiled
+// once per instruction set) ----
 
 // out: [K, C, PH, PW] in the plan's layout and dtype.
 using AlignForwardFn = void(const Plan&, void* out);
@@ -106,6 +85,36 @@ using AlignBackwardFn = void(const Plan&, const void* grad, GradStrides strides)
 using PoolForwardFn = void(const Plan&, void* out, int32_t* argmax);
 using PoolBackwardFn = void(const Plan&, const void* grad, GradStrides strides, const int32_t* argmax);
 
+// ---- backends: the ops' Tensor-level flow (checks, layouts, allocation, the gradient's dtype) is
+// shared (roi_align.cpp); a backend (roi_align_cpu.cpp, roi_align_cuda.cu) assigns the RoIs' levels
+// and runs its kernels ----
+
+struct Backend {
+  // Sets p.roi_level, and p.order / p.group_begin (the (level, image) groups); the arrays they point
+  // into are appended to keep. k_min: the first level's k (LevelMapper), used when p.num_levels > 1.
+  void (*assign_levels)(Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level,
+                        int64_t k_min, std::vector<at::Tensor>& keep);
+  AlignForwardFn* align_forward;
+  AlignBackwardFn* align_backward;
+  PoolForwardFn* pool_forward;
+  PoolBackwardFn* pool_backward;
+};
+
+at::Tensor align_forward_op(const Backend& b, const char* op, c10::ArrayRef<at::Tensor> features,
+                            const at::Tensor& rois, c10::ArrayRef<double> scales, int64_t pooled_h, int64_t pooled_w,
+                            int64_t sampling_ratio, bool aligned, double canonical_scale, int64_t canonical_level);
+std::vector<at::Tensor> align_backward_op(const Backend& b, const char* op, const at::Tensor& grad,
+                                          const at::Tensor& rois, c10::ArrayRef<double> scales, int64_t pooled_h,
+                                          int64_t pooled_w, int64_t batch, int64_t channels, c10::IntArrayRef heights,
+                                          c10::IntArrayRef widths, int64_t sampling_ratio, bool aligned,
+                                          double canonical_scale, int64_t canonical_level, bool channels_last);
+std::tuple<at::Tensor, at::Tensor> pool_forward_op(const Backend& b, const at::Tensor& input, const at::Tensor& rois,
+                                                   double spatial_scale, int64_t pooled_h, int64_t pooled_w);
+at::Tensor pool_backward_op(const Backend& b, const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                            double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t batch, int64_t channels,
+                            int64_t height, int64_t width, bool channels_last);
+
+// The CPU backend's raw loops, one copy per instruction set.
 namespace cpu_kernels {
 extern cpu::KernelTable<AlignForwardFn> align_forward;
 extern cpu::KernelTable<AlignBackwardFn> align_backward;

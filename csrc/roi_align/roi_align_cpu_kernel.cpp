@@ -318,30 +318,39 @@ void tile_to_planes(const T* tile, int64_t pixels, int64_t cn, T* planes) {
 
 // ---- RoIAlign forward -------------------------------------------------------------------------
 
-template <typename T, typename S>
-void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
-  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
-  const int64_t blocks = (C + kTile - 1) / kTile;
+// Visits every (16-channel block, level, image) as a task, with a tile buffer per thread:
+// fn(tile, level, image, c0, cn, first, last), the group's RoIs being order[first..last).
+template <typename T, typename Fn>
+void for_each_tile_task(const Plan& p, Fn&& fn) {
+  const int64_t groups = p.num_levels * p.batch, blocks = (p.channels + kTile - 1) / kTile;
   at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
     TileBuffer<T> tile;
-    T acc[kTile];
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t b = task / groups, g = task - b * groups;
-      if (p.group_begin[g] == p.group_begin[g + 1]) continue;
-      const int level = static_cast<int>(g / p.batch);
-      const int64_t n = g % p.batch, c0 = b * kTile, cn = std::min<int64_t>(kTile, C - c0);
-      const Level& lv = p.levels[level];
-      const int64_t pixels = lv.height * lv.width;
-      planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.get(pixels));
-      for (int64_t j = p.group_begin[g]; j < p.group_begin[g + 1]; ++j) {
-        const int64_t k = p.order[j];
-        const SampleTable<T>& t = tables[k];
-        S* o = out + (k * C + c0) * PH * PW;
-        for (int64_t ph = 0; ph < PH; ++ph) {
-          for (int64_t pw = 0; pw < PW; ++pw) {
-            align_bin_forward<T, T, kTile>(t, ph, pw, tile.data, acc);
-            for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c] / t.count);
-          }
+      const int64_t b = task / groups, g = task - b * groups, c0 = b * kTile;
+      fn(tile, static_cast<int>(g / p.batch), g % p.batch, c0, std::min<int64_t>(kTile, p.channels - c0),
+         p.group_begin[g], p.group_begin[g + 1]);
+    }
+  });
+}
+
+template <typename T, typename S>
+void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
+  for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
+                               int64_t last) {
+    if (first == last) return;
+    const Level& lv = p.levels[level];
+    const int64_t pixels = lv.height * lv.width;
+    planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.get(pixels));
+    T acc[kTile];
+    for (int64_t j = first; j < last; ++j) {
+      const int64_t k = p.order[j];
+      const SampleTable<T>& t = tables[k];
+      S* o = out + (k * C + c0) * PH * PW;
+      for (int64_t ph = 0; ph < PH; ++ph) {
+        for (int64_t pw = 0; pw < PW; ++pw) {
+          align_bin_forward<T, T, kTile>(t, ph, pw, tile.data, acc);
+          for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c] / t.count);
         }
       }
     }
@@ -403,36 +412,30 @@ void align_forward(const Plan& p, void* out) {
 // in cache where the gradient image would not.
 template <typename T, typename S>
 void align_backward_tiles(const Plan& p, const S* grad, GradStrides gs, const SampleTables<T>& tables) {
-  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels, groups = p.num_levels * p.batch;
-  const int64_t blocks = (C + kTile - 1) / kTile;
-  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
-    TileBuffer<T> tile;
+  const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
+  for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
+                               int64_t last) {
+    const Level& lv = p.levels[level];
+    const int64_t pixels = lv.height * lv.width;
+    T* tile_data = tile.get(pixels);
+    std::fill(tile_data, tile_data + pixels * kTile, T(0));
     T g[kTile];
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t b = task / groups, grp = task - b * groups;
-      const int level = static_cast<int>(grp / p.batch);
-      const int64_t n = grp % p.batch, c0 = b * kTile, cn = std::min<int64_t>(kTile, C - c0);
-      const Level& lv = p.levels[level];
-      const int64_t pixels = lv.height * lv.width;
-      T* tile_data = tile.get(pixels);
-      std::fill(tile_data, tile_data + pixels * kTile, T(0));
-      for (int64_t j = p.group_begin[grp]; j < p.group_begin[grp + 1]; ++j) {
-        const int64_t k = p.order[j];
-        const SampleTable<T>& t = tables[k];
-        for (int64_t ph = 0; ph < PH; ++ph) {
-          for (int64_t pw = 0; pw < PW; ++pw) {
-            const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
-            for (int64_t c = 0; c < kTile; ++c) g[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
-            align_bin_backward<T, kTile>(t, ph, pw, g, tile_data);
-          }
+    for (int64_t j = first; j < last; ++j) {
+      const int64_t k = p.order[j];
+      const SampleTable<T>& t = tables[k];
+      for (int64_t ph = 0; ph < PH; ++ph) {
+        for (int64_t pw = 0; pw < PW; ++pw) {
+          const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
+          for (int64_t c = 0; c < kTile; ++c) g[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
+          align_bin_backward<T, kTile>(t, ph, pw, g, tile_data);
         }
       }
-      if (p.channels_last) {
-        T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
-        for (int64_t px = 0; px < pixels; ++px) std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
-      } else {
-        tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels);
-      }
+    }
+    if (p.channels_last) {
+      T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
+      for (int64_t px = 0; px < pixels; ++px) std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
+    } else {
+      tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels);
     }
   });
 }

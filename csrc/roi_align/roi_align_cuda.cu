@@ -19,7 +19,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sort.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -28,6 +27,7 @@
 #include "common/cuda_launch.h"
 #include "common/dtype_dispatch.h"
 #include "roi_align/roi_align.h"
+#include "roi_align/roi_align_register.h"
 
 namespace fastops::roi_align {
 namespace {
@@ -274,19 +274,15 @@ __global__ void pool_backward_kernel(Plan p, RowMap rows, const S* __restrict__ 
   }
 }
 
-at::MemoryFormat format_of(bool channels_last) {
-  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-// Levels of every RoI on the device (and each RoI's group key into *group_key when given), plus
-// the asynchronous batch-index assertion.
-at::Tensor device_levels(const Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level,
-                         int64_t k_min, at::Tensor* group_key = nullptr) {
-  at::Tensor level = at::empty({p.num_rois}, rois.options().dtype(at::kInt));
-  at::Tensor valid = at::empty({p.num_rois}, rois.options().dtype(at::kBool));
-  at::Tensor key = at::empty({p.num_rois}, rois.options().dtype(at::kLong));
-  if (group_key != nullptr) *group_key = key;
-  if (p.num_rois == 0) return level;
+// Levels of every RoI on the device and their (level, image) groups: a stable sort of the group
+// keys (invalid RoIs last) and each group's first position. No host sync; an invalid batch index
+// trips an asynchronous device-side assertion.
+void assign_levels(Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level, int64_t k_min,
+                   std::vector<at::Tensor>& keep) {
+  const auto options = rois.options();
+  at::Tensor level = at::empty({p.num_rois}, options.dtype(at::kInt));
+  at::Tensor valid = at::empty({p.num_rois}, options.dtype(at::kBool));
+  at::Tensor key = at::empty({p.num_rois}, options.dtype(at::kLong));
   const auto stream = c10::cuda::getCurrentCUDAStream();
   with_float_dtype(p.dtype, "roi_align", [&](auto s, auto t) {
     levels_kernel<decltype(t), decltype(s)><<<blocks_for(p.num_rois), kThreadsPerBlock, 0, stream>>>(
@@ -295,19 +291,14 @@ at::Tensor device_levels(const Plan& p, const at::Tensor& rois, double canonical
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::_assert_async(valid.all(), "roi_align: a box's batch index (boxes[:, 0]) is not an integer in [0, batch)");
-  return level;
-}
-
-// RoI indices grouped by (level, image) on the device, index order within a group (a stable sort
-// of the group keys; invalid RoIs last), and each group's first position: no host sync.
-struct DeviceGroups {
-  at::Tensor order, begin;
-};
-DeviceGroups device_groups(const Plan& p, const at::Tensor& group_key) {
-  const int64_t groups = p.num_levels * p.batch;
-  auto [sorted, order] = at::sort(group_key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  at::Tensor begin = at::searchsorted(sorted, at::arange(groups + 1, group_key.options()));
-  return {order.contiguous(), begin.contiguous()};
+  auto [sorted, order] = at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  at::Tensor begin = at::searchsorted(sorted, at::arange(p.num_levels * p.batch + 1, key.options()));
+  keep.push_back(level);
+  p.roi_level = level.const_data_ptr<int32_t>();
+  keep.push_back(order.contiguous());
+  p.order = keep.back().const_data_ptr<int64_t>();
+  keep.push_back(begin.contiguous());
+  p.group_begin = keep.back().const_data_ptr<int64_t>();
 }
 
 RowMap row_map(const Plan& p) {
@@ -318,189 +309,52 @@ RowMap row_map(const Plan& p) {
   return m;
 }
 
-at::Tensor align_forward_impl(const char* op, at::TensorList features, const at::Tensor& rois_in,
-                              c10::ArrayRef<double> scales, int64_t pooled_h, int64_t pooled_w,
-                              int64_t sampling_ratio, bool aligned, double canonical_scale, int64_t canonical_level) {
-  check_pooling(op, pooled_h, pooled_w, scales);
-  const Checked ck = check_features(op, features, rois_in);
-  TORCH_CHECK_VALUE(scales.size() == features.size(), op, ": one spatial scale per feature level is needed, got ",
-                    scales.size(), " for ", features.size());
-  c10::cuda::CUDAGuard guard(features[0].device());
-  std::vector<at::Tensor> inputs;
-  std::vector<int64_t> heights, widths;
-  for (const at::Tensor& f : features) {
-    inputs.push_back(f.contiguous(format_of(ck.channels_last)));
-    heights.push_back(f.size(2));
-    widths.push_back(f.size(3));
-  }
-  at::Tensor out = empty_nchw_or_nhwc({rois_in.size(0), ck.channels, pooled_h, pooled_w}, features[0],
-                                      features[0].scalar_type(), ck.channels_last, false);
-  if (out.numel() == 0) return out;
-  const at::Tensor rois = rois_in.contiguous();
-  Plan p = base_plan(features[0].scalar_type(), rois, ck.batch, ck.channels, ck.channels_last, scales, heights, widths,
-                     pooled_h, pooled_w, sampling_ratio, aligned);
-  int64_t k_min = 0, k_max = 0;
-  if (scales.size() > 1) level_range(scales, k_min, k_max);
-  const at::Tensor level = device_levels(p, rois, canonical_scale, canonical_level, k_min);
-  p.roi_level = level.const_data_ptr<int32_t>();
-  for (size_t l = 0; l < inputs.size(); ++l) p.levels[l].input = inputs[l].const_data_ptr();
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  with_float_dtype(p.dtype, op, [&](auto s, auto t) {
+int64_t outputs(const Plan& p) { return p.num_rois * p.channels * p.pooled_h * p.pooled_w; }
+
+void align_forward(const Plan& p, void* out) {
+  with_float_dtype(p.dtype, "roi_align", [&](auto s, auto t) {
     using S = decltype(s);
-    align_forward_kernel<decltype(t), S><<<blocks_for(out.numel()), kThreadsPerBlock, 0, stream>>>(
-        p, out.mutable_data_ptr<S>());
+    align_forward_kernel<decltype(t), S><<<blocks_for(outputs(p)), kThreadsPerBlock, 0,
+                                           c10::cuda::getCurrentCUDAStream()>>>(p, static_cast<S*>(out));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return out;
 }
 
-std::vector<at::Tensor> align_backward_impl(const char* op, const at::Tensor& grad, const at::Tensor& rois_in,
-                                            c10::ArrayRef<double> scales, int64_t pooled_h, int64_t pooled_w,
-                                            int64_t batch, int64_t channels, c10::IntArrayRef heights,
-                                            c10::IntArrayRef widths, int64_t sampling_ratio, bool aligned,
-                                            double canonical_scale, int64_t canonical_level, bool channels_last) {
-  check_pooling(op, pooled_h, pooled_w, scales);
-  check_grad(op, grad, rois_in, channels, pooled_h, pooled_w);
-  c10::cuda::CUDAGuard guard(grad.device());
-  const c10::ScalarType dtype = grad.scalar_type(), acc = acc_dtype(dtype);
-  const bool empty = rois_in.size(0) == 0 || grad.numel() == 0;
-  std::vector<at::Tensor> grads;
-  for (size_t l = 0; l < heights.size(); ++l) {
-    grads.push_back(empty_nchw_or_nhwc({batch, channels, heights[l], widths[l]}, grad, acc, channels_last, empty));
-  }
-  if (!empty) {
-    const at::Tensor rois = rois_in.contiguous();
-    Plan p = base_plan(dtype, rois, batch, channels, channels_last, scales, heights, widths, pooled_h, pooled_w,
-                       sampling_ratio, aligned);
-    int64_t k_min = 0, k_max = 0;
-    if (scales.size() > 1) level_range(scales, k_min, k_max);
-    at::Tensor group_key;
-    const at::Tensor level = device_levels(p, rois, canonical_scale, canonical_level, k_min, &group_key);
-    p.roi_level = level.const_data_ptr<int32_t>();
-    const DeviceGroups groups = device_groups(p, group_key);
-    p.order = groups.order.const_data_ptr<int64_t>();
-    p.group_begin = groups.begin.const_data_ptr<int64_t>();
-    for (size_t l = 0; l < grads.size(); ++l) p.levels[l].grad = grads[l].mutable_data_ptr();
-    const RowMap rows = row_map(p);
-    const GradStrides gs{grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
-    const auto stream = c10::cuda::getCurrentCUDAStream();
-    with_float_dtype(dtype, op, [&](auto s, auto t) {
-      using S = decltype(s);
-      align_backward_kernel<decltype(t), S><<<blocks_for(rows.row_begin[p.num_levels]), kThreadsPerBlock, 0, stream>>>(
-          p, rows, grad.const_data_ptr<S>(), gs);
-    });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  if (acc != dtype) {
-    for (at::Tensor& g : grads) g = g.to(dtype);
-  }
-  return grads;
+void align_backward(const Plan& p, const void* grad, GradStrides gs) {
+  const RowMap rows = row_map(p);
+  with_float_dtype(p.dtype, "roi_align_backward", [&](auto s, auto t) {
+    using S = decltype(s);
+    align_backward_kernel<decltype(t), S><<<blocks_for(rows.row_begin[p.num_levels]), kThreadsPerBlock, 0,
+                                            c10::cuda::getCurrentCUDAStream()>>>(p, rows, static_cast<const S*>(grad),
+                                                                                 gs);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
-                          int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
-  return align_forward_impl("roi_align", {input}, rois, {spatial_scale}, pooled_h, pooled_w, sampling_ratio, aligned,
-                            224.0, 4);
-}
-
-at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
-                                   int64_t pooled_h, int64_t pooled_w, int64_t batch, int64_t channels, int64_t height,
-                                   int64_t width, int64_t sampling_ratio, bool aligned, bool channels_last) {
-  return align_backward_impl("roi_align_backward", grad, rois, {spatial_scale}, pooled_h, pooled_w, batch, channels,
-                             {height}, {width}, sampling_ratio, aligned, 224.0, 4, channels_last)[0];
-}
-
-at::Tensor multi_scale_roi_align_cuda(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,
-                                      int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
-                                      double canonical_scale, int64_t canonical_level) {
-  return align_forward_impl("multi_scale_roi_align", features, rois, scales, pooled_h, pooled_w, sampling_ratio,
-                            aligned, canonical_scale, canonical_level);
-}
-
-std::vector<at::Tensor> multi_scale_roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois,
-                                                            at::ArrayRef<double> scales, int64_t pooled_h,
-                                                            int64_t pooled_w, int64_t batch, int64_t channels,
-                                                            at::IntArrayRef heights, at::IntArrayRef widths,
-                                                            int64_t sampling_ratio, bool aligned,
-                                                            double canonical_scale, int64_t canonical_level,
-                                                            bool channels_last) {
-  return align_backward_impl("multi_scale_roi_align_backward", grad, rois, scales, pooled_h, pooled_w, batch,
-                             channels, heights, widths, sampling_ratio, aligned, canonical_scale, canonical_level,
-                             channels_last);
-}
-
-std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois_in,
-                                                 double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
-  check_pooling("roi_pool", pooled_h, pooled_w, {spatial_scale});
-  const Checked ck = check_features("roi_pool", {input}, rois_in);
-  c10::cuda::CUDAGuard guard(input.device());
-  const at::Tensor x = input.contiguous(format_of(ck.channels_last));
-  at::Tensor out = empty_nchw_or_nhwc({rois_in.size(0), ck.channels, pooled_h, pooled_w}, input, input.scalar_type(),
-                                      ck.channels_last, false);
-  at::Tensor argmax = empty_nchw_or_nhwc(out.sizes(), input, at::kInt, ck.channels_last, false);
-  if (out.numel() == 0) return {out, argmax};
-  const at::Tensor rois = rois_in.contiguous();
-  Plan p = base_plan(input.scalar_type(), rois, ck.batch, ck.channels, ck.channels_last, {spatial_scale},
-                     {input.size(2)}, {input.size(3)}, pooled_h, pooled_w, 0, false);
-  const at::Tensor level = device_levels(p, rois, 224.0, 4, 0);
-  p.roi_level = level.const_data_ptr<int32_t>();
-  p.levels[0].input = x.const_data_ptr();
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+void pool_forward(const Plan& p, void* out, int32_t* argmax) {
   with_float_dtype(p.dtype, "roi_pool", [&](auto s, auto t) {
     using S = decltype(s);
-    pool_forward_kernel<decltype(t), S><<<blocks_for(out.numel()), kThreadsPerBlock, 0, stream>>>(
-        p, out.mutable_data_ptr<S>(), argmax.mutable_data_ptr<int32_t>());
+    pool_forward_kernel<decltype(t), S><<<blocks_for(outputs(p)), kThreadsPerBlock, 0,
+                                          c10::cuda::getCurrentCUDAStream()>>>(p, static_cast<S*>(out), argmax);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {out, argmax};
 }
 
-at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois_in, const at::Tensor& argmax,
-                                  double spatial_scale, int64_t pooled_h, int64_t pooled_w, int64_t batch,
-                                  int64_t channels, int64_t height, int64_t width, bool channels_last) {
-  check_pooling("roi_pool_backward", pooled_h, pooled_w, {spatial_scale});
-  check_grad("roi_pool_backward", grad, rois_in, channels, pooled_h, pooled_w);
-  TORCH_CHECK_VALUE(argmax.sizes() == grad.sizes() && argmax.scalar_type() == at::kInt, "roi_pool_backward: argmax ",
-                    "must be int32 of the grad's shape ", grad.sizes(), ", got ", argmax.scalar_type(), " ",
-                    argmax.sizes());
-  c10::cuda::CUDAGuard guard(grad.device());
-  const c10::ScalarType dtype = grad.scalar_type(), acc = acc_dtype(dtype);
-  const bool empty = rois_in.size(0) == 0 || grad.numel() == 0;
-  at::Tensor gi = empty_nchw_or_nhwc({batch, channels, height, width}, grad, acc, channels_last, empty);
-  if (!empty) {
-    const at::Tensor rois = rois_in.contiguous();
-    const at::Tensor am = argmax.contiguous(format_of(channels_last));
-    Plan p = base_plan(dtype, rois, batch, channels, channels_last, {spatial_scale}, {height}, {width}, pooled_h,
-                       pooled_w, 0, false);
-    at::Tensor group_key;
-    const at::Tensor level = device_levels(p, rois, 224.0, 4, 0, &group_key);
-    p.roi_level = level.const_data_ptr<int32_t>();
-    const DeviceGroups groups = device_groups(p, group_key);
-    p.order = groups.order.const_data_ptr<int64_t>();
-    p.group_begin = groups.begin.const_data_ptr<int64_t>();
-    p.levels[0].grad = gi.mutable_data_ptr();
-    const RowMap rows = row_map(p);
-    const GradStrides gs{grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
-    const auto stream = c10::cuda::getCurrentCUDAStream();
-    with_float_dtype(dtype, "roi_pool_backward", [&](auto s, auto t) {
-      using S = decltype(s);
-      pool_backward_kernel<decltype(t), S><<<blocks_for(rows.row_begin[1]), kThreadsPerBlock, 0, stream>>>(
-          p, rows, grad.const_data_ptr<S>(), gs, am.const_data_ptr<int32_t>());
-    });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return acc == dtype ? gi : gi.to(dtype);
+void pool_backward(const Plan& p, const void* grad, GradStrides gs, const int32_t* argmax) {
+  const RowMap rows = row_map(p);
+  with_float_dtype(p.dtype, "roi_pool_backward", [&](auto s, auto t) {
+    using S = decltype(s);
+    pool_backward_kernel<decltype(t), S><<<blocks_for(rows.row_begin[1]), kThreadsPerBlock, 0,
+                                           c10::cuda::getCurrentCUDAStream()>>>(p, rows, static_cast<const S*>(grad),
+                                                                                gs, argmax);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
+
+constexpr Backend kCudaBackend{&assign_levels, &align_forward, &align_backward, &pool_forward, &pool_backward};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastops, CUDA, m) {
-  m.impl("roi_align", &roi_align_cuda);
-  m.impl("roi_align_backward", &roi_align_backward_cuda);
-  m.impl("multi_scale_roi_align", &multi_scale_roi_align_cuda);
-  m.impl("multi_scale_roi_align_backward", &multi_scale_roi_align_backward_cuda);
-  m.impl("roi_pool", &roi_pool_cuda);
-  m.impl("roi_pool_backward", &roi_pool_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(fastops, CUDA, m) { BackendOps<kCudaBackend>::register_all(m); }
 
 }  // namespace fastops::roi_align
