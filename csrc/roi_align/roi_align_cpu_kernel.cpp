@@ -336,6 +336,17 @@ void for_each_tile_task(const Plan& p, Fn&& fn) {
 template <typename T, typename S>
 void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
+  // Forward outputs are independent, so each group's RoIs are visited top to bottom: neighbours
+  // read overlapping rows of the tile, which then stay in cache.
+  std::vector<int64_t> spatial(p.order, p.order + p.group_begin[p.num_levels * p.batch]);
+  for (int64_t g = 0; g < p.num_levels * p.batch; ++g) {
+    std::sort(spatial.begin() + p.group_begin[g], spatial.begin() + p.group_begin[g + 1], [&](int64_t a, int64_t b) {
+      const SampleTable<T>&ta = tables[a], &tb = tables[b];
+      const int64_t ya = ta.row_begin[0] < ta.row_begin[PH] ? ta.rows[ta.row_begin[0]].low : 0;
+      const int64_t yb = tb.row_begin[0] < tb.row_begin[PH] ? tb.rows[tb.row_begin[0]].low : 0;
+      return ya < yb || (ya == yb && a < b);
+    });
+  }
   for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
                                int64_t last) {
     if (first == last) return;
@@ -344,7 +355,7 @@ void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
     planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.get(pixels));
     T acc[kTile];
     for (int64_t j = first; j < last; ++j) {
-      const int64_t k = p.order[j];
+      const int64_t k = spatial[j];
       const SampleTable<T>& t = tables[k];
       S* o = out + (k * C + c0) * PH * PW;
       for (int64_t ph = 0; ph < PH; ++ph) {
