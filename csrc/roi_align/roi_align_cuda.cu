@@ -190,6 +190,16 @@ __global__ void align_backward_kernel(Plan p, RowMap rows, const S* __restrict__
       for (int64_t ph = 0; ph < p.pooled_h; ++ph) {
         int64_t iy0, iy1;
         sample_range(b.start_h, b.bin_h, ph, b.grid_h, lv.height, iy0, iy1);
+        if (iy0 >= iy1) continue;
+        // Skip the bin row unless its first or last sample lands within a row of this one (the
+        // samples in between lie between them; the exact test is per sample below).
+        const T ya = sample_coord(b.start_h, b.bin_h, ph, iy0, b.grid_h);
+        const T yb = sample_coord(b.start_h, b.bin_h, ph, iy1 - 1, b.grid_h);
+        const T y_min = ya < yb ? ya : yb, y_max = ya < yb ? yb : ya;
+        if (static_cast<T>(row) < ::floor(y_min) - T(1) ||
+            (static_cast<T>(row) > ::floor(y_max) + T(1) && row < lv.height - 1)) {
+          continue;
+        }
         for (int64_t pw = 0; pw < p.pooled_w; ++pw) {
           const T g = static_cast<T>(grad[k * gs.k + c * gs.c + ph * gs.h + pw * gs.w]);
           int64_t ix0, ix1;
