@@ -484,6 +484,42 @@ std::vector<int64_t> pool_ranges(const Plan& p) {
   return ranges;
 }
 
+// The max of one bin over kTile channels: pixel (h, w) of the block is base[(h * width + w) *
+// pixel_stride + c]. First maximum wins, NaN never does (torchvision's `>`); an empty bin is 0.
+template <typename T>
+FASTOPS_FORCEINLINE void pool_bin_max(const T* base, int64_t pixel_stride, int64_t width, int64_t h0, int64_t h1,
+                                      int64_t w0, int64_t w1, T* best, int32_t* best_idx) {
+  using Vec = typename Lanes<T, kTile>::type;
+  using IdxVec = typename Lanes<int32_t, kTile>::type;
+  Vec top = Vec{} + ((h1 <= h0 || w1 <= w0) ? T(0) : static_cast<T>(-FLT_MAX));
+  IdxVec top_idx = IdxVec{} - 1;
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int32_t idx = static_cast<int32_t>(h * width + w);
+      const Vec v = load_lanes<Vec>(base + int64_t(idx) * pixel_stride);
+      const auto more = v > top;
+      top = more ? v : top;
+      top_idx = __builtin_convertvector(more, IdxVec) ? IdxVec{} + idx : top_idx;
+    }
+  }
+  std::memcpy(best, &top, sizeof(Vec));
+  std::memcpy(best_idx, &top_idx, sizeof(IdxVec));
+}
+
+// Copies channels [0, cn) of an NHWC image (pixel stride `channels`, starting at the block's first
+// channel) into a pixel-major tile, zeros past cn.
+template <typename T, typename S>
+void pixels_to_tile(const S* image, int64_t pixels, int64_t channels, int64_t cn, T* tile) {
+  if (cn < kTile) std::fill(tile, tile + pixels * kTile, T(0));
+  for (int64_t px = 0; px < pixels; ++px) {
+    const S* __restrict src = image + px * channels;
+    T* __restrict dst = tile + px * kTile;
+    for (int64_t c = 0; c < cn; ++c) dst[c] = static_cast<T>(src[c]);
+  }
+}
+
+// RoIPool forward, either layout: one task per (16-channel block, level, image) copies the block
+// into a pixel-major tile, then takes every RoI's bin maxima with 16-lane compares.
 template <typename T, typename S>
 void pool_forward_typed(const Plan& p, void* out_raw, int32_t* argmax) {
   S* out = static_cast<S*>(out_raw);
@@ -494,67 +530,36 @@ void pool_forward_typed(const Plan& p, void* out_raw, int32_t* argmax) {
   for (int64_t k = 0; k < p.num_rois; ++k) {
     if (p.roi_level[k] < 0) std::fill(argmax + k * per_roi, argmax + (k + 1) * per_roi, -1);
   }
-  if (!p.channels_last) {
-    for_each_plane(p, [&](int64_t c, int level, int64_t n, int64_t first, int64_t last) {
-      const Level& lv = p.levels[level];
-      const S* plane = static_cast<const S*>(lv.input) + (n * C + c) * lv.height * lv.width;
-      for (int64_t j = first; j < last; ++j) {
-        const int64_t k = p.order[j];
-        const int64_t* rg = ranges.data() + k * per;
-        for (int64_t ph = 0; ph < PH; ++ph) {
-          for (int64_t pw = 0; pw < PW; ++pw) {
-            const int64_t h0 = rg[2 * ph], h1 = rg[2 * ph + 1], w0 = rg[2 * (PH + pw)], w1 = rg[2 * (PH + pw) + 1];
-            T best = (h1 <= h0 || w1 <= w0) ? T(0) : static_cast<T>(-FLT_MAX);
-            int64_t best_idx = -1;
-            for (int64_t h = h0; h < h1; ++h) {
-              for (int64_t w = w0; w < w1; ++w) {
-                const T v = static_cast<T>(plane[h * lv.width + w]);
-                if (v > best) best = v, best_idx = h * lv.width + w;
-              }
-            }
-            const int64_t o = (k * C + c) * PH * PW + ph * PW + pw;
-            out[o] = static_cast<S>(best);
-            argmax[o] = static_cast<int32_t>(best_idx);
-          }
-        }
-      }
-    });
-    return;
-  }
-  at::parallel_for(0, p.num_rois, 1, [&](int64_t k0, int64_t k1) {
-    T best[kChannelBlock];
-    int32_t best_idx[kChannelBlock];
-    for (int64_t k = k0; k < k1; ++k) {
-      if (p.roi_level[k] < 0) continue;
-      const Level& lv = p.levels[p.roi_level[k]];
-      const int64_t n = batch_of(p.rois, p.dtype, k);
-      const S* image = static_cast<const S*>(lv.input) + n * lv.height * lv.width * C;
-      const int64_t* rg = ranges.data() + k * per;
+  auto bin_range = [&](int64_t k, int64_t ph, int64_t pw, int64_t r[4]) {
+    const int64_t* rg = ranges.data() + k * per;
+    r[0] = rg[2 * ph], r[1] = rg[2 * ph + 1], r[2] = rg[2 * (PH + pw)], r[3] = rg[2 * (PH + pw) + 1];
+  };
+  // element offsets of (k, c, ph, pw) in the output, either layout
+  const int64_t s_c = p.channels_last ? 1 : PH * PW, s_h = p.channels_last ? PW * C : PW, s_w = p.channels_last ? C : 1;
+  for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
+                               int64_t last) {
+    if (first == last) return;
+    const Level& lv = p.levels[level];
+    const int64_t pixels = lv.height * lv.width;
+    T* data = tile.get(pixels);
+    if (p.channels_last) {
+      pixels_to_tile(static_cast<const S*>(lv.input) + n * pixels * C + c0, pixels, C, cn, data);
+    } else {
+      planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, data);
+    }
+    T best[kTile];
+    int32_t best_idx[kTile];
+    for (int64_t j = first; j < last; ++j) {
+      const int64_t k = p.order[j];
       for (int64_t ph = 0; ph < PH; ++ph) {
         for (int64_t pw = 0; pw < PW; ++pw) {
-          const int64_t h0 = rg[2 * ph], h1 = rg[2 * ph + 1], w0 = rg[2 * (PH + pw)], w1 = rg[2 * (PH + pw) + 1];
-          const T init = (h1 <= h0 || w1 <= w0) ? T(0) : static_cast<T>(-FLT_MAX);
-          const int64_t o = ((k * PH + ph) * PW + pw) * C;
-          for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
-            const int64_t cn = std::min(kChannelBlock, C - c0);
-            std::fill(best, best + cn, init);
-            std::fill(best_idx, best_idx + cn, -1);
-            for (int64_t h = h0; h < h1; ++h) {
-              for (int64_t w = w0; w < w1; ++w) {
-                const int32_t idx = static_cast<int32_t>(h * lv.width + w);
-                const S* __restrict v = image + idx * C + c0;
-                for (int64_t c = 0; c < cn; ++c) {
-                  const T x = static_cast<T>(v[c]);
-                  const bool more = x > best[c];
-                  best[c] = more ? x : best[c];
-                  best_idx[c] = more ? idx : best_idx[c];
-                }
-              }
-            }
-            for (int64_t c = 0; c < cn; ++c) {
-              out[o + c0 + c] = static_cast<S>(best[c]);
-              argmax[o + c0 + c] = best_idx[c];
-            }
+          int64_t r[4];
+          bin_range(k, ph, pw, r);
+          pool_bin_max<T>(data, kTile, lv.width, r[0], r[1], r[2], r[3], best, best_idx);
+          const int64_t o = k * per_roi + c0 * s_c + ph * s_h + pw * s_w;
+          for (int64_t c = 0; c < cn; ++c) {
+            out[o + c * s_c] = static_cast<S>(best[c]);
+            argmax[o + c * s_c] = best_idx[c];
           }
         }
       }
