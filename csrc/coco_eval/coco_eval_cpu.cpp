@@ -1,0 +1,199 @@
+// CPU implementation of the COCO evaluation ops at the Tensor level: input checks (every one names
+// its argument), output allocation, and the calls into coco_eval_cpu_kernel.cpp.
+#include <algorithm>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "coco_eval/coco_eval.h"
+
+namespace fastops::coco_eval {
+
+constinit cpu::KernelTable<EvaluateFn> evaluate_cpu{};
+constinit cpu::KernelTable<AccumulateFn> accumulate_cpu{};
+
+namespace {
+
+void check_1d(const char* op, const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t n = -1) {
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && (n < 0 || t.size(0) == n), op, ": ", name, " must have shape [",
+                    n < 0 ? "N" : std::to_string(n), "], got ", t.sizes());
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+}
+
+void check_boxes(const char* op, const at::Tensor& t, const char* name, int64_t n) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kDouble, op, ": ", name, " must be float64, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 2 && t.size(0) == n && t.size(1) == 4, op, ": ", name, " must have shape [", n,
+                    ", 4], got ", t.sizes());
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+}
+
+// Offsets of P groups into n rows: nondecreasing, from 0 to n.
+void check_offsets(const char* op, const at::Tensor& t, const char* name, int64_t groups, int64_t n) {
+  check_1d(op, t, name, at::kLong, groups + 1);
+  const int64_t* o = t.const_data_ptr<int64_t>();
+  bool ok = o[0] == 0 && o[groups] == n;
+  for (int64_t p = 0; ok && p < groups; ++p) ok = o[p] <= o[p + 1];
+  TORCH_CHECK_VALUE(ok, op, ": ", name, " must be nondecreasing offsets from 0 to ", n);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
+    const at::Tensor& gt_offsets, const at::Tensor& gt_boxes, const at::Tensor& gt_area, const at::Tensor& gt_crowd,
+    const at::Tensor& gt_ignore, const at::Tensor& gt_id, const at::Tensor& dt_offsets, const at::Tensor& dt_boxes,
+    const at::Tensor& dt_area, const at::Tensor& dt_score, const at::Tensor& dt_id,
+    const std::optional<at::Tensor>& ious, const std::optional<at::Tensor>& iou_offsets, const at::Tensor& iou_thrs,
+    const at::Tensor& area_rng, int64_t max_det) {
+  const char* op = "coco_evaluate";
+  TORCH_CHECK_VALUE(gt_offsets.dim() == 1 && gt_offsets.size(0) >= 1, op,
+                    ": gt_offsets must have shape [P + 1], got ", gt_offsets.sizes());
+  const int64_t P = gt_offsets.size(0) - 1;
+  const int64_t G = gt_area.dim() == 1 ? gt_area.size(0) : -1;
+  const int64_t D = dt_area.dim() == 1 ? dt_area.size(0) : -1;
+  check_1d(op, gt_area, "gt_area", at::kDouble);
+  check_1d(op, dt_area, "dt_area", at::kDouble);
+  check_offsets(op, gt_offsets, "gt_offsets", P, G);
+  check_offsets(op, dt_offsets, "dt_offsets", P, D);
+  check_1d(op, gt_crowd, "gt_crowd", at::kBool, G);
+  check_1d(op, gt_ignore, "gt_ignore", at::kBool, G);
+  check_1d(op, gt_id, "gt_id", at::kLong, G);
+  check_1d(op, dt_score, "dt_score", at::kDouble, D);
+  check_1d(op, dt_id, "dt_id", at::kLong, D);
+  TORCH_CHECK_VALUE(ious.has_value() == iou_offsets.has_value(), op,
+                    ": ious and iou_offsets must be given together");
+  if (ious.has_value()) {
+    check_1d(op, *ious, "ious", at::kDouble);
+    check_1d(op, *iou_offsets, "iou_offsets", at::kLong, P + 1);
+    const int64_t* go = gt_offsets.const_data_ptr<int64_t>();
+    const int64_t* dof = dt_offsets.const_data_ptr<int64_t>();
+    const int64_t* io = iou_offsets->const_data_ptr<int64_t>();
+    bool ok = io[0] == 0;
+    for (int64_t p = 0; ok && p < P; ++p) ok = io[p + 1] - io[p] == (go[p + 1] - go[p]) * (dof[p + 1] - dof[p]);
+    TORCH_CHECK_VALUE(ok && io[P] == ious->size(0), op,
+                      ": iou_offsets must give each group n_dt * n_gt entries of ious");
+  } else {
+    check_boxes(op, gt_boxes, "gt_boxes", G);
+    check_boxes(op, dt_boxes, "dt_boxes", D);
+  }
+  check_1d(op, iou_thrs, "iou_thrs", at::kDouble);
+  TORCH_CHECK_TYPE(area_rng.scalar_type() == at::kDouble, op, ": area_rng must be float64, got ",
+                   area_rng.scalar_type());
+  TORCH_CHECK_VALUE(area_rng.dim() == 2 && area_rng.size(1) == 2, op, ": area_rng must have shape [A, 2], got ",
+                    area_rng.sizes());
+  const int64_t T = iou_thrs.size(0), A = area_rng.size(0);
+
+  // Kept detections per group: Python's len(dt[0:max_det]).
+  at::Tensor det_offsets = at::empty({P + 1}, gt_offsets.options());
+  {
+    const int64_t* dof = dt_offsets.const_data_ptr<int64_t>();
+    int64_t* out = det_offsets.mutable_data_ptr<int64_t>();
+    out[0] = 0;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t n = dof[p + 1] - dof[p];
+      const int64_t kept = max_det >= 0 ? std::min(n, max_det) : std::max<int64_t>(0, n + max_det);
+      out[p + 1] = out[p] + kept;
+    }
+  }
+  const int64_t kept = det_offsets.const_data_ptr<int64_t>()[P];
+  at::Tensor det_index = at::empty({kept}, gt_offsets.options());
+  at::Tensor det_flags = at::zeros({A, T, kept}, gt_offsets.options().dtype(at::kByte));
+  at::Tensor num_positive = at::zeros({A, P}, gt_offsets.options());
+  const at::Tensor gb = ious.has_value() ? at::Tensor() : gt_boxes.contiguous();
+  const at::Tensor db = ious.has_value() ? at::Tensor() : dt_boxes.contiguous();
+  const at::Tensor io = ious.has_value() ? ious->contiguous() : at::Tensor();
+  const at::Tensor ar = area_rng.contiguous();
+  if (P > 0) {
+    evaluate_cpu.get()({P,
+                        gt_offsets.const_data_ptr<int64_t>(),
+                        gb.defined() ? gb.const_data_ptr<double>() : nullptr,
+                        gt_area.const_data_ptr<double>(),
+                        reinterpret_cast<const uint8_t*>(gt_crowd.const_data_ptr<bool>()),
+                        reinterpret_cast<const uint8_t*>(gt_ignore.const_data_ptr<bool>()),
+                        gt_id.const_data_ptr<int64_t>(),
+                        dt_offsets.const_data_ptr<int64_t>(),
+                        db.defined() ? db.const_data_ptr<double>() : nullptr,
+                        dt_area.const_data_ptr<double>(),
+                        dt_score.const_data_ptr<double>(),
+                        dt_id.const_data_ptr<int64_t>(),
+                        io.defined() ? io.const_data_ptr<double>() : nullptr,
+                        io.defined() ? iou_offsets->const_data_ptr<int64_t>() : nullptr,
+                        T,
+                        iou_thrs.const_data_ptr<double>(),
+                        A,
+                        ar.const_data_ptr<double>(),
+                        max_det,
+                        det_offsets.const_data_ptr<int64_t>(),
+                        kept,
+                        det_index.mutable_data_ptr<int64_t>(),
+                        det_flags.mutable_data_ptr<uint8_t>(),
+                        num_positive.mutable_data_ptr<int64_t>()});
+  }
+  return {det_offsets, det_index, det_flags, num_positive};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
+    const at::Tensor& det_offsets, const at::Tensor& det_score, const at::Tensor& det_flags,
+    const at::Tensor& num_positive, int64_t num_images, const at::Tensor& cat_list, const at::Tensor& area_list,
+    const at::Tensor& max_dets, const at::Tensor& img_list, const at::Tensor& rec_thrs, int64_t num_cats,
+    int64_t num_areas, int64_t num_max_dets) {
+  const char* op = "coco_accumulate";
+  TORCH_CHECK_VALUE(det_offsets.dim() == 1 && det_offsets.size(0) >= 1, op,
+                    ": det_offsets must have shape [P + 1], got ", det_offsets.sizes());
+  const int64_t P = det_offsets.size(0) - 1;
+  TORCH_CHECK_VALUE(num_images >= 0 && (num_images == 0 ? P == 0 : P % num_images == 0), op,
+                    ": num_images must divide the number of groups ", P, ", got ", num_images);
+  const int64_t N = det_score.dim() == 1 ? det_score.size(0) : -1;
+  check_1d(op, det_score, "det_score", at::kDouble);
+  check_offsets(op, det_offsets, "det_offsets", P, N);
+  TORCH_CHECK_TYPE(det_flags.scalar_type() == at::kByte, op, ": det_flags must be uint8, got ",
+                   det_flags.scalar_type());
+  TORCH_CHECK_VALUE(det_flags.dim() == 3 && det_flags.size(2) == N, op, ": det_flags must have shape [A0, T, ", N,
+                    "], got ", det_flags.sizes());
+  const int64_t A0 = det_flags.size(0), T = det_flags.size(1);
+  TORCH_CHECK_TYPE(num_positive.scalar_type() == at::kLong, op, ": num_positive must be int64");
+  TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(0) == A0 && num_positive.size(1) == P, op,
+                    ": num_positive must have shape [", A0, ", ", P, "], got ", num_positive.sizes());
+  check_1d(op, cat_list, "cat_list", at::kLong);
+  check_1d(op, area_list, "area_list", at::kLong);
+  check_1d(op, max_dets, "max_dets", at::kLong);
+  check_1d(op, img_list, "img_list", at::kLong);
+  check_1d(op, rec_thrs, "rec_thrs", at::kDouble);
+  TORCH_CHECK_VALUE(num_cats >= cat_list.size(0) && num_areas >= area_list.size(0) &&
+                        num_max_dets >= max_dets.size(0),
+                    op, ": num_cats, num_areas, num_max_dets must be at least the list lengths");
+  const int64_t K0 = num_images == 0 ? 0 : P / num_images;
+  auto in_range = [](const at::Tensor& t, int64_t n) {
+    const int64_t* v = t.const_data_ptr<int64_t>();
+    return std::all_of(v, v + t.size(0), [n](int64_t x) { return x >= 0 && x < n; });
+  };
+  TORCH_CHECK_INDEX(in_range(cat_list, K0), op, ": cat_list entries must be in [0, ", K0, ")");
+  TORCH_CHECK_INDEX(in_range(area_list, A0), op, ": area_list entries must be in [0, ", A0, ")");
+  TORCH_CHECK_INDEX(in_range(img_list, num_images), op, ": img_list entries must be in [0, ", num_images, ")");
+  const int64_t R = rec_thrs.size(0);
+  auto opts = det_score.options();
+  at::Tensor precision = at::full({T, R, num_cats, num_areas, num_max_dets}, -1.0, opts);
+  at::Tensor recall = at::full({T, num_cats, num_areas, num_max_dets}, -1.0, opts);
+  at::Tensor scores = at::full({T, R, num_cats, num_areas, num_max_dets}, -1.0, opts);
+  if (P > 0 && cat_list.size(0) > 0) {
+    const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
+    accumulate_cpu.get()({num_images, det_offsets.const_data_ptr<int64_t>(), det_score.const_data_ptr<double>(),
+                          flags.const_data_ptr<uint8_t>(), N, npos.const_data_ptr<int64_t>(), P, cat_list.size(0),
+                          area_list.size(0), max_dets.size(0), img_list.size(0), cat_list.const_data_ptr<int64_t>(),
+                          area_list.const_data_ptr<int64_t>(), max_dets.const_data_ptr<int64_t>(),
+                          img_list.const_data_ptr<int64_t>(), R, rec_thrs.const_data_ptr<double>(), T, num_cats,
+                          num_areas, num_max_dets, precision.mutable_data_ptr<double>(),
+                          recall.mutable_data_ptr<double>(), scores.mutable_data_ptr<double>()});
+  }
+  return {precision, recall, scores};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastops, CPU, m) {
+  m.impl("coco_evaluate", &coco_evaluate_cpu);
+  m.impl("coco_accumulate", &coco_accumulate_cpu);
+}
+
+}  // namespace fastops::coco_eval
