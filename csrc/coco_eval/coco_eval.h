@@ -52,7 +52,7 @@ struct EvaluateArgs {
   const int64_t* det_offsets;  // [P + 1]
   int64_t num_kept;            // det_offsets[P]
   int64_t* det_index;          // [num_kept] dt row of each kept detection, by decreasing score per group
-  uint8_t* det_flags;          // [A, T, num_kept]
+  uint8_t* det_flags;          // [num_kept, A, T]
   int64_t* num_positive;       // [A, P] ground truths not ignored
 };
 using EvaluateFn = void(const EvaluateArgs&);
@@ -65,8 +65,9 @@ struct AccumulateArgs {
   int64_t num_images;          // I0
   const int64_t* det_offsets;  // [K0 * I0 + 1]
   const double* det_score;     // [num_kept]
-  const uint8_t* det_flags;    // [A0, T, num_kept]
+  const uint8_t* det_flags;    // [num_kept, A0, T]
   int64_t num_kept;
+  int64_t num_area_rngs;       // A0
   const int64_t* num_positive;  // [A0, K0 * I0]
   int64_t num_groups;           // K0 * I0
   int64_t num_cat_list, num_area_list, num_max_dets, num_img_list;

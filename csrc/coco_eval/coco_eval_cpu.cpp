@@ -98,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   }
   const int64_t kept = det_offsets.const_data_ptr<int64_t>()[P];
   at::Tensor det_index = at::empty({kept}, gt_offsets.options());
-  at::Tensor det_flags = at::zeros({A, T, kept}, gt_offsets.options().dtype(at::kByte));
+  at::Tensor det_flags = at::zeros({kept, A, T}, gt_offsets.options().dtype(at::kByte));
   at::Tensor num_positive = at::zeros({A, P}, gt_offsets.options());
   const at::Tensor gb = ious.has_value() ? at::Tensor() : gt_boxes.contiguous();
   const at::Tensor db = ious.has_value() ? at::Tensor() : dt_boxes.contiguous();
@@ -149,9 +149,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   check_offsets(op, det_offsets, "det_offsets", P, N);
   TORCH_CHECK_TYPE(det_flags.scalar_type() == at::kByte, op, ": det_flags must be uint8, got ",
                    det_flags.scalar_type());
-  TORCH_CHECK_VALUE(det_flags.dim() == 3 && det_flags.size(2) == N, op, ": det_flags must have shape [A0, T, ", N,
-                    "], got ", det_flags.sizes());
-  const int64_t A0 = det_flags.size(0), T = det_flags.size(1);
+  TORCH_CHECK_VALUE(det_flags.dim() == 3 && det_flags.size(0) == N, op, ": det_flags must have shape [", N,
+                    ", A0, T], got ", det_flags.sizes());
+  const int64_t A0 = det_flags.size(1), T = det_flags.size(2);
   TORCH_CHECK_TYPE(num_positive.scalar_type() == at::kLong, op, ": num_positive must be int64");
   TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(0) == A0 && num_positive.size(1) == P, op,
                     ": num_positive must have shape [", A0, ", ", P, "], got ", num_positive.sizes());
@@ -179,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   if (P > 0 && cat_list.size(0) > 0) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
     accumulate_cpu.get()({num_images, det_offsets.const_data_ptr<int64_t>(), det_score.const_data_ptr<double>(),
-                          flags.const_data_ptr<uint8_t>(), N, npos.const_data_ptr<int64_t>(), P, cat_list.size(0),
+                          flags.const_data_ptr<uint8_t>(), N, A0, npos.const_data_ptr<int64_t>(), P, cat_list.size(0),
                           area_list.size(0), max_dets.size(0), img_list.size(0), cat_list.const_data_ptr<int64_t>(),
                           area_list.const_data_ptr<int64_t>(), max_dets.const_data_ptr<int64_t>(),
                           img_list.const_data_ptr<int64_t>(), R, rec_thrs.const_data_ptr<double>(), T, num_cats,

@@ -9,6 +9,7 @@
 // IoU threshold) is then one pass of cumulative sums, the precision envelope and the recall
 // thresholds' lower bounds (np.searchsorted(..., 'left')).
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -26,15 +27,28 @@ FASTOPS_FORCEINLINE int64_t slice_len(int64_t n, int64_t stop) {
   return std::max<int64_t>(0, n + stop);
 }
 
-// numpy's NaN-aware less-than (NaN after every number), as its sorts and searchsorted use.
-FASTOPS_FORCEINLINE bool npy_less(double a, double b) { return a < b || (b != b && a == a); }
+constexpr double kSpacing1 = 2.220446049250313e-16;  // np.spacing(1)
 
-// Stable order of detection rows [begin, end) by decreasing score, NaN last.
+// Stable order of detection rows [begin, end) by decreasing score, NaN last. Groups are small
+// (a few detections of one category in one image): insertion sort, stable, no allocation.
 void sort_by_score(const double* score, int64_t begin, int64_t end, std::vector<int64_t>& order) {
-  order.resize(end - begin);
+  const int64_t n = end - begin;
+  order.resize(n);
   std::iota(order.begin(), order.end(), begin);
-  std::stable_sort(order.begin(), order.end(),
-                   [score](int64_t a, int64_t b) { return score_before(score[a], score[b]); });
+  if (n > 32) {
+    std::stable_sort(order.begin(), order.end(),
+                     [score](int64_t a, int64_t b) { return score_before(score[a], score[b]); });
+    return;
+  }
+  for (int64_t i = 1; i < n; ++i) {
+    const int64_t v = order[i];
+    int64_t j = i;
+    while (j > 0 && score_before(score[v], score[order[j - 1]])) {
+      order[j] = order[j - 1];
+      --j;
+    }
+    order[j] = v;
+  }
 }
 
 void evaluate_impl(const EvaluateArgs& a) {
@@ -42,16 +56,21 @@ void evaluate_impl(const EvaluateArgs& a) {
   at::parallel_for(0, a.num_groups, 64, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> order, gt_sorted;
     std::vector<double> iou, thr(T);
-    std::vector<uint8_t> ig, blocked;
+    std::vector<uint8_t> ig_rng, blocked;
+    std::vector<uint64_t> mask_rng;
+    std::vector<int32_t> match;
     for (int64_t t = 0; t < T; ++t) thr[t] = match_floor(a.iou_thrs[t]);
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t g0 = a.gt_offsets[p], G = a.gt_offsets[p + 1] - g0;
       const int64_t d0 = a.dt_offsets[p], n_dt = a.dt_offsets[p + 1] - d0;
       const int64_t out0 = a.det_offsets[p], D = a.det_offsets[p + 1] - out0;
+      if (G == 0 && n_dt == 0) continue;  // most (category, image) pairs: nothing to do
       sort_by_score(a.dt_score, d0, d0 + n_dt, order);
       for (int64_t j = 0; j < D; ++j) a.det_index[out0 + j] = order[j];
       // IoU [D, G] of the kept detections (score order) and the ground truths (load order).
       iou.resize(D * G);
+      gt_sorted.resize(G);
+      blocked.resize(G);
       if (a.ious != nullptr) {
         const double* src = a.ious + a.iou_offsets[p];
         for (int64_t j = 0; j < D; ++j) {
@@ -66,54 +85,95 @@ void evaluate_impl(const EvaluateArgs& a) {
           }
         }
       }
-      const bool any_iou = D > 0 && G > 0;  // pycocotools skips the matching when ious == []
-      gt_sorted.resize(G);
-      ig.resize(G);
-      blocked.resize(G);
+      // Per area range: the ground truths' ignore flags decide the matching. Ranges with the
+      // same flags (e.g. "all" and the one range holding every GT of the group) share it.
+      ig_rng.assign(A * G, 0);
+      mask_rng.assign(A, 0);
       for (int64_t r = 0; r < A; ++r) {
         const double lo_area = a.area_rng[2 * r], hi_area = a.area_rng[2 * r + 1];
-        // Ground truths sorted ignore-last (stable), with their ignore flags in that order.
         int64_t npos = 0;
+        uint64_t mask = 0;
         for (int64_t g = 0; g < G; ++g) {
           const double ar = a.gt_area[g0 + g];
-          if (!(a.gt_ignore[g0 + g] || ar < lo_area || ar > hi_area)) gt_sorted[npos++] = g;
+          const bool ign = a.gt_ignore[g0 + g] || ar < lo_area || ar > hi_area;
+          ig_rng[r * G + g] = ign;
+          npos += !ign;
+          if (g < 64) mask |= uint64_t(ign) << g;
         }
+        mask_rng[r] = mask;
         a.num_positive[r * a.num_groups + p] = npos;
-        for (int64_t g = 0, q = npos; g < G; ++g) {
-          const double ar = a.gt_area[g0 + g];
-          if (a.gt_ignore[g0 + g] || ar < lo_area || ar > hi_area) gt_sorted[q++] = g;
+      }
+      if (D == 0) continue;
+      const int64_t AT = A * T;
+      uint8_t* flags_g = a.det_flags + out0 * AT;  // [D, A, T] of this group
+      if (G == 0) {
+        // No ground truth: every detection unmatched, ignored exactly when outside the range.
+        for (int64_t j = 0; j < D; ++j) {
+          const double dar = a.dt_area[order[j]];
+          for (int64_t r = 0; r < A; ++r) {
+            const uint8_t f = (dar < a.area_rng[2 * r] || dar > a.area_rng[2 * r + 1]) ? kFlagIgnored : 0;
+            std::fill(flags_g + j * AT + r * T, flags_g + j * AT + (r + 1) * T, f);
+          }
         }
-        for (int64_t s = 0; s < G; ++s) ig[s] = s >= npos;
-        for (int64_t t = 0; t < T; ++t) {
-          uint8_t* flags = a.det_flags + (r * T + t) * N + out0;
-          std::fill(blocked.begin(), blocked.end(), uint8_t(0));
-          for (int64_t j = 0; j < D; ++j) {
-            const int64_t row = order[j];
-            int64_t m = -1;
-            if (any_iou) {
+        continue;
+      }
+      match.resize(A * T * D);
+      for (int64_t r = 0; r < A; ++r) {
+        int32_t* match_r = match.data() + r * T * D;  // matched GT (load-order index) or -1, per (t, j)
+        int64_t same = -1;
+        for (int64_t q = 0; G <= 64 && q < r; ++q) {
+          if (mask_rng[q] == mask_rng[r]) {
+            same = q;
+            break;
+          }
+        }
+        if (same >= 0) {
+          std::copy(match.data() + same * T * D, match.data() + (same + 1) * T * D, match_r);
+        } else {
+          // Ground truths sorted ignore-last (stable), with their ignore flags in that order.
+          const uint8_t* ig_g = ig_rng.data() + r * G;
+          int64_t npos = 0;
+          for (int64_t g = 0; g < G; ++g) {
+            if (!ig_g[g]) gt_sorted[npos++] = g;
+          }
+          for (int64_t g = 0, q = npos; g < G; ++g) {
+            if (ig_g[g]) gt_sorted[q++] = g;
+          }
+          for (int64_t t = 0; t < T; ++t) {
+            std::fill(blocked.begin(), blocked.begin() + G, uint8_t(0));
+            for (int64_t j = 0; j < D; ++j) {
+              int64_t m = -1;
               double best = thr[t];
               const double* iou_row = iou.data() + j * G;
               for (int64_t s = 0; s < G; ++s) {
                 const int64_t g = gt_sorted[s];
                 if (blocked[s] && !a.gt_crowd[g0 + g]) continue;  // matched, and not a crowd
-                if (m > -1 && !ig[m] && ig[s]) break;          // matched a regular gt; the rest are ignored
+                if (m > -1 && m < npos && s >= npos) break;     // matched a regular gt; the rest are ignored
                 const double v = iou_row[g];
                 if (v < best) continue;
                 best = v;
                 m = s;
               }
+              if (m > -1) blocked[m] = a.dt_id[order[j]] > 0;  // gtm > 0
+              match_r[t * D + j] = m > -1 ? static_cast<int32_t>(gt_sorted[m]) : -1;
             }
-            uint8_t f = 0;
-            bool dtm_zero = true;
-            if (m > -1) {
-              if (ig[m]) f |= kFlagIgnored;
-              dtm_zero = a.gt_id[g0 + gt_sorted[m]] == 0;  // a match on gt id 0 reads as unmatched
-              if (!dtm_zero) f |= kFlagMatched;
-              blocked[m] = a.dt_id[row] > 0;  // gtm > 0
-            }
-            const double dar = a.dt_area[row];
-            if (dtm_zero && (dar < lo_area || dar > hi_area)) f |= kFlagIgnored;
-            flags[j] = f;
+          }
+        }
+      }
+      // dtIgnore: the matched GT's ignore flag, or, unmatched (dtm == 0), outside the range
+      for (int64_t j = 0; j < D; ++j) {
+        const double dar = a.dt_area[order[j]];
+        uint8_t* fj = flags_g + j * AT;
+        for (int64_t r = 0; r < A; ++r) {
+          const bool outside = dar < a.area_rng[2 * r] || dar > a.area_rng[2 * r + 1];
+          const uint8_t* ig_g = ig_rng.data() + r * G;
+          const int32_t* match_r = match.data() + r * T * D;
+          for (int64_t t = 0; t < T; ++t) {
+            const int32_t g = match_r[t * D + j];
+            const bool matched = g >= 0;
+            const bool nonzero = matched && a.gt_id[g0 + g] != 0;  // a match on gt id 0 reads as unmatched
+            const bool ignored = (matched && ig_g[g]) || (!nonzero && outside);
+            fj[r * T + t] = static_cast<uint8_t>((nonzero ? kFlagMatched : 0) | (ignored ? kFlagIgnored : 0));
           }
         }
       }
@@ -123,15 +183,16 @@ void evaluate_impl(const EvaluateArgs& a) {
 
 void accumulate_impl(const AccumulateArgs& a) {
   const int64_t T = a.T, R = a.num_rec_thrs, K = a.K, A = a.A, M = a.M;
-  const int64_t I0 = a.num_images, N = a.num_kept;
+  const int64_t I0 = a.num_images, A0 = a.num_area_rngs;
   // precision/scores index [t, r, k, a, m]; recall [t, k, a, m]
   auto pidx = [&](int64_t t, int64_t r, int64_t k, int64_t ar, int64_t m) {
     return (((t * R + r) * K + k) * A + ar) * M + m;
   };
   auto ridx = [&](int64_t t, int64_t k, int64_t ar, int64_t m) { return ((t * K + k) * A + ar) * M + m; };
   at::parallel_for(0, a.num_cat_list, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<int64_t> rows, rank, order, sel;
-    std::vector<double> rc, pr;
+    std::vector<int64_t> rows, rank, order, sel, npig, tp_pos, fp_at;
+    std::vector<double> tp_pr;
+    std::vector<uint8_t> local;
     for (int64_t k = lo; k < hi; ++k) {
       const int64_t k0 = a.cat_list[k];
       // The category's kept detections over the listed images, concatenated in list order, with
@@ -151,51 +212,78 @@ void accumulate_impl(const AccumulateArgs& a) {
       std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
         return score_before(a.det_score[rows[x]], a.det_score[rows[y]]);
       });
+      npig.assign(a.num_area_list, 0);
       for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
         const int64_t a0 = a.area_list[ar];
-        int64_t npig = 0;
         for (int64_t ii = 0; ii < a.num_img_list; ++ii) {
-          npig += a.num_positive[a0 * a.num_groups + k0 * I0 + a.img_list[ii]];
+          npig[ar] += a.num_positive[a0 * a.num_groups + k0 * I0 + a.img_list[ii]];
         }
-        if (npig == 0) continue;
-        for (int64_t m = 0; m < a.num_max_dets; ++m) {
-          const int64_t max_det = a.max_dets[m];
-          sel.clear();
-          for (const int64_t o : order) {
-            int64_t limit = max_det;
-            if (max_det < 0) {  // Python slice [0:max_det] of the image's kept detections
-              const int64_t j = rows[o];
-              const int64_t* end = std::upper_bound(a.det_offsets, a.det_offsets + a.num_groups + 1, j);
-              limit = slice_len(*end - *(end - 1), max_det);
-            }
-            if (rank[o] < limit) sel.push_back(rows[o]);
+      }
+      for (int64_t m = 0; m < a.num_max_dets; ++m) {
+        // the detections each image keeps at this maxDet, in the category's score order
+        const int64_t max_det = a.max_dets[m];
+        sel.clear();
+        for (const int64_t o : order) {
+          int64_t limit = max_det;
+          if (max_det < 0) {  // Python slice [0:max_det] of the image's kept detections
+            const int64_t j = rows[o];
+            const int64_t* end = std::upper_bound(a.det_offsets, a.det_offsets + a.num_groups + 1, j);
+            limit = slice_len(*end - *(end - 1), max_det);
           }
-          const int64_t nd = static_cast<int64_t>(sel.size());
-          rc.resize(nd);
-          pr.resize(nd);
-          const double npig_d = static_cast<double>(npig);
+          if (rank[o] < limit) sel.push_back(rows[o]);
+        }
+        const int64_t nd = static_cast<int64_t>(sel.size());
+        // this maxDet's flags, one contiguous row per (area range, IoU threshold) lane
+        const int64_t AT = A0 * T;
+        local.resize(AT * nd);
+        for (int64_t i = 0; i < nd; ++i) {
+          const uint8_t* src = a.det_flags + sel[i] * AT;
+          for (int64_t l = 0; l < AT; ++l) local[l * nd + i] = src[l];
+        }
+        tp_pos.resize(nd + 1);
+        fp_at.resize(nd + 1);
+        tp_pr.resize(nd + 1);
+        for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
+          if (npig[ar] == 0) continue;  // no ground truth: the cells stay -1
+          const int64_t a0 = a.area_list[ar];
+          const double npig_d = static_cast<double>(npig[ar]);
           for (int64_t t = 0; t < T; ++t) {
-            const uint8_t* flags = a.det_flags + (a0 * T + t) * N;
+            const uint8_t* flags = local.data() + (a0 * T + t) * nd;
+            // Precision changes upward only at a true positive: between two, tp is fixed and fp
+            // grows. So the envelope (suffix maximum) at any position is the suffix maximum over
+            // the true positives from there on; only those precisions are computed.
+            // Branch-free pass (TP / FP / ignored are unpredictable): slot tp records the
+            // position and the false positives so far; a true positive then seals its slot.
             int64_t tp = 0, fp = 0;
             for (int64_t i = 0; i < nd; ++i) {
-              const uint8_t f = flags[sel[i]];
-              const bool ign = f & kFlagIgnored, mat = f & kFlagMatched;
-              tp += mat && !ign;
-              fp += !mat && !ign;
-              const double tpd = static_cast<double>(tp), fpd = static_cast<double>(fp);
-              rc[i] = tpd / npig_d;
-              pr[i] = tpd / ((fpd + tpd) + 2.220446049250313e-16);  // np.spacing(1)
+              const uint8_t f = flags[i];
+              tp_pos[tp] = i;
+              fp_at[tp] = fp;
+              tp += f == kFlagMatched;
+              fp += f == 0;
             }
-            a.recall[ridx(t, k, ar, m)] = nd ? rc[nd - 1] : 0.0;
-            for (int64_t i = nd - 1; i > 0; --i) {
-              if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
+            for (int64_t c = 0; c < tp; ++c) {  // tp / (fp + tp + np.spacing(1)) at each true positive
+              const double tpd = static_cast<double>(c + 1), fpd = static_cast<double>(fp_at[c]);
+              tp_pr[c] = tpd / ((fpd + tpd) + kSpacing1);
             }
+            a.recall[ridx(t, k, ar, m)] = nd ? static_cast<double>(tp) / npig_d : 0.0;
+            for (int64_t c = tp - 1; c > 0; --c) {
+              if (tp_pr[c] > tp_pr[c - 1]) tp_pr[c - 1] = tp_pr[c];
+            }
+            // np.searchsorted(rc, recThrs, 'left') with rc[i] = tp_i / npig: the first position
+            // whose true-positive count reaches c, the least count with c / npig >= thr.
             int64_t ri = 0;
-            for (; ri < R; ++ri) {
+            for (; ri < R && nd > 0; ++ri) {
               const double v = a.rec_thrs[ri];
-              const int64_t pi = std::lower_bound(rc.begin(), rc.end(), v, npy_less) - rc.begin();
-              if (pi >= nd) break;  // pycocotools' try/except stops at the first index past the end
-              a.precision[pidx(t, ri, k, ar, m)] = pr[pi];
+              if (v != v) break;  // NaN sorts after every recall: past the end
+              const double guess = std::ceil(v * npig_d);
+              int64_t c = guess <= 0 ? 0 : (guess >= static_cast<double>(tp + 1) ? tp + 1 : static_cast<int64_t>(guess));
+              while (c > 0 && !(static_cast<double>(c - 1) / npig_d < v)) --c;
+              while (c <= tp && static_cast<double>(c) / npig_d < v) ++c;
+              if (c > tp) break;  // pycocotools' try/except stops at the first index past the end
+              const int64_t pi = c == 0 ? 0 : tp_pos[c - 1];
+              const double prec = c == 0 ? (tp > 0 ? tp_pr[0] : 0.0) : tp_pr[c - 1];
+              a.precision[pidx(t, ri, k, ar, m)] = prec;
               a.scores[pidx(t, ri, k, ar, m)] = a.det_score[sel[pi]];
             }
             for (; ri < R; ++ri) {

@@ -73,6 +73,7 @@ class _Columns:
         self._area = None
         self._crowd = None
         self._score = None
+        self._loaded = False  # not computed yet
 
     def bbox(self) -> np.ndarray:
         if self._bbox is None:
@@ -115,12 +116,17 @@ class _Columns:
     def loaded_rows(self) -> np.ndarray | None:
         """Row loadAnns returns for each row's id (the last annotation with that id), or None
         when the ids are unique."""
-        if self.n == 0 or np.unique(self.id).size == self.n:
-            return None
-        last = {}
-        for row, i in enumerate(self.id.tolist()):
-            last[i] = row
-        return np.array([last[i] for i in self.id.tolist()], dtype=np.int64)
+        if self._loaded is False:
+            self._loaded = None
+            ids = self.id
+            # loadRes numbers results 1..N: unique without a sort
+            if self.n and not (ids[0] == 1 and np.array_equal(ids, np.arange(1, self.n + 1))):
+                if np.unique(ids).size != self.n:
+                    last = {}
+                    for row, i in enumerate(ids.tolist()):
+                        last[i] = row
+                    self._loaded = np.array([last[i] for i in ids.tolist()], dtype=np.int64)
+        return self._loaded
 
 
 class COCO:
@@ -423,6 +429,19 @@ def _group_rows(cols: _Columns, img_ids: np.ndarray, cat_ids: list, use_cats: bo
     return rows.astype(np.int64, copy=False), offsets
 
 
+def _copy_params(p: Params) -> Params:
+    """copy.deepcopy(p) for the usual attribute types, without deep-copying 5,000 numpy ints."""
+    q = copy.copy(p)
+    for name, value in vars(p).items():
+        if isinstance(value, np.ndarray):
+            setattr(q, name, value.copy())
+        elif isinstance(value, list) and all(not isinstance(v, (list, dict, np.ndarray)) for v in value):
+            setattr(q, name, list(value))
+        else:
+            setattr(q, name, copy.deepcopy(value))
+    return q
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
@@ -500,7 +519,7 @@ class COCOeval:
             "num_positive": npos,
             "num_images": len(img_ids),
         }
-        self._paramsEval = copy.deepcopy(self.params)
+        self._paramsEval = _copy_params(self.params)
 
     def _segm_ious(self, g_rows, g_off, d_rows, d_off, g_crowd):
         """Mask IoU of every (category, image) group, [n_dt, n_gt] row-major per group (maskApi.c rleIou)."""
@@ -540,10 +559,10 @@ class COCOeval:
         a_list = [n for n, a in enumerate(map(lambda x: tuple(x), p.areaRng)) if a in setA]
         i_list = [n for n, i in enumerate(p.imgIds) if i in setI]
         ev = self._evaluated
-        if T != ev["det_flags"].shape[1]:
+        if T != ev["det_flags"].shape[2]:
             raise ValueError(
                 f"COCOeval.accumulate: params.iouThrs has {T} thresholds but evaluate() used "
-                f"{ev['det_flags'].shape[1]}; run evaluate() again"
+                f"{ev['det_flags'].shape[2]}; run evaluate() again"
             )
         rec = np.asarray(p.recThrs, dtype=np.float64).reshape(-1)
         lists = [torch.tensor(x, dtype=torch.int64).reshape(-1) for x in (k_list, a_list, m_list, i_list)]

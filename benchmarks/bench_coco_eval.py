@@ -1,0 +1,287 @@
+"""COCO evaluation: fastops.metrics.COCOeval against pycocotools, faster-coco-eval, hotcoco and
+ultrafast-pycocotools (whichever are installed), and fastops' MeanAveragePrecision against
+torchmetrics', on a synthetic COCO-sized workload.
+
+Workload (issue 7): 5,000 images of 640 x 480, 80 categories, ~35k ground-truth boxes (1% crowd,
+areas spread over small/medium/large) and ~140k detections (jittered copies of the GT, wrong
+classes and random false positives, up to 100 per image); a mask variant where every GT and
+detection is an octagon polygon inside its box (segm evaluation on RLEs). Timed: COCOeval
+evaluate + accumulate + summarize on already loaded COCO objects (how every library reports it);
+loading the JSON and loadRes are reported separately. Every library's stats are checked against
+pycocotools' bit for bit (printed as "exact" / "max abs diff").
+
+Floor: the work that cannot be skipped is one pass over the detections per (area range, IoU
+threshold) to match them, and sorting them by score per category; we report the time of
+numpy's stable argsort of the 140k scores as a rough floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import time
+
+import numpy as np
+
+from common import Row, bench_main, time_ms
+
+NOTES = (
+    "Timed: COCOeval(gt, dt).evaluate(); accumulate(); summarize() on loaded COCO objects. "
+    "Other builds may have been running on the 2 cores at the same time."
+)
+
+
+def synthetic_coco(n_images: int = 5000, n_cats: int = 80, gt_per_image: float = 7.0, seed: int = 0,
+                   masks: bool = False):
+    """(gt dataset dict, result list) of the benchmark workload; deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    W, H = 640, 480
+    images = [{"id": i + 1, "width": W, "height": H, "file_name": f"{i + 1}.jpg"} for i in range(n_images)]
+    cats = [{"id": c + 1, "name": f"class{c + 1}", "supercategory": "thing"} for c in range(n_cats)]
+    n_gt = rng.poisson(gt_per_image, n_images)
+    img_of_gt = np.repeat(np.arange(1, n_images + 1), n_gt)
+    G = img_of_gt.size
+    side = np.exp(rng.uniform(np.log(8), np.log(400), (G, 2)))
+    x = rng.uniform(0, W - side[:, 0].clip(max=W - 1))
+    y = rng.uniform(0, H - side[:, 1].clip(max=H - 1))
+    gt_box = np.stack([x, y, side[:, 0], side[:, 1]], 1).round(2)
+    gt_cat = rng.integers(1, n_cats + 1, G)
+    crowd = rng.random(G) < 0.01
+
+    def polygon(b):
+        x0, y0, w, h = b
+        fx = [0.3, 0.7, 1, 1, 0.7, 0.3, 0, 0]
+        fy = [0, 0, 0.3, 0.7, 1, 1, 0.7, 0.3]
+        return [[round(v, 2) for xy in zip(fx, fy) for v in (x0 + xy[0] * w, y0 + xy[1] * h)]]
+
+    anns = []
+    for i in range(G):
+        b = gt_box[i].tolist()
+        ann = {"id": i + 1, "image_id": int(img_of_gt[i]), "category_id": int(gt_cat[i]), "bbox": b,
+               "area": round(b[2] * b[3] * (0.86 if masks else 1.0), 2), "iscrowd": int(crowd[i])}
+        if masks:
+            ann["segmentation"] = polygon(b)
+        anns.append(ann)
+    # detections: ~2.5 jittered copies per GT (some with the wrong class), plus random boxes
+    copies = rng.poisson(2.5, G)
+    src = np.repeat(np.arange(G), copies)
+    jit = gt_box[src].copy()
+    jit[:, :2] += rng.normal(0, 0.12, (src.size, 2)) * jit[:, 2:]
+    jit[:, 2:] *= np.exp(rng.normal(0, 0.15, (src.size, 2)))
+    det_cat = np.where(rng.random(src.size) < 0.9, gt_cat[src], rng.integers(1, n_cats + 1, src.size))
+    det_img = img_of_gt[src]
+    n_fp = max(0, 140_000 - src.size)
+    fp_img = rng.integers(1, n_images + 1, n_fp)
+    fp_side = np.exp(rng.uniform(np.log(8), np.log(300), (n_fp, 2)))
+    fp_box = np.stack([rng.uniform(0, W - 8, n_fp), rng.uniform(0, H - 8, n_fp), fp_side[:, 0], fp_side[:, 1]], 1)
+    boxes = np.concatenate([jit, fp_box]).round(2)
+    imgs = np.concatenate([det_img, fp_img])
+    cls = np.concatenate([det_cat, rng.integers(1, n_cats + 1, n_fp)])
+    score = np.concatenate([rng.beta(4, 2, src.size), rng.beta(1.5, 4, n_fp)]).round(5)
+    results = []
+    for b, im, c, s in zip(boxes.tolist(), imgs.tolist(), cls.tolist(), score.tolist()):
+        r = {"image_id": im, "category_id": c, "bbox": b, "score": s}
+        results.append(r)
+    if masks:
+        from fastops.metrics import mask as fmask
+
+        by_img = {}
+        for r in results:
+            poly = polygon(r["bbox"])
+            rle = fmask.merge(fmask.frPyObjects(poly, H, W))
+            r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+            by_img.setdefault(r["image_id"], 0)
+        for r in results:
+            del r["bbox"]  # segm results: loadRes takes area and box from the mask
+    return {"images": images, "annotations": anns, "categories": cats}, results
+
+
+def _quiet(fn):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return fn()
+
+
+def _evaluators():
+    """name -> (COCO class, COCOeval class) for the installed libraries."""
+    out = {}
+    import fastops.metrics as fm
+
+    out["fastops"] = (fm.COCO, fm.COCOeval)
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        out["pycocotools"] = (COCO, COCOeval)
+    except ImportError:
+        pass
+    try:
+        from faster_coco_eval import COCO as FC, COCOeval_faster as FE
+
+        out["faster-coco-eval"] = (FC, FE)
+    except ImportError:
+        pass
+    try:
+        import hotcoco
+
+        out["hotcoco"] = (hotcoco.COCO, hotcoco.COCOeval)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from ultrafast_pycocotools.coco import COCO as UC
+        from ultrafast_pycocotools.cocoeval import COCOeval as UE
+
+        out["ultrafast-pycocotools"] = (UC, UE)
+    except ImportError:
+        pass
+    return out
+
+
+def _load(lib, gt, dt):
+    COCO, _ = lib
+    def go():
+        try:
+            cg = COCO()
+            cg.dataset = copy.deepcopy(gt)
+            cg.createIndex()
+        except Exception:
+            cg = COCO(copy.deepcopy(gt))
+        return cg, cg.loadRes(copy.deepcopy(dt))
+    return _quiet(go)
+
+
+def _evaluate(lib, cg, cd, iou_type):
+    _, COCOeval = lib
+
+    def go():
+        E = COCOeval(cg, cd, iou_type)
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+        return np.asarray(E.stats, dtype=np.float64)
+
+    return _quiet(go)
+
+
+def _compare(stats, ref):
+    if ref is None:
+        return "no reference"
+    if stats.tobytes() == ref.tobytes():
+        return "exact"
+    return f"max abs diff {np.max(np.abs(stats - ref)):.2e}"
+
+
+def run(device: str = "cpu", quick: bool = False) -> list[Row]:
+    rows: list[Row] = []
+    libs = _evaluators()
+    cases = [("bbox", False)] + ([] if quick else [("segm", True)])
+    for iou_type, masks in cases:
+        n_images = 500 if quick else 5000
+        gt, dt = synthetic_coco(n_images=n_images, masks=masks)
+        loaded = {}
+        load_ms = {}
+        for name, lib in libs.items():
+            t0 = time.perf_counter()
+            try:
+                loaded[name] = _load(lib, gt, dt)
+            except Exception as e:  # a library that cannot read this input
+                print(f"{name}: load failed: {e!r}")
+                continue
+            load_ms[name] = (time.perf_counter() - t0) * 1e3
+        ref_stats = None
+        if "pycocotools" in loaded:
+            t0 = time.perf_counter()
+            ref_stats = _evaluate(libs["pycocotools"], *loaded["pycocotools"], iou_type)
+            ref_ms = (time.perf_counter() - t0) * 1e3  # one run: pycocotools takes seconds
+        ours_stats = _evaluate(libs["fastops"], *loaded["fastops"], iou_type)
+        ours_ms = time_ms(lambda: _evaluate(libs["fastops"], *loaded["fastops"], iou_type), warmup=1,
+                          repeat=3 if quick else 7)
+        scores = np.array([d["score"] for d in dt])
+        floor_ms = time_ms(lambda: np.argsort(-scores, kind="stable"), repeat=5)
+        case = f"{iou_type} {n_images} images, {len(gt['annotations'])} GT, {len(dt)} dets"
+        extra = {"fastops_vs_pycocotools": _compare(ours_stats, ref_stats), "fastops_load_ms": round(load_ms["fastops"])}
+        if ref_stats is not None:
+            rows.append(Row(case, ours_ms, "pycocotools", ref_ms, floor_ms, "argsort of the scores", extra))
+        for name in ("faster-coco-eval", "hotcoco", "ultrafast-pycocotools"):
+            if name not in loaded:
+                continue
+            try:
+                st = _evaluate(libs[name], *loaded[name], iou_type)
+                ms = time_ms(lambda: _evaluate(libs[name], *loaded[name], iou_type), warmup=1, repeat=3 if quick else 7)
+            except Exception as e:
+                print(f"{name}: evaluate failed: {e!r}")
+                continue
+            rows.append(Row(case, ours_ms, name, ms, floor_ms, "argsort of the scores",
+                            {f"{name}_vs_pycocotools": _compare(st, ref_stats), f"{name}_load_ms": round(load_ms[name])}))
+    rows += _metric_rows(quick)
+    return rows
+
+
+def _metric_rows(quick: bool) -> list[Row]:
+    """MeanAveragePrecision update + compute on the bbox workload, against torchmetrics."""
+    try:
+        import fastops.metrics as fm
+
+        MAP = fm.MeanAveragePrecision
+    except AttributeError:
+        return []
+    import torch
+
+    n_images = 500 if quick else 5000
+    gt, dt = synthetic_coco(n_images=n_images)
+    preds, targets = _to_tensors(gt, dt)
+    out = []
+
+    def ours():
+        m = MAP(box_format="xywh", iou_type="bbox")
+        for p, t in zip(preds, targets):
+            m.update([p], [t])
+        return m.compute()
+
+    ours_ms = time_ms(ours, warmup=1, repeat=3)
+    ref_ms = None
+    try:
+        from torchmetrics.detection import MeanAveragePrecision as TM
+
+        def theirs():
+            m = TM(box_format="xywh", iou_type="bbox", backend="pycocotools")
+            for p, t in zip(preds, targets):
+                m.update([p], [t])
+            return m.compute()
+
+        ref_ms = time_ms(theirs, warmup=0, repeat=1)
+    except Exception as e:
+        print("torchmetrics:", repr(e))
+    out.append(Row(f"MeanAveragePrecision update+compute, {n_images} images", ours_ms, "torchmetrics", ref_ms))
+    _ = torch
+    return out
+
+
+def _to_tensors(gt, dt):
+    import torch
+
+    by_img_gt, by_img_dt = {}, {}
+    for a in gt["annotations"]:
+        by_img_gt.setdefault(a["image_id"], []).append(a)
+    for d in dt:
+        by_img_dt.setdefault(d["image_id"], []).append(d)
+    preds, targets = [], []
+    for img in gt["images"]:
+        g = by_img_gt.get(img["id"], [])
+        d = by_img_dt.get(img["id"], [])
+        targets.append({
+            "boxes": torch.tensor([a["bbox"] for a in g], dtype=torch.float64).reshape(-1, 4),
+            "labels": torch.tensor([a["category_id"] for a in g], dtype=torch.int64),
+            "iscrowd": torch.tensor([a["iscrowd"] for a in g], dtype=torch.int64),
+            "area": torch.tensor([a["area"] for a in g], dtype=torch.float64),
+        })
+        preds.append({
+            "boxes": torch.tensor([x["bbox"] for x in d], dtype=torch.float64).reshape(-1, 4),
+            "scores": torch.tensor([x["score"] for x in d], dtype=torch.float64),
+            "labels": torch.tensor([x["category_id"] for x in d], dtype=torch.int64),
+        })
+    return preds, targets
+
+
+if __name__ == "__main__":
+    bench_main("coco_eval", __doc__, run, NOTES)
