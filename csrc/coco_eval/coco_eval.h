@@ -18,7 +18,8 @@
 
 namespace fastops::coco_eval {
 
-// Bits of coco_evaluate's det_flags.
+// Bits of coco_evaluate's det_flags; IoU thresholds are padded to blocks of this many lanes.
+constexpr int64_t kFlagLanes = 16;
 constexpr uint8_t kFlagMatched = 1;  // matched to a ground truth whose id is nonzero (dtm != 0)
 constexpr uint8_t kFlagIgnored = 2;  // dtIgnore
 
@@ -52,7 +53,8 @@ struct EvaluateArgs {
   const int64_t* det_offsets;  // [P + 1]
   int64_t num_kept;            // det_offsets[P]
   int64_t* det_index;          // [num_kept] dt row of each kept detection, by decreasing score per group
-  uint8_t* det_flags;          // [num_kept, A, T]
+  int64_t flag_lanes;          // TB: T rounded up to a multiple of 16
+  uint8_t* det_flags;          // [num_kept, A, TB], lanes t >= T hold kFlagIgnored
   int64_t* num_positive;       // [A, P] ground truths not ignored
 };
 using EvaluateFn = void(const EvaluateArgs&);
@@ -65,9 +67,10 @@ struct AccumulateArgs {
   int64_t num_images;          // I0
   const int64_t* det_offsets;  // [K0 * I0 + 1]
   const double* det_score;     // [num_kept]
-  const uint8_t* det_flags;    // [num_kept, A0, T]
+  const uint8_t* det_flags;    // [num_kept, A0, TB]
   int64_t num_kept;
   int64_t num_area_rngs;       // A0
+  int64_t flag_lanes;          // TB
   const int64_t* num_positive;  // [A0, K0 * I0]
   int64_t num_groups;           // K0 * I0
   int64_t num_cat_list, num_area_list, num_max_dets, num_img_list;

@@ -98,7 +98,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   }
   const int64_t kept = det_offsets.const_data_ptr<int64_t>()[P];
   at::Tensor det_index = at::empty({kept}, gt_offsets.options());
-  at::Tensor det_flags = at::zeros({kept, A, T}, gt_offsets.options().dtype(at::kByte));
+  const int64_t TB = (T + kFlagLanes - 1) / kFlagLanes * kFlagLanes;
+  at::Tensor det_flags = at::full({kept, A, TB}, kFlagIgnored, gt_offsets.options().dtype(at::kByte));
   at::Tensor num_positive = at::zeros({A, P}, gt_offsets.options());
   const at::Tensor gb = ious.has_value() ? at::Tensor() : gt_boxes.contiguous();
   const at::Tensor db = ious.has_value() ? at::Tensor() : dt_boxes.contiguous();
@@ -127,6 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
                         det_offsets.const_data_ptr<int64_t>(),
                         kept,
                         det_index.mutable_data_ptr<int64_t>(),
+                        TB,
                         det_flags.mutable_data_ptr<uint8_t>(),
                         num_positive.mutable_data_ptr<int64_t>()});
   }
@@ -136,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
     const at::Tensor& det_offsets, const at::Tensor& det_score, const at::Tensor& det_flags,
     const at::Tensor& num_positive, int64_t num_images, const at::Tensor& cat_list, const at::Tensor& area_list,
-    const at::Tensor& max_dets, const at::Tensor& img_list, const at::Tensor& rec_thrs, int64_t num_cats,
+    const at::Tensor& max_dets, const at::Tensor& img_list, const at::Tensor& rec_thrs, int64_t num_iou_thrs, int64_t num_cats,
     int64_t num_areas, int64_t num_max_dets) {
   const char* op = "coco_accumulate";
   TORCH_CHECK_VALUE(det_offsets.dim() == 1 && det_offsets.size(0) >= 1, op,
@@ -151,7 +153,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
                    det_flags.scalar_type());
   TORCH_CHECK_VALUE(det_flags.dim() == 3 && det_flags.size(0) == N, op, ": det_flags must have shape [", N,
                     ", A0, T], got ", det_flags.sizes());
-  const int64_t A0 = det_flags.size(1), T = det_flags.size(2);
+  const int64_t A0 = det_flags.size(1), TB = det_flags.size(2), T = num_iou_thrs;
+  TORCH_CHECK_VALUE(T >= 0 && T <= TB && TB % kFlagLanes == 0, op, ": num_iou_thrs must be at most det_flags.size(2) = ",
+                    TB, " (a multiple of ", kFlagLanes, "), got ", T);
   TORCH_CHECK_TYPE(num_positive.scalar_type() == at::kLong, op, ": num_positive must be int64");
   TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(0) == A0 && num_positive.size(1) == P, op,
                     ": num_positive must have shape [", A0, ", ", P, "], got ", num_positive.sizes());
@@ -179,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   if (P > 0 && cat_list.size(0) > 0) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
     accumulate_cpu.get()({num_images, det_offsets.const_data_ptr<int64_t>(), det_score.const_data_ptr<double>(),
-                          flags.const_data_ptr<uint8_t>(), N, A0, npos.const_data_ptr<int64_t>(), P, cat_list.size(0),
+                          flags.const_data_ptr<uint8_t>(), N, A0, TB, npos.const_data_ptr<int64_t>(), P, cat_list.size(0),
                           area_list.size(0), max_dets.size(0), img_list.size(0), cat_list.const_data_ptr<int64_t>(),
                           area_list.const_data_ptr<int64_t>(), max_dets.const_data_ptr<int64_t>(),
                           img_list.const_data_ptr<int64_t>(), R, rec_thrs.const_data_ptr<double>(), T, num_cats,

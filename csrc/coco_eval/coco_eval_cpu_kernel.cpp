@@ -10,6 +10,9 @@
 // thresholds' lower bounds (np.searchsorted(..., 'left')).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
 #include <numeric>
 #include <vector>
 
@@ -26,6 +29,24 @@ FASTOPS_FORCEINLINE int64_t slice_len(int64_t n, int64_t stop) {
   if (stop >= 0) return std::min(n, stop);
   return std::max<int64_t>(0, n + stop);
 }
+
+// An unsigned key whose ascending order is numpy's order of -score: -0.0 equal to 0.0, NaN
+// after every number (all NaNs equal).
+FASTOPS_FORCEINLINE uint64_t score_key(double score) {
+  if (score != score) return ~uint64_t(0);
+  double d = -score;
+  if (d == 0) d = 0.0;
+  uint64_t bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  return (bits >> 63) ? ~bits : (bits | (uint64_t(1) << 63));
+}
+
+constexpr int kLanes = 16;  // IoU thresholds counted together in accumulate
+// GCC vector types (SSE2, AVX2 or AVX-512 code per ISA copy): one detection's flags for kLanes
+// thresholds, their comparison masks, and the per-threshold counters.
+typedef uint8_t LaneFlags __attribute__((vector_size(kLanes)));
+typedef int8_t LaneMask __attribute__((vector_size(kLanes)));
+typedef int32_t LaneCounts __attribute__((vector_size(4 * kLanes)));
 
 constexpr double kSpacing1 = 2.220446049250313e-16;  // np.spacing(1)
 
@@ -104,15 +125,15 @@ void evaluate_impl(const EvaluateArgs& a) {
         a.num_positive[r * a.num_groups + p] = npos;
       }
       if (D == 0) continue;
-      const int64_t AT = A * T;
-      uint8_t* flags_g = a.det_flags + out0 * AT;  // [D, A, T] of this group
+      const int64_t TB = a.flag_lanes, AT = A * TB;
+      uint8_t* flags_g = a.det_flags + out0 * AT;  // [D, A, TB] of this group
       if (G == 0) {
         // No ground truth: every detection unmatched, ignored exactly when outside the range.
         for (int64_t j = 0; j < D; ++j) {
           const double dar = a.dt_area[order[j]];
           for (int64_t r = 0; r < A; ++r) {
             const uint8_t f = (dar < a.area_rng[2 * r] || dar > a.area_rng[2 * r + 1]) ? kFlagIgnored : 0;
-            std::fill(flags_g + j * AT + r * T, flags_g + j * AT + (r + 1) * T, f);
+            std::fill(flags_g + j * AT + r * TB, flags_g + j * AT + r * TB + T, f);
           }
         }
         continue;
@@ -173,7 +194,7 @@ void evaluate_impl(const EvaluateArgs& a) {
             const bool matched = g >= 0;
             const bool nonzero = matched && a.gt_id[g0 + g] != 0;  // a match on gt id 0 reads as unmatched
             const bool ignored = (matched && ig_g[g]) || (!nonzero && outside);
-            fj[r * T + t] = static_cast<uint8_t>((nonzero ? kFlagMatched : 0) | (ignored ? kFlagIgnored : 0));
+            fj[r * TB + t] = static_cast<uint8_t>((nonzero ? kFlagMatched : 0) | (ignored ? kFlagIgnored : 0));
           }
         }
       }
@@ -190,9 +211,10 @@ void accumulate_impl(const AccumulateArgs& a) {
   };
   auto ridx = [&](int64_t t, int64_t k, int64_t ar, int64_t m) { return ((t * K + k) * A + ar) * M + m; };
   at::parallel_for(0, a.num_cat_list, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<int64_t> rows, rank, order, sel, npig, tp_pos, fp_at;
+    std::vector<int64_t> rows, rank, order, sel, npig, tp_pos, fp_at, need;
     std::vector<double> tp_pr;
     std::vector<uint8_t> local;
+    std::vector<std::pair<uint64_t, int64_t>> keyed;
     for (int64_t k = lo; k < hi; ++k) {
       const int64_t k0 = a.cat_list[k];
       // The category's kept detections over the listed images, concatenated in list order, with
@@ -207,16 +229,36 @@ void accumulate_impl(const AccumulateArgs& a) {
           rank.push_back(j - b);
         }
       }
+      // Stable sort by decreasing score, NaN last: sort (score key, position) pairs, whose
+      // positions make every key unique, so the order is the stable one.
+      keyed.resize(rows.size());
+      for (size_t x = 0; x < rows.size(); ++x) keyed[x] = {score_key(a.det_score[rows[x]]), static_cast<int64_t>(x)};
+      std::sort(keyed.begin(), keyed.end());
       order.resize(rows.size());
-      std::iota(order.begin(), order.end(), int64_t(0));
-      std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
-        return score_before(a.det_score[rows[x]], a.det_score[rows[y]]);
-      });
+      for (size_t x = 0; x < rows.size(); ++x) order[x] = keyed[x].second;
       npig.assign(a.num_area_list, 0);
       for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
         const int64_t a0 = a.area_list[ar];
         for (int64_t ii = 0; ii < a.num_img_list; ++ii) {
           npig[ar] += a.num_positive[a0 * a.num_groups + k0 * I0 + a.img_list[ii]];
+        }
+      }
+      // np.searchsorted(rc, recThrs, 'left') with rc[i] = tp_i / npig is the first position whose
+      // true-positive count reaches need = the least c with c / npig >= thr (rc is that very
+      // division); it depends on npig and the threshold only.
+      need.resize(a.num_area_list * R);
+      for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
+        const double npig_d = static_cast<double>(npig[ar]);
+        for (int64_t ri = 0; ri < R; ++ri) {
+          const double v = a.rec_thrs[ri];
+          int64_t c = std::numeric_limits<int64_t>::max();  // NaN sorts after every recall
+          if (npig[ar] > 0 && v == v) {
+            const double guess = std::ceil(v * npig_d);
+            c = guess <= 0 ? 0 : (guess >= static_cast<double>(npig[ar] + 1) ? npig[ar] + 1 : static_cast<int64_t>(guess));
+            while (c > 0 && !(static_cast<double>(c - 1) / npig_d < v)) --c;
+            while (c <= npig[ar] && static_cast<double>(c) / npig_d < v) ++c;
+          }
+          need[ar * R + ri] = c;
         }
       }
       for (int64_t m = 0; m < a.num_max_dets; ++m) {
@@ -233,62 +275,75 @@ void accumulate_impl(const AccumulateArgs& a) {
           if (rank[o] < limit) sel.push_back(rows[o]);
         }
         const int64_t nd = static_cast<int64_t>(sel.size());
-        // this maxDet's flags, one contiguous row per (area range, IoU threshold) lane
-        const int64_t AT = A0 * T;
-        local.resize(AT * nd);
+        // This maxDet's flags, det-major, each (detection, area range) padded to a block of
+        // kLanes IoU thresholds (padding reads as ignored) so one pass counts 16 thresholds.
+        const int64_t TB = a.flag_lanes;
+        local.resize(nd * A0 * TB);
         for (int64_t i = 0; i < nd; ++i) {
-          const uint8_t* src = a.det_flags + sel[i] * AT;
-          for (int64_t l = 0; l < AT; ++l) local[l * nd + i] = src[l];
+          std::memcpy(local.data() + i * A0 * TB, a.det_flags + sel[i] * A0 * TB, A0 * TB);
         }
-        tp_pos.resize(nd + 1);
-        fp_at.resize(nd + 1);
+        tp_pos.resize(kLanes * (nd + 1));
+        fp_at.resize(kLanes * (nd + 1));
         tp_pr.resize(nd + 1);
         for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
           if (npig[ar] == 0) continue;  // no ground truth: the cells stay -1
           const int64_t a0 = a.area_list[ar];
           const double npig_d = static_cast<double>(npig[ar]);
-          for (int64_t t = 0; t < T; ++t) {
-            const uint8_t* flags = local.data() + (a0 * T + t) * nd;
-            // Precision changes upward only at a true positive: between two, tp is fixed and fp
-            // grows. So the envelope (suffix maximum) at any position is the suffix maximum over
-            // the true positives from there on; only those precisions are computed.
-            // Branch-free pass (TP / FP / ignored are unpredictable): slot tp records the
-            // position and the false positives so far; a true positive then seals its slot.
-            int64_t tp = 0, fp = 0;
+          for (int64_t t0 = 0; t0 < T; t0 += kLanes) {
+            // One pass over the detections for kLanes thresholds: true positive and false
+            // positive counts (a vector add each), and, at each true positive, its position and
+            // the false positives before it. Ignored detections change nothing.
+            LaneCounts tpv = {}, fpv = {};
+            int32_t tpc[kLanes], fpc[kLanes];
             for (int64_t i = 0; i < nd; ++i) {
-              const uint8_t f = flags[i];
-              tp_pos[tp] = i;
-              fp_at[tp] = fp;
-              tp += f == kFlagMatched;
-              fp += f == 0;
+              LaneFlags f;
+              std::memcpy(&f, local.data() + (i * A0 + a0) * TB + t0, sizeof f);
+              const LaneMask is_tp = f == kFlagMatched, is_fp = f == 0;
+              tpv -= __builtin_convertvector(is_tp, LaneCounts);  // masks are -1 / 0
+              fpv -= __builtin_convertvector(is_fp, LaneCounts);
+              uint64_t any[2];
+              std::memcpy(any, &is_tp, sizeof any);
+              if (any[0] | any[1]) {
+                std::memcpy(tpc, &tpv, sizeof tpc);
+                std::memcpy(fpc, &fpv, sizeof fpc);
+                for (int l = 0; l < kLanes; ++l) {
+                  if (is_tp[l]) {
+                    tp_pos[l * (nd + 1) + tpc[l] - 1] = i;
+                    fp_at[l * (nd + 1) + tpc[l] - 1] = fpc[l];
+                  }
+                }
+              }
             }
-            for (int64_t c = 0; c < tp; ++c) {  // tp / (fp + tp + np.spacing(1)) at each true positive
-              const double tpd = static_cast<double>(c + 1), fpd = static_cast<double>(fp_at[c]);
-              tp_pr[c] = tpd / ((fpd + tpd) + kSpacing1);
-            }
-            a.recall[ridx(t, k, ar, m)] = nd ? static_cast<double>(tp) / npig_d : 0.0;
-            for (int64_t c = tp - 1; c > 0; --c) {
-              if (tp_pr[c] > tp_pr[c - 1]) tp_pr[c - 1] = tp_pr[c];
-            }
-            // np.searchsorted(rc, recThrs, 'left') with rc[i] = tp_i / npig: the first position
-            // whose true-positive count reaches c, the least count with c / npig >= thr.
-            int64_t ri = 0;
-            for (; ri < R && nd > 0; ++ri) {
-              const double v = a.rec_thrs[ri];
-              if (v != v) break;  // NaN sorts after every recall: past the end
-              const double guess = std::ceil(v * npig_d);
-              int64_t c = guess <= 0 ? 0 : (guess >= static_cast<double>(tp + 1) ? tp + 1 : static_cast<int64_t>(guess));
-              while (c > 0 && !(static_cast<double>(c - 1) / npig_d < v)) --c;
-              while (c <= tp && static_cast<double>(c) / npig_d < v) ++c;
-              if (c > tp) break;  // pycocotools' try/except stops at the first index past the end
-              const int64_t pi = c == 0 ? 0 : tp_pos[c - 1];
-              const double prec = c == 0 ? (tp > 0 ? tp_pr[0] : 0.0) : tp_pr[c - 1];
-              a.precision[pidx(t, ri, k, ar, m)] = prec;
-              a.scores[pidx(t, ri, k, ar, m)] = a.det_score[sel[pi]];
-            }
-            for (; ri < R; ++ri) {
-              a.precision[pidx(t, ri, k, ar, m)] = 0.0;
-              a.scores[pidx(t, ri, k, ar, m)] = 0.0;
+            std::memcpy(tpc, &tpv, sizeof tpc);
+            for (int64_t t = t0; t < std::min(T, t0 + kLanes); ++t) {
+              const int l = static_cast<int>(t - t0);
+              const int64_t tp = tpc[l];
+              const int64_t* pos_l = tp_pos.data() + l * (nd + 1);
+              const int64_t* fp_l = fp_at.data() + l * (nd + 1);
+              // Precision changes upward only at a true positive (between two, tp is fixed and
+              // fp grows), so the envelope (suffix maximum) anywhere is the suffix maximum over
+              // the true positives from there on: only those precisions are computed.
+              for (int64_t c = 0; c < tp; ++c) {  // tp / (fp + tp + np.spacing(1))
+                const double tpd = static_cast<double>(c + 1), fpd = static_cast<double>(fp_l[c]);
+                tp_pr[c] = tpd / ((fpd + tpd) + kSpacing1);
+              }
+              a.recall[ridx(t, k, ar, m)] = nd ? static_cast<double>(tp) / npig_d : 0.0;
+              for (int64_t c = tp - 1; c > 0; --c) {
+                if (tp_pr[c] > tp_pr[c - 1]) tp_pr[c - 1] = tp_pr[c];
+              }
+              int64_t ri = 0;
+              for (; ri < R && nd > 0; ++ri) {
+                const int64_t c = need[ar * R + ri];
+                if (c > tp) break;  // pycocotools' try/except stops at the first index past the end
+                const int64_t pi = c == 0 ? 0 : pos_l[c - 1];
+                const double prec = c == 0 ? (tp > 0 ? tp_pr[0] : 0.0) : tp_pr[c - 1];
+                a.precision[pidx(t, ri, k, ar, m)] = prec;
+                a.scores[pidx(t, ri, k, ar, m)] = a.det_score[sel[pi]];
+              }
+              for (; ri < R; ++ri) {
+                a.precision[pidx(t, ri, k, ar, m)] = 0.0;
+                a.scores[pidx(t, ri, k, ar, m)] = 0.0;
+              }
             }
           }
         }

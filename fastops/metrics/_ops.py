@@ -13,15 +13,15 @@ def _coco_evaluate_fake(gt_offsets, gt_boxes, gt_area, gt_crowd, gt_ignore, gt_i
     return (
         gt_offsets.new_empty(p + 1),
         gt_offsets.new_empty(kept),
-        gt_offsets.new_empty(kept, area_rng.shape[0], iou_thrs.shape[0], dtype=torch.uint8),
+        gt_offsets.new_empty(kept, area_rng.shape[0], (iou_thrs.shape[0] + 15) // 16 * 16, dtype=torch.uint8),
         gt_offsets.new_empty(area_rng.shape[0], p),
     )
 
 
 @torch.library.register_fake("fastops::coco_accumulate")
 def _coco_accumulate_fake(det_offsets, det_score, det_flags, num_positive, num_images, cat_list, area_list, max_dets,
-                          img_list, rec_thrs, num_cats, num_areas, num_max_dets):
-    t, r = det_flags.shape[2], rec_thrs.shape[0]
+                          img_list, rec_thrs, num_iou_thrs, num_cats, num_areas, num_max_dets):
+    t, r = num_iou_thrs, rec_thrs.shape[0]
     return (
         det_score.new_empty(t, r, num_cats, num_areas, num_max_dets),
         det_score.new_empty(t, num_cats, num_areas, num_max_dets),

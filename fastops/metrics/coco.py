@@ -518,6 +518,7 @@ class COCOeval:
             "det_flags": det_flags,
             "num_positive": npos,
             "num_images": len(img_ids),
+            "num_iou_thrs": len(iou_thrs),
         }
         self._paramsEval = _copy_params(self.params)
 
@@ -559,16 +560,16 @@ class COCOeval:
         a_list = [n for n, a in enumerate(map(lambda x: tuple(x), p.areaRng)) if a in setA]
         i_list = [n for n, i in enumerate(p.imgIds) if i in setI]
         ev = self._evaluated
-        if T != ev["det_flags"].shape[2]:
+        if T != ev["num_iou_thrs"]:
             raise ValueError(
                 f"COCOeval.accumulate: params.iouThrs has {T} thresholds but evaluate() used "
-                f"{ev['det_flags'].shape[2]}; run evaluate() again"
+                f"{ev['num_iou_thrs']}; run evaluate() again"
             )
         rec = np.asarray(p.recThrs, dtype=np.float64).reshape(-1)
         lists = [torch.tensor(x, dtype=torch.int64).reshape(-1) for x in (k_list, a_list, m_list, i_list)]
         precision, recall, scores = torch.ops.fastops.coco_accumulate(
             ev["det_offsets"], ev["det_score"], ev["det_flags"], ev["num_positive"], ev["num_images"],
-            *lists, _t(rec), K, A, M,
+            *lists, _t(rec), T, K, A, M,
         )
         self.eval = {
             "params": p,
