@@ -11,6 +11,8 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
       "Tensor? ious, Tensor? iou_offsets, Tensor iou_thrs, Tensor area_rng, int max_det) "
       "-> (Tensor det_offsets, Tensor det_index, Tensor det_flags, Tensor num_positive)",
       {at::Tag::pt2_compliant_tag});
+  m.def("coco_group(Tensor image_id, Tensor category_id, Tensor img_ids, Tensor cat_ids) -> (Tensor rows, Tensor offsets)",
+        {at::Tag::pt2_compliant_tag});
   m.def(
       "coco_accumulate(Tensor det_offsets, Tensor det_score, Tensor det_flags, Tensor num_positive, "
       "int num_images, Tensor cat_list, Tensor area_list, Tensor max_dets, Tensor img_list, Tensor rec_thrs, "

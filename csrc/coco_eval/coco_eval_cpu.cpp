@@ -1,6 +1,7 @@
 // CPU implementation of the COCO evaluation ops at the Tensor level: input checks (every one names
 // its argument), output allocation, and the calls into coco_eval_cpu_kernel.cpp.
 #include <algorithm>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -193,9 +194,75 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   return {precision, recall, scores};
 }
 
+// Index of each id in the sorted unique `ids`, or -1: a lookup table when the ids are dense
+// enough, binary search otherwise.
+std::vector<int64_t> index_of(const int64_t* values, int64_t n, const int64_t* ids, int64_t m) {
+  std::vector<int64_t> out(n, -1);
+  if (m == 0) return out;
+  const int64_t lo = ids[0], hi = ids[m - 1];
+  const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+  if (span <= static_cast<uint64_t>(8 * m + 4096)) {
+    std::vector<int64_t> table(span + 1, -1);
+    for (int64_t j = 0; j < m; ++j) table[ids[j] - lo] = j;
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t v = values[r];
+      if (v >= lo && v <= hi) out[r] = table[v - lo];
+    }
+  } else {
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t* it = std::lower_bound(ids, ids + m, values[r]);
+      if (it != ids + m && *it == values[r]) out[r] = it - ids;
+    }
+  }
+  return out;
+}
+
+// Rows grouped by (category, image) for COCOeval: group k * I + i holds, in row order, the rows
+// whose category is cat_ids[k] and image img_ids[i] (both sorted and unique); others dropped.
+std::tuple<at::Tensor, at::Tensor> coco_group_cpu(const at::Tensor& image_id, const at::Tensor& category_id,
+                                                  const at::Tensor& img_ids, const at::Tensor& cat_ids) {
+  const char* op = "coco_group";
+  check_1d(op, image_id, "image_id", at::kLong);
+  check_1d(op, category_id, "category_id", at::kLong, image_id.size(0));
+  check_1d(op, img_ids, "img_ids", at::kLong);
+  check_1d(op, cat_ids, "cat_ids", at::kLong);
+  const at::Tensor iid = image_id.contiguous(), cid = category_id.contiguous();
+  const at::Tensor imgs = img_ids.contiguous(), cats = cat_ids.contiguous();
+  const int64_t n = iid.size(0), I = imgs.size(0), K = cats.size(0);
+  auto strictly_increasing = [](const at::Tensor& t) {
+    const int64_t* v = t.const_data_ptr<int64_t>();
+    for (int64_t j = 1; j < t.size(0); ++j) {
+      if (v[j - 1] >= v[j]) return false;
+    }
+    return true;
+  };
+  TORCH_CHECK_VALUE(strictly_increasing(imgs), op, ": img_ids must be sorted and unique");
+  TORCH_CHECK_VALUE(strictly_increasing(cats), op, ": cat_ids must be sorted and unique");
+  const std::vector<int64_t> ii = index_of(iid.const_data_ptr<int64_t>(), n, imgs.const_data_ptr<int64_t>(), I);
+  const std::vector<int64_t> kk = index_of(cid.const_data_ptr<int64_t>(), n, cats.const_data_ptr<int64_t>(), K);
+  at::Tensor offsets = at::zeros({K * I + 1}, iid.options());
+  int64_t* off = offsets.mutable_data_ptr<int64_t>();
+  int64_t kept = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    if (ii[r] >= 0 && kk[r] >= 0) {
+      ++off[kk[r] * I + ii[r] + 1];
+      ++kept;
+    }
+  }
+  for (int64_t p = 0; p < K * I; ++p) off[p + 1] += off[p];
+  at::Tensor rows = at::empty({kept}, iid.options());
+  int64_t* out = rows.mutable_data_ptr<int64_t>();
+  std::vector<int64_t> next(off, off + K * I);
+  for (int64_t r = 0; r < n; ++r) {  // counting sort: stable
+    if (ii[r] >= 0 && kk[r] >= 0) out[next[kk[r] * I + ii[r]]++] = r;
+  }
+  return {rows, offsets};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) {
+  m.impl("coco_group", &coco_group_cpu);
   m.impl("coco_evaluate", &coco_evaluate_cpu);
   m.impl("coco_accumulate", &coco_accumulate_cpu);
 }

@@ -18,6 +18,13 @@ def _coco_evaluate_fake(gt_offsets, gt_boxes, gt_area, gt_crowd, gt_ignore, gt_i
     )
 
 
+@torch.library.register_fake("fastops::coco_group")
+def _coco_group_fake(image_id, category_id, img_ids, cat_ids):
+    kept = torch.library.get_ctx().new_dynamic_size()
+    torch._check(kept <= image_id.shape[0])
+    return image_id.new_empty(kept), image_id.new_empty(img_ids.shape[0] * cat_ids.shape[0] + 1)
+
+
 @torch.library.register_fake("fastops::coco_accumulate")
 def _coco_accumulate_fake(det_offsets, det_score, det_flags, num_positive, num_images, cat_list, area_list, max_dets,
                           img_list, rec_thrs, num_iou_thrs, num_cats, num_areas, num_max_dets):

@@ -380,12 +380,17 @@ def _group_rows(cols: _Columns, img_ids: np.ndarray, cat_ids: list, use_cats: bo
     Returns (rows, offsets): group p = k * I + i (useCats) or i (useCats=0) holds rows
     rows[offsets[p]:offsets[p + 1]], in the order COCOeval._prepare collects them.
     """
+    loaded = cols.loaded_rows()
+    if use_cats and loaded is None:
+        rows, offsets = torch.ops.fastops.coco_group(
+            _t(cols.image_id), _t(cols.category_id), _t(img_ids), _t(np.asarray(cat_ids, dtype=np.int64).reshape(-1))
+        )
+        return rows.numpy(), offsets.numpy()
     I = len(img_ids)
     img_idx = np.searchsorted(img_ids, cols.image_id) if I else np.zeros(cols.n, np.int64)
     img_idx = np.minimum(img_idx, max(I - 1, 0))
     img_ok = (img_ids[img_idx] == cols.image_id) if I else np.zeros(cols.n, bool)
     cat_arr = np.asarray(cat_ids, dtype=np.int64).reshape(-1)
-    loaded = cols.loaded_rows()
     if use_cats:
         K = len(cat_arr)  # unique and sorted by evaluate()
         cat_idx = np.minimum(np.searchsorted(cat_arr, cols.category_id), max(K - 1, 0))
