@@ -211,8 +211,8 @@ def test_opcheck_coco_ops():
     det_off, det_index, det_flags, npos = torch.ops.fastops.coco_evaluate(*args)
     assert det_index.tolist() == [0, 1, 2]
     # det 0 matches GT 1 at both thresholds (IoU 0.9); det 1 lies in the crowd GT: ignored
-    assert det_flags[0, 0, :2].tolist() == [1, 1] and (det_flags[1, 0, :2] & 2).all()
-    acc_args = (det_off, args[9][det_index], det_flags, npos, 1, torch.tensor([0]), torch.tensor([0, 1]),
+    assert det_flags[0, 0, :].tolist() == [1, 1] and (det_flags[1, 0, :] & 2).all()
+    acc_args = (det_off, args[0], args[9][det_index], det_flags, npos, 1, torch.tensor([0]), torch.tensor([0, 1]),
                 torch.tensor([1, 100]), torch.tensor([0]), torch.linspace(0, 1, 11, dtype=torch.float64), 2, 1, 2, 2)
     torch.library.opcheck(torch.ops.fastops.coco_accumulate.default, acc_args,
                           test_utils=("test_schema", "test_faketensor"))

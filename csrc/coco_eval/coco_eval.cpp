@@ -14,7 +14,7 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
   m.def("coco_group(Tensor image_id, Tensor category_id, Tensor img_ids, Tensor cat_ids) -> (Tensor rows, Tensor offsets)",
         {at::Tag::pt2_compliant_tag});
   m.def(
-      "coco_accumulate(Tensor det_offsets, Tensor det_score, Tensor det_flags, Tensor num_positive, "
+      "coco_accumulate(Tensor det_offsets, Tensor gt_offsets, Tensor det_score, Tensor det_flags, Tensor num_positive, "
       "int num_images, Tensor cat_list, Tensor area_list, Tensor max_dets, Tensor img_list, Tensor rec_thrs, "
       "int num_iou_thrs, int num_cats, int num_areas, int num_max_dets) -> (Tensor precision, Tensor recall, Tensor scores)",
       {at::Tag::pt2_compliant_tag});

@@ -18,8 +18,7 @@
 
 namespace fastops::coco_eval {
 
-// Bits of coco_evaluate's det_flags; IoU thresholds are padded to blocks of this many lanes.
-constexpr int64_t kFlagLanes = 16;
+// Bits of coco_evaluate's det_flags.
 constexpr uint8_t kFlagMatched = 1;  // matched to a ground truth whose id is nonzero (dtm != 0)
 constexpr uint8_t kFlagIgnored = 2;  // dtIgnore
 
@@ -53,9 +52,8 @@ struct EvaluateArgs {
   const int64_t* det_offsets;  // [P + 1]
   int64_t num_kept;            // det_offsets[P]
   int64_t* det_index;          // [num_kept] dt row of each kept detection, by decreasing score per group
-  int64_t flag_lanes;          // TB: T rounded up to a multiple of 16
-  uint8_t* det_flags;          // [num_kept, A, TB], lanes t >= T hold kFlagIgnored
-  int64_t* num_positive;       // [A, P] ground truths not ignored
+  uint8_t* det_flags;          // [num_kept, A, T]
+  int32_t* num_positive;       // [G, A]: row gt_offsets[p] holds group p's ground truths not ignored
 };
 using EvaluateFn = void(const EvaluateArgs&);
 
@@ -67,11 +65,11 @@ struct AccumulateArgs {
   int64_t num_images;          // I0
   const int64_t* det_offsets;  // [K0 * I0 + 1]
   const double* det_score;     // [num_kept]
-  const uint8_t* det_flags;    // [num_kept, A0, TB]
+  const uint8_t* det_flags;    // [num_kept, A0, T]
   int64_t num_kept;
   int64_t num_area_rngs;       // A0
-  int64_t flag_lanes;          // TB
-  const int64_t* num_positive;  // [A0, K0 * I0]
+  const int64_t* gt_offsets;   // [K0 * I0 + 1]
+  const int32_t* num_positive;  // [G, A0], see EvaluateArgs
   int64_t num_groups;           // K0 * I0
   int64_t num_cat_list, num_area_list, num_max_dets, num_img_list;
   const int64_t* cat_list;   // evaluated category index per output k
@@ -81,9 +79,9 @@ struct AccumulateArgs {
   int64_t num_rec_thrs;
   const double* rec_thrs;  // [R]
   int64_t T, K, A, M;      // output sizes
-  double* precision;       // [T, R, K, A, M], filled with -1 by the caller
-  double* recall;          // [T, K, A, M]
-  double* scores;          // [T, R, K, A, M]
+  double* precision;       // [K, A, M, T, R], filled with -1 by the caller
+  double* recall;          // [K, A, M, T]
+  double* scores;          // [K, A, M, T, R]
 };
 using AccumulateFn = void(const AccumulateArgs&);
 

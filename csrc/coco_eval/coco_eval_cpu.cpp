@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "coco_eval/coco_eval.h"
+#include "common/cpu_alloc.h"
 
 namespace fastops::coco_eval {
 
@@ -99,9 +100,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   }
   const int64_t kept = det_offsets.const_data_ptr<int64_t>()[P];
   at::Tensor det_index = at::empty({kept}, gt_offsets.options());
-  const int64_t TB = (T + kFlagLanes - 1) / kFlagLanes * kFlagLanes;
-  at::Tensor det_flags = at::full({kept, A, TB}, kFlagIgnored, gt_offsets.options().dtype(at::kByte));
-  at::Tensor num_positive = at::zeros({A, P}, gt_offsets.options());
+  // every flag is written by the kernel
+  at::Tensor det_flags = cpu::empty_output({kept, A, T}, gt_offsets.options().dtype(at::kByte));
+  at::Tensor num_positive = at::zeros({G, A}, gt_offsets.options().dtype(at::kInt));
   const at::Tensor gb = ious.has_value() ? at::Tensor() : gt_boxes.contiguous();
   const at::Tensor db = ious.has_value() ? at::Tensor() : dt_boxes.contiguous();
   const at::Tensor io = ious.has_value() ? ious->contiguous() : at::Tensor();
@@ -129,15 +130,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
                         det_offsets.const_data_ptr<int64_t>(),
                         kept,
                         det_index.mutable_data_ptr<int64_t>(),
-                        TB,
                         det_flags.mutable_data_ptr<uint8_t>(),
-                        num_positive.mutable_data_ptr<int64_t>()});
+                        num_positive.mutable_data_ptr<int32_t>()});
   }
   return {det_offsets, det_index, det_flags, num_positive};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
-    const at::Tensor& det_offsets, const at::Tensor& det_score, const at::Tensor& det_flags,
+    const at::Tensor& det_offsets, const at::Tensor& gt_offsets, const at::Tensor& det_score, const at::Tensor& det_flags,
     const at::Tensor& num_positive, int64_t num_images, const at::Tensor& cat_list, const at::Tensor& area_list,
     const at::Tensor& max_dets, const at::Tensor& img_list, const at::Tensor& rec_thrs, int64_t num_iou_thrs, int64_t num_cats,
     int64_t num_areas, int64_t num_max_dets) {
@@ -154,12 +154,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
                    det_flags.scalar_type());
   TORCH_CHECK_VALUE(det_flags.dim() == 3 && det_flags.size(0) == N, op, ": det_flags must have shape [", N,
                     ", A0, T], got ", det_flags.sizes());
-  const int64_t A0 = det_flags.size(1), TB = det_flags.size(2), T = num_iou_thrs;
-  TORCH_CHECK_VALUE(T >= 0 && T <= TB && TB % kFlagLanes == 0, op, ": num_iou_thrs must be at most det_flags.size(2) = ",
-                    TB, " (a multiple of ", kFlagLanes, "), got ", T);
-  TORCH_CHECK_TYPE(num_positive.scalar_type() == at::kLong, op, ": num_positive must be int64");
-  TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(0) == A0 && num_positive.size(1) == P, op,
-                    ": num_positive must have shape [", A0, ", ", P, "], got ", num_positive.sizes());
+  const int64_t A0 = det_flags.size(1), T = det_flags.size(2);
+  TORCH_CHECK_VALUE(num_iou_thrs == T, op, ": num_iou_thrs must be det_flags.size(2) = ", T, ", got ", num_iou_thrs);
+  TORCH_CHECK_TYPE(num_positive.scalar_type() == at::kInt, op, ": num_positive must be int32");
+  TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(1) == A0, op, ": num_positive must have shape [G, ", A0,
+                    "], got ", num_positive.sizes());
+  check_offsets(op, gt_offsets, "gt_offsets", P, num_positive.size(0));
   check_1d(op, cat_list, "cat_list", at::kLong);
   check_1d(op, area_list, "area_list", at::kLong);
   check_1d(op, max_dets, "max_dets", at::kLong);
@@ -178,20 +178,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   TORCH_CHECK_INDEX(in_range(img_list, num_images), op, ": img_list entries must be in [0, ", num_images, ")");
   const int64_t R = rec_thrs.size(0);
   auto opts = det_score.options();
-  at::Tensor precision = at::full({T, R, num_cats, num_areas, num_max_dets}, -1.0, opts);
-  at::Tensor recall = at::full({T, num_cats, num_areas, num_max_dets}, -1.0, opts);
-  at::Tensor scores = at::full({T, R, num_cats, num_areas, num_max_dets}, -1.0, opts);
+  // computed cell-major (each cell's R values contiguous), returned in pycocotools' layout
+  at::Tensor precision = cpu::empty_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
+  at::Tensor recall = at::full({num_cats, num_areas, num_max_dets, T}, -1.0, opts);
+  at::Tensor scores = cpu::empty_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
   if (P > 0 && cat_list.size(0) > 0) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
     accumulate_cpu.get()({num_images, det_offsets.const_data_ptr<int64_t>(), det_score.const_data_ptr<double>(),
-                          flags.const_data_ptr<uint8_t>(), N, A0, TB, npos.const_data_ptr<int64_t>(), P, cat_list.size(0),
+                          flags.const_data_ptr<uint8_t>(), N, A0, gt_offsets.const_data_ptr<int64_t>(), npos.const_data_ptr<int32_t>(), P, cat_list.size(0),
                           area_list.size(0), max_dets.size(0), img_list.size(0), cat_list.const_data_ptr<int64_t>(),
                           area_list.const_data_ptr<int64_t>(), max_dets.const_data_ptr<int64_t>(),
                           img_list.const_data_ptr<int64_t>(), R, rec_thrs.const_data_ptr<double>(), T, num_cats,
                           num_areas, num_max_dets, precision.mutable_data_ptr<double>(),
                           recall.mutable_data_ptr<double>(), scores.mutable_data_ptr<double>()});
   }
-  return {precision, recall, scores};
+  auto to_layout = [](const at::Tensor& cells) {  // [K, A, M, T, R] -> [T, R, K, A, M]
+    at::Tensor out = cpu::empty_output({cells.size(3), cells.size(4), cells.size(0), cells.size(1), cells.size(2)},
+                                       cells.options());
+    out.copy_(cells.permute({3, 4, 0, 1, 2}));
+    return out;
+  };
+  return {to_layout(precision), recall.permute({3, 0, 1, 2}).contiguous(), to_layout(scores)};
 }
 
 // Index of each id in the sorted unique `ids`, or -1: a lookup table when the ids are dense

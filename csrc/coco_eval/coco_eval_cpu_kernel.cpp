@@ -122,18 +122,18 @@ void evaluate_impl(const EvaluateArgs& a) {
           if (g < 64) mask |= uint64_t(ign) << g;
         }
         mask_rng[r] = mask;
-        a.num_positive[r * a.num_groups + p] = npos;
+        if (G > 0) a.num_positive[g0 * A + r] = static_cast<int32_t>(npos);
       }
       if (D == 0) continue;
-      const int64_t TB = a.flag_lanes, AT = A * TB;
-      uint8_t* flags_g = a.det_flags + out0 * AT;  // [D, A, TB] of this group
+      const int64_t AT = A * T;
+      uint8_t* flags_g = a.det_flags + out0 * AT;  // [D, A, T] of this group
       if (G == 0) {
         // No ground truth: every detection unmatched, ignored exactly when outside the range.
         for (int64_t j = 0; j < D; ++j) {
           const double dar = a.dt_area[order[j]];
           for (int64_t r = 0; r < A; ++r) {
             const uint8_t f = (dar < a.area_rng[2 * r] || dar > a.area_rng[2 * r + 1]) ? kFlagIgnored : 0;
-            std::fill(flags_g + j * AT + r * TB, flags_g + j * AT + r * TB + T, f);
+            std::fill(flags_g + j * AT + r * T, flags_g + j * AT + (r + 1) * T, f);
           }
         }
         continue;
@@ -194,7 +194,7 @@ void evaluate_impl(const EvaluateArgs& a) {
             const bool matched = g >= 0;
             const bool nonzero = matched && a.gt_id[g0 + g] != 0;  // a match on gt id 0 reads as unmatched
             const bool ignored = (matched && ig_g[g]) || (!nonzero && outside);
-            fj[r * TB + t] = static_cast<uint8_t>((nonzero ? kFlagMatched : 0) | (ignored ? kFlagIgnored : 0));
+            fj[r * T + t] = static_cast<uint8_t>((nonzero ? kFlagMatched : 0) | (ignored ? kFlagIgnored : 0));
           }
         }
       }
@@ -205,11 +205,13 @@ void evaluate_impl(const EvaluateArgs& a) {
 void accumulate_impl(const AccumulateArgs& a) {
   const int64_t T = a.T, R = a.num_rec_thrs, K = a.K, A = a.A, M = a.M;
   const int64_t I0 = a.num_images, A0 = a.num_area_rngs;
-  // precision/scores index [t, r, k, a, m]; recall [t, k, a, m]
+  // Outputs cell-major: precision/scores [k, a, m, t, r], recall [k, a, m, t], so each cell's
+  // R values are written contiguously (the caller permutes to pycocotools' [t, r, k, a, m]).
   auto pidx = [&](int64_t t, int64_t r, int64_t k, int64_t ar, int64_t m) {
-    return (((t * R + r) * K + k) * A + ar) * M + m;
+    return (((k * A + ar) * M + m) * T + t) * R + r;
   };
-  auto ridx = [&](int64_t t, int64_t k, int64_t ar, int64_t m) { return ((t * K + k) * A + ar) * M + m; };
+  auto ridx = [&](int64_t t, int64_t k, int64_t ar, int64_t m) { return ((k * A + ar) * M + m) * T + t; };
+  (void)K;
   at::parallel_for(0, a.num_cat_list, 1, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> rows, rank, order, sel, npig, tp_pos, fp_at, need;
     std::vector<double> tp_pr;
@@ -237,11 +239,11 @@ void accumulate_impl(const AccumulateArgs& a) {
       order.resize(rows.size());
       for (size_t x = 0; x < rows.size(); ++x) order[x] = keyed[x].second;
       npig.assign(a.num_area_list, 0);
-      for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
-        const int64_t a0 = a.area_list[ar];
-        for (int64_t ii = 0; ii < a.num_img_list; ++ii) {
-          npig[ar] += a.num_positive[a0 * a.num_groups + k0 * I0 + a.img_list[ii]];
-        }
+      for (int64_t ii = 0; ii < a.num_img_list; ++ii) {
+        const int64_t p = k0 * I0 + a.img_list[ii];
+        if (a.gt_offsets[p + 1] == a.gt_offsets[p]) continue;  // no ground truth in this group
+        const int32_t* counts = a.num_positive + a.gt_offsets[p] * A0;
+        for (int64_t ar = 0; ar < a.num_area_list; ++ar) npig[ar] += counts[a.area_list[ar]];
       }
       // np.searchsorted(rc, recThrs, 'left') with rc[i] = tp_i / npig is the first position whose
       // true-positive count reaches need = the least c with c / npig >= thr (rc is that very
@@ -277,10 +279,10 @@ void accumulate_impl(const AccumulateArgs& a) {
         const int64_t nd = static_cast<int64_t>(sel.size());
         // This maxDet's flags, det-major, each (detection, area range) padded to a block of
         // kLanes IoU thresholds (padding reads as ignored) so one pass counts 16 thresholds.
-        const int64_t TB = a.flag_lanes;
-        local.resize(nd * A0 * TB);
+        const int64_t AT = A0 * T;
+        local.resize(nd * AT + kLanes);  // + kLanes: the last 16-lane load stays inside
         for (int64_t i = 0; i < nd; ++i) {
-          std::memcpy(local.data() + i * A0 * TB, a.det_flags + sel[i] * A0 * TB, A0 * TB);
+          std::memcpy(local.data() + i * AT, a.det_flags + sel[i] * AT, AT);
         }
         tp_pos.resize(kLanes * (nd + 1));
         fp_at.resize(kLanes * (nd + 1));
@@ -293,11 +295,14 @@ void accumulate_impl(const AccumulateArgs& a) {
             // One pass over the detections for kLanes thresholds: true positive and false
             // positive counts (a vector add each), and, at each true positive, its position and
             // the false positives before it. Ignored detections change nothing.
+            LaneFlags pad;
+            for (int l = 0; l < kLanes; ++l) pad[l] = t0 + l < T ? 0 : kFlagIgnored;
             LaneCounts tpv = {}, fpv = {};
             int32_t tpc[kLanes], fpc[kLanes];
             for (int64_t i = 0; i < nd; ++i) {
               LaneFlags f;
-              std::memcpy(&f, local.data() + (i * A0 + a0) * TB + t0, sizeof f);
+              std::memcpy(&f, local.data() + (i * A0 + a0) * T + t0, sizeof f);
+              f |= pad;  // lanes past the last threshold read as ignored
               const LaneMask is_tp = f == kFlagMatched, is_fp = f == 0;
               tpv -= __builtin_convertvector(is_tp, LaneCounts);  // masks are -1 / 0
               fpv -= __builtin_convertvector(is_fp, LaneCounts);

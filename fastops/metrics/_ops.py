@@ -13,8 +13,8 @@ def _coco_evaluate_fake(gt_offsets, gt_boxes, gt_area, gt_crowd, gt_ignore, gt_i
     return (
         gt_offsets.new_empty(p + 1),
         gt_offsets.new_empty(kept),
-        gt_offsets.new_empty(kept, area_rng.shape[0], (iou_thrs.shape[0] + 15) // 16 * 16, dtype=torch.uint8),
-        gt_offsets.new_empty(area_rng.shape[0], p),
+        gt_offsets.new_empty(kept, area_rng.shape[0], iou_thrs.shape[0], dtype=torch.uint8),
+        gt_offsets.new_empty(gt_area.shape[0], area_rng.shape[0], dtype=torch.int32),
     )
 
 
@@ -26,7 +26,7 @@ def _coco_group_fake(image_id, category_id, img_ids, cat_ids):
 
 
 @torch.library.register_fake("fastops::coco_accumulate")
-def _coco_accumulate_fake(det_offsets, det_score, det_flags, num_positive, num_images, cat_list, area_list, max_dets,
+def _coco_accumulate_fake(det_offsets, gt_offsets, det_score, det_flags, num_positive, num_images, cat_list, area_list, max_dets,
                           img_list, rec_thrs, num_iou_thrs, num_cats, num_areas, num_max_dets):
     t, r = num_iou_thrs, rec_thrs.shape[0]
     return (

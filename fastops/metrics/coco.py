@@ -519,6 +519,7 @@ class COCOeval:
         )
         self._evaluated = {
             "det_offsets": det_off,
+            "gt_offsets": _t(g_off),
             "det_score": _t(d_score)[det_index],
             "det_flags": det_flags,
             "num_positive": npos,
@@ -573,7 +574,7 @@ class COCOeval:
         rec = np.asarray(p.recThrs, dtype=np.float64).reshape(-1)
         lists = [torch.tensor(x, dtype=torch.int64).reshape(-1) for x in (k_list, a_list, m_list, i_list)]
         precision, recall, scores = torch.ops.fastops.coco_accumulate(
-            ev["det_offsets"], ev["det_score"], ev["det_flags"], ev["num_positive"], ev["num_images"],
+            ev["det_offsets"], ev["gt_offsets"], ev["det_score"], ev["det_flags"], ev["num_positive"], ev["num_images"],
             *lists, _t(rec), T, K, A, M,
         )
         self.eval = {
