@@ -532,13 +532,13 @@ class COCOeval:
         """Mask IoU of every (category, image) group, [n_dt, n_gt] row-major per group (maskApi.c rleIou)."""
         grles = self._rles(self.cocoGt, g_rows)
         drles = self._rles(self.cocoDt, d_rows)
-        ious, iou_off = maskUtils._grouped_iou(drles, _t(d_off), grles, _t(g_off), _t(g_crowd))
-        return ious, iou_off
+        return maskUtils._grouped_iou(drles, _t(d_off), grles, _t(g_off), _t(g_crowd))
 
     @staticmethod
     def _rles(coco, rows):
-        anns = coco.dataset["annotations"]
-        return maskUtils._RleBatch.from_objects([coco.annToRLE(anns[r]) for r in rows.tolist()])
+        anns = coco.dataset.get("annotations", [])
+        return maskUtils._segmentations_batch([anns[r] for r in rows.tolist()], coco.imgs,
+                                              getattr(coco, "_bbox_results", False))
 
     # ---- accumulate -----------------------------------------------------------------------------
     def accumulate(self, p=None):
