@@ -75,6 +75,19 @@ class _Columns:
         self._score = None
         self._loaded = False  # not computed yet
 
+    @staticmethod
+    def from_arrays(ids, image_id, category_id, bbox, area, iscrowd=None, score=None) -> "_Columns":
+        """Columns given directly (int64 ids, float64 boxes [n, 4] xywh and areas, int iscrowd)."""
+        c = _Columns([])
+        c.n = len(ids)
+        c.id, c.image_id, c.category_id = ids, image_id, category_id
+        c._bbox, c._area = bbox, area
+        if iscrowd is not None:
+            c._crowd = (iscrowd != 0, iscrowd != 0)
+        c._score = score
+        c._anns = None
+        return c
+
     def bbox(self) -> np.ndarray:
         if self._bbox is None:
             if self.n == 0:
@@ -348,6 +361,31 @@ class COCO:
     def annToMask(self, ann):
         return maskUtils.decode(self.annToRLE(ann))
 
+    def _rle_batch(self, rows: np.ndarray):
+        """RLEs (as annToRLE gives them) of the annotations at these rows, batched."""
+        anns = self.dataset.get("annotations", [])
+        return maskUtils._segmentations_batch([anns[r] for r in rows.tolist()], self.imgs,
+                                              getattr(self, "_bbox_results", False))
+
+
+class _ArrayCOCO:
+    """What COCOeval reads of a COCO object, from arrays (MeanAveragePrecision's path: no dicts)."""
+
+    def __init__(self, cols: _Columns, img_ids, cat_ids, rles=None):
+        self._cols, self._img_ids, self._cat_ids, self._rles = cols, list(img_ids), list(cat_ids), rles
+
+    def _columns(self):
+        return self._cols
+
+    def getImgIds(self):
+        return list(self._img_ids)
+
+    def getCatIds(self):
+        return list(self._cat_ids)
+
+    def _rle_batch(self, rows: np.ndarray):
+        return maskUtils._RleBatch.concat([self._rles], [(0, r) for r in rows.tolist()])
+
 
 class Params:
     """pycocotools' evaluation parameters (same attributes, same float64 thresholds)."""
@@ -530,15 +568,9 @@ class COCOeval:
 
     def _segm_ious(self, g_rows, g_off, d_rows, d_off, g_crowd):
         """Mask IoU of every (category, image) group, [n_dt, n_gt] row-major per group (maskApi.c rleIou)."""
-        grles = self._rles(self.cocoGt, g_rows)
-        drles = self._rles(self.cocoDt, d_rows)
+        grles = self.cocoGt._rle_batch(g_rows)
+        drles = self.cocoDt._rle_batch(d_rows)
         return maskUtils._grouped_iou(drles, _t(d_off), grles, _t(g_off), _t(g_crowd))
-
-    @staticmethod
-    def _rles(coco, rows):
-        anns = coco.dataset.get("annotations", [])
-        return maskUtils._segmentations_batch([anns[r] for r in rows.tolist()], coco.imgs,
-                                              getattr(coco, "_bbox_results", False))
 
     # ---- accumulate -----------------------------------------------------------------------------
     def accumulate(self, p=None):

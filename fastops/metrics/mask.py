@@ -68,6 +68,18 @@ class _RleBatch:
         return [{"size": hw[i], "counts": data[offs[i]:offs[i + 1]]} for i in range(len(offs) - 1)]
 
     @staticmethod
+    def cat(parts: list) -> "_RleBatch":
+        """All RLEs of several batches, in order."""
+        if not parts:
+            return _RleBatch.concat([], [])
+        offsets = [parts[0].offsets]
+        base = parts[0].counts.shape[0]
+        for p in parts[1:]:
+            offsets.append(p.offsets[1:] + base)
+            base += p.counts.shape[0]
+        return _RleBatch(torch.cat([p.counts for p in parts]), torch.cat(offsets), torch.cat([p.hw for p in parts]))
+
+    @staticmethod
     def concat(parts: list, order: list) -> "_RleBatch":
         """RLEs picked from several batches: order[i] = (part index, index in that part)."""
         if not order:
