@@ -84,16 +84,15 @@ def synthetic_coco(n_images: int = 5000, n_cats: int = 80, gt_per_image: float =
         r = {"image_id": im, "category_id": c, "bbox": b, "score": s}
         results.append(r)
     if masks:
+        # detections as compressed RLEs of their octagons (segm results), rasterized in one batch
         from fastops.metrics import mask as fmask
 
-        by_img = {}
-        for r in results:
-            poly = polygon(r["bbox"])
-            rle = fmask.merge(fmask.frPyObjects(poly, H, W))
+        xy = np.concatenate([polygon(r["bbox"])[0] for r in results])
+        n = len(results)
+        rles = fmask._polygons(xy, np.arange(0, 16 * n + 1, 16), np.arange(n + 1), np.tile([H, W], (n, 1)))
+        for r, rle in zip(results, rles.to_objects()):
             r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
-            by_img.setdefault(r["image_id"], 0)
-        for r in results:
-            del r["bbox"]  # segm results: loadRes takes area and box from the mask
+            del r["bbox"]  # segm results: loadRes takes the area and the box from the mask
     return {"images": images, "annotations": anns, "categories": cats}, results
 
 
@@ -244,7 +243,7 @@ def _metric_rows(quick: bool) -> list[Row]:
         from torchmetrics.detection import MeanAveragePrecision as TM
 
         def theirs():
-            m = TM(box_format="xywh", iou_type="bbox", backend="pycocotools")
+            m = TM(box_format="xywh", iou_type="bbox", backend="faster_coco_eval")
             for p, t in zip(preds, targets):
                 m.update([p], [t])
             return m.compute()
@@ -252,7 +251,8 @@ def _metric_rows(quick: bool) -> list[Row]:
         ref_ms = time_ms(theirs, warmup=0, repeat=1)
     except Exception as e:
         print("torchmetrics:", repr(e))
-    out.append(Row(f"MeanAveragePrecision update+compute, {n_images} images", ours_ms, "torchmetrics", ref_ms))
+    out.append(Row(f"MeanAveragePrecision update (1 image per call) + compute, {n_images} images", ours_ms,
+                   "torchmetrics (faster_coco_eval backend)", ref_ms))
     _ = torch
     return out
 

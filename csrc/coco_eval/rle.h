@@ -53,9 +53,11 @@ struct Kernels {
   // rleDecode: false when the counts overrun n * h * w (h, w of the first RLE).
   bool (*decode)(const Batch& b, uint8_t* out);
   // The mask IoU of every (category, image) group of the evaluation: group p's detections
-  // [dt_groups[p], dt_groups[p + 1]) x its ground truths, row-major at out + iou_offsets[p].
-  void (*grouped_iou)(const Batch& dt, const int64_t* dt_groups, const Batch& gt, const int64_t* gt_groups,
-                      const uint8_t* crowd, int64_t num_groups, const int64_t* iou_offsets, double* out);
+  // dt_rows[dt_groups[p] : dt_groups[p + 1]] (indices into dt) x its ground truths likewise,
+  // row-major at out + iou_offsets[p]. crowd is per gt position (gt_groups order).
+  void (*grouped_iou)(const Batch& dt, const int64_t* dt_rows, const int64_t* dt_groups, const Batch& gt,
+                      const int64_t* gt_rows, const int64_t* gt_groups, const uint8_t* crowd, int64_t num_groups,
+                      const int64_t* iou_offsets, double* out);
 };
 
 extern cpu::KernelTable<Kernels> kernels_cpu;

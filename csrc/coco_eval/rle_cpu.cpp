@@ -1,5 +1,7 @@
 // CPU ops of the RLE mask API (schemas in coco_eval.cpp): tensors in, tensors out. A batch of RLEs
 // is counts (int32 holding uint32 values), offsets [n + 1] (int64) and sizes hw [n, 2] (int64).
+#include <algorithm>
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
@@ -165,22 +167,31 @@ at::Tensor rle_decode_cpu(const at::Tensor& counts, const at::Tensor& offsets, c
 }
 
 std::tuple<at::Tensor, at::Tensor> rle_grouped_iou_cpu(const at::Tensor& dt_counts, const at::Tensor& dt_offsets,
-                                                       const at::Tensor& dt_hw, const at::Tensor& dt_groups,
-                                                       const at::Tensor& gt_counts, const at::Tensor& gt_offsets,
-                                                       const at::Tensor& gt_hw, const at::Tensor& gt_groups,
+                                                       const at::Tensor& dt_hw, const at::Tensor& dt_rows,
+                                                       const at::Tensor& dt_groups, const at::Tensor& gt_counts,
+                                                       const at::Tensor& gt_offsets, const at::Tensor& gt_hw,
+                                                       const at::Tensor& gt_rows, const at::Tensor& gt_groups,
                                                        const at::Tensor& crowd) {
   const char* op = "rle_grouped_iou";
   BatchArg d(op, dt_counts, dt_offsets, dt_hw), g(op, gt_counts, gt_offsets, gt_hw);
   check_t(op, dt_groups, "dt_groups", at::kLong, 1);
   check_t(op, gt_groups, "gt_groups", at::kLong, 1);
   check_t(op, crowd, "crowd", at::kBool, 1);
+  check_t(op, dt_rows, "dt_rows", at::kLong, 1);
+  check_t(op, gt_rows, "gt_rows", at::kLong, 1);
   const int64_t P = dt_groups.size(0) - 1;
   TORCH_CHECK_VALUE(P >= 0 && gt_groups.size(0) == P + 1, op, ": dt_groups and gt_groups must both have P + 1 entries");
-  TORCH_CHECK_VALUE(crowd.size(0) == g.b.n, op, ": crowd must have one flag per ground truth");
+  TORCH_CHECK_VALUE(crowd.size(0) == gt_rows.size(0), op, ": crowd must have one flag per gt_rows entry");
   const at::Tensor dg = dt_groups.contiguous(), gg = gt_groups.contiguous(), c = crowd.contiguous();
+  const at::Tensor dr = dt_rows.contiguous(), gr = gt_rows.contiguous();
+  auto rows_ok = [](const at::Tensor& r, int64_t n) {
+    const int64_t* v = r.const_data_ptr<int64_t>();
+    return std::all_of(v, v + r.size(0), [n](int64_t x) { return x >= 0 && x < n; });
+  };
+  TORCH_CHECK_INDEX(rows_ok(dr, d.b.n) && rows_ok(gr, g.b.n), op, ": dt_rows / gt_rows must index the RLE batches");
   const int64_t* dgo = dg.const_data_ptr<int64_t>();
   const int64_t* ggo = gg.const_data_ptr<int64_t>();
-  bool ok = dgo[0] == 0 && ggo[0] == 0 && dgo[P] == d.b.n && ggo[P] == g.b.n;
+  bool ok = dgo[0] == 0 && ggo[0] == 0 && dgo[P] == dr.size(0) && ggo[P] == gr.size(0);
   for (int64_t p = 0; ok && p < P; ++p) ok = dgo[p] <= dgo[p + 1] && ggo[p] <= ggo[p + 1];
   TORCH_CHECK_VALUE(ok, op, ": dt_groups / gt_groups must be nondecreasing offsets over the RLEs");
   at::Tensor iou_offsets = at::empty({P + 1}, dg.options());
@@ -188,8 +199,8 @@ std::tuple<at::Tensor, at::Tensor> rle_grouped_iou_cpu(const at::Tensor& dt_coun
   io[0] = 0;
   for (int64_t p = 0; p < P; ++p) io[p + 1] = io[p] + (dgo[p + 1] - dgo[p]) * (ggo[p + 1] - ggo[p]);
   at::Tensor ious = at::empty({io[P]}, at::TensorOptions().dtype(at::kDouble));
-  K().grouped_iou(d.b, dgo, g.b, ggo, reinterpret_cast<const uint8_t*>(c.const_data_ptr<bool>()), P, io,
-                  ious.mutable_data_ptr<double>());
+  K().grouped_iou(d.b, dr.const_data_ptr<int64_t>(), dgo, g.b, gr.const_data_ptr<int64_t>(), ggo,
+                  reinterpret_cast<const uint8_t*>(c.const_data_ptr<bool>()), P, io, ious.mutable_data_ptr<double>());
   return {ious, iou_offsets};
 }
 
@@ -210,8 +221,9 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
       "Tensor gt_hw, Tensor crowd) -> Tensor");
   m.def("rle_decode(Tensor counts, Tensor offsets, Tensor hw) -> Tensor");
   m.def(
-      "rle_grouped_iou(Tensor dt_counts, Tensor dt_offsets, Tensor dt_hw, Tensor dt_groups, Tensor gt_counts, "
-      "Tensor gt_offsets, Tensor gt_hw, Tensor gt_groups, Tensor crowd) -> (Tensor ious, Tensor iou_offsets)");
+      "rle_grouped_iou(Tensor dt_counts, Tensor dt_offsets, Tensor dt_hw, Tensor dt_rows, Tensor dt_groups, "
+      "Tensor gt_counts, Tensor gt_offsets, Tensor gt_hw, Tensor gt_rows, Tensor gt_groups, Tensor crowd) "
+      "-> (Tensor ious, Tensor iou_offsets)");
 }
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) {

@@ -348,17 +348,22 @@ FASTOPS_FORCEINLINE double pair_iou(const View& d, const View& g, bool crowd, do
   return static_cast<double>(i) / static_cast<double>(u);
 }
 
-void iou_block(const Batch& dt, int64_t d0, int64_t nd, const Batch& gt, int64_t g0, int64_t ng, const uint8_t* crowd,
-               double* out, std::vector<double>& boxes) {
+// IoU of detections dt_rows[0:nd] x ground truths gt_rows[0:ng] (rows into the batches; null
+// rows: d0 + d and g0 + g), crowd flags per gt position.
+void iou_block(const Batch& dt, const int64_t* dt_rows, int64_t d0, int64_t nd, const Batch& gt,
+               const int64_t* gt_rows, int64_t g0, int64_t ng, const uint8_t* crowd, double* out,
+               std::vector<double>& boxes) {
+  auto drow = [&](int64_t d) { return dt_rows ? dt_rows[d0 + d] : d0 + d; };
+  auto grow = [&](int64_t g) { return gt_rows ? gt_rows[g0 + g] : g0 + g; };
   boxes.resize(4 * (nd + ng));
-  for (int64_t d = 0; d < nd; ++d) bbox_of(at(dt, d0 + d), boxes.data() + 4 * d);
-  for (int64_t g = 0; g < ng; ++g) bbox_of(at(gt, g0 + g), boxes.data() + 4 * (nd + g));
+  for (int64_t d = 0; d < nd; ++d) bbox_of(at(dt, drow(d)), boxes.data() + 4 * d);
+  for (int64_t g = 0; g < ng; ++g) bbox_of(at(gt, grow(g)), boxes.data() + 4 * (nd + g));
   for (int64_t d = 0; d < nd; ++d) {
-    const View dv = at(dt, d0 + d);
+    const View dv = at(dt, drow(d));
     for (int64_t g = 0; g < ng; ++g) {
       const bool c = crowd != nullptr && crowd[g0 + g] != 0;
       const double o = bb_iou(boxes.data() + 4 * d, boxes.data() + 4 * (nd + g), c);
-      out[d * ng + g] = pair_iou(dv, at(gt, g0 + g), c, o);
+      out[d * ng + g] = pair_iou(dv, at(gt, grow(g)), c, o);
     }
   }
 }
@@ -366,7 +371,7 @@ void iou_block(const Batch& dt, int64_t d0, int64_t nd, const Batch& gt, int64_t
 void iou_impl(const Batch& dt, const Batch& gt, const uint8_t* crowd, double* out) {
   at::parallel_for(0, dt.n, 64, [&](int64_t lo, int64_t hi) {
     std::vector<double> boxes;
-    iou_block(dt, lo, hi - lo, gt, 0, gt.n, crowd, out + lo * gt.n, boxes);
+    iou_block(dt, nullptr, lo, hi - lo, gt, nullptr, 0, gt.n, crowd, out + lo * gt.n, boxes);
   });
 }
 
@@ -388,14 +393,15 @@ bool decode_impl(const Batch& b, uint8_t* out) {
   return true;
 }
 
-void grouped_iou_impl(const Batch& dt, const int64_t* dt_groups, const Batch& gt, const int64_t* gt_groups,
-                      const uint8_t* crowd, int64_t num_groups, const int64_t* iou_offsets, double* out) {
+void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt_groups, const Batch& gt,
+                      const int64_t* gt_rows, const int64_t* gt_groups, const uint8_t* crowd, int64_t num_groups,
+                      const int64_t* iou_offsets, double* out) {
   at::parallel_for(0, num_groups, 256, [&](int64_t lo, int64_t hi) {
     std::vector<double> boxes;
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t nd = dt_groups[p + 1] - dt_groups[p], ng = gt_groups[p + 1] - gt_groups[p];
       if (nd == 0 || ng == 0) continue;
-      iou_block(dt, dt_groups[p], nd, gt, gt_groups[p], ng, crowd, out + iou_offsets[p], boxes);
+      iou_block(dt, dt_rows, dt_groups[p], nd, gt, gt_rows, gt_groups[p], ng, crowd, out + iou_offsets[p], boxes);
     }
   });
 }

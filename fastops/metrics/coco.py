@@ -361,11 +361,15 @@ class COCO:
     def annToMask(self, ann):
         return maskUtils.decode(self.annToRLE(ann))
 
-    def _rle_batch(self, rows: np.ndarray):
-        """RLEs (as annToRLE gives them) of the annotations at these rows, batched."""
+    def _rle_batch(self):
+        """Every annotation's RLE (as annToRLE gives it), batched in annotation order; converted
+        once per COCO object (as other evaluators convert at load time) and kept."""
         anns = self.dataset.get("annotations", [])
-        return maskUtils._segmentations_batch([anns[r] for r in rows.tolist()], self.imgs,
-                                              getattr(self, "_bbox_results", False))
+        cached = getattr(self, "_rles", None)
+        if cached is None or cached[0] is not anns or cached[1] != len(anns):
+            batch = maskUtils._segmentations_batch(anns, self.imgs, getattr(self, "_bbox_results", False))
+            self._rles = cached = (anns, len(anns), batch)
+        return cached[2]
 
 
 class _ArrayCOCO:
@@ -383,8 +387,8 @@ class _ArrayCOCO:
     def getCatIds(self):
         return list(self._cat_ids)
 
-    def _rle_batch(self, rows: np.ndarray):
-        return maskUtils._RleBatch.concat([self._rles], [(0, r) for r in rows.tolist()])
+    def _rle_batch(self):
+        return self._rles
 
 
 class Params:
@@ -568,9 +572,9 @@ class COCOeval:
 
     def _segm_ious(self, g_rows, g_off, d_rows, d_off, g_crowd):
         """Mask IoU of every (category, image) group, [n_dt, n_gt] row-major per group (maskApi.c rleIou)."""
-        grles = self.cocoGt._rle_batch(g_rows)
-        drles = self.cocoDt._rle_batch(d_rows)
-        return maskUtils._grouped_iou(drles, _t(d_off), grles, _t(g_off), _t(g_crowd))
+        grles = self.cocoGt._rle_batch()
+        drles = self.cocoDt._rle_batch()
+        return maskUtils._grouped_iou(drles, _t(d_rows), _t(d_off), grles, _t(g_rows), _t(g_off), _t(g_crowd))
 
     # ---- accumulate -----------------------------------------------------------------------------
     def accumulate(self, p=None):

@@ -321,12 +321,16 @@ def _segmentations_batch(anns: list, imgs: dict, bbox_results: bool = False) -> 
         parts.append(None)
     parts.append(_RleBatch.from_objects(comp) if comp else None)
     parts.append(_from_uncompressed(uncomp) if uncomp else None)
+    present = [p for p in parts if p is not None]
+    if len(present) == 1:  # one kind of segmentation: already in annotation order
+        return present[0]
     empty = _RleBatch(torch.zeros(0, dtype=torch.int32), torch.zeros(1, dtype=torch.int64),
                       torch.zeros(0, 2, dtype=torch.int64))
     return _RleBatch.concat([p if p is not None else empty for p in parts], order)
 
 
-def _grouped_iou(dt: _RleBatch, dt_groups, gt: _RleBatch, gt_groups, gt_crowd):
-    """Mask IoU per (category, image) group for the evaluation: (ious flat, iou_offsets)."""
-    return _ops.rle_grouped_iou(dt.counts, dt.offsets, dt.hw, dt_groups, gt.counts, gt.offsets, gt.hw, gt_groups,
-                                gt_crowd)
+def _grouped_iou(dt: _RleBatch, dt_rows, dt_groups, gt: _RleBatch, gt_rows, gt_groups, gt_crowd):
+    """Mask IoU per (category, image) group for the evaluation: (ious flat, iou_offsets). The
+    groups' RLEs are dt[dt_rows[...]] and gt[gt_rows[...]] (no copy of the counts)."""
+    return _ops.rle_grouped_iou(dt.counts, dt.offsets, dt.hw, dt_rows, dt_groups, gt.counts, gt.offsets, gt.hw,
+                                gt_rows, gt_groups, gt_crowd)
