@@ -11,6 +11,10 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
       "Tensor? ious, Tensor? iou_offsets, Tensor iou_thrs, Tensor area_rng, int max_det) "
       "-> (Tensor det_offsets, Tensor det_index, Tensor det_flags, Tensor num_positive)",
       {at::Tag::pt2_compliant_tag});
+  m.def(
+      "voc_match(Tensor gt_offsets, Tensor gt_boxes, Tensor gt_difficult, Tensor dt_offsets, Tensor dt_boxes, "
+      "Tensor dt_image, int num_images, float iou_threshold, bool pixel_plus_one) -> (Tensor tp, Tensor fp)",
+      {at::Tag::pt2_compliant_tag});
   m.def("coco_group(Tensor image_id, Tensor category_id, Tensor img_ids, Tensor cat_ids) -> (Tensor rows, Tensor offsets)",
         {at::Tag::pt2_compliant_tag});
   m.def(

@@ -85,7 +85,29 @@ struct AccumulateArgs {
 };
 using AccumulateFn = void(const AccumulateArgs&);
 
+// ---- voc_match ----------------------------------------------------------------------------------
+// The PASCAL VOC devkit's matching (VOCevaldet.m), per class: detections in decreasing confidence
+// (stable); each is compared with the ground truths of its image and class, takes the one of
+// largest IoU (the first on ties; boxes x1 y1 x2 y2 with the devkit's +1 pixel sizes when
+// `pixel_plus_one`), and is a true positive when that IoU >= threshold, the GT is not difficult
+// and not yet detected; a duplicate is a false positive; a difficult GT makes it neither.
+struct VocArgs {
+  int64_t num_classes, num_images;
+  const int64_t* gt_offsets;  // [C * I + 1], group c * I + i
+  const double* gt_boxes;     // [G, 4]
+  const uint8_t* gt_difficult;
+  const int64_t* dt_offsets;  // [C + 1]: class c's detections, already in decreasing confidence
+  const double* dt_boxes;     // [D, 4]
+  const int64_t* dt_image;    // [D] image index
+  double iou_threshold;
+  bool pixel_plus_one;
+  uint8_t* tp;  // [D]
+  uint8_t* fp;  // [D]
+};
+using VocFn = void(const VocArgs&);
+
 extern cpu::KernelTable<EvaluateFn> evaluate_cpu;
+extern cpu::KernelTable<VocFn> voc_cpu;
 extern cpu::KernelTable<AccumulateFn> accumulate_cpu;
 
 }  // namespace fastops::coco_eval

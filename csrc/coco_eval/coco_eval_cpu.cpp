@@ -1,6 +1,7 @@
 // CPU implementation of the COCO evaluation ops at the Tensor level: input checks (every one names
 // its argument), output allocation, and the calls into coco_eval_cpu_kernel.cpp.
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -16,6 +17,7 @@ namespace fastops::coco_eval {
 
 constinit cpu::KernelTable<EvaluateFn> evaluate_cpu{};
 constinit cpu::KernelTable<AccumulateFn> accumulate_cpu{};
+constinit cpu::KernelTable<VocFn> voc_cpu{};
 
 namespace {
 
@@ -266,9 +268,41 @@ std::tuple<at::Tensor, at::Tensor> coco_group_cpu(const at::Tensor& image_id, co
   return {rows, offsets};
 }
 
+std::tuple<at::Tensor, at::Tensor> voc_match_cpu(const at::Tensor& gt_offsets, const at::Tensor& gt_boxes,
+                                                 const at::Tensor& gt_difficult, const at::Tensor& dt_offsets,
+                                                 const at::Tensor& dt_boxes, const at::Tensor& dt_image,
+                                                 int64_t num_images, double iou_threshold, bool pixel_plus_one) {
+  const char* op = "voc_match";
+  TORCH_CHECK_VALUE(dt_offsets.dim() == 1 && dt_offsets.size(0) >= 1, op, ": dt_offsets must have shape [C + 1]");
+  const int64_t C = dt_offsets.size(0) - 1;
+  TORCH_CHECK_VALUE(num_images >= 0, op, ": num_images must be >= 0, got ", num_images);
+  const int64_t G = gt_boxes.dim() == 2 ? gt_boxes.size(0) : -1, D = dt_boxes.dim() == 2 ? dt_boxes.size(0) : -1;
+  check_boxes(op, gt_boxes, "gt_boxes", G);
+  check_boxes(op, dt_boxes, "dt_boxes", D);
+  check_offsets(op, gt_offsets, "gt_offsets", C * num_images, G);
+  check_offsets(op, dt_offsets, "dt_offsets", C, D);
+  check_1d(op, gt_difficult, "gt_difficult", at::kBool, G);
+  check_1d(op, dt_image, "dt_image", at::kLong, D);
+  const int64_t* im = dt_image.const_data_ptr<int64_t>();
+  TORCH_CHECK_INDEX(std::all_of(im, im + D, [&](int64_t v) { return v >= 0 && v < num_images; }), op,
+                    ": dt_image entries must be in [0, num_images)");
+  TORCH_CHECK_VALUE(!std::isnan(iou_threshold), op, ": iou_threshold must be a number");
+  at::Tensor tp = at::zeros({D}, dt_image.options().dtype(at::kByte));
+  at::Tensor fp = at::zeros({D}, dt_image.options().dtype(at::kByte));
+  const at::Tensor gb = gt_boxes.contiguous(), db = dt_boxes.contiguous();
+  if (D > 0) {
+    voc_cpu.get()({C, num_images, gt_offsets.const_data_ptr<int64_t>(), gb.const_data_ptr<double>(),
+                   reinterpret_cast<const uint8_t*>(gt_difficult.const_data_ptr<bool>()),
+                   dt_offsets.const_data_ptr<int64_t>(), db.const_data_ptr<double>(), im, iou_threshold,
+                   pixel_plus_one, tp.mutable_data_ptr<uint8_t>(), fp.mutable_data_ptr<uint8_t>()});
+  }
+  return {tp, fp};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) {
+  m.impl("voc_match", &voc_match_cpu);
   m.impl("coco_group", &coco_group_cpu);
   m.impl("coco_evaluate", &coco_evaluate_cpu);
   m.impl("coco_accumulate", &coco_accumulate_cpu);

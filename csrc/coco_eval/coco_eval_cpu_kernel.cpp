@@ -357,7 +357,53 @@ void accumulate_impl(const AccumulateArgs& a) {
   });
 }
 
+void voc_impl(const VocArgs& a) {
+  const double one = a.pixel_plus_one ? 1.0 : 0.0;
+  at::parallel_for(0, a.num_classes, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<uint8_t> detected;
+    for (int64_t c = lo; c < hi; ++c) {
+      const int64_t g_begin = a.gt_offsets[c * a.num_images], g_end = a.gt_offsets[(c + 1) * a.num_images];
+      detected.assign(g_end - g_begin, 0);
+      for (int64_t d = a.dt_offsets[c]; d < a.dt_offsets[c + 1]; ++d) {
+        const int64_t p = c * a.num_images + a.dt_image[d];
+        const double* bb = a.dt_boxes + 4 * d;
+        double ovmax = -std::numeric_limits<double>::infinity();
+        int64_t jmax = -1;
+        for (int64_t j = a.gt_offsets[p]; j < a.gt_offsets[p + 1]; ++j) {
+          const double* gt = a.gt_boxes + 4 * j;
+          const double iw = std::min(bb[2], gt[2]) - std::max(bb[0], gt[0]) + one;
+          const double ih = std::min(bb[3], gt[3]) - std::max(bb[1], gt[1]) + one;
+          if (!(iw > 0 && ih > 0)) continue;
+          const double inter = iw * ih;
+          const double ua = (bb[2] - bb[0] + one) * (bb[3] - bb[1] + one) + (gt[2] - gt[0] + one) * (gt[3] - gt[1] + one) - inter;
+          const double ov = inter / ua;
+          if (ov > ovmax) {
+            ovmax = ov;
+            jmax = j;
+          }
+        }
+        uint8_t tp = 0, fp = 0;
+        if (jmax >= 0 && ovmax >= a.iou_threshold) {
+          if (!a.gt_difficult[jmax]) {
+            if (!detected[jmax - g_begin]) {
+              tp = 1;
+              detected[jmax - g_begin] = 1;
+            } else {
+              fp = 1;  // a duplicate detection
+            }
+          }
+        } else {
+          fp = 1;
+        }
+        a.tp[d] = tp;
+        a.fp[d] = fp;
+      }
+    }
+  });
+}
+
 FASTOPS_REGISTER_CPU_KERNEL(evaluate_cpu, &evaluate_impl);
+FASTOPS_REGISTER_CPU_KERNEL(voc_cpu, &voc_impl);
 FASTOPS_REGISTER_CPU_KERNEL(accumulate_cpu, &accumulate_impl);
 
 }  // namespace

@@ -34,3 +34,10 @@ def _coco_accumulate_fake(det_offsets, gt_offsets, det_score, det_flags, num_pos
         det_score.new_empty(t, num_cats, num_areas, num_max_dets),
         det_score.new_empty(t, r, num_cats, num_areas, num_max_dets),
     )
+
+
+@torch.library.register_fake("fastops::voc_match")
+def _voc_match_fake(gt_offsets, gt_boxes, gt_difficult, dt_offsets, dt_boxes, dt_image, num_images, iou_threshold,
+                    pixel_plus_one):
+    n = dt_boxes.shape[0]
+    return dt_image.new_empty(n, dtype=torch.uint8), dt_image.new_empty(n, dtype=torch.uint8)
