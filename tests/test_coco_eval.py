@@ -245,3 +245,19 @@ def test_same_bits_on_every_isa():
     for _, E in results[1:]:
         assert_same_eval(E, results[0][1])
     assert not math.isnan(results[0][1].stats[0])
+
+
+def test_torch_compile_fullgraph_accumulate():
+    """coco_accumulate has static output shapes: it traces under torch.compile(fullgraph=True)."""
+    args = _tiny_op_inputs()
+    det_off, det_index, det_flags, npos = torch.ops.fastops.coco_evaluate(*args)
+    acc_args = (det_off, args[0], args[9][det_index], det_flags, npos, 1, torch.tensor([0]), torch.tensor([0, 1]),
+                torch.tensor([1, 100]), torch.tensor([0]), torch.linspace(0, 1, 11, dtype=torch.float64), 2, 1, 2, 2)
+
+    def f(*a):
+        precision, recall, scores = torch.ops.fastops.coco_accumulate(*a)
+        return precision.clamp(min=0).sum() + recall.sum()
+
+    eager = f(*acc_args)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(*acc_args)
+    assert torch.equal(eager, compiled)

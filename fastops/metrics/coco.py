@@ -185,7 +185,8 @@ class COCO:
         self.catToImgs = catToImgs
         self.imgs = imgs
         self.cats = cats
-        self._cols = None
+        self._cols = None  # the evaluation's columns and RLEs are read once; createIndex() resets them
+        self._rles = None
 
     def _columns(self) -> _Columns:
         anns = self.dataset.get("annotations", [])
