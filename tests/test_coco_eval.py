@@ -261,3 +261,48 @@ def test_torch_compile_fullgraph_accumulate():
     eager = f(*acc_args)
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(*acc_args)
     assert torch.equal(eager, compiled)
+
+
+def test_ignore_key_is_replaced_by_iscrowd():
+    """pycocotools overwrites a GT's own 'ignore' with its iscrowd: ignore=1 on a regular GT counts."""
+    gt, dt = random_dataset(11)
+    for i, a in enumerate(gt["annotations"]):
+        a["ignore"] = int(i % 2 == 0)
+    ours, ref = run_eval(fm, gt, dt, "bbox"), run_eval(REF, gt, dt, "bbox")
+    assert_same_eval(ours, ref)
+    gt2 = {**gt, "annotations": [{k: v for k, v in a.items() if k != "ignore"} for a in gt["annotations"]]}
+    assert np.array_equal(run_eval(fm, gt2, dt, "bbox").stats, ours.stats)
+
+
+def test_loadres_decides_from_the_first_result():
+    """The first result has a bbox: every result's area is w * h, even one that carries a segmentation
+    (evaluated as bbox here); results after it without 'bbox' are an error in both libraries."""
+    gt, dt = random_dataset(12)
+    dt[1]["segmentation"] = [[0, 0, 1, 0, 1, 1]]
+    dt[2]["area"] = 12345.0  # overwritten by w * h
+    ours, ref = run_eval(fm, gt, dt, "bbox"), run_eval(REF, gt, dt, "bbox")
+    assert_same_eval(ours, ref)
+    cg = fm.COCO(gt)
+    res = cg.loadRes([dict(d) for d in dt])
+    assert res.anns[3]["area"] == dt[2]["bbox"][2] * dt[2]["bbox"][3]
+    assert [a["id"] for a in res.dataset["annotations"]] == list(range(1, len(dt) + 1))
+
+
+def test_numpy_results_array():
+    gt, dt = random_dataset(13, nan_scores=False)
+    cats = {c["id"] for c in gt["categories"]}
+    arr = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in dt if d["category_id"] in cats])
+    cg, rg = fm.COCO(gt), RefCOCO()
+    rg.dataset = gt
+    rg.createIndex()
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        E1 = fm.COCOeval(cg, cg.loadRes(arr), "bbox")
+        E2 = RefCOCOeval(rg, rg.loadRes(arr), "bbox")
+        for E in (E1, E2):
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+    assert_same_eval(E1, E2)
