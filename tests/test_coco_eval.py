@@ -306,3 +306,18 @@ def test_numpy_results_array():
             E.accumulate()
             E.summarize()
     assert_same_eval(E1, E2)
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(seed=st.integers(0, 2**31 - 1), nan_scores=st.booleans(), degenerate=st.booleans(), dup_ids=st.booleans(),
+       int_coords=st.booleans(), crowd_p=st.sampled_from([0.0, 0.15, 0.6]), use_cats=st.booleans(),
+       max_dets=st.sampled_from([[1, 10, 100], [1, 2, 3], [0, 5, 7]]))
+def test_hypothesis_random_datasets_bit_exact(seed, nan_scores, degenerate, dup_ids, int_coords, crowd_p, use_cats,
+                                             max_dets):
+    gt, dt = random_dataset(seed, n_images=6, nan_scores=nan_scores, degenerate=degenerate, dup_ids=dup_ids,
+                            int_coords=int_coords, crowd_p=crowd_p)
+    params = {"useCats": int(use_cats), "maxDets": max_dets}
+    assert_same_eval(run_eval(fm, gt, dt, "bbox", params), run_eval(REF, gt, dt, "bbox", params))
