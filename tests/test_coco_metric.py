@@ -200,3 +200,54 @@ def test_distributed_sync_two_gloo_processes():
     want = single.compute()
     for k in want:
         assert torch.equal(r0[k], want[k]) and torch.equal(r1[k], want[k]), k
+
+
+def test_segm_equal_to_pycocotools():
+    from pycocotools import mask as pmask
+
+    h, w = 30, 40
+    rng = np.random.default_rng(5)
+    preds, targets = [], []
+    for _ in range(8):
+        def blobs(n):
+            m = np.zeros((n, h, w), bool)
+            for i in range(n):
+                y, x = rng.integers(0, h - 5), rng.integers(0, w - 5)
+                m[i, y:y + rng.integers(2, 15), x:x + rng.integers(2, 15)] = True
+                m[i] &= rng.random((h, w)) < 0.9
+            return torch.from_numpy(m)
+        gm, dm = blobs(int(rng.integers(0, 4))), blobs(int(rng.integers(0, 5)))
+        targets.append({"masks": gm, "labels": torch.tensor(rng.integers(1, 3, len(gm))),
+                        "iscrowd": torch.tensor((rng.random(len(gm)) < 0.2).astype(int))})
+        preds.append({"masks": dm, "scores": torch.tensor(rng.integers(0, 5, len(dm)) / 5.0),
+                      "labels": torch.tensor(rng.integers(1, 3, len(dm)))})
+    m = MeanAveragePrecision(iou_type="segm")
+    m.update(preds, targets)
+    out = m.compute()
+    labels = sorted({int(v) for x in preds + targets for v in x["labels"].tolist()})
+
+    def coco(items, scores):
+        anns, ann_id = [], 1
+        for i, it in enumerate(items):
+            for k, lab in enumerate(it["labels"].tolist()):
+                rle = pmask.encode(np.asfortranarray(it["masks"][k].numpy().astype(np.uint8)))
+                ann = {"id": ann_id, "image_id": i, "category_id": lab, "segmentation": rle,
+                       "area": float(pmask.area(rle)), "iscrowd": int(it["iscrowd"][k]) if "iscrowd" in it else 0}
+                if scores:
+                    ann["score"] = it["scores"][k].item()
+                anns.append(ann)
+                ann_id += 1
+        c = COCO()
+        c.dataset = {"images": [{"id": i, "height": h, "width": w} for i in range(len(items))], "annotations": anns,
+                     "categories": [{"id": x} for x in labels]}
+        with contextlib.redirect_stdout(io.StringIO()):
+            c.createIndex()
+        return c
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        E = COCOeval(coco(targets, False), coco(preds, True), "segm")
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    ours = np.array([out[k].item() for k in KEYS])
+    assert ours.tobytes() == np.asarray(E.stats, np.float64).tobytes()
