@@ -251,3 +251,17 @@ def test_segm_equal_to_pycocotools():
         E.summarize()
     ours = np.array([out[k].item() for k in KEYS])
     assert ours.tobytes() == np.asarray(E.stats, np.float64).tobytes()
+
+
+@pytest.mark.cuda
+def test_cuda_inputs_give_the_cpu_result():
+    """The evaluation runs on the host; CUDA tensors are accepted and give the same result."""
+    gt, dt = random_dataset(6, n_images=10, id_zero=False)
+    preds, targets = to_tensors(gt, dt, "xyxy", torch.float32)
+    on = lambda items: [{k: v.cuda() for k, v in x.items()} for x in items]  # noqa: E731
+    a, b = MeanAveragePrecision(), MeanAveragePrecision()
+    a.update(preds, targets)
+    b.update(on(preds), on(targets))
+    ra, rb = a.compute(), b.compute()
+    for k in ra:
+        assert torch.equal(ra[k], rb[k]), k

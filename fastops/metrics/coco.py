@@ -36,6 +36,7 @@ import itertools
 import json
 import time
 from collections import defaultdict
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -49,13 +50,13 @@ def _isArrayLike(obj):
     return hasattr(obj, "__iter__") and hasattr(obj, "__len__")
 
 
-def _id_array(values) -> np.ndarray:
-    """Ids as an int64 array (COCO ids are integers); anything else raises ValueError."""
+def _id_array(anns: list, key: str) -> np.ndarray:
+    """ann[key] of every annotation as an int64 array (COCO ids are integers; anything else raises
+    ValueError naming the key)."""
     try:
-        arr = np.asarray(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+        return np.fromiter(map(itemgetter(key), anns), dtype=np.int64, count=len(anns))
     except (TypeError, ValueError, OverflowError) as e:
-        raise ValueError(f"COCO ids (image_id, category_id, id) must be integers: {e}") from None
-    return arr
+        raise ValueError(f"COCO annotations' {key!r} must be integers: {e}") from None
 
 
 class _Columns:
@@ -64,9 +65,9 @@ class _Columns:
     def __init__(self, anns: list):
         n = len(anns)
         self.n = n
-        self.id = _id_array([a["id"] for a in anns])
-        self.image_id = _id_array([a["image_id"] for a in anns])
-        self.category_id = _id_array([a["category_id"] for a in anns])
+        self.id = _id_array(anns, "id")
+        self.image_id = _id_array(anns, "image_id")
+        self.category_id = _id_array(anns, "category_id")
         # area and iscrowd are read only when an evaluation needs them (pycocotools likewise)
         self._anns = anns
         self._bbox = None
@@ -94,7 +95,7 @@ class _Columns:
                 self._bbox = np.zeros((0, 4), np.float64)
             else:
                 try:
-                    b = np.array([a["bbox"] for a in self._anns], dtype=np.float64)
+                    b = np.array(list(map(itemgetter("bbox"), self._anns)), dtype=np.float64)
                 except (ValueError, TypeError) as e:
                     raise ValueError(f"every annotation's bbox must be [x, y, w, h]: {e}") from None
                 if b.ndim != 2 or b.shape[1] != 4:
@@ -104,7 +105,7 @@ class _Columns:
 
     def area(self) -> np.ndarray:
         if self._area is None:
-            self._area = np.array([a["area"] for a in self._anns], dtype=np.float64).reshape(self.n)
+            self._area = np.fromiter(map(itemgetter("area"), self._anns), dtype=np.float64, count=self.n)
         return self._area
 
     def crowd(self) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +124,7 @@ class _Columns:
 
     def score(self) -> np.ndarray:
         if self._score is None:
-            self._score = np.array([a["score"] for a in self._anns], dtype=np.float64).reshape(self.n)
+            self._score = np.fromiter(map(itemgetter("score"), self._anns), dtype=np.float64, count=self.n)
         return self._score
 
     def loaded_rows(self) -> np.ndarray | None:
