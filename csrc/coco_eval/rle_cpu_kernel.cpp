@@ -31,6 +31,27 @@ FASTOPS_FORCEINLINE View at(const Batch& b, int64_t i) {
   return {b.counts + b.offsets[i], b.offsets[i + 1] - b.offsets[i], b.hw[2 * i], b.hw[2 * i + 1]};
 }
 
+// Runs f(begin, end, out) over [0, n) in chunks of `grain` items in parallel, each chunk into its own
+// Out, then appends the chunks to `out` in order: the same result as one sequential pass.
+template <typename F>
+void chunked(int64_t n, int64_t grain, Out& out, F f) {
+  const int64_t nchunks = (n + grain - 1) / grain;
+  if (nchunks <= 1) {
+    f(0, n, out);
+    return;
+  }
+  std::vector<Out> parts(nchunks);
+  at::parallel_for(0, nchunks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) f(c * grain, std::min(n, (c + 1) * grain), parts[c]);
+  });
+  for (const Out& part : parts) {
+    const int64_t base = static_cast<int64_t>(out.counts.size());
+    out.counts.insert(out.counts.end(), part.counts.begin(), part.counts.end());
+    for (size_t i = 1; i < part.offsets.size(); ++i) out.offsets.push_back(base + part.offsets[i]);
+    out.hw.insert(out.hw.end(), part.hw.begin(), part.hw.end());
+  }
+}
+
 void encode_impl(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out) {
   const int64_t a = h * w;
   for (int64_t i = 0; i < n; ++i) {
@@ -50,8 +71,9 @@ void encode_impl(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out
   }
 }
 
-void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out) {
-  for (int64_t i = 0; i < n; ++i) {
+void from_string_range(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t begin,
+                       int64_t end, Out& out) {
+  for (int64_t i = begin; i < end; ++i) {
     const uint8_t* s = chars + char_offsets[i];
     const int64_t len = char_offsets[i + 1] - char_offsets[i];
     const int64_t base = static_cast<int64_t>(out.counts.size());
@@ -77,6 +99,10 @@ void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, const i
     }
     out.close(hw[2 * i], hw[2 * i + 1]);
   }
+}
+
+void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out) {
+  chunked(n, 2048, out, [&](int64_t b, int64_t e, Out& o) { from_string_range(chars, char_offsets, hw, b, e, o); });
 }
 
 void to_string_impl(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets) {
@@ -236,13 +262,13 @@ void merge_views(int64_t n, Get get, bool intersect, std::vector<uint32_t>& cnts
   out_h = h, out_w = w;
 }
 
-void from_polygons_impl(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
-                        int64_t n_ann, Out& out) {
+void from_polygons_range(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets,
+                         const int64_t* hw, int64_t begin, int64_t end, Out& out) {
   std::vector<uint32_t> polys, acc, tmp;
   std::vector<int64_t> poly_start;
   std::vector<int32_t> x, y, u, v;
   std::vector<uint32_t> a;
-  for (int64_t j = 0; j < n_ann; ++j) {
+  for (int64_t j = begin; j < end; ++j) {
     const int64_t h = hw[2 * j], w = hw[2 * j + 1];
     polys.clear();
     poly_start.assign(1, 0);
@@ -259,6 +285,13 @@ void from_polygons_impl(const double* xy, const int64_t* poly_offsets, const int
     merge_views(n, get, false, out.counts, oh, ow, acc, tmp);
     out.close(oh, ow);
   }
+}
+
+void from_polygons_impl(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
+                        int64_t n_ann, Out& out) {
+  chunked(n_ann, 512, out, [&](int64_t b, int64_t e, Out& o) {
+    from_polygons_range(xy, poly_offsets, ann_offsets, hw, b, e, o);
+  });
 }
 
 void merge_impl(const Batch& b, bool intersect, Out& out) {
