@@ -213,3 +213,41 @@ def test_large_batches_chunked_in_parallel_keep_order():
     # (pycocotools' area() overflows a uint8 past 255 RLEs under numpy 2: ask it in slices)
     assert np.array_equal(fmask.area(rles), np.concatenate([pmask.area(rles[i:i + 200]) for i in range(0, 6000, 200)]))
     assert fmask.toBbox(rles).tobytes() == pmask.toBbox(rles).tobytes()
+
+
+def test_opcheck_every_rle_op_and_grouping_ops():
+    rng = np.random.default_rng(1)
+    objs = pmask.encode(random_masks(rng, 6, 7, 3))
+    b = fmask._RleBatch.from_objects(objs)
+    chars, char_off = torch.ops.fastops.rle_to_string(b.counts, b.offsets, b.hw)
+    masks = torch.from_numpy(np.ascontiguousarray(random_masks(rng, 6, 7, 2).transpose(2, 1, 0)))
+    crowd = torch.tensor([False, True, False])
+    rows = torch.arange(3)
+    groups = torch.tensor([0, 3])
+    cases = [
+        (torch.ops.fastops.rle_encode.default, (masks,)),
+        (torch.ops.fastops.rle_from_string.default, (chars, char_off, b.hw)),
+        (torch.ops.fastops.rle_to_string.default, (b.counts, b.offsets, b.hw)),
+        (torch.ops.fastops.rle_from_polygons.default,
+         (torch.tensor([1.0, 1, 5, 1, 5, 4], dtype=torch.float64), torch.tensor([0, 6]), torch.tensor([0, 1]),
+          torch.tensor([[6, 7]]))),
+        (torch.ops.fastops.rle_merge.default, (b.counts, b.offsets, b.hw, False)),
+        (torch.ops.fastops.rle_area.default, (b.counts, b.offsets, b.hw)),
+        (torch.ops.fastops.rle_to_bbox.default, (b.counts, b.offsets, b.hw)),
+        (torch.ops.fastops.rle_iou.default, (b.counts, b.offsets, b.hw, b.counts, b.offsets, b.hw, crowd)),
+        (torch.ops.fastops.rle_decode.default, (b.counts, b.offsets, b.hw)),
+        (torch.ops.fastops.rle_grouped_iou.default,
+         (b.counts, b.offsets, b.hw, rows, groups, b.counts, b.offsets, b.hw, rows, groups, crowd)),
+        (torch.ops.fastops.coco_group.default,
+         (torch.tensor([1, 2, 2, 9]), torch.tensor([3, 3, 4, 3]), torch.tensor([1, 2]), torch.tensor([3, 4]))),
+        (torch.ops.fastops.voc_match.default,
+         (torch.tensor([0, 1]), torch.tensor([[0.0, 0, 9, 9]], dtype=torch.float64), torch.tensor([False]),
+          torch.tensor([0, 2]), torch.tensor([[0.0, 0, 9, 9], [1.0, 1, 9, 9]], dtype=torch.float64),
+          torch.tensor([0, 0]), 1, 0.5, True)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args, test_utils="test_schema")
+    rows_, offs = torch.ops.fastops.coco_group(*cases[10][1])
+    assert rows_.tolist() == [0, 1, 2] and offs.tolist() == [0, 1, 2, 2, 3]
+    tp, fp = torch.ops.fastops.voc_match(*cases[11][1])
+    assert tp.tolist() == [1, 0] and fp.tolist() == [0, 1]
