@@ -64,6 +64,8 @@ PARAMS = {
     "recThrs": {"recThrs": np.linspace(0, 1, 11)},
     "imgIds_subset": {"imgIds": [3, 1, 5, 5, 7, 99]},
     "catIds_subset": {"catIds": [2, 1, 2]},
+    "useCats0_catIds_repeated": {"useCats": 0, "catIds": [3, 1, 3]},
+    "recThrs_unsorted": {"recThrs": np.array([0.5, 0.0, 1.0, 0.25, 0.99])},
 }
 
 
@@ -321,3 +323,31 @@ def test_hypothesis_random_datasets_bit_exact(seed, nan_scores, degenerate, dup_
                             int_coords=int_coords, crowd_p=crowd_p)
     params = {"useCats": int(use_cats), "maxDets": max_dets}
     assert_same_eval(run_eval(fm, gt, dt, "bbox", params), run_eval(REF, gt, dt, "bbox", params))
+
+
+def test_accumulate_with_other_params():
+    """accumulate(p) with a subset of categories, area ranges and maxDets of the evaluated ones
+    (pycocotools maps them onto its evaluated cells)."""
+    import contextlib
+    import copy
+    import io
+
+    gt, dt = random_dataset(21)
+    results = []
+    for mod in (fm, REF):
+        with contextlib.redirect_stdout(io.StringIO()):
+            cg = mod.COCO()
+            cg.dataset = copy.deepcopy(gt)
+            cg.createIndex()
+            E = mod.COCOeval(cg, cg.loadRes(copy.deepcopy(dt)), "bbox")
+            E.evaluate()
+            p = copy.deepcopy(E.params)
+            p.catIds = [1, 3]
+            p.maxDets = [1, 100]
+            p.areaRng = [p.areaRng[0], p.areaRng[2]]
+            p.areaRngLbl = ["all", "medium"]
+            E.accumulate(p)
+        results.append(E)
+    for key in ("precision", "recall", "scores"):
+        assert results[0].eval[key].tobytes() == results[1].eval[key].tobytes(), key
+        assert results[0].eval[key].shape == results[1].eval[key].shape
