@@ -351,3 +351,16 @@ def test_accumulate_with_other_params():
     for key in ("precision", "recall", "scores"):
         assert results[0].eval[key].tobytes() == results[1].eval[key].tobytes(), key
         assert results[0].eval[key].shape == results[1].eval[key].shape
+
+
+def test_same_bits_for_any_thread_count():
+    gt, dt = random_dataset(22, n_images=60, max_dt=40)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_eval(fm, gt, dt, "bbox")
+        torch.set_num_threads(max(2, before))
+        many = run_eval(fm, gt, dt, "bbox")
+    finally:
+        torch.set_num_threads(before)
+    assert_same_eval(one, many)
