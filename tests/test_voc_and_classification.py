@@ -200,3 +200,41 @@ def test_average_precision_hand_computed():
     # scores 0.9 (pos), 0.8 (neg), 0.7 (pos): AP = 0.5 * 1 + 0.5 * 2/3
     assert fm.average_precision([0.9, 0.8, 0.7], [1, 0, 1]) == pytest.approx(0.5 + 1 / 3, abs=1e-15)
     assert np.isnan(fm.average_precision([0.1, 0.2], [0, 0]))
+
+
+# The worked example of Padilla et al. (github.com/rafaelpadilla/Object-Detection-Metrics: 7 images,
+# 15 "person" ground truths, 24 detections, boxes x y w h, IoU threshold 0.3, VOC's +1 pixel sizes),
+# whose published results are AP 24.57% (all-point; 24.56% in its README's truncated sum), 11-point
+# AP 26.84%, and the precision / recall lists below (2 decimals).
+_PADILLA_GT = [
+    [(25, 16, 38, 56), (129, 123, 41, 62)], [(123, 11, 43, 55), (38, 132, 59, 45)],
+    [(16, 14, 35, 48), (123, 30, 49, 44), (99, 139, 47, 47)], [(53, 42, 40, 52), (154, 43, 31, 34)],
+    [(59, 31, 44, 51), (48, 128, 34, 52)], [(36, 89, 52, 76), (62, 58, 44, 67)], [(28, 31, 55, 63), (58, 67, 50, 58)],
+]
+_PADILLA_DT = [
+    [(.88, 5, 67, 31, 48), (.70, 119, 111, 40, 67), (.80, 124, 9, 49, 67)],
+    [(.71, 64, 111, 64, 58), (.54, 26, 140, 60, 47), (.74, 19, 18, 43, 35)],
+    [(.18, 109, 15, 77, 39), (.67, 86, 63, 46, 45), (.38, 160, 62, 36, 53), (.91, 105, 131, 47, 47),
+     (.44, 18, 148, 40, 44)],
+    [(.35, 83, 28, 28, 26), (.78, 28, 68, 42, 67), (.45, 87, 89, 25, 39), (.14, 10, 155, 60, 26)],
+    [(.62, 50, 38, 28, 46), (.44, 95, 11, 53, 28), (.95, 29, 131, 72, 29), (.23, 29, 163, 72, 29)],
+    [(.45, 43, 48, 74, 38), (.84, 17, 155, 29, 35), (.43, 95, 110, 25, 42)],
+    [(.48, 16, 20, 101, 88), (.95, 33, 116, 37, 49)],
+]
+_PADILLA_PREC = ["1.00", "0.50", "0.67", "0.50", "0.40", "0.33", "0.29", "0.25", "0.22", "0.30", "0.27", "0.33",
+                 "0.38", "0.43", "0.40", "0.38", "0.35", "0.33", "0.32", "0.30", "0.29", "0.27", "0.30", "0.29"]
+_PADILLA_REC = ["0.07", "0.07", "0.13", "0.13", "0.13", "0.13", "0.13", "0.13", "0.13", "0.20", "0.20", "0.27",
+                "0.33", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.47", "0.47"]
+
+
+def test_voc_published_example():
+    xyxy = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]  # noqa: E731
+    targets = [_img([xyxy(b) for b in img], [0] * len(img)) for img in _PADILLA_GT]
+    preds = [_img([xyxy(d[1:]) for d in img], [0] * len(img), [d[0] for d in img]) for img in _PADILLA_DT]
+    out = fm.voc_evaluate(preds, targets, iou_threshold=0.3)
+    assert round(100 * out["ap"][0], 2) == 24.57
+    assert out["ap"][0] == pytest.approx(1 / 15 + 1 / 15 * 2 / 3 + 4 / 15 * 3 / 7 + 1 / 15 * 7 / 23, abs=1e-15)
+    assert round(100 * fm.voc_evaluate(preds, targets, iou_threshold=0.3, use_07_metric=True)["ap"][0], 2) == 26.84
+    cv = out["curves"][0]
+    assert [f"{p:.2f}" for p in cv["precision"]] == _PADILLA_PREC
+    assert [f"{r:.2f}" for r in cv["recall"]] == _PADILLA_REC
