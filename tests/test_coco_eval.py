@@ -364,3 +364,24 @@ def test_same_bits_for_any_thread_count():
     finally:
         torch.set_num_threads(before)
     assert_same_eval(one, many)
+
+
+def test_accepts_pycocotools_coco_objects():
+    """COCOeval takes pycocotools' COCO objects too (their dataset dicts are read)."""
+    import contextlib
+    import copy
+    import io
+
+    gt, dt = random_dataset(23)
+    with contextlib.redirect_stdout(io.StringIO()):
+        rg = RefCOCO()
+        rg.dataset = copy.deepcopy(gt)
+        rg.createIndex()
+        rd = rg.loadRes(copy.deepcopy(dt))
+        E = fm.COCOeval(rg, rd, "bbox")
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    assert_same_eval(E, run_eval(REF, gt, dt, "bbox"))
+    with pytest.raises(TypeError, match="COCO object"):
+        fm.COCOeval(object(), None, "bbox")

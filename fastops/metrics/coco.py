@@ -478,6 +478,20 @@ def _group_rows(cols: _Columns, img_ids: np.ndarray, cat_ids: list, use_cats: bo
     return rows.astype(np.int64, copy=False), offsets
 
 
+def _as_fastops_coco(coco):
+    """A COCO object of another library (e.g. pycocotools', with its dataset dict) as ours."""
+    if coco is None or isinstance(coco, (COCO, _ArrayCOCO)):
+        return coco
+    if not isinstance(getattr(coco, "dataset", None), dict):
+        raise TypeError(f"COCOeval: expected a COCO object, got {type(coco).__name__}")
+    ours = COCO()
+    ours.dataset = coco.dataset
+    ours.createIndex()
+    if coco.dataset.get("annotations") and "bbox" in coco.dataset["annotations"][0]:
+        ours._bbox_results = True  # results loaded by pycocotools already carry their polygons
+    return ours
+
+
 def _copy_params(p: Params) -> Params:
     """copy.deepcopy(p) for the usual attribute types, without deep-copying 5,000 numpy ints."""
     q = copy.copy(p)
@@ -507,8 +521,8 @@ class COCOeval:
     def __init__(self, cocoGt=None, cocoDt=None, iouType="segm"):
         if not iouType:
             iouType = "segm"
-        self.cocoGt = cocoGt
-        self.cocoDt = cocoDt
+        self.cocoGt = _as_fastops_coco(cocoGt)
+        self.cocoDt = _as_fastops_coco(cocoDt)
         self.evalImgs = []
         self.eval = {}
         self.params = Params(iouType=iouType)
