@@ -202,7 +202,7 @@ def _tiny_op_inputs():
         torch.tensor([[0, 0, 10, 9], [21, 21, 2, 2], [50, 50, 3, 3]], dtype=f64),
         torch.tensor([90.0, 4.0, 9.0], dtype=f64), torch.tensor([0.9, 0.8, 0.7], dtype=f64),
         torch.tensor([1, 2, 3], dtype=i64), None, None, torch.tensor([0.5, 0.75], dtype=f64),
-        torch.tensor([[0, 1e10], [0, 50]], dtype=f64), 100,
+        torch.tensor([[0, 1e10], [0, 50]], dtype=f64), 100, False,
     )
 
 
@@ -210,7 +210,7 @@ def test_opcheck_coco_ops():
     args = _tiny_op_inputs()
     torch.library.opcheck(torch.ops.fastops.coco_evaluate.default, args,
                           test_utils=("test_schema", "test_faketensor"))
-    det_off, det_index, det_flags, npos = torch.ops.fastops.coco_evaluate(*args)
+    det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
     assert det_index.tolist() == [0, 1, 2]
     # det 0 matches GT 1 at both thresholds (IoU 0.9); det 1 lies in the crowd GT: ignored
     assert det_flags[0, 0, :].tolist() == [1, 1] and (det_flags[1, 0, :] & 2).all()
@@ -252,7 +252,7 @@ def test_same_bits_on_every_isa():
 def test_torch_compile_fullgraph_accumulate():
     """coco_accumulate has static output shapes: it traces under torch.compile(fullgraph=True)."""
     args = _tiny_op_inputs()
-    det_off, det_index, det_flags, npos = torch.ops.fastops.coco_evaluate(*args)
+    det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
     acc_args = (det_off, args[0], args[9][det_index], det_flags, npos, 1, torch.tensor([0]), torch.tensor([0, 1]),
                 torch.tensor([1, 100]), torch.tensor([0]), torch.linspace(0, 1, 11, dtype=torch.float64), 2, 1, 2, 2)
 
@@ -385,3 +385,32 @@ def test_accepts_pycocotools_coco_objects():
     assert_same_eval(E, run_eval(REF, gt, dt, "bbox"))
     with pytest.raises(TypeError, match="COCO object"):
         fm.COCOeval(object(), None, "bbox")
+
+
+def _same_eval_imgs(ours, ref):
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(b[key], np.ndarray):
+                assert np.array_equal(a[key], b[key]) and a[key].shape == b[key].shape, key
+            else:
+                assert list(a[key]) == list(b[key]) if isinstance(b[key], list) else a[key] == b[key], key
+
+
+@pytest.mark.parametrize("variant", ["plain", "duplicate_ann_ids", "float_coords_crowds"])
+@pytest.mark.parametrize("params", ["default", "useCats0", "maxDets"])
+def test_eval_imgs_equal_pycocotools(variant, params):
+    gt, dt = random_dataset(31, **VARIANTS[variant])
+    ours, ref = run_eval(fm, gt, dt, "bbox", PARAMS[params]), run_eval(REF, gt, dt, "bbox", PARAMS[params])
+    _same_eval_imgs(ours.evalImgs, ref.evalImgs)
+
+
+def test_eval_imgs_segm():
+    from test_coco_mask import segm_dataset
+
+    gt, dt = segm_dataset(2)
+    _same_eval_imgs(run_eval(fm, gt, dt, "segm").evalImgs, run_eval(REF, gt, dt, "segm").evalImgs)

@@ -54,6 +54,7 @@ struct EvaluateArgs {
   int64_t* det_index;          // [num_kept] dt row of each kept detection, by decreasing score per group
   uint8_t* det_flags;          // [num_kept, A, T]
   int32_t* num_positive;       // [G, A]: row gt_offsets[p] holds group p's ground truths not ignored
+  int32_t* det_match;          // [num_kept, A, T] matched GT (index within its group, load order) or -1; may be null
 };
 using EvaluateFn = void(const EvaluateArgs&);
 

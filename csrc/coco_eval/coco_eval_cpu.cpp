@@ -44,12 +44,12 @@ void check_offsets(const char* op, const at::Tensor& t, const char* name, int64_
   TORCH_CHECK_VALUE(ok, op, ": ", name, " must be nondecreasing offsets from 0 to ", n);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
     const at::Tensor& gt_offsets, const at::Tensor& gt_boxes, const at::Tensor& gt_area, const at::Tensor& gt_crowd,
     const at::Tensor& gt_ignore, const at::Tensor& gt_id, const at::Tensor& dt_offsets, const at::Tensor& dt_boxes,
     const at::Tensor& dt_area, const at::Tensor& dt_score, const at::Tensor& dt_id,
     const std::optional<at::Tensor>& ious, const std::optional<at::Tensor>& iou_offsets, const at::Tensor& iou_thrs,
-    const at::Tensor& area_rng, int64_t max_det) {
+    const at::Tensor& area_rng, int64_t max_det, bool with_matches) {
   const char* op = "coco_evaluate";
   TORCH_CHECK_VALUE(gt_offsets.dim() == 1 && gt_offsets.size(0) >= 1, op,
                     ": gt_offsets must have shape [P + 1], got ", gt_offsets.sizes());
@@ -105,6 +105,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   // every flag is written by the kernel
   at::Tensor det_flags = cpu::empty_output({kept, A, T}, gt_offsets.options().dtype(at::kByte));
   at::Tensor num_positive = at::zeros({G, A}, gt_offsets.options().dtype(at::kInt));
+  // the matched GT of every kept detection, for COCOeval.evalImgs (only when asked)
+  at::Tensor det_match = at::empty({with_matches ? kept : 0, A, T}, gt_offsets.options().dtype(at::kInt));
   const at::Tensor gb = ious.has_value() ? at::Tensor() : gt_boxes.contiguous();
   const at::Tensor db = ious.has_value() ? at::Tensor() : dt_boxes.contiguous();
   const at::Tensor io = ious.has_value() ? ious->contiguous() : at::Tensor();
@@ -133,9 +135,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
                         kept,
                         det_index.mutable_data_ptr<int64_t>(),
                         det_flags.mutable_data_ptr<uint8_t>(),
-                        num_positive.mutable_data_ptr<int32_t>()});
+                        num_positive.mutable_data_ptr<int32_t>(),
+                        with_matches ? det_match.mutable_data_ptr<int32_t>() : nullptr});
   }
-  return {det_offsets, det_index, det_flags, num_positive};
+  return {det_offsets, det_index, det_flags, num_positive, det_match};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(

@@ -134,6 +134,7 @@ void evaluate_impl(const EvaluateArgs& a) {
           for (int64_t r = 0; r < A; ++r) {
             const uint8_t f = (dar < a.area_rng[2 * r] || dar > a.area_rng[2 * r + 1]) ? kFlagIgnored : 0;
             std::fill(flags_g + j * AT + r * T, flags_g + j * AT + (r + 1) * T, f);
+            if (a.det_match) std::fill(a.det_match + (out0 + j) * AT + r * T, a.det_match + (out0 + j) * AT + (r + 1) * T, -1);
           }
         }
         continue;
@@ -195,6 +196,7 @@ void evaluate_impl(const EvaluateArgs& a) {
             const bool nonzero = matched && a.gt_id[g0 + g] != 0;  // a match on gt id 0 reads as unmatched
             const bool ignored = (matched && ig_g[g]) || (!nonzero && outside);
             fj[r * T + t] = static_cast<uint8_t>((nonzero ? kFlagMatched : 0) | (ignored ? kFlagIgnored : 0));
+            if (a.det_match) a.det_match[(out0 + j) * AT + r * T + t] = g;
           }
         }
       }

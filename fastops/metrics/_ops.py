@@ -6,7 +6,8 @@ import torch
 
 @torch.library.register_fake("fastops::coco_evaluate")
 def _coco_evaluate_fake(gt_offsets, gt_boxes, gt_area, gt_crowd, gt_ignore, gt_id, dt_offsets, dt_boxes, dt_area,
-                        dt_score, dt_id, ious, iou_offsets, iou_thrs, area_rng, max_det):
+                        dt_score, dt_id, ious, iou_offsets, iou_thrs, area_rng, max_det,
+                        with_matches):
     p = gt_offsets.shape[0] - 1
     kept = torch.library.get_ctx().new_dynamic_size()
     torch._check(kept <= dt_score.shape[0])
@@ -15,6 +16,7 @@ def _coco_evaluate_fake(gt_offsets, gt_boxes, gt_area, gt_crowd, gt_ignore, gt_i
         gt_offsets.new_empty(kept),
         gt_offsets.new_empty(kept, area_rng.shape[0], iou_thrs.shape[0], dtype=torch.uint8),
         gt_offsets.new_empty(gt_area.shape[0], area_rng.shape[0], dtype=torch.int32),
+        gt_offsets.new_empty(kept if with_matches else 0, area_rng.shape[0], iou_thrs.shape[0], dtype=torch.int32),
     )
 
 

@@ -20,9 +20,9 @@ right-to-left envelope and ``searchsorted(..., 'left')``; -1 for cells without G
 annotation ids resolved as ``COCO.loadAnns`` does (the last annotation with that id).
 
 Differences, deliberate: ``loadRes([])`` gives an empty result set (pycocotools raises
-IndexError), so evaluating no detections gives AP 0 where GT exist; ``evaluate`` does not build
-``evalImgs``/``ious`` (per-image dicts are what makes pycocotools slow); keypoints are not
-supported. Detection scores may be NaN: such detections sort last, as in numpy. Results must
+IndexError), so evaluating no detections gives AP 0 where GT exist; ``evalImgs`` (pycocotools'
+per-cell dicts, what makes it slow) is built only when first read, and ``ious`` is not kept;
+keypoints are not supported. Detection scores may be NaN: such detections sort last, as in numpy. Results must
 refer to images of the GT set (AssertionError, as pycocotools).
 
 Runtime needs numpy and torch only.
@@ -523,7 +523,7 @@ class COCOeval:
             iouType = "segm"
         self.cocoGt = _as_fastops_coco(cocoGt)
         self.cocoDt = _as_fastops_coco(cocoDt)
-        self.evalImgs = []
+        self._evalImgs = None
         self.eval = {}
         self.params = Params(iouType=iouType)
         self._paramsEval = {}
@@ -570,12 +570,15 @@ class COCOeval:
             g_box = np.zeros((len(g_rows), 4))
             d_box = np.zeros((len(d_rows), 4))
             ious, iou_off = self._segm_ious(g_rows, g_off, d_rows, d_off, g_crowd)
-        det_off, det_index, det_flags, npos = torch.ops.fastops.coco_evaluate(
+        args = (
             _t(g_off), _t(g_box), _t(g_area), _t(g_crowd), _t(g_ignore), _t(gcols.id[g_rows]),
             _t(d_off), _t(d_box), _t(d_area), _t(d_score), _t(dcols.id[d_rows]),
             ious, iou_off, _t(iou_thrs), _t(area_rng), max_det,
         )
+        det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args, False)
+        self._evalImgs = None
         self._evaluated = {
+            "args": args,
             "det_offsets": det_off,
             "gt_offsets": _t(g_off),
             "det_score": _t(d_score)[det_index],
@@ -591,6 +594,60 @@ class COCOeval:
         grles = self.cocoGt._rle_batch()
         drles = self.cocoDt._rle_batch()
         return maskUtils._grouped_iou(drles, _t(d_rows), _t(d_off), grles, _t(g_rows), _t(g_off), _t(g_crowd))
+
+    @property
+    def evalImgs(self) -> list:
+        """pycocotools' per-(category, area range, image) results, built on first access (slow, as
+        in pycocotools: one dict per cell; evaluate() itself does not need them)."""
+        if self._evalImgs is None:
+            self._evalImgs = [] if self._evaluated is None else self._build_eval_imgs()
+        return self._evalImgs
+
+    @evalImgs.setter
+    def evalImgs(self, value):
+        self._evalImgs = value
+
+    def _build_eval_imgs(self) -> list:
+        ev = self._evaluated
+        args = ev["args"]
+        det_off, det_index, det_flags, _, det_match = torch.ops.fastops.coco_evaluate(*args, True)
+        det_off, det_index = det_off.numpy(), det_index.numpy()
+        det_flags, det_match = det_flags.numpy(), det_match.numpy()
+        g_off, g_area, g_ignore, g_ids = args[0].numpy(), args[2].numpy(), args[4].numpy(), args[5].numpy()
+        d_off, d_score, d_ids = args[6].numpy(), args[9].numpy(), args[10].numpy()
+        p = self._paramsEval
+        cat_ids = p.catIds if p.useCats else [-1]
+        I, T = len(p.imgIds), len(p.iouThrs)
+        out = []
+        for k, cat_id in enumerate(cat_ids):
+            for a, rng in enumerate(p.areaRng):
+                lo, hi = rng[0], rng[1]
+                for i, img_id in enumerate(p.imgIds):
+                    q = k * I + i
+                    g0, g1 = g_off[q], g_off[q + 1]
+                    if g1 == g0 and d_off[q + 1] == d_off[q]:
+                        out.append(None)
+                        continue
+                    area = g_area[g0:g1]
+                    ig = (g_ignore[g0:g1] | (area < lo) | (area > hi)).astype(np.int64)
+                    gtind = np.argsort(ig, kind="mergesort")
+                    pos = np.empty(len(gtind), np.int64)
+                    pos[gtind] = np.arange(len(gtind))
+                    gid = g_ids[g0:g1]
+                    rows = det_index[det_off[q]:det_off[q + 1]]
+                    dt_ids = d_ids[rows].tolist()
+                    m = det_match[det_off[q]:det_off[q + 1], a, :].T  # [T, D], group-local GT or -1
+                    dtm = np.where(m >= 0, gid[np.maximum(m, 0)] if len(gid) else 0, 0).astype(np.float64)
+                    gtm = np.zeros((T, len(gid)))
+                    for t, j in zip(*np.nonzero(m >= 0)):  # in score order: a later match overwrites
+                        gtm[t, pos[m[t, j]]] = dt_ids[j]
+                    out.append({
+                        "image_id": img_id, "category_id": cat_id, "aRng": rng, "maxDet": p.maxDets[-1],
+                        "dtIds": dt_ids, "gtIds": gid[gtind].tolist(), "dtMatches": dtm, "gtMatches": gtm,
+                        "dtScores": d_score[rows].tolist(), "gtIgnore": ig[gtind],
+                        "dtIgnore": (det_flags[det_off[q]:det_off[q + 1], a, :].T & 2) != 0,
+                    })
+        return out
 
     # ---- accumulate -----------------------------------------------------------------------------
     def accumulate(self, p=None):
