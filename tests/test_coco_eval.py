@@ -414,3 +414,12 @@ def test_eval_imgs_segm():
 
     gt, dt = segm_dataset(2)
     _same_eval_imgs(run_eval(fm, gt, dt, "segm").evalImgs, run_eval(REF, gt, dt, "segm").evalImgs)
+
+
+def test_no_images_or_no_categories():
+    """Degenerate datasets evaluate to all -1, as pycocotools (which cannot run the first one)."""
+    for gt in ({"images": [], "annotations": [], "categories": [{"id": 1}]},
+               {"images": [{"id": 1}], "annotations": [], "categories": []}):
+        E = run_eval(fm, gt, [], "bbox")
+        assert (E.stats == -1).all()
+        assert (E.eval["precision"] == -1).all() and E.eval["precision"].shape[2] == len(gt["categories"])

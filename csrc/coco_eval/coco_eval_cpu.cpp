@@ -178,7 +178,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
     const int64_t* v = t.const_data_ptr<int64_t>();
     return std::all_of(v, v + t.size(0), [n](int64_t x) { return x >= 0 && x < n; });
   };
-  TORCH_CHECK_INDEX(in_range(cat_list, K0), op, ": cat_list entries must be in [0, ", K0, ")");
+  // (no evaluated image: the categories cannot be counted, and no cell has ground truth)
+  TORCH_CHECK_INDEX(num_images == 0 || in_range(cat_list, K0), op, ": cat_list entries must be in [0, ", K0, ")");
   TORCH_CHECK_INDEX(in_range(area_list, A0), op, ": area_list entries must be in [0, ", A0, ")");
   TORCH_CHECK_INDEX(in_range(img_list, num_images), op, ": img_list entries must be in [0, ", num_images, ")");
   const int64_t R = rec_thrs.size(0);
