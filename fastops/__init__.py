@@ -6,9 +6,9 @@ torchvision has an op, ours has the same name, signature and results (``fastops.
 """
 
 from ._library import build_info, set_cpu_isa  # loads the compiled ops first
-from . import nn, ops
+from . import metrics, nn, ops
 from .ops import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "nn", "ops", "set_cpu_isa", *ops.__all__]
+__all__ = ["build_info", "metrics", "nn", "ops", "set_cpu_isa", *ops.__all__]

@@ -1,0 +1,448 @@
+// RLE mask functions, written after pycocotools' maskApi.c so that every result has the same
+// bits: uint32 counts with their wrap-around, the polygon rasterizer's double math (this file is
+// compiled with -ffp-contract=off, as a C compiler without fused multiply-adds computes it), and
+// x86's conversions where the C code relies on them. Compiled once per instruction set
+// (results identical; only speed differs).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include <ATen/Parallel.h>
+
+#include "coco_eval/coco_eval_math.h"
+#include "coco_eval/rle.h"
+
+namespace fastops::coco_eval::rle {
+namespace {
+
+// C's (int)d on x86-64 (cvttsd2si): truncation, and INT_MIN where the value does not fit.
+FASTOPS_FORCEINLINE int32_t c_int(double d) {
+  if (!(d > -2147483649.0 && d < 2147483648.0)) return INT32_MIN;
+  return static_cast<int32_t>(d);
+}
+
+// One RLE of a batch.
+struct View {
+  const uint32_t* cnts;
+  int64_t m, h, w;
+};
+FASTOPS_FORCEINLINE View at(const Batch& b, int64_t i) {
+  return {b.counts + b.offsets[i], b.offsets[i + 1] - b.offsets[i], b.hw[2 * i], b.hw[2 * i + 1]};
+}
+
+// Runs f(begin, end, out) over [0, n) in chunks of `grain` items in parallel, each chunk into its own
+// Out, then appends the chunks to `out` in order: the same result as one sequential pass.
+template <typename F>
+void chunked(int64_t n, int64_t grain, Out& out, F f) {
+  const int64_t nchunks = (n + grain - 1) / grain;
+  if (nchunks <= 1) {
+    f(0, n, out);
+    return;
+  }
+  std::vector<Out> parts(nchunks);
+  at::parallel_for(0, nchunks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) f(c * grain, std::min(n, (c + 1) * grain), parts[c]);
+  });
+  for (const Out& part : parts) {
+    const int64_t base = static_cast<int64_t>(out.counts.size());
+    out.counts.insert(out.counts.end(), part.counts.begin(), part.counts.end());
+    for (size_t i = 1; i < part.offsets.size(); ++i) out.offsets.push_back(base + part.offsets[i]);
+    out.hw.insert(out.hw.end(), part.hw.begin(), part.hw.end());
+  }
+}
+
+void encode_impl(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out) {
+  const int64_t a = h * w;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* T = masks + a * i;
+    uint8_t p = 0;
+    uint32_t c = 0;
+    for (int64_t j = 0; j < a; ++j) {
+      if (T[j] != p) {
+        out.counts.push_back(c);
+        c = 0;
+        p = T[j];
+      }
+      ++c;
+    }
+    out.counts.push_back(c);
+    out.close(h, w);
+  }
+}
+
+void from_string_range(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t begin,
+                       int64_t end, Out& out) {
+  for (int64_t i = begin; i < end; ++i) {
+    const uint8_t* s = chars + char_offsets[i];
+    const int64_t len = char_offsets[i + 1] - char_offsets[i];
+    const int64_t base = static_cast<int64_t>(out.counts.size());
+    int64_t p = 0, m = 0;
+    while (p < len && s[p] != 0) {
+      int64_t x = 0;
+      int k = 0;
+      bool more = true;
+      while (more) {
+        const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
+        // (c & 0x1f) << 5k and -1 << 5k in C's int, as x86 computes them (shift count mod 32)
+        x |= static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(c & 0x1f) << ((5 * k) & 31)));
+        more = (c & 0x20) != 0;
+        ++p;
+        ++k;
+        if (!more && (c & 0x10)) {
+          x |= static_cast<int64_t>(static_cast<int32_t>(0xffffffffu << ((5 * k) & 31)));
+        }
+      }
+      if (m > 2) x += static_cast<int64_t>(out.counts[base + m - 2]);
+      out.counts.push_back(static_cast<uint32_t>(x));
+      ++m;
+    }
+    out.close(hw[2 * i], hw[2 * i + 1]);
+  }
+}
+
+void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out) {
+  chunked(n, 2048, out, [&](int64_t b, int64_t e, Out& o) { from_string_range(chars, char_offsets, hw, b, e, o); });
+}
+
+void to_string_impl(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets) {
+  char_offsets.assign(1, 0);
+  for (int64_t r = 0; r < b.n; ++r) {
+    const View v = at(b, r);
+    for (int64_t i = 0; i < v.m; ++i) {
+      int64_t x = static_cast<int64_t>(v.cnts[i]);
+      if (i > 2) x -= static_cast<int64_t>(v.cnts[i - 2]);
+      bool more = true;
+      while (more) {
+        uint8_t c = static_cast<uint8_t>(x & 0x1f);
+        x >>= 5;
+        more = (c & 0x10) ? x != -1 : x != 0;
+        if (more) c |= 0x20;
+        chars.push_back(static_cast<uint8_t>(c + 48));
+      }
+    }
+    char_offsets.push_back(static_cast<int64_t>(chars.size()));
+  }
+}
+
+// rleFrPoly for one polygon of k points: counts appended to `cnts`.
+void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<uint32_t>& cnts,
+                 std::vector<int32_t>& x, std::vector<int32_t>& y, std::vector<int32_t>& u,
+                 std::vector<int32_t>& v, std::vector<uint32_t>& a) {
+  const double scale = 5;
+  x.resize(k + 1);
+  y.resize(k + 1);
+  for (int64_t j = 0; j < k; ++j) x[j] = c_int(scale * xy[j * 2 + 0] + .5);
+  for (int64_t j = 0; j < k; ++j) y[j] = c_int(scale * xy[j * 2 + 1] + .5);
+  if (k > 0) {
+    x[k] = x[0];
+    y[k] = y[0];
+  }
+  u.clear();
+  v.clear();
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t xs = x[j], xe = x[j + 1], ys = y[j], ye = y[j + 1];
+    const int32_t dx = std::abs(xe - xs), dy = std::abs(ys - ye);
+    const bool flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
+    if (flip) {
+      std::swap(xs, xe);
+      std::swap(ys, ye);
+    }
+    const double s = dx >= dy ? static_cast<double>(ye - ys) / dx : static_cast<double>(xe - xs) / dy;
+    if (dx >= dy) {
+      for (int32_t d = 0; d <= dx; ++d) {
+        const int32_t t = flip ? dx - d : d;
+        u.push_back(t + xs);
+        v.push_back(c_int(ys + s * t + .5));
+      }
+    } else {
+      for (int32_t d = 0; d <= dy; ++d) {
+        const int32_t t = flip ? dy - d : d;
+        v.push_back(t + ys);
+        u.push_back(c_int(xs + s * t + .5));
+      }
+    }
+  }
+  // points along the y-boundary, downsampled
+  const int64_t np = static_cast<int64_t>(u.size());
+  const double w_max = static_cast<double>(static_cast<uint64_t>(w) - 1);  // size_t w - 1
+  const double h_d = static_cast<double>(static_cast<uint64_t>(h));
+  a.clear();
+  for (int64_t j = 1; j < np; ++j) {
+    if (u[j] == u[j - 1]) continue;
+    double xd = static_cast<double>(u[j] < u[j - 1] ? u[j] : u[j] - 1);
+    xd = (xd + .5) / scale - .5;
+    if (std::floor(xd) != xd || xd < 0 || xd > w_max) continue;
+    double yd = static_cast<double>(v[j] < v[j - 1] ? v[j] : v[j - 1]);
+    yd = (yd + .5) / scale - .5;
+    if (yd < 0) {
+      yd = 0;
+    } else if (yd > h_d) {
+      yd = h_d;
+    }
+    yd = std::ceil(yd);
+    a.push_back(static_cast<uint32_t>(c_int(xd) * static_cast<int32_t>(h) + c_int(yd)));
+  }
+  a.push_back(static_cast<uint32_t>(h * w));
+  std::sort(a.begin(), a.end());
+  uint32_t p = 0;
+  for (auto& e : a) {
+    const uint32_t t = e;
+    e -= p;
+    p = t;
+  }
+  const size_t start = cnts.size();
+  size_t j = 0;
+  cnts.push_back(a[j++]);
+  while (j < a.size()) {
+    if (a[j] > 0) {
+      cnts.push_back(a[j++]);
+    } else {
+      ++j;
+      if (j < a.size()) cnts.back() += a[j++];
+    }
+  }
+  (void)start;
+}
+
+// rleMerge of `n` RLEs given by views; the result appended to out (counts) with its h, w.
+template <typename Get>
+void merge_views(int64_t n, Get get, bool intersect, std::vector<uint32_t>& cnts, int64_t& out_h, int64_t& out_w,
+                 std::vector<uint32_t>& acc, std::vector<uint32_t>& tmp) {
+  if (n == 0) {
+    out_h = out_w = 0;
+    return;
+  }
+  View r0 = get(0);
+  int64_t h = r0.h, w = r0.w;
+  if (n == 1) {
+    cnts.insert(cnts.end(), r0.cnts, r0.cnts + r0.m);
+    out_h = h, out_w = w;
+    return;
+  }
+  acc.assign(r0.cnts, r0.cnts + r0.m);
+  for (int64_t i = 1; i < n; ++i) {
+    const View B = get(i);
+    if (B.h != h || B.w != w) {
+      h = w = 0;
+      acc.clear();
+      break;
+    }
+    tmp.clear();
+    const int64_t am = static_cast<int64_t>(acc.size());
+    uint32_t ca = am ? acc[0] : 0, cb = B.m ? B.cnts[0] : 0, cc = 0, ct = 1;
+    bool v = false, va = false, vb = false;
+    int64_t ia = 1, ib = 1;
+    while (ct > 0) {
+      const uint32_t c = std::min(ca, cb);
+      cc += c;
+      ct = 0;
+      ca -= c;
+      if (!ca && ia < am) {
+        ca = acc[ia++];
+        va = !va;
+      }
+      ct += ca;
+      cb -= c;
+      if (!cb && ib < B.m) {
+        cb = B.cnts[ib++];
+        vb = !vb;
+      }
+      ct += cb;
+      const bool vp = v;
+      v = intersect ? (va && vb) : (va || vb);
+      if (v != vp || ct == 0) {
+        tmp.push_back(cc);
+        cc = 0;
+      }
+    }
+    acc.swap(tmp);
+  }
+  cnts.insert(cnts.end(), acc.begin(), acc.end());
+  out_h = h, out_w = w;
+}
+
+void from_polygons_range(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets,
+                         const int64_t* hw, int64_t begin, int64_t end, Out& out) {
+  std::vector<uint32_t> polys, acc, tmp;
+  std::vector<int64_t> poly_start;
+  std::vector<int32_t> x, y, u, v;
+  std::vector<uint32_t> a;
+  for (int64_t j = begin; j < end; ++j) {
+    const int64_t h = hw[2 * j], w = hw[2 * j + 1];
+    polys.clear();
+    poly_start.assign(1, 0);
+    for (int64_t q = ann_offsets[j]; q < ann_offsets[j + 1]; ++q) {
+      const int64_t k = (poly_offsets[q + 1] - poly_offsets[q]) / 2;
+      poly_to_rle(xy + poly_offsets[q], k, h, w, polys, x, y, u, v, a);
+      poly_start.push_back(static_cast<int64_t>(polys.size()));
+    }
+    const int64_t n = ann_offsets[j + 1] - ann_offsets[j];
+    auto get = [&](int64_t i) -> View {
+      return {polys.data() + poly_start[i], poly_start[i + 1] - poly_start[i], h, w};
+    };
+    int64_t oh = 0, ow = 0;
+    merge_views(n, get, false, out.counts, oh, ow, acc, tmp);
+    out.close(oh, ow);
+  }
+}
+
+void from_polygons_impl(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
+                        int64_t n_ann, Out& out) {
+  chunked(n_ann, 512, out, [&](int64_t b, int64_t e, Out& o) {
+    from_polygons_range(xy, poly_offsets, ann_offsets, hw, b, e, o);
+  });
+}
+
+void merge_impl(const Batch& b, bool intersect, Out& out) {
+  std::vector<uint32_t> acc, tmp;
+  int64_t h = 0, w = 0;
+  merge_views(b.n, [&](int64_t i) { return at(b, i); }, intersect, out.counts, h, w, acc, tmp);
+  out.close(h, w);
+}
+
+void area_impl(const Batch& b, uint32_t* out) {
+  for (int64_t i = 0; i < b.n; ++i) {
+    const View v = at(b, i);
+    uint32_t s = 0;
+    for (int64_t j = 1; j < v.m; j += 2) s += v.cnts[j];
+    out[i] = s;
+  }
+}
+
+void bbox_of(const View& r, double* bb) {
+  const uint32_t h = static_cast<uint32_t>(r.h), w = static_cast<uint32_t>(r.w);
+  const int64_t m = (r.m / 2) * 2;
+  uint32_t xs = w, ys = h, xe = 0, ye = 0, cc = 0;
+  if (m == 0 || h == 0) {
+    bb[0] = bb[1] = bb[2] = bb[3] = 0;
+    return;
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    const uint32_t start = cc;
+    cc += r.cnts[j];
+    if (j % 2 == 0) continue;         // background run
+    if (r.cnts[j] == 0) continue;     // empty foreground run
+    const uint32_t y_start = start % h, x_start = (start - y_start) / h;
+    const uint32_t y_end = (cc - 1) % h, x_end = (cc - 1 - y_end) / h;
+    xs = std::min(xs, x_start);
+    xe = std::max(xe, x_end);
+    if (x_start < x_end) {  // the run crosses a column
+      ys = 0;
+      ye = h - 1;
+    } else {
+      ys = std::min(ys, y_start);
+      ye = std::max(ye, y_end);
+    }
+  }
+  bb[0] = xs;
+  bb[2] = static_cast<uint32_t>(xe - xs + 1);
+  bb[1] = ys;
+  bb[3] = static_cast<uint32_t>(ye - ys + 1);
+}
+
+void to_bbox_impl(const Batch& b, double* out) {
+  for (int64_t i = 0; i < b.n; ++i) bbox_of(at(b, i), out + 4 * i);
+}
+
+// rleIou of one pair after its bounding-box IoU `o` (> 0 needed for the exact count).
+FASTOPS_FORCEINLINE double pair_iou(const View& d, const View& g, bool crowd, double o) {
+  if (!(o > 0)) return o;
+  if (d.h != g.h || d.w != g.w) return -1;
+  uint32_t ca = d.m ? d.cnts[0] : 0, cb = g.m ? g.cnts[0] : 0, ct = 1, i = 0, u = 0;
+  bool va = false, vb = false;
+  int64_t a = 1, b = 1;
+  while (ct > 0) {
+    const uint32_t c = std::min(ca, cb);
+    if (va || vb) {
+      u += c;
+      if (va && vb) i += c;
+    }
+    ct = 0;
+    ca -= c;
+    if (!ca && a < d.m) {
+      ca = d.cnts[a++];
+      va = !va;
+    }
+    ct += ca;
+    cb -= c;
+    if (!cb && b < g.m) {
+      cb = g.cnts[b++];
+      vb = !vb;
+    }
+    ct += cb;
+  }
+  if (i == 0) {
+    u = 1;
+  } else if (crowd) {
+    u = 0;
+    for (int64_t j = 1; j < d.m; j += 2) u += d.cnts[j];
+  }
+  return static_cast<double>(i) / static_cast<double>(u);
+}
+
+// IoU of detections dt_rows[0:nd] x ground truths gt_rows[0:ng] (rows into the batches; null
+// rows: d0 + d and g0 + g), crowd flags per gt position.
+void iou_block(const Batch& dt, const int64_t* dt_rows, int64_t d0, int64_t nd, const Batch& gt,
+               const int64_t* gt_rows, int64_t g0, int64_t ng, const uint8_t* crowd, double* out,
+               std::vector<double>& boxes) {
+  auto drow = [&](int64_t d) { return dt_rows ? dt_rows[d0 + d] : d0 + d; };
+  auto grow = [&](int64_t g) { return gt_rows ? gt_rows[g0 + g] : g0 + g; };
+  boxes.resize(4 * (nd + ng));
+  for (int64_t d = 0; d < nd; ++d) bbox_of(at(dt, drow(d)), boxes.data() + 4 * d);
+  for (int64_t g = 0; g < ng; ++g) bbox_of(at(gt, grow(g)), boxes.data() + 4 * (nd + g));
+  for (int64_t d = 0; d < nd; ++d) {
+    const View dv = at(dt, drow(d));
+    for (int64_t g = 0; g < ng; ++g) {
+      const bool c = crowd != nullptr && crowd[g0 + g] != 0;
+      const double o = bb_iou(boxes.data() + 4 * d, boxes.data() + 4 * (nd + g), c);
+      out[d * ng + g] = pair_iou(dv, at(gt, grow(g)), c, o);
+    }
+  }
+}
+
+void iou_impl(const Batch& dt, const Batch& gt, const uint8_t* crowd, double* out) {
+  at::parallel_for(0, dt.n, 64, [&](int64_t lo, int64_t hi) {
+    std::vector<double> boxes;
+    iou_block(dt, nullptr, lo, hi - lo, gt, nullptr, 0, gt.n, crowd, out + lo * gt.n, boxes);
+  });
+}
+
+bool decode_impl(const Batch& b, uint8_t* out) {
+  if (b.n == 0) return true;
+  const uint64_t s = static_cast<uint64_t>(b.hw[0]) * static_cast<uint64_t>(b.hw[1]) * static_cast<uint64_t>(b.n);
+  uint64_t c = 0;
+  for (int64_t i = 0; i < b.n; ++i) {
+    const View v = at(b, i);
+    uint8_t val = 0;
+    for (int64_t j = 0; j < v.m; ++j) {
+      const uint64_t run = v.cnts[j];
+      if (c + run > s) return false;  // the counts overrun the masks: an invalid RLE
+      std::memset(out + c, val, run);
+      c += run;
+      val = !val;
+    }
+  }
+  return true;
+}
+
+void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt_groups, const Batch& gt,
+                      const int64_t* gt_rows, const int64_t* gt_groups, const uint8_t* crowd, int64_t num_groups,
+                      const int64_t* iou_offsets, double* out) {
+  at::parallel_for(0, num_groups, 256, [&](int64_t lo, int64_t hi) {
+    std::vector<double> boxes;
+    for (int64_t p = lo; p < hi; ++p) {
+      const int64_t nd = dt_groups[p + 1] - dt_groups[p], ng = gt_groups[p + 1] - gt_groups[p];
+      if (nd == 0 || ng == 0) continue;
+      iou_block(dt, dt_rows, dt_groups[p], nd, gt, gt_rows, gt_groups[p], ng, crowd, out + iou_offsets[p], boxes);
+    }
+  });
+}
+
+Kernels kKernels{&encode_impl, &from_string_impl, &to_string_impl, &from_polygons_impl, &merge_impl, &area_impl,
+                 &to_bbox_impl, &iou_impl,    &decode_impl,      &grouped_iou_impl};
+
+FASTOPS_REGISTER_CPU_KERNEL(kernels_cpu, &kKernels);
+
+}  // namespace
+}  // namespace fastops::coco_eval::rle

@@ -1,0 +1,44 @@
+"""Evaluation metrics.
+
+- COCO detection evaluation: pycocotools-compatible ``COCO``/``COCOeval`` (bit-exact ``stats`` and
+  ``eval`` arrays, bbox and segm), its RLE mask API (``fastops.metrics.mask``), and
+  ``MeanAveragePrecision`` for training loops (torchmetrics' interface, torch.distributed sync).
+- PASCAL VOC: ``voc_evaluate`` (11-point / all-point AP, difficult flag), ``voc_ap``,
+  ``plot_pr_curves``, ``detection_confusion_matrix``.
+- Classification and segmentation: ``precision_recall_f1``, ``confusion_matrix``,
+  ``segmentation_scores``/``SegmentationMetrics`` (IoU, mIoU, pixel accuracy, ignore index),
+  ``average_precision``, ``multilabel_average_precision``, ``multilabel_precision_recall_f1``.
+"""
+
+from . import _ops, mask  # noqa: F401  (_ops registers the fake kernels)
+from .classification import (
+    SegmentationMetrics,
+    average_precision,
+    confusion_matrix,
+    multilabel_average_precision,
+    multilabel_precision_recall_f1,
+    precision_recall_f1,
+    segmentation_scores,
+)
+from .coco import COCO, COCOeval, Params
+from .detection import MeanAveragePrecision
+from .voc import detection_confusion_matrix, plot_pr_curves, voc_ap, voc_evaluate
+
+__all__ = [
+    "COCO",
+    "COCOeval",
+    "MeanAveragePrecision",
+    "Params",
+    "SegmentationMetrics",
+    "average_precision",
+    "confusion_matrix",
+    "detection_confusion_matrix",
+    "mask",
+    "multilabel_average_precision",
+    "multilabel_precision_recall_f1",
+    "plot_pr_curves",
+    "precision_recall_f1",
+    "segmentation_scores",
+    "voc_ap",
+    "voc_evaluate",
+]
