@@ -6,10 +6,12 @@ do, so the modules are imported under private names.)
 """
 
 from . import box_iou as _box_iou
+from . import conv as _conv
 from . import focal_loss as _focal_loss
 from . import nms as _nms
 from .box_iou import *  # noqa: F403
+from .conv import *  # noqa: F403
 from .focal_loss import *  # noqa: F403
 from .nms import *  # noqa: F403
 
-__all__ = [*_box_iou.__all__, *_focal_loss.__all__, *_nms.__all__]
+__all__ = [*_box_iou.__all__, *_conv.__all__, *_focal_loss.__all__, *_nms.__all__]
