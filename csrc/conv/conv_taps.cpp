@@ -94,10 +94,37 @@ at::Tensor gemm_rows_grouped(const at::Tensor& t, int64_t sample, int64_t groups
   return t.select(0, sample).view({groups, t.size(1) / groups, t.size(2) * cols}).narrow(2, r0 * cols, n * cols);
 }
 
-// Tap (kh, kw) of a [C_out, C_in / groups, KH, KW] weight as a contiguous [C_out, C_in / groups].
-at::Tensor tap_weight(const at::Tensor& weight, int64_t kh, int64_t kw) {
-  return weight.select(3, kw).select(2, kh).contiguous();
+// The column groups of a convolution that have at least one tap, and how many taps that is.
+std::vector<ColumnGroup> plan_taps(const Geometry& g, bool skip_centre, int64_t& taps) {
+  std::vector<ColumnGroup> groups;
+  taps = 0;
+  for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+    ColumnGroup cg = column_group(g, kw, skip_centre);
+    if (cg.taps.empty()) continue;
+    taps += static_cast<int64_t>(cg.taps.size());
+    groups.push_back(std::move(cg));
+  }
+  return groups;
 }
+
+// Above this many taps, the weight is reordered once to [KH, KW, C_out, C_in / groups]; below it
+// each tap is gathered alone (a tap's gather reads nearly every cache line of the weight, so with
+// one or two taps that is cheaper than reordering all of it).
+constexpr int64_t kReorderAboveTaps = 2;
+
+// The taps of a [C_out, C_in / groups, KH, KW] weight as contiguous [C_out, C_in / groups] matrices.
+class TapWeights {
+ public:
+  TapWeights(const at::Tensor& weight, int64_t taps) : weight_(weight) {
+    if (taps > kReorderAboveTaps) reordered_ = weight.permute({2, 3, 0, 1}).contiguous();
+  }
+  at::Tensor operator()(int64_t kh, int64_t kw) const {
+    return reordered_.defined() ? reordered_.select(0, kh).select(0, kw) : weight_.select(3, kw).select(2, kh).contiguous();
+  }
+
+ private:
+  at::Tensor weight_, reordered_;
+};
 
 // c += a @ b, per group (a: [groups * M, K] with group blocks of rows; b, c: [groups, ., .]).
 void addmm_grouped(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b, int64_t groups, bool transpose_a) {
@@ -115,9 +142,11 @@ void addmm_grouped(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b
 void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geometry& g, const at::Tensor& out,
                         bool skip_centre) {
   const int64_t groups = g.groups;
-  for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-    const ColumnGroup cg = column_group(g, kw, skip_centre);
-    if (cg.taps.empty()) continue;
+  int64_t n_taps = 0;
+  const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
+  const TapWeights tap_weight(weight, n_taps);
+  for (const ColumnGroup& cg : plan) {
+    const int64_t kw = cg.kw;
     const int64_t cols = cg.cols.size();
     // Full-width groups accumulate straight into the output; others into a narrow buffer
     // added to their columns at the end.
@@ -130,7 +159,7 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
         window = flat_window(x, g, cg, tap.phase);
         packed_phase = tap.phase;
       }
-      const at::Tensor w = tap_weight(weight, tap.kh, kw);
+      const at::Tensor w = tap_weight(tap.kh, kw);
       const int64_t n_rows = tap.rows.size();
       for (int64_t n = 0; n < g.batch; ++n) {
         if (groups == 1) {
@@ -150,9 +179,11 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
 void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, const Geometry& g,
                            const at::Tensor& grad_in, bool skip_centre) {
   const int64_t groups = g.groups;
-  for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-    const ColumnGroup cg = column_group(g, kw, skip_centre);
-    if (cg.taps.empty()) continue;
+  int64_t n_taps = 0;
+  const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
+  const TapWeights tap_weight(weight, n_taps);
+  for (const ColumnGroup& cg : plan) {
+    const int64_t kw = cg.kw;
     const int64_t cols = cg.cols.size();
     const at::Tensor gout = cols == g.out_w ? grad_out : grad_out.narrow(3, cg.cols.begin, cols).contiguous();
     size_t t = 0;
@@ -166,7 +197,7 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
                                                 grad_in.options());
       for (; t < cg.taps.size() && cg.taps[t].phase == phase; ++t) {
         const RowTap& tap = cg.taps[t];
-        const at::Tensor w = tap_weight(weight, tap.kh, kw);
+        const at::Tensor w = tap_weight(tap.kh, kw);
         const int64_t n_rows = tap.rows.size();
         for (int64_t n = 0; n < g.batch; ++n) {
           if (groups == 1) {
@@ -183,13 +214,20 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
   }
 }
 
-// grad_taps[KH, KW, C_out, C_in / groups] += the weight gradient, tap by tap.
+// grad_weight[C_out, C_in / groups, KH, KW] += the weight gradient, tap by tap: into a
+// [KH, KW, C_out, C_in / groups] buffer added at the end when many taps are used, else into one
+// [C_out, C_in / groups] buffer per tap.
 void accumulate_weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g,
-                            const at::Tensor& grad_taps, bool skip_centre) {
-  const int64_t groups = g.groups;
-  for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-    const ColumnGroup cg = column_group(g, kw, skip_centre);
-    if (cg.taps.empty()) continue;
+                            const at::Tensor& grad_weight, bool skip_centre) {
+  const int64_t groups = g.groups, c_out_g = g.out_channels / groups, c_in_g = g.in_channels / groups;
+  int64_t n_taps = 0;
+  const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
+  if (n_taps == 0) return;
+  const bool reordered = n_taps > kReorderAboveTaps;
+  const at::Tensor taps =
+      reordered ? at::zeros({g.kernel_h, g.kernel_w, g.out_channels, c_in_g}, grad_weight.options()) : at::Tensor();
+  for (const ColumnGroup& cg : plan) {
+    const int64_t kw = cg.kw;
     const int64_t cols = cg.cols.size();
     const at::Tensor gout = cols == g.out_w ? grad_out : grad_out.narrow(3, cg.cols.begin, cols).contiguous();
     int64_t packed_phase = -1;
@@ -199,20 +237,23 @@ void accumulate_weight_grad(const at::Tensor& grad_out, const at::Tensor& x, con
         window = flat_window(x, g, cg, tap.phase);
         packed_phase = tap.phase;
       }
-      const at::Tensor gw = grad_taps.select(0, tap.kh).select(0, kw);  // [C_out, C_in / groups]
+      const at::Tensor gw = reordered ? taps.select(0, tap.kh).select(0, kw)
+                                      : at::zeros({g.out_channels, c_in_g}, grad_weight.options());
       const int64_t n_rows = tap.rows.size();
       for (int64_t n = 0; n < g.batch; ++n) {
         if (groups == 1) {
           gw.addmm_(gemm_rows(gout, n, 0, g.out_channels, tap.rows.begin, n_rows),
                     gemm_rows(window, n, 0, g.in_channels, tap.rows.begin + tap.shift, n_rows).t());
         } else {
-          gw.view({groups, g.out_channels / groups, g.in_channels / groups})
+          gw.view({groups, c_out_g, c_in_g})
               .baddbmm_(gemm_rows_grouped(gout, n, groups, tap.rows.begin, n_rows),
                         gemm_rows_grouped(window, n, groups, tap.rows.begin + tap.shift, n_rows).transpose(1, 2));
         }
       }
+      if (!reordered) grad_weight.select(3, kw).select(2, tap.kh).add_(gw);
     }
   }
+  if (reordered) grad_weight.add_(taps.permute({2, 3, 0, 1}));
 }
 
 // A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
@@ -279,12 +320,11 @@ at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& inpu
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
-  at::Tensor taps = at::zeros({weight_size[2], weight_size[3], weight_size[0], weight_size[1]},
-                              input.options().dtype(acc_type));
-  if (taps.numel() > 0 && grad_out.numel() > 0 && input.numel() > 0) {
-    accumulate_weight_grad(grad_out.contiguous().to(acc_type), input.contiguous().to(acc_type), g, taps, false);
+  at::Tensor grad_weight = at::zeros(weight_size, input.options().dtype(acc_type));
+  if (grad_weight.numel() > 0 && grad_out.numel() > 0 && input.numel() > 0) {
+    accumulate_weight_grad(grad_out.contiguous().to(acc_type), input.contiguous().to(acc_type), g, grad_weight, false);
   }
-  return taps.permute({2, 3, 0, 1}).contiguous().to(input.scalar_type());
+  return grad_weight.to(input.scalar_type());
 }
 
 at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
@@ -366,7 +406,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));
   std::vector<at::Tensor> grad_taps;
   for (int64_t r = 0; r < branches - 1; ++r) {
-    grad_taps.push_back(at::zeros({3, 3, c_out, c_in}, input.options().dtype(acc_type)));
+    grad_taps.push_back(at::zeros({c_out, c_in, 3, 3}, input.options().dtype(acc_type)));
   }
   if (gout.numel() > 0 && c_in > 0) {
     const at::Tensor centre = centre_weights(weights);
@@ -387,8 +427,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   std::vector<at::Tensor> grad_weights;
   grad_weights.push_back(grad_centre.narrow(0, 0, c_out).view({c_out, c_in, 1, 1}).to(input.scalar_type()));
   for (int64_t r = 0; r + 1 < branches; ++r) {
-    grad_taps[r].select(0, 1).select(0, 1).copy_(grad_centre.narrow(0, (r + 1) * c_out, c_out));
-    grad_weights.push_back(grad_taps[r].permute({2, 3, 0, 1}).contiguous().to(input.scalar_type()));
+    grad_taps[r].select(3, 1).select(2, 1).copy_(grad_centre.narrow(0, (r + 1) * c_out, c_out));
+    grad_weights.push_back(grad_taps[r].to(input.scalar_type()));
   }
   if (!input_grad) grad_in = at::empty({0}, input.options());
   return {grad_in, grad_weights};
