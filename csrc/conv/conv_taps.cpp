@@ -214,18 +214,25 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
   }
 }
 
-// grad_weight[C_out, C_in / groups, KH, KW] += the weight gradient, tap by tap: into a
-// [KH, KW, C_out, C_in / groups] buffer added at the end when many taps are used, else into one
-// [C_out, C_in / groups] buffer per tap.
-void accumulate_weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g,
-                            const at::Tensor& grad_weight, bool skip_centre) {
+// The weight gradient [C_out, C_in / groups, KH, KW], tap by tap (taps without an output
+// rectangle, and the centre one when skipped, are zero). Each tap's first GEMM overwrites its
+// buffer (beta 0), so no buffer is cleared first: with many taps, the buffer is one reordered
+// [KH, KW, C_out, C_in / groups] tensor, permuted back at the end; with few, one per tap, added
+// into a zeroed gradient.
+at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre) {
   const int64_t groups = g.groups, c_out_g = g.out_channels / groups, c_in_g = g.in_channels / groups;
+  const auto opts = x.options();
   int64_t n_taps = 0;
   const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
-  if (n_taps == 0) return;
+  if (n_taps == 0 || g.batch == 0) return at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
   const bool reordered = n_taps > kReorderAboveTaps;
-  const at::Tensor taps =
-      reordered ? at::zeros({g.kernel_h, g.kernel_w, g.out_channels, c_in_g}, grad_weight.options()) : at::Tensor();
+  at::Tensor taps, grad_weight;
+  if (reordered) {
+    taps = at::empty({g.kernel_h, g.kernel_w, g.out_channels, c_in_g}, opts);
+  } else {
+    grad_weight = at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
+  }
+  std::vector<bool> written(static_cast<size_t>(g.kernel_h * g.kernel_w), false);
   for (const ColumnGroup& cg : plan) {
     const int64_t kw = cg.kw;
     const int64_t cols = cg.cols.size();
@@ -237,23 +244,31 @@ void accumulate_weight_grad(const at::Tensor& grad_out, const at::Tensor& x, con
         window = flat_window(x, g, cg, tap.phase);
         packed_phase = tap.phase;
       }
-      const at::Tensor gw = reordered ? taps.select(0, tap.kh).select(0, kw)
-                                      : at::zeros({g.out_channels, c_in_g}, grad_weight.options());
+      const at::Tensor gw = reordered ? taps.select(0, tap.kh).select(0, kw) : at::empty({g.out_channels, c_in_g}, opts);
+      written[tap.kh * g.kernel_w + kw] = true;
       const int64_t n_rows = tap.rows.size();
       for (int64_t n = 0; n < g.batch; ++n) {
+        const int beta = n == 0 ? 0 : 1;
         if (groups == 1) {
           gw.addmm_(gemm_rows(gout, n, 0, g.out_channels, tap.rows.begin, n_rows),
-                    gemm_rows(window, n, 0, g.in_channels, tap.rows.begin + tap.shift, n_rows).t());
+                    gemm_rows(window, n, 0, g.in_channels, tap.rows.begin + tap.shift, n_rows).t(), beta);
         } else {
           gw.view({groups, c_out_g, c_in_g})
               .baddbmm_(gemm_rows_grouped(gout, n, groups, tap.rows.begin, n_rows),
-                        gemm_rows_grouped(window, n, groups, tap.rows.begin + tap.shift, n_rows).transpose(1, 2));
+                        gemm_rows_grouped(window, n, groups, tap.rows.begin + tap.shift, n_rows).transpose(1, 2),
+                        beta);
         }
       }
-      if (!reordered) grad_weight.select(3, kw).select(2, tap.kh).add_(gw);
+      if (!reordered) grad_weight.select(3, kw).select(2, tap.kh).copy_(gw);
     }
   }
-  if (reordered) grad_weight.add_(taps.permute({2, 3, 0, 1}));
+  if (!reordered) return grad_weight;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      if (!written[kh * g.kernel_w + kw]) taps.select(0, kh).select(0, kw).zero_();
+    }
+  }
+  return taps.permute({2, 3, 0, 1}).contiguous();
 }
 
 // A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
@@ -320,11 +335,9 @@ at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& inpu
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
-  at::Tensor grad_weight = at::zeros(weight_size, input.options().dtype(acc_type));
-  if (grad_weight.numel() > 0 && grad_out.numel() > 0 && input.numel() > 0) {
-    accumulate_weight_grad(grad_out.contiguous().to(acc_type), input.contiguous().to(acc_type), g, grad_weight, false);
-  }
-  return grad_weight.to(input.scalar_type());
+  if (grad_out.numel() == 0 || input.numel() == 0) return at::zeros(weight_size, input.options());
+  return weight_grad(grad_out.contiguous().to(acc_type), input.contiguous().to(acc_type), g, false)
+      .to(input.scalar_type());
 }
 
 at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
@@ -404,31 +417,27 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
   const at::Tensor gout_acc = gout.to(acc_type), x_acc = x.to(acc_type);
   at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));
-  std::vector<at::Tensor> grad_taps;
-  for (int64_t r = 0; r < branches - 1; ++r) {
-    grad_taps.push_back(at::zeros({c_out, c_in, 3, 3}, input.options().dtype(acc_type)));
-  }
+  std::vector<at::Tensor> grad_weights;
   if (gout.numel() > 0 && c_in > 0) {
+    // The 1x1 weight and the centre taps: one GEMM each way per sample.
     const at::Tensor centre = centre_weights(weights);
     for (int64_t s = 0; s < n; ++s) {
       const at::Tensor g2 = gout_acc.select(0, s).view({branches * c_out, h * w});
-      grad_centre.addmm_(g2, x_acc.select(0, s).view({c_in, h * w}).t());
+      grad_centre.addmm_(g2, x_acc.select(0, s).view({c_in, h * w}).t(), s == 0 ? 0 : 1);
       if (input_grad) {
         grad_in.select(0, s).view({c_in, h * w}).addmm_(centre.t(), gout.select(0, s).view({branches * c_out, h * w}));
       }
     }
-    for (int64_t r = 0; r + 1 < branches; ++r) {
-      const Geometry g = aspp_branch_geometry(x, c_out, rates[r]);
-      const at::Tensor branch_grad = gout.narrow(1, (r + 1) * c_out, c_out);
-      accumulate_weight_grad(flat_map(gout_acc.narrow(1, (r + 1) * c_out, c_out)), x_acc, g, grad_taps[r], true);
-      if (input_grad) accumulate_input_grad(flat_map(branch_grad), weights[r + 1], g, grad_in, true);
-    }
   }
-  std::vector<at::Tensor> grad_weights;
   grad_weights.push_back(grad_centre.narrow(0, 0, c_out).view({c_out, c_in, 1, 1}).to(input.scalar_type()));
   for (int64_t r = 0; r + 1 < branches; ++r) {
-    grad_taps[r].select(3, 1).select(2, 1).copy_(grad_centre.narrow(0, (r + 1) * c_out, c_out));
-    grad_weights.push_back(grad_taps[r].to(input.scalar_type()));
+    const Geometry g = aspp_branch_geometry(x, c_out, rates[r]);
+    at::Tensor grad_w = weight_grad(flat_map(gout_acc.narrow(1, (r + 1) * c_out, c_out)), x_acc, g, true);
+    grad_w.select(3, 1).select(2, 1).copy_(grad_centre.narrow(0, (r + 1) * c_out, c_out));
+    grad_weights.push_back(grad_w.to(input.scalar_type()));
+    if (input_grad && gout.numel() > 0 && c_in > 0) {
+      accumulate_input_grad(flat_map(gout.narrow(1, (r + 1) * c_out, c_out)), weights[r + 1], g, grad_in, true);
+    }
   }
   if (!input_grad) grad_in = at::empty({0}, input.options());
   return {grad_in, grad_weights};
