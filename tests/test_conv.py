@@ -588,13 +588,21 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.fastops.aspp_conv_backward, (ga, x.detach(), [w.detach() for w in ws], [5], True))
 
 
-def test_compile_fullgraph():
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph(dynamic):
     conv = fastops.nn.Conv2d(4, 6, 3, padding=12, dilation=12, path="fastops")
     up = fastops.nn.ConvTranspose2d(6, 3, 2, stride=2, path="fastops")
 
     def model(x):
-        return up(torch.relu(conv(x))) + fastops.aspp_conv(x, [conv.weight[:, :, 1:2, 1:2], conv.weight], [3])[:, :3].sum()
+        y = up(torch.relu(conv(x)))
+        return y.sum() + fastops.aspp_conv(x, [conv.weight[:, :, 1:2, 1:2], conv.weight], [3]).square().sum()
 
-    x = torch.randn(2, 4, 9, 10)
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x), model(x))
+    compiled = torch.compile(model, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+    for shape in [(2, 4, 9, 10), (1, 4, 7, 12)]:
+        x = torch.randn(shape)
+        xs, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        expected, got = model(xs), compiled(xc)
+        torch.testing.assert_close(got, expected)
+        expected.backward()
+        got.backward()
+        torch.testing.assert_close(xc.grad, xs.grad)

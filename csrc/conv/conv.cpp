@@ -160,10 +160,10 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
   m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
         "int groups) -> Tensor",
         {at::Tag::pt2_compliant_tag});
-  m.def("conv2d_input_grad(Tensor grad_out, Tensor weight, int[4] input_size, int[2] stride, int[4] padding, "
+  m.def("conv2d_input_grad(Tensor grad_out, Tensor weight, SymInt[4] input_size, int[2] stride, int[4] padding, "
         "int[2] dilation, int groups) -> Tensor",
         {at::Tag::pt2_compliant_tag});
-  m.def("conv2d_weight_grad(Tensor grad_out, Tensor input, int[4] weight_size, int[2] stride, int[4] padding, "
+  m.def("conv2d_weight_grad(Tensor grad_out, Tensor input, SymInt[4] weight_size, int[2] stride, int[4] padding, "
         "int[2] dilation, int groups) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   m.def("conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "

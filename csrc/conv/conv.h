@@ -62,9 +62,9 @@ void check_aspp(const char* op, const at::Tensor& input, at::TensorList weights,
 // ---- the per-tap implementation, for any device (conv_taps.cpp) ----
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
-at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, at::IntArrayRef input_size,
+at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size,
                              at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
-at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, at::IntArrayRef weight_size,
+at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef weight_size,
                               at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
                               int64_t groups);
 at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,

@@ -303,10 +303,11 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
   return out;
 }
 
-at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, at::IntArrayRef input_size,
+at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size_sym,
                              at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
                              int64_t groups) {
   const char* op = "conv2d_input_grad";
+  const at::IntArrayRef input_size = C10_AS_INTARRAYREF_SLOW(input_size_sym);
   Geometry g = conv_geometry_of_sizes(op, input_size, weight.sizes(), stride, padding4, dilation, groups);
   TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == g.batch && grad_out.size(1) == g.out_channels &&
                         grad_out.size(2) <= g.out_h && grad_out.size(3) <= g.out_w,
@@ -322,10 +323,11 @@ at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weigh
   return grad_in;
 }
 
-at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, at::IntArrayRef weight_size,
+at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef weight_size_sym,
                               at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
                               int64_t groups) {
   const char* op = "conv2d_weight_grad";
+  const at::IntArrayRef weight_size = C10_AS_INTARRAYREF_SLOW(weight_size_sym);
   Geometry g = conv_geometry_of_sizes(op, input.sizes(), weight_size, stride, padding4, dilation, groups);
   TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == g.batch && grad_out.size(1) == g.out_channels &&
                         grad_out.size(2) <= g.out_h && grad_out.size(3) <= g.out_w,
