@@ -606,3 +606,19 @@ def test_compile_fullgraph(dynamic):
         expected.backward()
         got.backward()
         torch.testing.assert_close(xc.grad, xs.grad)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    """The CUDA registration (cuBLAS GEMMs) against the CPU's, float64, forward and gradients."""
+    x = torch.randn(2, 6, 13, 11, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    wt = torch.randn(6, 2, 4, 4, dtype=torch.float64)
+    for fn, weight, kw in [(fastops.conv2d, w, dict(padding=7, dilation=(7, 5), groups=2, stride=(1, 2))),
+                           (fastops.conv_transpose2d, wt, dict(stride=2, padding=1, groups=2))]:
+        cpu = _forward_backward(fn, x, weight, None, 8, **kw)
+        gpu = _forward_backward(fn, x.cuda(), weight.cuda(), None, 8, **kw)
+        for a, b in zip(cpu[:3], gpu[:3]):
+            torch.testing.assert_close(b.cpu(), a, **F64)
+    aspp = fastops.nn.ASPP(6, 4, [2, 12], path="fastops").double().eval()
+    torch.testing.assert_close(aspp.cuda()(x.cuda()).cpu(), aspp.cpu()(x), **F64)

@@ -3,6 +3,7 @@
 // accumulation to ATen's strided copies and adds (multi-threaded on the CPU, one kernel each on the
 // GPU). conv_cpu.cpp and conv_cuda.cu register these functions for their device.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "conv/conv.h"
 
@@ -88,12 +89,6 @@ at::Tensor gemm_rows(const at::Tensor& t, int64_t sample, int64_t c0, int64_t c,
   return t.select(0, sample).narrow(0, c0, c).view({c, t.size(2) * cols}).narrow(1, r0 * cols, n * cols);
 }
 
-// The same as a [groups, C / groups, n * cols] batch.
-at::Tensor gemm_rows_grouped(const at::Tensor& t, int64_t sample, int64_t groups, int64_t r0, int64_t n) {
-  const int64_t cols = t.size(3);
-  return t.select(0, sample).view({groups, t.size(1) / groups, t.size(2) * cols}).narrow(2, r0 * cols, n * cols);
-}
-
 // The column groups of a convolution that have at least one tap, and how many taps that is.
 std::vector<ColumnGroup> plan_taps(const Geometry& g, bool skip_centre, int64_t& taps) {
   std::vector<ColumnGroup> groups;
@@ -112,160 +107,182 @@ std::vector<ColumnGroup> plan_taps(const Geometry& g, bool skip_centre, int64_t&
 // one or two taps that is cheaper than reordering all of it).
 constexpr int64_t kReorderAboveTaps = 2;
 
-// The taps of a [C_out, C_in / groups, KH, KW] weight as contiguous [C_out, C_in / groups] matrices.
-class TapWeights {
- public:
-  TapWeights(const at::Tensor& weight, int64_t taps) : weight_(weight) {
-    if (taps > kReorderAboveTaps) reordered_ = weight.permute({2, 3, 0, 1}).contiguous();
+// The taps of a [C_out, C_in / groups, KH, KW] weight as contiguous [C_out, C_in / groups]
+// matrices, made before the parallel region (the reordering copy is itself parallel).
+std::vector<at::Tensor> tap_weights(const at::Tensor& weight, const std::vector<ColumnGroup>& plan, int64_t taps) {
+  const int64_t kh_n = weight.size(2), kw_n = weight.size(3);
+  std::vector<at::Tensor> w(static_cast<size_t>(kh_n * kw_n));
+  const at::Tensor reordered = taps > kReorderAboveTaps ? weight.permute({2, 3, 0, 1}).contiguous() : at::Tensor();
+  for (const ColumnGroup& cg : plan) {
+    for (const RowTap& tap : cg.taps) {
+      w[tap.kh * kw_n + cg.kw] = reordered.defined() ? reordered.select(0, tap.kh).select(0, cg.kw)
+                                                     : weight.select(3, cg.kw).select(2, tap.kh).contiguous();
+    }
   }
-  at::Tensor operator()(int64_t kh, int64_t kw) const {
-    return reordered_.defined() ? reordered_.select(0, kh).select(0, kw) : weight_.select(3, kw).select(2, kh).contiguous();
-  }
+  return w;
+}
 
- private:
-  at::Tensor weight_, reordered_;
-};
-
-// c += a @ b, per group (a: [groups * M, K] with group blocks of rows; b, c: [groups, ., .]).
-void addmm_grouped(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b, int64_t groups, bool transpose_a) {
-  if (groups == 1) {
-    at::Tensor c2 = c.dim() == 3 ? c.select(0, 0) : c;
-    at::Tensor b2 = b.dim() == 3 ? b.select(0, 0) : b;
-    c2.addmm_(transpose_a ? a.t() : a, b2);
-    return;
+// Each column group's input windows, by row phase (undefined where no tap reads one).
+std::vector<std::vector<at::Tensor>> pack_windows(const at::Tensor& x, const Geometry& g,
+                                                  const std::vector<ColumnGroup>& plan) {
+  std::vector<std::vector<at::Tensor>> windows(plan.size(), std::vector<at::Tensor>(static_cast<size_t>(g.stride_h)));
+  for (size_t i = 0; i < plan.size(); ++i) {
+    for (const RowTap& tap : plan[i].taps) {
+      at::Tensor& w = windows[i][static_cast<size_t>(tap.phase)];
+      if (!w.defined()) w = flat_window(x, g, plan[i], tap.phase);
+    }
   }
-  at::Tensor a3 = a.view({groups, a.size(0) / groups, a.size(1)});
-  c.baddbmm_(transpose_a ? a3.transpose(1, 2) : a3, b);
+  return windows;
+}
+
+// grad_out's columns of each column group, contiguous.
+std::vector<at::Tensor> pack_grad_columns(const at::Tensor& grad_out, const Geometry& g,
+                                          const std::vector<ColumnGroup>& plan) {
+  std::vector<at::Tensor> cols;
+  for (const ColumnGroup& cg : plan) {
+    cols.push_back(cg.cols.size() == g.out_w ? grad_out
+                                             : grad_out.narrow(3, cg.cols.begin, cg.cols.size()).contiguous());
+  }
+  return cols;
+}
+
+// Splits a GEMM's M dimension (channels) into blocks, per group, and runs fn(group, m0, m) for
+// each block, blocks in parallel: each thread runs its own GEMMs (BLAS single-threaded inside a
+// parallel region) over every tap, so a call has one parallel region, not one per GEMM, copy and
+// add. Each output element is still summed by one thread in the fixed tap order.
+template <typename Fn>
+void for_channel_blocks(int64_t groups, int64_t m_per_group, const Fn& fn) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_group = std::max<int64_t>(1, std::min<int64_t>(m_per_group, threads / groups));
+  at::parallel_for(0, groups * per_group, 1, [&](int64_t begin, int64_t end) {
+    // Worker threads do not inherit the caller's dispatch state: stay below autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t group = b / per_group, part = b % per_group;
+      const int64_t m0 = part * m_per_group / per_group, m1 = (part + 1) * m_per_group / per_group;
+      if (m1 > m0) fn(group, m0, m1 - m0);
+    }
+  });
 }
 
 // out[N, C_out, Ho, Wo] += conv(x, weight) over the taps (all, or all but the centre one).
 void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geometry& g, const at::Tensor& out,
                         bool skip_centre) {
-  const int64_t groups = g.groups;
+  const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   int64_t n_taps = 0;
   const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
-  const TapWeights tap_weight(weight, n_taps);
-  for (const ColumnGroup& cg : plan) {
-    const int64_t kw = cg.kw;
-    const int64_t cols = cg.cols.size();
-    // Full-width groups accumulate straight into the output; others into a narrow buffer
-    // added to their columns at the end.
-    const bool direct = cols == g.out_w;
-    const at::Tensor acc = direct ? out : at::zeros({g.batch, g.out_channels, g.out_h, cols}, out.options());
-    int64_t packed_phase = -1;
-    at::Tensor window;
-    for (const RowTap& tap : cg.taps) {
-      if (tap.phase != packed_phase) {
-        window = flat_window(x, g, cg, tap.phase);
-        packed_phase = tap.phase;
-      }
-      const at::Tensor w = tap_weight(tap.kh, kw);
-      const int64_t n_rows = tap.rows.size();
-      for (int64_t n = 0; n < g.batch; ++n) {
-        if (groups == 1) {
-          gemm_rows(acc, n, 0, g.out_channels, tap.rows.begin, n_rows)
-              .addmm_(w, gemm_rows(window, n, 0, g.in_channels, tap.rows.begin + tap.shift, n_rows));
-        } else {
-          addmm_grouped(gemm_rows_grouped(acc, n, groups, tap.rows.begin, n_rows), w,
-                        gemm_rows_grouped(window, n, groups, tap.rows.begin + tap.shift, n_rows), groups, false);
+  if (n_taps == 0) return;
+  const std::vector<at::Tensor> w = tap_weights(weight, plan, n_taps);
+  const auto windows = pack_windows(x, g, plan);
+  for_channel_blocks(g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
+    const int64_t c0 = group * c_out_g + m0, k0 = group * c_in_g;
+    const at::Tensor out_block = out.narrow(1, c0, m);
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ColumnGroup& cg = plan[i];
+      const int64_t cols = cg.cols.size();
+      // Full-width groups accumulate straight into the output; others into a narrow buffer
+      // added to their columns at the end.
+      const bool direct = cols == g.out_w;
+      const at::Tensor acc = direct ? out_block : at::zeros({g.batch, m, g.out_h, cols}, out.options());
+      for (const RowTap& tap : cg.taps) {
+        const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
+        const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
+        for (int64_t n = 0; n < g.batch; ++n) {
+          gemm_rows(acc, n, 0, m, tap.rows.begin, tap.rows.size())
+              .addmm_(wt, gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()));
         }
       }
+      if (!direct) out_block.narrow(3, cg.cols.begin, cols).add_(acc);
     }
-    if (!direct) out.narrow(3, cg.cols.begin, cols).add_(acc);
-  }
+  });
 }
 
 // grad_in[N, C_in, H, W] += the adjoint of accumulate_forward applied to grad_out.
 void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, const Geometry& g,
                            const at::Tensor& grad_in, bool skip_centre) {
-  const int64_t groups = g.groups;
+  const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   int64_t n_taps = 0;
   const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
-  const TapWeights tap_weight(weight, n_taps);
-  for (const ColumnGroup& cg : plan) {
-    const int64_t kw = cg.kw;
-    const int64_t cols = cg.cols.size();
-    const at::Tensor gout = cols == g.out_w ? grad_out : grad_out.narrow(3, cg.cols.begin, cols).contiguous();
-    size_t t = 0;
-    while (t < cg.taps.size()) {
-      const int64_t phase = cg.taps[t].phase;
-      // The phase's window of grad_in, accumulated in place when it is flat, else in a buffer.
-      const at::Tensor target = window_view(grad_in, g, cg, phase);
-      const bool direct = plane_is_flat(target);
-      const at::Tensor acc = direct ? target
-                                    : at::zeros({g.batch, g.in_channels, phase_rows(g.in_h, phase, g.stride_h), cols},
-                                                grad_in.options());
-      for (; t < cg.taps.size() && cg.taps[t].phase == phase; ++t) {
-        const RowTap& tap = cg.taps[t];
-        const at::Tensor w = tap_weight(tap.kh, kw);
-        const int64_t n_rows = tap.rows.size();
-        for (int64_t n = 0; n < g.batch; ++n) {
-          if (groups == 1) {
-            gemm_rows(acc, n, 0, g.in_channels, tap.rows.begin + tap.shift, n_rows)
-                .addmm_(w.t(), gemm_rows(gout, n, 0, g.out_channels, tap.rows.begin, n_rows));
-          } else {
-            addmm_grouped(gemm_rows_grouped(acc, n, groups, tap.rows.begin + tap.shift, n_rows), w,
-                          gemm_rows_grouped(gout, n, groups, tap.rows.begin, n_rows), groups, true);
+  if (n_taps == 0) return;
+  const std::vector<at::Tensor> w = tap_weights(weight, plan, n_taps);
+  const std::vector<at::Tensor> gouts = pack_grad_columns(grad_out, g, plan);
+  for_channel_blocks(g.groups, c_in_g, [&](int64_t group, int64_t m0, int64_t m) {
+    const int64_t c0 = group * c_in_g + m0, k0 = group * c_out_g;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ColumnGroup& cg = plan[i];
+      size_t t = 0;
+      while (t < cg.taps.size()) {
+        const int64_t phase = cg.taps[t].phase;
+        // The phase's window of grad_in, accumulated in place when it is flat, else in a buffer.
+        const at::Tensor target = window_view(grad_in, g, cg, phase).narrow(1, c0, m);
+        const bool direct = plane_is_flat(target);
+        const at::Tensor acc =
+            direct ? target
+                   : at::zeros({g.batch, m, phase_rows(g.in_h, phase, g.stride_h), cg.cols.size()}, grad_in.options());
+        for (; t < cg.taps.size() && cg.taps[t].phase == phase; ++t) {
+          const RowTap& tap = cg.taps[t];
+          const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, k0, c_out_g).narrow(1, m0, m).t();
+          for (int64_t n = 0; n < g.batch; ++n) {
+            gemm_rows(acc, n, 0, m, tap.rows.begin + tap.shift, tap.rows.size())
+                .addmm_(wt, gemm_rows(gouts[i], n, k0, c_out_g, tap.rows.begin, tap.rows.size()));
           }
         }
+        if (!direct) target.add_(acc);
       }
-      if (!direct) target.add_(acc);
     }
-  }
+  });
 }
 
 // The weight gradient [C_out, C_in / groups, KH, KW], tap by tap (taps without an output
 // rectangle, and the centre one when skipped, are zero). Each tap's first GEMM overwrites its
 // buffer (beta 0), so no buffer is cleared first: with many taps, the buffer is one reordered
-// [KH, KW, C_out, C_in / groups] tensor, permuted back at the end; with few, one per tap, added
+// [KH, KW, C_out, C_in / groups] tensor, permuted back at the end; with few, one per tap, copied
 // into a zeroed gradient.
 at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre) {
-  const int64_t groups = g.groups, c_out_g = g.out_channels / groups, c_in_g = g.in_channels / groups;
+  const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   const auto opts = x.options();
   int64_t n_taps = 0;
   const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
   if (n_taps == 0 || g.batch == 0) return at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
   const bool reordered = n_taps > kReorderAboveTaps;
-  at::Tensor taps, grad_weight;
-  if (reordered) {
-    taps = at::empty({g.kernel_h, g.kernel_w, g.out_channels, c_in_g}, opts);
-  } else {
-    grad_weight = at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
-  }
-  std::vector<bool> written(static_cast<size_t>(g.kernel_h * g.kernel_w), false);
+  const at::Tensor taps = reordered ? at::empty({g.kernel_h, g.kernel_w, g.out_channels, c_in_g}, opts) : at::Tensor();
+  std::vector<at::Tensor> buffers(static_cast<size_t>(g.kernel_h * g.kernel_w));
   for (const ColumnGroup& cg : plan) {
-    const int64_t kw = cg.kw;
-    const int64_t cols = cg.cols.size();
-    const at::Tensor gout = cols == g.out_w ? grad_out : grad_out.narrow(3, cg.cols.begin, cols).contiguous();
-    int64_t packed_phase = -1;
-    at::Tensor window;
     for (const RowTap& tap : cg.taps) {
-      if (tap.phase != packed_phase) {
-        window = flat_window(x, g, cg, tap.phase);
-        packed_phase = tap.phase;
-      }
-      const at::Tensor gw = reordered ? taps.select(0, tap.kh).select(0, kw) : at::empty({g.out_channels, c_in_g}, opts);
-      written[tap.kh * g.kernel_w + kw] = true;
-      const int64_t n_rows = tap.rows.size();
-      for (int64_t n = 0; n < g.batch; ++n) {
-        const int beta = n == 0 ? 0 : 1;
-        if (groups == 1) {
-          gw.addmm_(gemm_rows(gout, n, 0, g.out_channels, tap.rows.begin, n_rows),
-                    gemm_rows(window, n, 0, g.in_channels, tap.rows.begin + tap.shift, n_rows).t(), beta);
-        } else {
-          gw.view({groups, c_out_g, c_in_g})
-              .baddbmm_(gemm_rows_grouped(gout, n, groups, tap.rows.begin, n_rows),
-                        gemm_rows_grouped(window, n, groups, tap.rows.begin + tap.shift, n_rows).transpose(1, 2),
-                        beta);
-        }
-      }
-      if (!reordered) grad_weight.select(3, kw).select(2, tap.kh).copy_(gw);
+      buffers[tap.kh * g.kernel_w + cg.kw] =
+          reordered ? taps.select(0, tap.kh).select(0, cg.kw) : at::empty({g.out_channels, c_in_g}, opts);
     }
   }
-  if (!reordered) return grad_weight;
+  const auto windows = pack_windows(x, g, plan);
+  const std::vector<at::Tensor> gouts = pack_grad_columns(grad_out, g, plan);
+  for_channel_blocks(g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
+    const int64_t c0 = group * c_out_g + m0, k0 = group * c_in_g;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ColumnGroup& cg = plan[i];
+      for (const RowTap& tap : cg.taps) {
+        const at::Tensor gw = buffers[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
+        const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
+        for (int64_t n = 0; n < g.batch; ++n) {
+          gw.addmm_(gemm_rows(gouts[i], n, c0, m, tap.rows.begin, tap.rows.size()),
+                    gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()).t(),
+                    n == 0 ? 0 : 1);
+        }
+      }
+    }
+  });
+  if (!reordered) {
+    at::Tensor grad_weight = at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const at::Tensor& b = buffers[kh * g.kernel_w + kw];
+        if (b.defined()) grad_weight.select(3, kw).select(2, kh).copy_(b);
+      }
+    }
+    return grad_weight;
+  }
   for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-      if (!written[kh * g.kernel_w + kw]) taps.select(0, kh).select(0, kw).zero_();
+      if (!buffers[kh * g.kernel_w + kw].defined()) taps.select(0, kh).select(0, kw).zero_();
     }
   }
   return taps.permute({2, 3, 0, 1}).contiguous();
