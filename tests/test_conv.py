@@ -380,6 +380,30 @@ def test_skipped_taps_never_multiply():
     torch.testing.assert_close(out, F.conv2d(x, w[:, :, 1:2, 1:2]), **F64)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_channel_blocks_match_torch(threads, groups):
+    """Enough channels that each thread gets its own block of output (input) channels."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(2, 96, 9, 8, dtype=torch.float64)
+        w = torch.randn(130, 96 // groups, 3, 3, dtype=torch.float64)
+        kw = dict(padding=4, dilation=(4, 3), groups=groups)
+        for a, t in zip(_forward_backward(fastops.conv2d, x, w, None, 9, **kw),
+                        _forward_backward(F.conv2d, x, w, None, 9, **kw)):
+            if t is not None:
+                torch.testing.assert_close(a, t, **F64)
+        wt = torch.randn(96, 130 // groups, 4, 4, dtype=torch.float64)
+        kw = dict(stride=2, padding=1, groups=groups)
+        for a, t in zip(_forward_backward(fastops.conv_transpose2d, x, wt, None, 9, **kw),
+                        _forward_backward(F.conv_transpose2d, x, wt, None, 9, **kw)):
+            if t is not None:
+                torch.testing.assert_close(a, t, **F64)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_deterministic():
     x = torch.randn(2, 32, 20, 20)
     w = torch.randn(16, 32, 3, 3)

@@ -150,10 +150,13 @@ std::vector<at::Tensor> pack_grad_columns(const at::Tensor& grad_out, const Geom
 // each block, blocks in parallel: each thread runs its own GEMMs (BLAS single-threaded inside a
 // parallel region) over every tap, so a call has one parallel region, not one per GEMM, copy and
 // add. Each output element is still summed by one thread in the fixed tap order.
+// Blocks have at least kMinBlockChannels rows (smaller GEMMs lose more than a thread gains).
+constexpr int64_t kMinBlockChannels = 32;
+
 template <typename Fn>
 void for_channel_blocks(int64_t groups, int64_t m_per_group, const Fn& fn) {
   const int64_t threads = at::get_num_threads();
-  const int64_t per_group = std::max<int64_t>(1, std::min<int64_t>(m_per_group, threads / groups));
+  const int64_t per_group = std::max<int64_t>(1, std::min<int64_t>(m_per_group / kMinBlockChannels, threads / groups));
   at::parallel_for(0, groups * per_group, 1, [&](int64_t begin, int64_t end) {
     // Worker threads do not inherit the caller's dispatch state: stay below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
