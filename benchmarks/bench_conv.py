@@ -16,7 +16,9 @@ Timing: fastops and torch alternate call by call, and each reports its fastest c
 development machine is shared with other builds and tests, and a second process on one of its two
 cores stalls every multi-threaded region at its barrier: medians then measure the neighbours (and
 hit fastops, which runs more, shorter parallel regions: GEMMs, window copies, adds, harder than
-oneDNN's single region). The fastest of alternating calls is the time of a quiet machine for both.
+oneDNN's single region). So each pair of calls waits (up to 3 s) for a 0.1 s window in which other
+processes use under 10% of the CPU, and the fastest of the alternating calls is reported: the time
+of a quiet machine, for both.
 """
 
 from __future__ import annotations
@@ -32,6 +34,31 @@ from common import Row, bench_main, synchronize
 from fastops.nn.conv import useful_fraction
 
 
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(busy ticks of the whole machine, all ticks, this process's ticks) from /proc."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(values) - idle, sum(values), int(fields[11]) + int(fields[12])
+
+
+def wait_until_quiet(max_wait_s: float = 3.0, window_s: float = 0.1, share: float = 0.1) -> None:
+    """Waits (at most max_wait_s) for a window in which other processes use under `share` of the
+    machine's CPU time, so that a timing does not run beside someone else's build or test."""
+    try:
+        deadline = time.perf_counter() + max_wait_s
+        while time.perf_counter() < deadline:
+            busy0, total0, own0 = _cpu_ticks()
+            time.sleep(window_s)
+            busy1, total1, own1 = _cpu_ticks()
+            if total1 > total0 and (busy1 - busy0 - (own1 - own0)) / (total1 - total0) < share:
+                return
+    except (OSError, ValueError, IndexError):
+        return  # not Linux: time as it comes
+
+
 def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
     """The fastest call of fn_a and of fn_b in milliseconds, timed alternately (see the notes)."""
     for _ in range(2):
@@ -39,6 +66,8 @@ def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
         fn_b()
     times_a, times_b = [], []
     for _ in range(repeat):
+        if not device.startswith("cuda"):
+            wait_until_quiet()
         for fn, times in ((fn_a, times_a), (fn_b, times_b)):
             synchronize(device)
             t0 = time.perf_counter()
@@ -124,6 +153,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
                         {"useful": round(flops / (2 * 256 * 256 * 9 * hw2[0] * hw2[1]), 3)}))
         module = fastops.nn.Conv2d(256, 256, 3, padding=r, dilation=r, bias=False).to(device)
         module.weight.data.copy_(w)
+        module.weight.requires_grad_(False)  # as w: forward only, no graph
         auto, ref = paired_ms(lambda: module(x2), lambda: F.conv2d(x2, w, padding=r, dilation=r), device, repeat)
         rows.append(Row(f"  rate {r} fwd, module auto ({'fastops' if module._uses_fastops(x2) else 'torch'})", auto,
                         ref_name, ref, floor(flops), basis))
@@ -145,6 +175,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
                         basis))
         module = fastops.nn.ConvTranspose2d(128, 64, k, stride=s, padding=p, bias=False).to(device)
         module.weight.data.copy_(w)
+        module.weight.requires_grad_(False)  # as w: forward only, no graph
         auto, ref = paired_ms(lambda: module(x3), lambda: F.conv_transpose2d(x3, w, stride=s, padding=p), device, repeat)
         rows.append(Row(f"  k{k}s{s}p{p} fwd, module auto ({'fastops' if module._uses_fastops() else 'torch'})", auto,
                         ref_name, ref, floor(flops), basis))
