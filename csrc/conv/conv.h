@@ -31,6 +31,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "common/cpu_dispatch.h"
+
 namespace fastops::conv {
 
 // Sizes of one convolution, in the orientation of conv2d: `input` is the map convolved, `output`
@@ -75,5 +77,13 @@ at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at
 std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
                                                                   at::TensorList weights, at::IntArrayRef rates,
                                                                   bool input_grad);
+
+// ---- raw CPU loop (conv_cpu_kernel.cpp, compiled once per instruction set) ----
+// Reorders a weight between its layout [rows, taps] (rows = C_out * C_in / groups, each row's
+// KH * KW taps contiguous) and the tap-major [taps, rows] the GEMMs read (to_tap_major), or back.
+// A pure copy of elem_size-byte elements (2, 4 or 8: any float dtype).
+using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps, int64_t elem_size,
+                          bool to_tap_major);
+extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 
 }  // namespace fastops::conv

@@ -7,6 +7,8 @@
 
 namespace fastops::conv {
 
+constinit cpu::KernelTable<TapReorderFn> tap_reorder_cpu{};
+
 TORCH_LIBRARY_IMPL(fastops, CPU, m) {
   m.impl("conv2d", &conv2d_forward);
   m.impl("conv2d_input_grad", &conv2d_input_grad);

@@ -107,12 +107,35 @@ std::vector<ColumnGroup> plan_taps(const Geometry& g, bool skip_centre, int64_t&
 // one or two taps that is cheaper than reordering all of it).
 constexpr int64_t kReorderAboveTaps = 2;
 
+// [C_out, C_in / groups, KH, KW] -> [KH, KW, C_out, C_in / groups], and back.
+at::Tensor to_tap_major(const at::Tensor& weight) {
+  if (!weight.is_cpu()) return weight.permute({2, 3, 0, 1}).contiguous();
+  const at::Tensor w = weight.contiguous();
+  at::Tensor out = at::empty({w.size(2), w.size(3), w.size(0), w.size(1)}, w.options());
+  if (out.numel() > 0) {
+    tap_reorder_cpu.get()(w.const_data_ptr(), out.mutable_data_ptr(), w.size(0) * w.size(1), w.size(2) * w.size(3),
+                          static_cast<int64_t>(w.element_size()), true);
+  }
+  return out;
+}
+
+at::Tensor from_tap_major(const at::Tensor& taps) {
+  if (!taps.is_cpu()) return taps.permute({2, 3, 0, 1}).contiguous();
+  const at::Tensor t = taps.contiguous();
+  at::Tensor out = at::empty({t.size(2), t.size(3), t.size(0), t.size(1)}, t.options());
+  if (out.numel() > 0) {
+    tap_reorder_cpu.get()(t.const_data_ptr(), out.mutable_data_ptr(), t.size(2) * t.size(3), t.size(0) * t.size(1),
+                          static_cast<int64_t>(t.element_size()), false);
+  }
+  return out;
+}
+
 // The taps of a [C_out, C_in / groups, KH, KW] weight as contiguous [C_out, C_in / groups]
 // matrices, made before the parallel region (the reordering copy is itself parallel).
 std::vector<at::Tensor> tap_weights(const at::Tensor& weight, const std::vector<ColumnGroup>& plan, int64_t taps) {
   const int64_t kh_n = weight.size(2), kw_n = weight.size(3);
   std::vector<at::Tensor> w(static_cast<size_t>(kh_n * kw_n));
-  const at::Tensor reordered = taps > kReorderAboveTaps ? weight.permute({2, 3, 0, 1}).contiguous() : at::Tensor();
+  const at::Tensor reordered = taps > kReorderAboveTaps ? to_tap_major(weight) : at::Tensor();
   for (const ColumnGroup& cg : plan) {
     for (const RowTap& tap : cg.taps) {
       w[tap.kh * kw_n + cg.kw] = reordered.defined() ? reordered.select(0, tap.kh).select(0, cg.kw)
@@ -288,7 +311,7 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
       if (!buffers[kh * g.kernel_w + kw].defined()) taps.select(0, kh).select(0, kw).zero_();
     }
   }
-  return taps.permute({2, 3, 0, 1}).contiguous();
+  return from_tap_major(taps);
 }
 
 // A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
