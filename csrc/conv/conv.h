@@ -22,8 +22,10 @@
 // each tap then is one GEMM (BLAS through ATen on the CPU, cuBLAS on the GPU) accumulating into
 // a contiguous row range of that column group's output. Where the group spans the full width and
 // stride is 1 the input itself is the operand and the output the accumulator (no copies). The
-// backward passes are the same loops with the GEMM's operands transposed. Every output element is
-// accumulated in a fixed tap order: results are deterministic.
+// backward passes are the same loops with the GEMM's operands transposed. On the CPU the GEMMs'
+// M dimension (channels) is split into one block per thread (one parallel region per call). Every
+// output element is accumulated by one thread in a fixed tap order: results are deterministic
+// for a given thread count.
 #pragma once
 
 #include <cstdint>
