@@ -14,7 +14,8 @@ gradient of ``conv2d``), so a k2s2 kernel is four GEMMs writing disjoint pixel p
 general one is a sum of per-tap GEMMs scattered by the stride: no zeros are inserted.
 
 Gradients: input, weight and bias (no double backward). Results and gradients are deterministic
-(fixed tap order). Dtypes: float32 and float64, float16 and bfloat16 (meant for CUDA; they also run
+for a given thread count: every output element is summed by one thread in a fixed tap order (the
+CPU splits channels into one block per thread, so another thread count may change the last bits). Dtypes: float32 and float64, float16 and bfloat16 (meant for CUDA; they also run
 on the CPU): their taps accumulate in the input dtype, one rounding per tap, as torch's GEMM
 convolutions; weight gradients accumulate in float32. NaN and Inf propagate as in any sum of
 products: a NaN input pixel makes NaN every output it reaches through a tap that covers it, and a
