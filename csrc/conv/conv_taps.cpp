@@ -332,7 +332,6 @@ at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& 
   return out;
 }
 
-
 }  // namespace
 
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -357,6 +356,8 @@ at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weigh
                     op, ": grad_out must have shape [", g.batch, ", ", g.out_channels, ", ", g.out_h, ", ", g.out_w,
                     "], got ", grad_out.sizes());
   TORCH_CHECK_TYPE(grad_out.scalar_type() == weight.scalar_type(), op, ": grad_out must have the weight's dtype");
+  TORCH_CHECK(grad_out.device() == weight.device(), op, ": grad_out must be on ", weight.device(), ", got ",
+              grad_out.device());
   // A transposed convolution's output_padding can leave fewer output rows than the padding allows.
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
@@ -377,6 +378,8 @@ at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& inpu
                     op, ": grad_out must have shape [", g.batch, ", ", g.out_channels, ", ", g.out_h, ", ", g.out_w,
                     "], got ", grad_out.sizes());
   TORCH_CHECK_TYPE(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out must have the input's dtype");
+  TORCH_CHECK(grad_out.device() == input.device(), op, ": grad_out must be on ", input.device(), ", got ",
+              grad_out.device());
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
