@@ -532,6 +532,7 @@ def test_auto_path_rule():
     assert not fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6)._uses_fastops(x64)
     assert fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6, path="fastops")._uses_fastops(x64)
     assert not fastops.nn.Conv2d(8, 8, 3, padding=36, dilation=36, path="torch")._uses_fastops(x33)
+    assert not fastops.nn.Conv2d(8, 8, 3, padding=24, dilation=24, groups=2)._uses_fastops(x33)
     assert fastops.nn.ConvTranspose2d(8, 4, 2, stride=2)._uses_fastops()
     assert not fastops.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)._uses_fastops()
     with pytest.raises(ValueError, match="path"):

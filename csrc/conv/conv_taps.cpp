@@ -177,7 +177,13 @@ std::vector<at::Tensor> pack_grad_columns(const at::Tensor& grad_out, const Geom
 constexpr int64_t kMinBlockChannels = 32;
 
 template <typename Fn>
-void for_channel_blocks(int64_t groups, int64_t m_per_group, const Fn& fn) {
+void for_channel_blocks(bool on_cpu, int64_t groups, int64_t m_per_group, const Fn& fn) {
+  if (!on_cpu) {
+    // On the GPU one host thread launches everything on the caller's stream (streams and the
+    // current device are per thread); each GEMM is parallel on the device.
+    for (int64_t group = 0; group < groups; ++group) fn(group, 0, m_per_group);
+    return;
+  }
   const int64_t threads = at::get_num_threads();
   const int64_t per_group = std::max<int64_t>(1, std::min<int64_t>(m_per_group / kMinBlockChannels, threads / groups));
   at::parallel_for(0, groups * per_group, 1, [&](int64_t begin, int64_t end) {
@@ -200,7 +206,7 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
   if (n_taps == 0) return;
   const std::vector<at::Tensor> w = tap_weights(weight, plan, n_taps);
   const auto windows = pack_windows(x, g, plan);
-  for_channel_blocks(g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
+  for_channel_blocks(out.is_cpu(), g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
     const int64_t c0 = group * c_out_g + m0, k0 = group * c_in_g;
     const at::Tensor out_block = out.narrow(1, c0, m);
     for (size_t i = 0; i < plan.size(); ++i) {
@@ -232,7 +238,7 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
   if (n_taps == 0) return;
   const std::vector<at::Tensor> w = tap_weights(weight, plan, n_taps);
   const std::vector<at::Tensor> gouts = pack_grad_columns(grad_out, g, plan);
-  for_channel_blocks(g.groups, c_in_g, [&](int64_t group, int64_t m0, int64_t m) {
+  for_channel_blocks(grad_in.is_cpu(), g.groups, c_in_g, [&](int64_t group, int64_t m0, int64_t m) {
     const int64_t c0 = group * c_in_g + m0, k0 = group * c_out_g;
     for (size_t i = 0; i < plan.size(); ++i) {
       const ColumnGroup& cg = plan[i];
@@ -281,7 +287,7 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
   }
   const auto windows = pack_windows(x, g, plan);
   const std::vector<at::Tensor> gouts = pack_grad_columns(grad_out, g, plan);
-  for_channel_blocks(g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
+  for_channel_blocks(x.is_cpu(), g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
     const int64_t c0 = group * c_out_g + m0, k0 = group * c_in_g;
     for (size_t i = 0; i < plan.size(); ++i) {
       const ColumnGroup& cg = plan[i];

@@ -14,7 +14,8 @@ the development machine (2-core Xeon, AVX-512; ``benchmarks/bench_conv.py``, doc
 - our kernels for a transposed convolution whose kernel equals its stride (U-Net's k2s2: four
   GEMMs writing disjoint pixel phases, no overlap);
 - torch's convolution otherwise (dense 3x3 convolutions, general transposed ones), where oneDNN's
-  direct convolution beats a sum of per-tap GEMMs.
+  direct convolution beats a sum of per-tap GEMMs, and for grouped convolutions (our kernels run
+  one small GEMM per group and tap; not measured, so not chosen automatically).
 
 The fraction is a property of the shapes only, so the choice is the same on every call with the
 same shapes (and under torch.compile it is made at trace time).
@@ -71,6 +72,8 @@ class Conv2d(nn.Conv2d):
     def _uses_fastops(self, input: Tensor) -> bool:
         if self.path != "auto":
             return self.path == "fastops"
+        if self.groups != 1:
+            return False
         if isinstance(self.padding, str):
             padding_begin = ops._padding4(self.padding, self.kernel_size, self.stride, self.dilation)[:2]
         else:
@@ -108,8 +111,8 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     def _uses_fastops(self) -> bool:
         if self.path != "auto":
             return self.path == "fastops"
-        return (tuple(self.kernel_size) == tuple(self.stride) and tuple(self.dilation) == (1, 1)
-                and tuple(self.padding) == (0, 0))
+        return (self.groups == 1 and tuple(self.kernel_size) == tuple(self.stride)
+                and tuple(self.dilation) == (1, 1) and tuple(self.padding) == (0, 0))
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         if not self._uses_fastops():
