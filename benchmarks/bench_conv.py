@@ -16,7 +16,7 @@ Timing: fastops and torch alternate call by call, and each reports its fastest c
 development machine is shared with other builds and tests, and a second process on one of its two
 cores stalls every multi-threaded region at its barrier: medians then measure the neighbours (and
 hit fastops, which runs more, shorter parallel regions: GEMMs, window copies, adds, harder than
-oneDNN's single region). So each pair of calls waits (up to 3 s) for a 0.1 s window in which other
+oneDNN's single region). So each pair of calls waits (up to 10 s) for a 0.1 s window in which other
 processes use under 10% of the CPU, and the fastest of the alternating calls is reported: the time
 of a quiet machine, for both.
 """
@@ -44,7 +44,7 @@ def _cpu_ticks() -> tuple[int, int, int]:
     return sum(values) - idle, sum(values), int(fields[11]) + int(fields[12])
 
 
-def wait_until_quiet(max_wait_s: float = 3.0, window_s: float = 0.1, share: float = 0.1) -> None:
+def wait_until_quiet(max_wait_s: float = 10.0, window_s: float = 0.1, share: float = 0.1) -> None:
     """Waits (at most max_wait_s) for a window in which other processes use under `share` of the
     machine's CPU time, so that a timing does not run beside someone else's build or test."""
     try:
