@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe_machine, format_table, save  # noqa: E402
 
-BENCHMARKS = ["box_iou", "nms", "focal_loss", "roi_align", "coco_eval"]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
+BENCHMARKS = ["box_iou", "nms", "focal_loss", "roi_align", "conv", "coco_eval"]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
 
 
 def main(argv=None) -> None:

@@ -1,9 +1,12 @@
 """Modules: each wraps a fastops op with its hyper-parameters fixed at construction
 (keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``.
-The RoI modules (``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``) keep torchvision's
-constructors instead, so they replace torchvision's with one import line."""
+The drop-ins keep their originals' constructors instead, so they replace them with one import
+line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign`` (torchvision's), ``Conv2d`` and
+``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
 from ..ops.roi_align import MultiScaleRoIAlign, RoIAlign, RoIPool
+from .conv import ASPP, Conv2d, ConvTranspose2d
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
 
-__all__ = ["MultiScaleRoIAlign", "RoIAlign", "RoIPool", "SigmoidFocalLoss", "SoftmaxFocalLoss", "WeightedBCEWithLogitsLoss"]
+__all__ = ["ASPP", "Conv2d", "ConvTranspose2d", "MultiScaleRoIAlign", "RoIAlign", "RoIPool", "SigmoidFocalLoss",
+           "SoftmaxFocalLoss", "WeightedBCEWithLogitsLoss"]

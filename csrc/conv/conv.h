@@ -1,0 +1,91 @@
+// 2-D convolution (atrous, grouped, strided) and its adjoint, the transposed convolution, by
+// per-tap decomposition onto GEMMs; the fused ASPP branches. Declarations shared by the schema
+// file (conv.cpp), the Tensor-level implementation (conv_taps.cpp) and the backend registrations
+// (conv_cpu.cpp, conv_cuda.cu).
+//
+//   fastops::conv2d(input, weight, bias?, stride[2], padding[4], dilation[2], groups) -> out
+//   fastops::conv2d_input_grad(grad_out, weight, input_size[4], stride, padding, dilation, groups)
+//   fastops::conv2d_weight_grad(grad_out, input, weight_size[4], stride, padding, dilation, groups)
+//   fastops::conv_transpose2d(input, weight, bias?, stride, padding[2], output_padding[2], groups,
+//                             dilation) -> out          (= conv2d_input_grad plus bias)
+//   fastops::aspp_conv(input, weights[], rates[]) -> out            (+ aspp_conv_backward)
+//
+// padding[4] is (top, left, bottom, right): "same" padding of an even kernel is asymmetric.
+//
+// The algorithm. A k_h x k_w convolution is the sum over its taps (kh, kw) of a 1x1 convolution
+// of the input shifted by (kh * d_h - pad_top, kw * d_w - pad_left). Each tap only touches the
+// output rectangle whose input pixel lies inside the map (rows x columns: a product of two
+// ranges), so a tap outside the map costs nothing: at rate 36 on a 33x33 map only the centre tap
+// of a 3x3 kernel is left. Taps sharing a kernel column kw (and, for a vertical stride s > 1, the
+// same input-row phase) share one column range, so their input window is packed once, as a
+// [C_in, rows, cols] matrix whose row ranges are contiguous column ranges of the GEMM operand;
+// each tap then is one GEMM (BLAS through ATen on the CPU, cuBLAS on the GPU) accumulating into
+// a contiguous row range of that column group's output. Where the group spans the full width and
+// stride is 1 the input itself is the operand and the output the accumulator (no copies). The
+// backward passes are the same loops with the GEMM's operands transposed. On the CPU the GEMMs'
+// M dimension (channels) is split into one block per thread (one parallel region per call). Every
+// output element is accumulated by one thread in a fixed tap order: results are deterministic
+// for a given thread count.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/cpu_dispatch.h"
+
+namespace fastops::conv {
+
+// Sizes of one convolution, in the orientation of conv2d: `input` is the map convolved, `output`
+// the result (for a transposed convolution: input = its output, output = its input).
+struct Geometry {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 0, kernel_w = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_top = 0, pad_left = 0, dilation_h = 1, dilation_w = 1;
+  int64_t groups = 1;
+};
+
+// ---- checks and geometry (conv.cpp) ----
+// Checks input [N, C_in, H, W] and weight [C_out, C_in / groups, KH, KW] as F.conv2d does and
+// returns the geometry (output size from the padding; an empty output size is an error).
+Geometry conv_geometry(const char* op, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                       at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
+// The same from explicit sizes (the backward ops: input_size or weight_size given).
+Geometry conv_geometry_of_sizes(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
+                                at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
+// Checks input [N, C_in, H, W] and weight [C_in, C_out / groups, KH, KW] as F.conv_transpose2d and
+// returns the geometry of the conv2d whose input gradient it is (input = the transposed output).
+Geometry transpose_geometry(const char* op, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                            at::IntArrayRef dilation);
+void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t channels, const at::Tensor& like);
+void check_aspp(const char* op, const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates);
+
+// ---- the per-tap implementation, for any device (conv_taps.cpp) ----
+at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
+at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size,
+                             at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
+at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef weight_size,
+                              at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
+                              int64_t groups);
+at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                    at::IntArrayRef dilation);
+at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates);
+std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                                                  at::TensorList weights, at::IntArrayRef rates,
+                                                                  bool input_grad);
+
+// ---- raw CPU loop (conv_cpu_kernel.cpp, compiled once per instruction set) ----
+// Reorders a weight between its layout [rows, taps] (rows = C_out * C_in / groups, each row's
+// KH * KW taps contiguous) and the tap-major [taps, rows] the GEMMs read (to_tap_major), or back.
+// A pure copy of elem_size-byte elements (2, 4 or 8: any float dtype).
+using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps, int64_t elem_size,
+                          bool to_tap_major);
+extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
+
+}  // namespace fastops::conv

@@ -1,0 +1,500 @@
+// The per-tap convolution (see conv.h for the algorithm), written once at the Tensor level: the
+// GEMMs go to ATen's mm family (MKL/oneDNN BLAS on the CPU, cuBLAS on the GPU), window packing and
+// accumulation to ATen's strided copies and adds (multi-threaded on the CPU, one kernel each on the
+// GPU). conv_cpu.cpp and conv_cuda.cu register these functions for their device.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "conv/conv.h"
+
+namespace fastops::conv {
+namespace {
+
+struct Range {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// The outputs o in [0, out) whose input index o * stride + offset lies in [0, in).
+Range valid_outputs(int64_t offset, int64_t stride, int64_t in, int64_t out) {
+  int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  int64_t hi = in - 1 - offset < 0 ? 0 : (in - 1 - offset) / stride + 1;
+  lo = std::min(lo, out);
+  hi = std::max(std::min(hi, out), lo);
+  return {lo, hi};
+}
+
+// One kernel row kh of a column group: its valid output rows, and where they read in the
+// group's packed window (rows of input-row phase `phase`, row index = output row + shift).
+struct RowTap {
+  int64_t kh, phase, shift;
+  Range rows;
+};
+
+// All taps of kernel column kw with a non-empty output rectangle: its output columns, the input
+// column of the first one, and the row taps ordered by phase then kh (a fixed order: the sums
+// are deterministic).
+struct ColumnGroup {
+  int64_t kw = 0, in_col0 = 0;
+  Range cols;
+  std::vector<RowTap> taps;
+};
+
+ColumnGroup column_group(const Geometry& g, int64_t kw, bool skip_centre) {
+  ColumnGroup cg;
+  cg.kw = kw;
+  const int64_t dx = kw * g.dilation_w - g.pad_left;
+  cg.cols = valid_outputs(dx, g.stride_w, g.in_w, g.out_w);
+  if (cg.cols.size() == 0) return cg;
+  cg.in_col0 = cg.cols.begin * g.stride_w + dx;
+  for (int64_t phase = 0; phase < g.stride_h; ++phase) {
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      if (skip_centre && kh == g.kernel_h / 2 && kw == g.kernel_w / 2) continue;
+      const int64_t dy = kh * g.dilation_h - g.pad_top;
+      const int64_t shift = floor_div(dy, g.stride_h);
+      if (dy - shift * g.stride_h != phase) continue;
+      const Range rows = valid_outputs(dy, g.stride_h, g.in_h, g.out_h);
+      if (rows.size() > 0) cg.taps.push_back({kh, phase, shift, rows});
+    }
+  }
+  return cg;
+}
+
+// Rows of input-row phase `phase` (input rows phase, phase + s, ...) of a map of `in_h` rows.
+int64_t phase_rows(int64_t in_h, int64_t phase, int64_t stride) {
+  return in_h > phase ? (in_h - phase + stride - 1) / stride : 0;
+}
+
+// The strided view x[:, :, phase::s_h, in_col0::s_w][..., :cols] of a [N, C, H, W] map.
+at::Tensor window_view(const at::Tensor& x, const Geometry& g, const ColumnGroup& cg, int64_t phase) {
+  const int64_t cols = cg.cols.size();
+  return x.slice(2, phase, std::max(x.size(2), phase), g.stride_h)
+      .slice(3, cg.in_col0, cg.in_col0 + (cols - 1) * g.stride_w + 1, g.stride_w);
+}
+
+// A [N, C, R, cols] tensor whose (R, cols) plane is one flat run (a GEMM operand per channel).
+bool plane_is_flat(const at::Tensor& t) { return t.stride(3) == 1 && (t.size(2) <= 1 || t.stride(2) == t.size(3)); }
+
+at::Tensor flat_window(const at::Tensor& x, const Geometry& g, const ColumnGroup& cg, int64_t phase) {
+  at::Tensor v = window_view(x, g, cg, phase);
+  return plane_is_flat(v) ? v : v.contiguous();
+}
+
+// [C, R, cols] sample of a [N, C, R, cols] tensor as the GEMM matrix [C, R * cols], restricted to
+// rows [r0, r0 + n) and channels [c0, c0 + c).
+at::Tensor gemm_rows(const at::Tensor& t, int64_t sample, int64_t c0, int64_t c, int64_t r0, int64_t n) {
+  const int64_t cols = t.size(3);
+  return t.select(0, sample).narrow(0, c0, c).view({c, t.size(2) * cols}).narrow(1, r0 * cols, n * cols);
+}
+
+// The column groups of a convolution that have at least one tap, and how many taps that is.
+std::vector<ColumnGroup> plan_taps(const Geometry& g, bool skip_centre, int64_t& taps) {
+  std::vector<ColumnGroup> groups;
+  taps = 0;
+  for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+    ColumnGroup cg = column_group(g, kw, skip_centre);
+    if (cg.taps.empty()) continue;
+    taps += static_cast<int64_t>(cg.taps.size());
+    groups.push_back(std::move(cg));
+  }
+  return groups;
+}
+
+// Above this many taps, the weight is reordered once to [KH, KW, C_out, C_in / groups]; below it
+// each tap is gathered alone (a tap's gather reads nearly every cache line of the weight, so with
+// one or two taps that is cheaper than reordering all of it).
+constexpr int64_t kReorderAboveTaps = 2;
+
+// [C_out, C_in / groups, KH, KW] -> [KH, KW, C_out, C_in / groups], and back.
+at::Tensor to_tap_major(const at::Tensor& weight) {
+  if (!weight.is_cpu()) return weight.permute({2, 3, 0, 1}).contiguous();
+  const at::Tensor w = weight.contiguous();
+  at::Tensor out = at::empty({w.size(2), w.size(3), w.size(0), w.size(1)}, w.options());
+  if (out.numel() > 0) {
+    tap_reorder_cpu.get()(w.const_data_ptr(), out.mutable_data_ptr(), w.size(0) * w.size(1), w.size(2) * w.size(3),
+                          static_cast<int64_t>(w.element_size()), true);
+  }
+  return out;
+}
+
+at::Tensor from_tap_major(const at::Tensor& taps) {
+  if (!taps.is_cpu()) return taps.permute({2, 3, 0, 1}).contiguous();
+  const at::Tensor t = taps.contiguous();
+  at::Tensor out = at::empty({t.size(2), t.size(3), t.size(0), t.size(1)}, t.options());
+  if (out.numel() > 0) {
+    tap_reorder_cpu.get()(t.const_data_ptr(), out.mutable_data_ptr(), t.size(2) * t.size(3), t.size(0) * t.size(1),
+                          static_cast<int64_t>(t.element_size()), false);
+  }
+  return out;
+}
+
+// The taps of a [C_out, C_in / groups, KH, KW] weight as contiguous [C_out, C_in / groups]
+// matrices, made before the parallel region (the reordering copy is itself parallel).
+std::vector<at::Tensor> tap_weights(const at::Tensor& weight, const std::vector<ColumnGroup>& plan, int64_t taps) {
+  const int64_t kh_n = weight.size(2), kw_n = weight.size(3);
+  std::vector<at::Tensor> w(static_cast<size_t>(kh_n * kw_n));
+  const at::Tensor reordered = taps > kReorderAboveTaps ? to_tap_major(weight) : at::Tensor();
+  for (const ColumnGroup& cg : plan) {
+    for (const RowTap& tap : cg.taps) {
+      w[tap.kh * kw_n + cg.kw] = reordered.defined() ? reordered.select(0, tap.kh).select(0, cg.kw)
+                                                     : weight.select(3, cg.kw).select(2, tap.kh).contiguous();
+    }
+  }
+  return w;
+}
+
+// Each column group's input windows, by row phase (undefined where no tap reads one).
+std::vector<std::vector<at::Tensor>> pack_windows(const at::Tensor& x, const Geometry& g,
+                                                  const std::vector<ColumnGroup>& plan) {
+  std::vector<std::vector<at::Tensor>> windows(plan.size(), std::vector<at::Tensor>(static_cast<size_t>(g.stride_h)));
+  for (size_t i = 0; i < plan.size(); ++i) {
+    for (const RowTap& tap : plan[i].taps) {
+      at::Tensor& w = windows[i][static_cast<size_t>(tap.phase)];
+      if (!w.defined()) w = flat_window(x, g, plan[i], tap.phase);
+    }
+  }
+  return windows;
+}
+
+// grad_out's columns of each column group, contiguous.
+std::vector<at::Tensor> pack_grad_columns(const at::Tensor& grad_out, const Geometry& g,
+                                          const std::vector<ColumnGroup>& plan) {
+  std::vector<at::Tensor> cols;
+  for (const ColumnGroup& cg : plan) {
+    cols.push_back(cg.cols.size() == g.out_w ? grad_out
+                                             : grad_out.narrow(3, cg.cols.begin, cg.cols.size()).contiguous());
+  }
+  return cols;
+}
+
+// Splits a GEMM's M dimension (channels) into blocks, per group, and runs fn(group, m0, m) for
+// each block, blocks in parallel: each thread runs its own GEMMs (BLAS single-threaded inside a
+// parallel region) over every tap, so a call has one parallel region, not one per GEMM, copy and
+// add. Each output element is still summed by one thread in the fixed tap order.
+// Blocks have at least kMinBlockChannels rows (smaller GEMMs lose more than a thread gains).
+constexpr int64_t kMinBlockChannels = 32;
+
+template <typename Fn>
+void for_channel_blocks(bool on_cpu, int64_t groups, int64_t m_per_group, const Fn& fn) {
+  if (!on_cpu) {
+    // On the GPU one host thread launches everything on the caller's stream (streams and the
+    // current device are per thread); each GEMM is parallel on the device.
+    for (int64_t group = 0; group < groups; ++group) fn(group, 0, m_per_group);
+    return;
+  }
+  const int64_t threads = at::get_num_threads();
+  const int64_t per_group = std::max<int64_t>(1, std::min<int64_t>(m_per_group / kMinBlockChannels, threads / groups));
+  at::parallel_for(0, groups * per_group, 1, [&](int64_t begin, int64_t end) {
+    // Worker threads do not inherit the caller's dispatch state: stay below autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t group = b / per_group, part = b % per_group;
+      const int64_t m0 = part * m_per_group / per_group, m1 = (part + 1) * m_per_group / per_group;
+      if (m1 > m0) fn(group, m0, m1 - m0);
+    }
+  });
+}
+
+// out[N, C_out, Ho, Wo] += conv(x, weight) over the taps (all, or all but the centre one).
+void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geometry& g, const at::Tensor& out,
+                        bool skip_centre) {
+  const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
+  int64_t n_taps = 0;
+  const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
+  if (n_taps == 0) return;
+  const std::vector<at::Tensor> w = tap_weights(weight, plan, n_taps);
+  const auto windows = pack_windows(x, g, plan);
+  for_channel_blocks(out.is_cpu(), g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
+    const int64_t c0 = group * c_out_g + m0, k0 = group * c_in_g;
+    const at::Tensor out_block = out.narrow(1, c0, m);
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ColumnGroup& cg = plan[i];
+      const int64_t cols = cg.cols.size();
+      // Full-width groups accumulate straight into the output; others into a narrow buffer
+      // added to their columns at the end.
+      const bool direct = cols == g.out_w;
+      const at::Tensor acc = direct ? out_block : at::zeros({g.batch, m, g.out_h, cols}, out.options());
+      for (const RowTap& tap : cg.taps) {
+        const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
+        const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
+        for (int64_t n = 0; n < g.batch; ++n) {
+          gemm_rows(acc, n, 0, m, tap.rows.begin, tap.rows.size())
+              .addmm_(wt, gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()));
+        }
+      }
+      if (!direct) out_block.narrow(3, cg.cols.begin, cols).add_(acc);
+    }
+  });
+}
+
+// grad_in[N, C_in, H, W] += the adjoint of accumulate_forward applied to grad_out.
+void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, const Geometry& g,
+                           const at::Tensor& grad_in, bool skip_centre) {
+  const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
+  int64_t n_taps = 0;
+  const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
+  if (n_taps == 0) return;
+  const std::vector<at::Tensor> w = tap_weights(weight, plan, n_taps);
+  const std::vector<at::Tensor> gouts = pack_grad_columns(grad_out, g, plan);
+  for_channel_blocks(grad_in.is_cpu(), g.groups, c_in_g, [&](int64_t group, int64_t m0, int64_t m) {
+    const int64_t c0 = group * c_in_g + m0, k0 = group * c_out_g;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ColumnGroup& cg = plan[i];
+      size_t t = 0;
+      while (t < cg.taps.size()) {
+        const int64_t phase = cg.taps[t].phase;
+        // The phase's window of grad_in, accumulated in place when it is flat, else in a buffer.
+        const at::Tensor target = window_view(grad_in, g, cg, phase).narrow(1, c0, m);
+        const bool direct = plane_is_flat(target);
+        const at::Tensor acc =
+            direct ? target
+                   : at::zeros({g.batch, m, phase_rows(g.in_h, phase, g.stride_h), cg.cols.size()}, grad_in.options());
+        for (; t < cg.taps.size() && cg.taps[t].phase == phase; ++t) {
+          const RowTap& tap = cg.taps[t];
+          const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, k0, c_out_g).narrow(1, m0, m).t();
+          for (int64_t n = 0; n < g.batch; ++n) {
+            gemm_rows(acc, n, 0, m, tap.rows.begin + tap.shift, tap.rows.size())
+                .addmm_(wt, gemm_rows(gouts[i], n, k0, c_out_g, tap.rows.begin, tap.rows.size()));
+          }
+        }
+        if (!direct) target.add_(acc);
+      }
+    }
+  });
+}
+
+// The weight gradient [C_out, C_in / groups, KH, KW], tap by tap (taps without an output
+// rectangle, and the centre one when skipped, are zero). Each tap's first GEMM overwrites its
+// buffer (beta 0), so no buffer is cleared first: with many taps, the buffer is one reordered
+// [KH, KW, C_out, C_in / groups] tensor, permuted back at the end; with few, one per tap, copied
+// into a zeroed gradient.
+at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre) {
+  const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
+  const auto opts = x.options();
+  int64_t n_taps = 0;
+  const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
+  if (n_taps == 0 || g.batch == 0) return at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
+  const bool reordered = n_taps > kReorderAboveTaps;
+  const at::Tensor taps = reordered ? at::empty({g.kernel_h, g.kernel_w, g.out_channels, c_in_g}, opts) : at::Tensor();
+  std::vector<at::Tensor> buffers(static_cast<size_t>(g.kernel_h * g.kernel_w));
+  for (const ColumnGroup& cg : plan) {
+    for (const RowTap& tap : cg.taps) {
+      buffers[tap.kh * g.kernel_w + cg.kw] =
+          reordered ? taps.select(0, tap.kh).select(0, cg.kw) : at::empty({g.out_channels, c_in_g}, opts);
+    }
+  }
+  const auto windows = pack_windows(x, g, plan);
+  const std::vector<at::Tensor> gouts = pack_grad_columns(grad_out, g, plan);
+  for_channel_blocks(x.is_cpu(), g.groups, c_out_g, [&](int64_t group, int64_t m0, int64_t m) {
+    const int64_t c0 = group * c_out_g + m0, k0 = group * c_in_g;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const ColumnGroup& cg = plan[i];
+      for (const RowTap& tap : cg.taps) {
+        const at::Tensor gw = buffers[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
+        const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
+        for (int64_t n = 0; n < g.batch; ++n) {
+          gw.addmm_(gemm_rows(gouts[i], n, c0, m, tap.rows.begin, tap.rows.size()),
+                    gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()).t(),
+                    n == 0 ? 0 : 1);
+        }
+      }
+    }
+  });
+  if (!reordered) {
+    at::Tensor grad_weight = at::zeros({g.out_channels, c_in_g, g.kernel_h, g.kernel_w}, opts);
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const at::Tensor& b = buffers[kh * g.kernel_w + kw];
+        if (b.defined()) grad_weight.select(3, kw).select(2, kh).copy_(b);
+      }
+    }
+    return grad_weight;
+  }
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      if (!buffers[kh * g.kernel_w + kw].defined()) taps.select(0, kh).select(0, kw).zero_();
+    }
+  }
+  return from_tap_major(taps);
+}
+
+// A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
+at::Tensor flat_map(const at::Tensor& t) {
+  return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : t.contiguous();
+}
+
+// Half-precision weight gradients sum over the batch and the whole map: they accumulate in float32.
+c10::ScalarType weight_grad_type(c10::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
+}
+
+at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& bias, const at::TensorOptions& opts,
+                            int64_t channels, int64_t h, int64_t w) {
+  if (!bias.has_value()) return at::zeros({g.batch, channels, h, w}, opts);
+  at::Tensor out = at::empty({g.batch, channels, h, w}, opts);
+  out.copy_(bias->view({1, channels, 1, 1}));
+  return out;
+}
+
+}  // namespace
+
+at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups) {
+  const char* op = "conv2d";
+  const Geometry g = conv_geometry(op, input, weight, stride, padding4, dilation, groups);
+  check_bias(op, bias, g.out_channels, input);
+  at::Tensor out = output_with_bias(g, bias, input.options(), g.out_channels, g.out_h, g.out_w);
+  if (out.numel() == 0 || g.in_channels == 0) return out;
+  accumulate_forward(input.contiguous(), weight, g, out, false);
+  return out;
+}
+
+at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size_sym,
+                             at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
+                             int64_t groups) {
+  const char* op = "conv2d_input_grad";
+  const at::IntArrayRef input_size = C10_AS_INTARRAYREF_SLOW(input_size_sym);
+  Geometry g = conv_geometry_of_sizes(op, input_size, weight.sizes(), stride, padding4, dilation, groups);
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == g.batch && grad_out.size(1) == g.out_channels &&
+                        grad_out.size(2) <= g.out_h && grad_out.size(3) <= g.out_w,
+                    op, ": grad_out must have shape [", g.batch, ", ", g.out_channels, ", ", g.out_h, ", ", g.out_w,
+                    "], got ", grad_out.sizes());
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == weight.scalar_type(), op, ": grad_out must have the weight's dtype");
+  TORCH_CHECK(grad_out.device() == weight.device(), op, ": grad_out must be on ", weight.device(), ", got ",
+              grad_out.device());
+  // A transposed convolution's output_padding can leave fewer output rows than the padding allows.
+  g.out_h = grad_out.size(2);
+  g.out_w = grad_out.size(3);
+  at::Tensor grad_in = at::zeros(input_size, grad_out.options());
+  if (grad_in.numel() == 0 || grad_out.numel() == 0) return grad_in;
+  accumulate_input_grad(grad_out.contiguous(), weight, g, grad_in, false);
+  return grad_in;
+}
+
+at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef weight_size_sym,
+                              at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
+                              int64_t groups) {
+  const char* op = "conv2d_weight_grad";
+  const at::IntArrayRef weight_size = C10_AS_INTARRAYREF_SLOW(weight_size_sym);
+  Geometry g = conv_geometry_of_sizes(op, input.sizes(), weight_size, stride, padding4, dilation, groups);
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == g.batch && grad_out.size(1) == g.out_channels &&
+                        grad_out.size(2) <= g.out_h && grad_out.size(3) <= g.out_w,
+                    op, ": grad_out must have shape [", g.batch, ", ", g.out_channels, ", ", g.out_h, ", ", g.out_w,
+                    "], got ", grad_out.sizes());
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out must have the input's dtype");
+  TORCH_CHECK(grad_out.device() == input.device(), op, ": grad_out must be on ", input.device(), ", got ",
+              grad_out.device());
+  g.out_h = grad_out.size(2);
+  g.out_w = grad_out.size(3);
+  const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
+  if (grad_out.numel() == 0 || input.numel() == 0) return at::zeros(weight_size, input.options());
+  return weight_grad(grad_out.contiguous().to(acc_type), input.contiguous().to(acc_type), g, false)
+      .to(input.scalar_type());
+}
+
+at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                    at::IntArrayRef dilation) {
+  const char* op = "conv_transpose2d";
+  const Geometry g = transpose_geometry(op, input, weight, stride, padding, output_padding, groups, dilation);
+  check_bias(op, bias, g.in_channels, input);
+  at::Tensor out = output_with_bias(g, bias, input.options(), g.in_channels, g.in_h, g.in_w);
+  if (out.numel() == 0 || g.out_channels == 0) return out;
+  accumulate_input_grad(input.contiguous(), weight, g, out, false);
+  return out;
+}
+
+namespace {
+
+Geometry aspp_branch_geometry(const at::Tensor& x, int64_t out_channels, int64_t rate) {
+  Geometry g;
+  g.batch = x.size(0);
+  g.in_channels = x.size(1);
+  g.in_h = g.out_h = x.size(2);
+  g.in_w = g.out_w = x.size(3);
+  g.out_channels = out_channels;
+  g.kernel_h = g.kernel_w = 3;
+  g.pad_top = g.pad_left = g.dilation_h = g.dilation_w = rate;
+  return g;
+}
+
+// The 1x1 weight and every branch's centre tap, stacked: [(1 + rates) * C_out, C_in].
+at::Tensor centre_weights(at::TensorList weights) {
+  std::vector<at::Tensor> rows;
+  rows.reserve(weights.size());
+  rows.push_back(weights[0].flatten(1));
+  for (size_t i = 1; i < weights.size(); ++i) rows.push_back(weights[i].select(3, 1).select(2, 1));
+  return at::cat(rows, 0);
+}
+
+}  // namespace
+
+at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates) {
+  const char* op = "aspp_conv";
+  check_aspp(op, input, weights, rates);
+  const int64_t n = input.size(0), c_out = weights[0].size(0), h = input.size(2), w = input.size(3);
+  const int64_t branches = static_cast<int64_t>(weights.size());
+  at::Tensor out = at::empty({n, branches * c_out, h, w}, input.options());
+  if (out.numel() == 0) return out;
+  if (input.size(1) == 0) return out.zero_();
+  const at::Tensor x = input.contiguous();
+  // The 1x1 branch and every centre tap read the input as it is: one GEMM per sample.
+  const at::Tensor centre = centre_weights(weights);
+  for (int64_t s = 0; s < n; ++s) {
+    at::Tensor out_s = out.select(0, s).view({branches * c_out, h * w});
+    at::mm_out(out_s, centre, x.select(0, s).view({x.size(1), h * w}));
+  }
+  for (size_t i = 0; i < rates.size(); ++i) {
+    accumulate_forward(x, weights[i + 1], aspp_branch_geometry(x, c_out, rates[i]),
+                       out.narrow(1, static_cast<int64_t>(i + 1) * c_out, c_out), /*skip_centre=*/true);
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                                                  at::TensorList weights, at::IntArrayRef rates,
+                                                                  bool input_grad) {
+  const char* op = "aspp_conv_backward";
+  check_aspp(op, input, weights, rates);
+  const int64_t n = input.size(0), c_in = input.size(1), c_out = weights[0].size(0), h = input.size(2),
+                w = input.size(3);
+  const int64_t branches = static_cast<int64_t>(weights.size());
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, branches * c_out, h, w}), op,
+                    ": grad_out must have shape [", n, ", ", branches * c_out, ", ", h, ", ", w, "], got ",
+                    grad_out.sizes());
+  const at::Tensor gout = grad_out.contiguous();
+  const at::Tensor x = input.contiguous();
+  at::Tensor grad_in = input_grad ? at::zeros(input.sizes(), input.options()) : at::Tensor();
+  const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
+  const at::Tensor gout_acc = gout.to(acc_type), x_acc = x.to(acc_type);
+  at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));
+  std::vector<at::Tensor> grad_weights;
+  if (gout.numel() > 0 && c_in > 0) {
+    // The 1x1 weight and the centre taps: one GEMM each way per sample.
+    const at::Tensor centre = centre_weights(weights);
+    for (int64_t s = 0; s < n; ++s) {
+      const at::Tensor g2 = gout_acc.select(0, s).view({branches * c_out, h * w});
+      grad_centre.addmm_(g2, x_acc.select(0, s).view({c_in, h * w}).t(), s == 0 ? 0 : 1);
+      if (input_grad) {
+        grad_in.select(0, s).view({c_in, h * w}).addmm_(centre.t(), gout.select(0, s).view({branches * c_out, h * w}));
+      }
+    }
+  }
+  grad_weights.push_back(grad_centre.narrow(0, 0, c_out).view({c_out, c_in, 1, 1}).to(input.scalar_type()));
+  for (int64_t r = 0; r + 1 < branches; ++r) {
+    const Geometry g = aspp_branch_geometry(x, c_out, rates[r]);
+    at::Tensor grad_w = weight_grad(flat_map(gout_acc.narrow(1, (r + 1) * c_out, c_out)), x_acc, g, true);
+    grad_w.select(3, 1).select(2, 1).copy_(grad_centre.narrow(0, (r + 1) * c_out, c_out));
+    grad_weights.push_back(grad_w.to(input.scalar_type()));
+    if (input_grad && gout.numel() > 0 && c_in > 0) {
+      accumulate_input_grad(flat_map(gout.narrow(1, (r + 1) * c_out, c_out)), weights[r + 1], g, grad_in, true);
+    }
+  }
+  if (!input_grad) grad_in = at::empty({0}, input.options());
+  return {grad_in, grad_weights};
+}
+
+}  // namespace fastops::conv
