@@ -288,9 +288,46 @@ struct TileBuffer {
 // In chunks of pixels, so the chunk of the tile being written stays in L1 while each plane is read.
 constexpr int64_t kPixelChunk = 256;
 
+// 16 x 16 float transpose in registers: four stages, each swapping the off-diagonal B x B blocks
+// of every 2B x 2B block with two-source shuffles (one vpermt2ps each with AVX-512). Exact.
+using Float16Lanes = Lanes<float, kTile>::type;
+
+template <int B, bool kUpper, size_t... I>
+FASTOPS_FORCEINLINE Float16Lanes swap_blocks(Float16Lanes a, Float16Lanes b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, (kUpper ? ((I & B) == 0 ? I + B : 16 + I) : ((I & B) == 0 ? I : 16 + I - B))...);
+}
+
+template <int B>
+FASTOPS_FORCEINLINE void transpose_stage(Float16Lanes* r) {
+  for (int i = 0; i < kTile; ++i) {
+    if (i & B) continue;
+    const Float16Lanes lo = r[i], hi = r[i + B];
+    r[i] = swap_blocks<B, false>(lo, hi, std::make_index_sequence<kTile>{});
+    r[i + B] = swap_blocks<B, true>(lo, hi, std::make_index_sequence<kTile>{});
+  }
+}
+
+FASTOPS_FORCEINLINE void transpose16(Float16Lanes* r) {
+  transpose_stage<8>(r);
+  transpose_stage<4>(r);
+  transpose_stage<2>(r);
+  transpose_stage<1>(r);
+}
+
 template <typename T, typename S>
 void planes_to_tile(const S* planes, int64_t pixels, int64_t cn, T* tile) {
-  for (int64_t p0 = 0; p0 < pixels; p0 += kPixelChunk) {
+  int64_t p0 = 0;
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, float>) {
+    if (cn == kTile) {  // 16 pixels of 16 planes at a time, transposed in registers
+      Float16Lanes r[kTile];
+      for (; p0 + kTile <= pixels; p0 += kTile) {
+        for (int c = 0; c < kTile; ++c) r[c] = load_lanes<Float16Lanes>(planes + c * pixels + p0);
+        transpose16(r);
+        for (int i = 0; i < kTile; ++i) std::memcpy(tile + (p0 + i) * kTile, &r[i], sizeof(Float16Lanes));
+      }
+    }
+  }
+  for (; p0 < pixels; p0 += kPixelChunk) {
     const int64_t pn = std::min(kPixelChunk, pixels - p0);
     for (int64_t c = 0; c < kTile; ++c) {
       T* __restrict dst = tile + p0 * kTile + c;
@@ -306,7 +343,18 @@ void planes_to_tile(const S* planes, int64_t pixels, int64_t cn, T* tile) {
 
 template <typename T>
 void tile_to_planes(const T* tile, int64_t pixels, int64_t cn, T* planes) {
-  for (int64_t p0 = 0; p0 < pixels; p0 += kPixelChunk) {
+  int64_t p0 = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (cn == kTile) {
+      Float16Lanes r[kTile];
+      for (; p0 + kTile <= pixels; p0 += kTile) {
+        for (int i = 0; i < kTile; ++i) r[i] = load_lanes<Float16Lanes>(tile + (p0 + i) * kTile);
+        transpose16(r);
+        for (int c = 0; c < kTile; ++c) std::memcpy(planes + c * pixels + p0, &r[c], sizeof(Float16Lanes));
+      }
+    }
+  }
+  for (; p0 < pixels; p0 += kPixelChunk) {
     const int64_t pn = std::min(kPixelChunk, pixels - p0);
     for (int64_t c = 0; c < cn; ++c) {
       const T* __restrict src = tile + p0 * kTile + c;
