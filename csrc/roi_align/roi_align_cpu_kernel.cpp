@@ -30,6 +30,18 @@ namespace {
 
 constexpr int64_t kChannelBlock = 64;  // RoIPool's channel block (NHWC)
 
+// x / count, as a multiplication when count is a power of two (then the two are the same bits).
+template <typename T>
+struct Divider {
+  T count, inverse;
+  bool exact;
+  Divider() : count(1), inverse(1), exact(true) {}
+  explicit Divider(T c) : count(c), inverse(T(1) / c) {
+    int e = 0;
+    exact = std::frexp(c, &e) == T(0.5);
+  }
+};
+
 // The samples of one RoI inside its map, per bin row (ph) and bin column (pw): bin ph's rows are
 // rows[row_begin[ph]] .. rows[row_begin[ph + 1] - 1]. low/high are element offsets: pixel index
 // times the axis stride of the layout. A view into SampleTables' flat storage.
@@ -40,6 +52,7 @@ struct SampleTable {
   const int64_t* row_begin = nullptr;  // [PH + 1]
   const int64_t* col_begin = nullptr;  // [PW + 1]
   T count = T(1);
+  Divider<T> divide;  // by count
 };
 
 // Every RoI's sample table in four flat arrays (no allocation per RoI). Each RoI gets a slot as
@@ -130,6 +143,7 @@ SampleTables<T>::SampleTables(std::in_place_type_t<S>, const Plan& p, int64_t pi
                                     lv.width * pixel_stride);
       fill_axis(axes_.data(), end, col_begin, b.start_w, b.bin_w, PW, b.grid_w, lv.width, pixel_stride);
       t.count = b.count;
+      t.divide = Divider<T>(b.count);
     }
   });
 }
@@ -171,16 +185,6 @@ void for_each_plane(const Plan& p, Fn&& fn) {
 // tables' offsets already include the pixel strides. kW channels are processed as one vector
 // (cn <= kW are valid); the order of additions per channel is the scalar order of torchvision.
 
-// x / count, as a multiplication when count is a power of two (then the two are the same bits).
-template <typename T>
-struct Divider {
-  T count, inverse;
-  bool exact;
-  explicit Divider(T c) : count(c), inverse(T(1) / c) {
-    int e = 0;
-    exact = std::frexp(c, &e) == T(0.5);
-  }
-};
 
 // kW values of T as one GCC vector: the compiler splits it into the instruction set's registers
 // (one zmm for 16 floats with AVX-512, four xmm with SSE2), and keeps accumulators in registers.
@@ -210,6 +214,7 @@ FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, 
                w3 * load_lanes<Vec>(image + y.high + x.low) + w4 * load_lanes<Vec>(image + y.high + x.high);
       }
     }
+    acc = t.divide.exact ? acc * t.divide.inverse : acc / t.count;  // the same bits either way
     std::memcpy(out, &acc, sizeof(Vec));
   } else {  // float16 / bfloat16 storage: convert per element
     for (int c = 0; c < kW; ++c) out[c] = T(0);
@@ -229,6 +234,7 @@ FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, 
         }
       }
     }
+    for (int c = 0; c < kW; ++c) out[c] /= t.count;
   }
 }
 
@@ -249,7 +255,7 @@ template <typename T, int kW>
 FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph, int64_t pw, const T* g_in, T* image) {
   using Vec = typename Lanes<T, kW>::type;
   const Vec g = load_lanes<Vec>(g_in);
-  const Divider<T> d(t.count);
+  const Divider<T>& d = t.divide;
   for (int64_t ri = t.row_begin[ph]; ri < t.row_begin[ph + 1]; ++ri) {
     const Axis<T>& y = t.rows[ri];
     for (int64_t ci = t.col_begin[pw]; ci < t.col_begin[pw + 1]; ++ci) {
@@ -409,7 +415,7 @@ void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
       for (int64_t ph = 0; ph < PH; ++ph) {
         for (int64_t pw = 0; pw < PW; ++pw) {
           align_bin_forward<T, T, kTile>(t, ph, pw, tile.data, acc);
-          for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c] / t.count);
+          for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c]);
         }
       }
     }
@@ -433,11 +439,11 @@ void align_forward_nhwc(const Plan& p, S* out, const SampleTables<T>& tables) {
           int64_t c0 = 0;
           for (; c0 + kBlock <= C; c0 += kBlock) {
             align_bin_forward<T, S, kBlock>(t, ph, pw, image + c0, acc);
-            for (int64_t c = 0; c < kBlock; ++c) o[c0 + c] = static_cast<S>(acc[c] / t.count);
+            for (int64_t c = 0; c < kBlock; ++c) o[c0 + c] = static_cast<S>(acc[c]);
           }
           for (; c0 < C; ++c0) {  // channels past the last full block, one at a time
             align_bin_forward<T, S, 1>(t, ph, pw, image + c0, acc);
-            o[c0] = static_cast<S>(acc[0] / t.count);
+            o[c0] = static_cast<S>(acc[0]);
           }
         }
       }
