@@ -33,6 +33,10 @@
 
 #include <ATen/core/Tensor.h>
 
+namespace torch {
+class Library;
+}
+
 #include "common/cpu_dispatch.h"
 
 namespace fastops::conv {
@@ -79,6 +83,9 @@ at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at
 std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
                                                                   at::TensorList weights, at::IntArrayRef rates,
                                                                   bool input_grad);
+
+// Registers the implementation above for a backend's dispatch key (conv_cpu.cpp, conv_cuda.cu).
+void register_impls(torch::Library& m);
 
 // ---- raw CPU loop (conv_cpu_kernel.cpp, compiled once per instruction set) ----
 // Reorders a weight between its layout [rows, taps] (rows = C_out * C_in / groups, each row's
