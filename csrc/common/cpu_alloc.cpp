@@ -24,3 +24,114 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
 }
 
 }  // namespace fastops::cpu
+
+// ---- the output cache ---------------------------------------------------------------------------
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include <ATen/EmptyTensor.h>
+#include <c10/core/Allocator.h>
+
+namespace fastops::cpu {
+namespace {
+
+constexpr size_t kMinCachedBytes = size_t(4) << 20;
+
+struct Block {
+  void* data;
+  size_t bytes;  // capacity
+};
+
+class OutputCache final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    Block* block = nullptr;
+    if (n >= kMinCachedBytes && enabled_) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.lower_bound(n);
+      if (it != free_.end() && it->first <= 2 * n) {  // best fit, wasting at most half
+        block = it->second;
+        held_ -= block->bytes;
+        free_.erase(it);
+      }
+    }
+    if (block == nullptr) {
+      void* data = n == 0 ? nullptr : std::aligned_alloc(64, (n + 63) / 64 * 64);  // torch's CPU alignment
+      TORCH_CHECK(n == 0 || data != nullptr, "fastops: out of memory allocating ", n, " bytes");
+      block = new Block{data, n};
+    }
+    return {block->data, block, &OutputCache::release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+
+  size_t clear() {
+    std::multimap<size_t, Block*> blocks;
+    size_t bytes = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+      bytes = held_;
+      held_ = 0;
+    }
+    for (auto& [size, block] : blocks) destroy(block);
+    return bytes;
+  }
+
+  size_t held() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return held_;
+  }
+
+  static OutputCache& get() {
+    static OutputCache* cache = new OutputCache();  // never destroyed: tensors may outlive static teardown
+    return *cache;
+  }
+
+ private:
+  OutputCache() {
+    const char* env = std::getenv("FASTOPS_OUTPUT_CACHE");
+    enabled_ = env == nullptr || std::strcmp(env, "0") != 0;
+  }
+
+  static void destroy(Block* block) {
+    std::free(block->data);
+    delete block;
+  }
+
+  static void release(void* ctx) {
+    Block* block = static_cast<Block*>(ctx);
+    OutputCache& cache = get();
+    if (block->bytes >= kMinCachedBytes && cache.enabled_) {
+      std::lock_guard<std::mutex> lock(cache.mutex_);
+      if (cache.held_ + block->bytes <= kOutputCacheBytes) {
+        cache.held_ += block->bytes;
+        cache.free_.emplace(block->bytes, block);
+        return;
+      }
+    }
+    destroy(block);
+  }
+
+  std::mutex mutex_;
+  std::multimap<size_t, Block*> free_;  // unused blocks by capacity
+  size_t held_ = 0;
+  bool enabled_ = true;
+};
+
+}  // namespace
+
+at::Tensor cached_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  if (!options.device().is_cpu()) return at::empty(sizes, options);
+  return at::detail::empty_generic(sizes, &OutputCache::get(), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                   c10::typeMetaToScalarType(options.dtype()), options.memory_format_opt());
+}
+
+size_t release_output_cache() { return OutputCache::get().clear(); }
+
+size_t output_cache_bytes() { return OutputCache::get().held(); }
+
+}  // namespace fastops::cpu

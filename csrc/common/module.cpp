@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/cpu_alloc.h"
 #include "common/cpu_dispatch.h"
 
 namespace py = pybind11;
@@ -31,4 +32,8 @@ PYBIND11_MODULE(_C, m) {
         return std::string(fastops::cpu::isa_name(fastops::cpu::set_isa_cap(cap)));
       },
       "Caps the CPU instruction set fastops kernels use (for tests and benchmarks); returns the one now active.");
+  m.def("_release_output_cache", [] { return fastops::cpu::release_output_cache(); },
+        "Frees the memory of freed large CPU outputs kept for reuse; returns the bytes released.");
+  m.def("_output_cache_bytes", [] { return fastops::cpu::output_cache_bytes(); },
+        "Bytes of freed large CPU outputs held for reuse.");
 }

@@ -1,0 +1,60 @@
+"""The cache of large CPU outputs (csrc/common/cpu_alloc.cpp): reuse, bounds, release, opt-out."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+import fastops
+
+
+def _roi_output(k=2000, c=64):
+    """A RoIAlign output of k * c * 49 floats (25 MB for the defaults) and its inputs."""
+    x = torch.randn(1, c, 16, 16)
+    rois = torch.tensor([[0.0, 1, 1, 9, 9]]).repeat(k, 1)
+    return x, rois
+
+
+def test_freed_output_memory_is_reused_and_released():
+    fastops.release_output_cache()
+    x, rois = _roi_output()
+    first = fastops.roi_align(x, rois, 7, 1.0, 2)
+    ptr, values = first.data_ptr(), first.clone()
+    del first
+    assert fastops.output_cache_bytes() >= values.numel() * 4
+    again = fastops.roi_align(x, rois, 7, 1.0, 2)
+    assert again.data_ptr() == ptr  # the freed output's memory, not fresh pages
+    assert torch.equal(again, values)  # every element rewritten
+    assert fastops.output_cache_bytes() == 0
+    del again
+    assert fastops.release_output_cache() >= values.numel() * 4
+    assert fastops.output_cache_bytes() == 0
+
+
+def test_small_outputs_and_gradients_are_correct_through_the_cache():
+    x, rois = _roi_output(k=300, c=16)
+    x.requires_grad_()
+    for _ in range(3):  # reused buffers must never leak old values
+        y = fastops.roi_align(x, rois, 7, 1.0, 2)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        ref = torch.ops.torchvision.roi_align(x.detach(), rois, 1.0, 7, 7, 2, False)
+        assert torch.equal(y, ref)
+        assert g.shape == x.shape and torch.isfinite(g).all()
+
+
+def test_cache_is_bounded():
+    fastops.release_output_cache()
+    x, rois = _roi_output(k=4000, c=128)  # 100 MB outputs
+    outs = [fastops.roi_align(x, rois, 7, 1.0, 2) for _ in range(7)]
+    del outs
+    assert fastops.output_cache_bytes() <= 512 * 2**20
+    fastops.release_output_cache()
+
+
+def test_cache_can_be_turned_off():
+    code = ("import torch, fastops; x = torch.randn(1, 64, 16, 16); r = torch.tensor([[0., 1, 1, 9, 9]]).repeat(2000, 1);"
+            "y = fastops.roi_align(x, r, 7); del y; print(fastops.output_cache_bytes())")
+    env = dict(os.environ, FASTOPS_OUTPUT_CACHE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
