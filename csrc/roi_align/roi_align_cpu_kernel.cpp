@@ -390,16 +390,22 @@ void for_each_tile_task(const Plan& p, Fn&& fn) {
 template <typename T, typename S>
 void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
-  // Forward outputs are independent, so each group's RoIs are visited top to bottom: neighbours
-  // read overlapping rows of the tile, which then stay in cache.
+  // Forward outputs are independent, so each group's RoIs are visited in bands of kBandRows rows,
+  // left to right within a band: neighbours read overlapping parts of the tile, which then stay in
+  // cache.
+  constexpr int64_t kBandRows = 16;
   std::vector<int64_t> spatial(p.order, p.order + p.group_begin[p.num_levels * p.batch]);
+  std::vector<std::pair<int64_t, int64_t>> key(p.num_rois, {0, 0});
   for (int64_t g = 0; g < p.num_levels * p.batch; ++g) {
-    std::sort(spatial.begin() + p.group_begin[g], spatial.begin() + p.group_begin[g + 1], [&](int64_t a, int64_t b) {
-      const SampleTable<T>&ta = tables[a], &tb = tables[b];
-      const int64_t ya = ta.row_begin[0] < ta.row_begin[PH] ? ta.rows[ta.row_begin[0]].low : 0;
-      const int64_t yb = tb.row_begin[0] < tb.row_begin[PH] ? tb.rows[tb.row_begin[0]].low : 0;
-      return ya < yb || (ya == yb && a < b);
-    });
+    const int64_t row_stride = p.levels[g / p.batch].width * kTile;
+    for (int64_t j = p.group_begin[g]; j < p.group_begin[g + 1]; ++j) {
+      const SampleTable<T>& t = tables[spatial[j]];
+      const int64_t y = t.row_begin[0] < t.row_begin[PH] ? t.rows[t.row_begin[0]].low / row_stride : 0;
+      const int64_t x = t.col_begin[0] < t.col_begin[PW] ? t.cols[t.col_begin[0]].low : 0;
+      key[spatial[j]] = {y / kBandRows, x};
+    }
+    std::sort(spatial.begin() + p.group_begin[g], spatial.begin() + p.group_begin[g + 1],
+              [&](int64_t a, int64_t b) { return key[a] < key[b] || (key[a] == key[b] && a < b); });
   }
   for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
                                int64_t last) {
