@@ -299,7 +299,7 @@ constexpr int64_t kPixelChunk = 256;
 using Float16Lanes = Lanes<float, kTile>::type;
 
 template <int B, bool kUpper, size_t... I>
-FASTOPS_FORCEINLINE Float16Lanes swap_blocks(Float16Lanes a, Float16Lanes b, std::index_sequence<I...>) {
+FASTOPS_FORCEINLINE Float16Lanes swap_blocks(const Float16Lanes& a, const Float16Lanes& b, std::index_sequence<I...>) {
   return __builtin_shufflevector(a, b, (kUpper ? ((I & B) == 0 ? I + B : 16 + I) : ((I & B) == 0 ? I : 16 + I - B))...);
 }
 
