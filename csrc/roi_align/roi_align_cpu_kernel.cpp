@@ -1,17 +1,19 @@
 // Raw CPU loops of RoIAlign and RoIPool (single- and multi-level), compiled once per instruction
 // set; internal linkage.
 //
-// RoIAlign works on channel blocks, so that each bilinear sample is a few vector operations:
-//  - NCHW input: one task per (channel block of 16, level, image). The block's planes are copied
-//    into a pixel-major tile (16 channels per pixel, in cache), every RoI of that image and level
-//    is pooled from it, in index order; backward accumulates into such a tile and copies it out.
-//    The task owns its gradient planes: no atomics, a fixed order of additions (torchvision's: RoI,
-//    bin, sample, corner), so float32/float64 results are torchvision's bits for any thread count.
-//  - NHWC input: read in place, 64 channels per vector loop; forward one task per RoI, backward
-//    one task per (channel block, level, image).
+// Work is split in channel blocks of 16, so that a bilinear sample is one vector per corner:
+//  - NCHW forward: one task per (channel block, level, image). The block's planes are copied into
+//    a pixel-major tile (16 channels per pixel; a 16x16 register transpose for float) that stays in
+//    cache while every RoI of that image and level is pooled from it (in bands of rows).
+//  - NHWC forward: read in place, 64 channels per vector; one task per RoI.
+//  - Backward, either layout: one task per (channel block, level, image) accumulates into a zeroed
+//    tile in RoI index order, then writes it out. The task owns those gradient values: no atomics,
+//    a fixed order of additions (torchvision's: RoI, bin, sample, corner), so float32/float64
+//    results are torchvision's bits for any thread count.
 // Bilinear weights are separable: each RoI's sample rows and columns are computed once (only the
 // samples inside the map) and shared by all channels.
-// RoIPool: one task per (channel, level, image) plane (NCHW) or per RoI (NHWC, channels vectorized).
+// RoIPool: forward through the same tiles, 16-lane max/argmax; backward one task per (channel,
+// level, image) plane (NCHW) or per (64-channel block, level, image) (NHWC).
 #include <algorithm>
 #include <cfloat>
 #include <cmath>

@@ -3,8 +3,10 @@ signatures and results), and multi-level FPN RoIAlign in one op (``MultiScaleRoI
 
 Kernels: ``csrc/roi_align/``. What they add to torchvision's:
 
-- multi-threaded CPU forward and backward; NCHW inputs are processed one (channel, image) plane at
-  a time so the plane stays in cache while every RoI of that image reads it;
+- multi-threaded CPU forward and backward; NCHW features are copied 16 channels at a time into a
+  pixel-major tile that stays in cache while every RoI of that image reads it, one vector per
+  bilinear corner; outputs and gradients come from a small cache of freed large CPU outputs
+  (``fastops.release_output_cache``), so a training loop does not fault in fresh memory each step;
 - channels_last (NHWC) inputs are read in place: the output and the input gradient keep the
   input's memory format (torchvision copies to NCHW);
 - deterministic backward on CPU and CUDA, always: each gradient element is summed by one thread in
