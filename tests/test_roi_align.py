@@ -363,6 +363,17 @@ def test_non_finite_boxes_give_zeros_and_no_gradient(device):
         assert (g == 0).all()
 
 
+def test_nan_feature_reaches_only_the_bins_that_sample_it():
+    """A NaN feature value propagates to the outputs whose samples read it, as in torchvision."""
+    x, rois = make_case(c=3, k=30, dtype=torch.float32)
+    rois[0] = torch.tensor([0.0, 8, 8, 30, 30])  # samples pixels 3.5 to 14.5 of image 0
+    x[0, 1, 9, 11] = float("nan")
+    got = fastops.roi_align(x, rois, 5, 0.5, 2, True)
+    want = tvops.roi_align(x, rois, 5, 0.5, 2, True)
+    assert torch.isnan(got).any() and not torch.isnan(got[:, [0, 2]]).any()
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
 def test_huge_box_with_adaptive_grid_finishes():
     """A finite but enormous box: torchvision's adaptive grid would visit ~1e16 samples; ours only
     the ones inside the map."""
@@ -406,6 +417,21 @@ def test_bad_arguments_raise_clear_errors():
         fastops.multi_scale_roi_align([x, x[..., ::4, ::4]], rois, 2, [1.0, 0.25])
     with pytest.raises(ValueError, match="batch size and channels"):
         fastops.multi_scale_roi_align([x, x[:, :2, ::2, ::2]], rois, 2, [1.0, 0.5])
+
+
+def test_backward_ops_check_their_arguments():
+    rois = torch.tensor([[0, 1.0, 1, 4, 4]])
+    grad = torch.randn(1, 3, 2, 2)
+    args = (1.0, 2, 2, 1, 3, 8, 8, 2, False, False)
+    with pytest.raises(ValueError, match="grad must be"):
+        torch.ops.fastops.roi_align_backward(grad[:, :2], rois, *args)
+    with pytest.raises(TypeError, match="dtype"):
+        torch.ops.fastops.roi_align_backward(grad.double(), rois, *args)
+    argmax = torch.zeros(1, 3, 2, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match="argmax"):
+        torch.ops.fastops.roi_pool_backward(grad, rois, argmax.long(), 1.0, 2, 2, 1, 3, 8, 8, False)
+    empty = torch.ops.fastops.roi_align_backward(torch.zeros(0, 3, 2, 2), rois[:0], *args)
+    assert empty.shape == (1, 3, 8, 8) and (empty == 0).all()
 
 
 @pytest.mark.cuda

@@ -1,6 +1,13 @@
 #include "common/cpu_alloc.h"
 
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
+#include <c10/core/Allocator.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -27,13 +34,6 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
 
 // ---- the output cache ---------------------------------------------------------------------------
 
-#include <cstdlib>
-#include <cstring>
-#include <map>
-#include <mutex>
-
-#include <ATen/EmptyTensor.h>
-#include <c10/core/Allocator.h>
 
 namespace fastops::cpu {
 namespace {

@@ -53,8 +53,7 @@ struct SampleTable {
   const Axis<T>* cols = nullptr;
   const int64_t* row_begin = nullptr;  // [PH + 1]
   const int64_t* col_begin = nullptr;  // [PW + 1]
-  T count = T(1);
-  Divider<T> divide;  // by count
+  Divider<T> divide;  // by the RoI's sample count per bin
 };
 
 // Every RoI's sample table in four flat arrays (no allocation per RoI). Each RoI gets a slot as
@@ -144,7 +143,6 @@ SampleTables<T>::SampleTables(std::in_place_type_t<S>, const Plan& p, int64_t pi
       const int64_t end = fill_axis(axes_.data(), slot[k], row_begin, b.start_h, b.bin_h, PH, b.grid_h, lv.height,
                                     lv.width * pixel_stride);
       fill_axis(axes_.data(), end, col_begin, b.start_w, b.bin_w, PW, b.grid_w, lv.width, pixel_stride);
-      t.count = b.count;
       t.divide = Divider<T>(b.count);
     }
   });
@@ -187,7 +185,6 @@ void for_each_plane(const Plan& p, Fn&& fn) {
 // tables' offsets already include the pixel strides. kW channels are processed as one vector
 // (cn <= kW are valid); the order of additions per channel is the scalar order of torchvision.
 
-
 // kW values of T as one GCC vector: the compiler splits it into the instruction set's registers
 // (one zmm for 16 floats with AVX-512, four xmm with SSE2), and keeps accumulators in registers.
 template <typename T, int kW>
@@ -216,7 +213,7 @@ FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, 
                w3 * load_lanes<Vec>(image + y.high + x.low) + w4 * load_lanes<Vec>(image + y.high + x.high);
       }
     }
-    acc = t.divide.exact ? acc * t.divide.inverse : acc / t.count;  // the same bits either way
+    acc = t.divide.exact ? acc * t.divide.inverse : acc / t.divide.count;  // the same bits either way
     std::memcpy(out, &acc, sizeof(Vec));
   } else {  // float16 / bfloat16 storage: convert per element
     for (int c = 0; c < kW; ++c) out[c] = T(0);
@@ -236,7 +233,7 @@ FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, 
         }
       }
     }
-    for (int c = 0; c < kW; ++c) out[c] /= t.count;
+    for (int c = 0; c < kW; ++c) out[c] /= t.divide.count;
   }
 }
 
