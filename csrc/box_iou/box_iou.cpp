@@ -89,7 +89,7 @@ OverlapProblem prepare_forward(const at::Tensor& boxes1, const at::Tensor& boxes
   OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
   b1 = boxes1.contiguous();
   b2 = boxes2.contiguous();
-  out = cpu::empty_output(p.out_sizes, b1.options().dtype(p.out_dtype));
+  out = cpu::cached_output(p.out_sizes, b1.options().dtype(p.out_dtype));
   return p;
 }
 

@@ -103,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
   const int64_t kept = det_offsets.const_data_ptr<int64_t>()[P];
   at::Tensor det_index = at::empty({kept}, gt_offsets.options());
   // every flag is written by the kernel
-  at::Tensor det_flags = cpu::empty_output({kept, A, T}, gt_offsets.options().dtype(at::kByte));
+  at::Tensor det_flags = cpu::cached_output({kept, A, T}, gt_offsets.options().dtype(at::kByte));
   at::Tensor num_positive = at::zeros({G, A}, gt_offsets.options().dtype(at::kInt));
   // the matched GT of every kept detection, for COCOeval.evalImgs (only when asked)
   at::Tensor det_match = at::empty({with_matches ? kept : 0, A, T}, gt_offsets.options().dtype(at::kInt));
@@ -185,9 +185,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   const int64_t R = rec_thrs.size(0);
   auto opts = det_score.options();
   // computed cell-major (each cell's R values contiguous), returned in pycocotools' layout
-  at::Tensor precision = cpu::empty_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
+  at::Tensor precision = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
   at::Tensor recall = at::full({num_cats, num_areas, num_max_dets, T}, -1.0, opts);
-  at::Tensor scores = cpu::empty_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
+  at::Tensor scores = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
   if (P > 0 && cat_list.size(0) > 0) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
     accumulate_cpu.get()({num_images, det_offsets.const_data_ptr<int64_t>(), det_score.const_data_ptr<double>(),
@@ -199,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
                           recall.mutable_data_ptr<double>(), scores.mutable_data_ptr<double>()});
   }
   auto to_layout = [](const at::Tensor& cells) {  // [K, A, M, T, R] -> [T, R, K, A, M]
-    at::Tensor out = cpu::empty_output({cells.size(3), cells.size(4), cells.size(0), cells.size(1), cells.size(2)},
+    at::Tensor out = cpu::cached_output({cells.size(3), cells.size(4), cells.size(0), cells.size(1), cells.size(2)},
                                        cells.options());
     out.copy_(cells.permute({3, 4, 0, 1, 2}));
     return out;

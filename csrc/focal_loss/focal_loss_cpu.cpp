@@ -25,7 +25,7 @@ at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& inputs, const at::Tensor& ta
                                      x, t, cw, pw, sw);
   const SigmoidArgs args = sigmoid_args(o, x, t, cw, pw, sw, alpha, gamma, background_index, ignore_index);
   if (o.reduction == kNone) {
-    at::Tensor out = cpu::empty_output(inputs.sizes(), x.options());
+    at::Tensor out = cpu::cached_output(inputs.sizes(), x.options());
     if (out.numel() > 0) sigmoid_forward_cpu.get()(args, out.mutable_data_ptr(), nullptr);
     return out;
   }
@@ -42,7 +42,7 @@ at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad, const at::Ten
   at::Tensor x, t, cw, pw, sw;
   const Operands o = prepare_sigmoid(inputs, targets, class_weight, pos_weight, sample_weight, alpha, gamma, reduction,
                                      x, t, cw, pw, sw);
-  at::Tensor grad_input = cpu::empty_output(inputs.sizes(), x.options());
+  at::Tensor grad_input = cpu::cached_output(inputs.sizes(), x.options());
   if (grad_input.numel() == 0) return grad_input;
   const SigmoidArgs args = sigmoid_args(o, x, t, cw, pw, sw, alpha, gamma, background_index, ignore_index);
   const at::Tensor g = upstream_grad("sigmoid_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/true,
@@ -71,7 +71,7 @@ at::Tensor softmax_focal_loss_backward_cpu(const at::Tensor& grad, const at::Ten
                                            int64_t reduction, int64_t ignore_index) {
   at::Tensor x, t, cw, sw;
   const Operands o = prepare_softmax(inputs, targets, class_weight, sample_weight, gamma, reduction, x, t, cw, sw);
-  at::Tensor grad_input = cpu::empty_output(inputs.sizes(), x.options());
+  at::Tensor grad_input = cpu::cached_output(inputs.sizes(), x.options());
   if (grad_input.numel() == 0) return grad_input;
   const SoftmaxArgs args = softmax_args(o, x, t, cw, sw, alpha, gamma, ignore_index);
   const at::Tensor g = upstream_grad("softmax_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/false,

@@ -8,6 +8,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/cpu_prefetch.h"
 #include "common/cpu_reduce.h"
 #include "common/dtype_dispatch.h"
 #include "focal_loss/focal_loss.h"
@@ -33,15 +34,17 @@ inline int64_t checked_label(const int64_t* labels, int64_t r, int64_t classes, 
 // Per-class losses (kGrad false) or gradients (kGrad true) of row r into `row`. Target of class
 // c: dense t[r, c], or (label == c) for index targets (none for background; the caller skips
 // ignored rows).
-template <typename T, typename S, bool kIndex, bool kGrad, int kGamma>
-FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t label, T* __restrict row,
-                                     T* __restrict one_hot) {
+// Each value is multiplied by the class weight, the row's sample weight, `scale` and, when
+// kElementwise, elementwise[c] (the backward's upstream gradient), then stored as O.
+template <typename T, typename S, typename O, bool kIndex, bool kGrad, bool kElementwise, int kGamma>
+FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t label, T scale,
+                                     const T* __restrict elementwise, O* __restrict row, T* __restrict one_hot) {
   const int64_t c_n = a.classes;
   const S* __restrict x = static_cast<const S*>(a.inputs) + r * c_n;
   const S* __restrict dense = kIndex ? nullptr : static_cast<const S*>(a.targets) + r * c_n;
   const T* __restrict cw = static_cast<const T*>(a.class_weight);
   const T* __restrict pw = static_cast<const T*>(a.pos_weight);
-  const T ws = static_cast<const T*>(a.sample_weight)[r];
+  const T ws = static_cast<const T*>(a.sample_weight)[r] * scale;
   const T alpha = static_cast<T>(a.alpha), gamma = static_cast<T>(a.gamma);
   // Index targets: a one-hot row (one_hot is all zeros between rows), so the loop below reads a
   // target array either way; comparing the 64-bit class index per element would slow it down.
@@ -51,9 +54,23 @@ FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t la
   for (int64_t c = 0; c < c_n; ++c) {
     const T t = kIndex ? one_hot[c] : static_cast<T>(dense[c]);
     const SigmoidTerms<T> v = sigmoid_focal<kGamma>(static_cast<T>(x[c]), t, pw[c], alpha, gamma);
-    row[c] = cw[c] * ws * (kGrad ? v.grad : v.loss);
+    const T value = cw[c] * ws * (kGrad ? v.grad : v.loss);
+    row[c] = static_cast<O>(kElementwise ? value * elementwise[c] : value);
   }
   if (has_pos) one_hot[label] = T(0);
+}
+
+// Prefetches row r + ahead of the logits, the dense targets and the output (if any):
+// the per-element math is heavy enough that the hardware prefetcher alone leaves the loop
+// waiting on memory (1.6 -> 2.3 ns per element on one core without this).
+template <typename S, bool kIndex>
+FASTOPS_FORCEINLINE void prefetch_row(const SigmoidArgs& a, int64_t r, int64_t ahead, S* out) {
+  const int64_t next = r + ahead;
+  if (next >= a.rows) return;
+  const int64_t bytes = a.classes * static_cast<int64_t>(sizeof(S));
+  cpu::prefetch_bytes(static_cast<const S*>(a.inputs) + next * a.classes, bytes);
+  if (!kIndex) cpu::prefetch_bytes(static_cast<const S*>(a.targets) + next * a.classes, bytes);
+  if (out != nullptr) cpu::prefetch_bytes<true>(out + next * a.classes, bytes);
 }
 
 template <typename T, typename S, bool kIndex, int kGamma>
@@ -61,12 +78,14 @@ void sigmoid_forward(const SigmoidArgs& a, S* out, double* row_sums) {
   const int64_t* labels = static_cast<const int64_t*>(a.targets);
   at::parallel_for(0, a.rows, row_grain(a.classes), [&](int64_t begin, int64_t end) {
     std::vector<T> buf(a.classes), one_hot(a.classes);
+    const int64_t ahead = cpu::prefetch_rows_ahead(a.classes * static_cast<int64_t>(sizeof(S)));
     for (int64_t r = begin; r < end; ++r) {
+      prefetch_row<S, kIndex>(a, r, ahead, out);
       const int64_t label = kIndex ? checked_label(labels, r, a.classes, a.background_index, a.ignore_index) : 0;
       if (kIndex && label == a.ignore_index) {
         std::fill(buf.begin(), buf.end(), T(0));
       } else {
-        sigmoid_row<T, S, kIndex, false, kGamma>(a, r, label, buf.data(), one_hot.data());
+        sigmoid_row<T, S, T, kIndex, false, false, kGamma>(a, r, label, T(1), nullptr, buf.data(), one_hot.data());
       }
       if (out != nullptr) {
         for (int64_t c = 0; c < a.classes; ++c) out[r * a.classes + c] = static_cast<S>(buf[c]);
@@ -80,21 +99,21 @@ template <typename T, typename S, bool kIndex, int kGamma>
 void sigmoid_backward(const SigmoidArgs& a, const T* grad_elementwise, const T* grad_scale, S* grad_input) {
   const int64_t* labels = static_cast<const int64_t*>(a.targets);
   at::parallel_for(0, a.rows, row_grain(a.classes), [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(a.classes), one_hot(a.classes);
+    std::vector<T> one_hot(a.classes);
+    const int64_t ahead = cpu::prefetch_rows_ahead(a.classes * static_cast<int64_t>(sizeof(S)));
     for (int64_t r = begin; r < end; ++r) {
+      prefetch_row<S, kIndex>(a, r, ahead, grad_input);
       S* __restrict gi = grad_input + r * a.classes;
       const int64_t label = kIndex ? checked_label(labels, r, a.classes, a.background_index, a.ignore_index) : 0;
       if (kIndex && label == a.ignore_index) {
         std::fill(gi, gi + a.classes, S(0));
         continue;
       }
-      sigmoid_row<T, S, kIndex, true, kGamma>(a, r, label, buf.data(), one_hot.data());
       if (grad_elementwise != nullptr) {
-        const T* __restrict g = grad_elementwise + r * a.classes;
-        for (int64_t c = 0; c < a.classes; ++c) gi[c] = static_cast<S>(buf[c] * g[c]);
+        sigmoid_row<T, S, S, kIndex, true, true, kGamma>(a, r, label, T(1), grad_elementwise + r * a.classes, gi,
+                                                         one_hot.data());
       } else {
-        const T g = *grad_scale;
-        for (int64_t c = 0; c < a.classes; ++c) gi[c] = static_cast<S>(buf[c] * g);
+        sigmoid_row<T, S, S, kIndex, true, false, kGamma>(a, r, label, *grad_scale, nullptr, gi, one_hot.data());
       }
     }
   });

@@ -129,9 +129,6 @@ at::Tensor empty_nchw_or_nhwc(c10::IntArrayRef sizes, const at::Tensor& like, c1
                               bool channels_last, bool zero) {
   const auto options = like.options().dtype(dtype).memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                                 : at::MemoryFormat::Contiguous);
-  // cpu::cached_output, not empty_output: empty_output's huge-page hint makes a fresh 50 MB output
-  // fault in faster (22 vs 29 ms for the benchmark's forward), but on the dev VM some calls then
-  // stall for ~60 ms more; reusing a freed output's memory avoids the faults altogether.
   return zero ? at::zeros(sizes, options) : cpu::cached_output(sizes, options);
 }
 

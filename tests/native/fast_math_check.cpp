@@ -29,6 +29,7 @@ struct Check {
   float (*mine)(float);
   double (*reference)(double);
   int64_t bound;
+  float lo = -INFINITY, hi = INFINITY;  // the domain checked (NaN is always checked)
   int64_t worst = 0;
   float worst_at = 0;
 };
@@ -42,12 +43,17 @@ int main(int argc, char** argv) {
       {"log", [](float x) { return fastops::log_(x); }, [](double x) { return std::log(x); }, 1},
       {"log1p", [](float x) { return fastops::log1p_(x); }, [](double x) { return std::log1p(x); }, 2},
       {"atan", [](float x) { return fastops::box_iou::atan_(x); }, [](double x) { return std::atan(x); }, 3},
+      // restricted domains: exp_neg_ down to the smallest normal result, log1p_unit_ on [0, 1]
+      {"exp_neg", [](float x) { return fastops::exp_neg_(x); }, [](double x) { return std::exp(-x); }, 1, 0.0f, 87.3f},
+      {"log1p_unit", [](float x) { return fastops::log1p_unit_(x); }, [](double x) { return std::log1p(x); }, 1, 0.0f,
+       1.0f},
   };
   for (uint64_t bits = 0; bits < 0x100000000ull; bits += stride) {
     const uint32_t b = static_cast<uint32_t>(bits);
     float x;
     std::memcpy(&x, &b, 4);
     for (Check& c : checks) {
+      if (!(x >= c.lo && x <= c.hi) && !std::isnan(x)) continue;
       const int64_t d = ulp_distance(c.mine(x), static_cast<float>(c.reference(x)));
       if (d > c.worst) c.worst = d, c.worst_at = x;
     }
