@@ -374,6 +374,27 @@ def test_nan_feature_reaches_only_the_bins_that_sample_it():
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_sparse_rois_read_every_pixel_they_sample(aligned):
+    """The NCHW forward copies into its per-thread tile only the pixels its RoIs sample (the tile
+    is kept between calls, uninitialized). Fill every thread's tile with NaN through a call that
+    samples everywhere, then pool a few small or clipped boxes (edges, corners, the last row and
+    column, outside the map) from other features: a pixel sampled but not copied would be NaN."""
+    g = torch.Generator().manual_seed(3)
+    h, w = 37, 45
+    nan = torch.full((2, 32, h, w), float("nan"))
+    whole = torch.tensor([[0, 0, 0, w, h], [1, 0, 0, w, h]], dtype=torch.float32)
+    fastops.roi_align(nan, whole, (7, 7), 1.0, 2, aligned)
+    x = torch.randn(2, 32, h, w, generator=g)
+    rois = torch.tensor([[0, 0, 0, 3, 2], [0, w - 2.5, h - 1.5, w + 4, h + 3], [1, 17.3, 5.1, 19.0, 30.2],
+                         [1, -3, 10, 1.2, 11], [0, 40.1, 0.2, 44.9, 2.0], [1, 5, h - 0.6, 6, h + 9],
+                         [0, w + 1, 0, w + 5, 3], [1, 30.5, 20.5, 30.6, 20.6]], dtype=torch.float32)
+    for size, ratio in (((7, 7), 2), ((3, 5), -1)):
+        got = fastops.roi_align(x, rois, size, 1.0, ratio, aligned)
+        assert not got.isnan().any()
+        torch.testing.assert_close(got, tvops.roi_align(x, rois, size, 1.0, ratio, aligned), rtol=0, atol=0)
+
+
 def test_huge_box_with_adaptive_grid_finishes():
     """A finite but enormous box: torchvision's adaptive grid would visit ~1e16 samples; ours only
     the ones inside the map."""
