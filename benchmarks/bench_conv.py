@@ -98,6 +98,14 @@ def _step(fn, *tensors):
     return step
 
 
+def _module_step(module, x):
+    """forward plus backward of a module (weight and input gradients)."""
+    def step():
+        x.grad = module.weight.grad = None
+        module(x).sum().backward()
+    return step
+
+
 def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     torch.manual_seed(0)
     repeat = 3 if quick else 11
@@ -161,6 +169,11 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         ours, ref = paired_ms(_step(lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r), xg, wg),
                               _step(lambda a, b: F.conv2d(a, b, padding=r, dilation=r), xg, wg), device, repeat)
         rows.append(Row(f"  rate {r} fwd+bwd", ours, ref_name, ref, floor(3 * flops), basis))
+        module.weight.requires_grad_(True)
+        auto, ref = paired_ms(_module_step(module, xg),
+                              _step(lambda a, b: F.conv2d(a, b, padding=r, dilation=r), xg, wg), device, repeat)
+        rows.append(Row(f"  rate {r} fwd+bwd, module auto ({'fastops' if module._uses_fastops(x2) else 'torch'})", auto,
+                        ref_name, ref, floor(3 * flops), basis))
 
     # U-Net transposed convolutions 1x128x64x64 -> 64
     x3 = torch.randn(1, 128, *hw2, device=device)
@@ -183,6 +196,11 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         ours, ref = paired_ms(_step(lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p), xg, wg),
                               _step(lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), xg, wg), device, repeat)
         rows.append(Row(f"  k{k}s{s}p{p} fwd+bwd", ours, ref_name, ref, floor(3 * flops), basis))
+        module.weight.requires_grad_(True)
+        auto, ref = paired_ms(_module_step(module, xg),
+                              _step(lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), xg, wg), device, repeat)
+        rows.append(Row(f"  k{k}s{s}p{p} fwd+bwd, module auto ({'fastops' if module._uses_fastops() else 'torch'})",
+                        auto, ref_name, ref, floor(3 * flops), basis))
     return rows
 
 
