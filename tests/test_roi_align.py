@@ -395,6 +395,29 @@ def test_sparse_rois_read_every_pixel_they_sample(aligned):
         torch.testing.assert_close(got, tvops.roi_align(x, rois, size, 1.0, ratio, aligned), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sparse_rois_backward_writes_every_gradient_value(channels_last):
+    """The backward zeroes and writes back only the tile chunks its RoIs sample and writes zeros
+    elsewhere directly: after a call that leaves NaN in every thread's tile, the gradient of a few
+    small boxes is still torchvision's, zeros included."""
+    h, w = 37, 45
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nan_grad = torch.full((2, 7, 7, 32), float("nan")).permute(0, 3, 1, 2)
+    whole = torch.tensor([[0, 0, 0, w, h], [1, 0, 0, w, h]], dtype=torch.float32)
+    xn = torch.zeros(2, 32, h, w).to(memory_format=fmt).requires_grad_()
+    fastops.roi_align(xn, whole, (7, 7), 1.0, 2, True).backward(nan_grad)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 32, h, w, generator=g).to(memory_format=fmt)
+    rois = torch.tensor([[0, 0, 0, 3, 2], [0, w - 2.5, h - 1.5, w + 4, h + 3], [1, 17.3, 5.1, 19.0, 30.2],
+                         [1, 5, h - 0.6, 6, h + 9], [0, w + 1, 0, w + 5, 3]], dtype=torch.float32)
+    upstream = torch.randn(5, 32, 7, 7, generator=g)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fastops.roi_align(ours, rois, (7, 7), 1.0, 2, True).backward(upstream)
+    tvops.roi_align(theirs, rois, (7, 7), 1.0, 2, True).backward(upstream)
+    assert not ours.grad.isnan().any()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=0)
+
+
 def test_huge_box_with_adaptive_grid_finishes():
     """A finite but enormous box: torchvision's adaptive grid would visit ~1e16 samples; ours only
     the ones inside the map."""

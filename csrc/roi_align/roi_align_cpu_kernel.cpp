@@ -315,9 +315,8 @@ class TileBuffer {
 // Tiles up to this size stay with their thread after a call.
 constexpr size_t kKeptTileBytes = size_t(16) << 20;
 
-// Copies cn <= kTile planes of `pixels` values into a pixel-major tile (zeros past cn), and back.
-// In chunks of pixels, so the chunk of the tile being written stays in L1 while each plane is read.
-constexpr int64_t kPixelChunk = 256;
+// Copies between cn <= kTile NCHW planes and a pixel-major tile go in chunks of kTile pixels: for
+// float, one 16x16 transpose in registers per chunk.
 
 // 16 x 16 float transpose in registers: four stages, each swapping the off-diagonal B x B blocks
 // of every 2B x 2B block with two-source shuffles (one vpermt2ps each with AVX-512). Exact.
@@ -345,8 +344,9 @@ FASTOPS_FORCEINLINE void transpose16(Float16Lanes* r) {
   transpose_stage<1>(r);
 }
 
-// needed: one flag per chunk of kTile pixels (pixels [kTile i, kTile i + kTile)), or nullptr for
-// all; the chunks not needed are left unwritten (no RoI samples them).
+// Copies cn planes of `pixels` values into a pixel-major tile (zeros past cn). needed: one flag
+// per chunk of kTile pixels (pixels [kTile i, kTile i + kTile)), or nullptr for all; the chunks
+// not needed are left unwritten (no RoI samples them).
 template <typename T, typename S>
 void planes_to_tile(const S* planes, int64_t pixels, int64_t cn, T* tile, const uint8_t* needed) {
   const int64_t chunks = (pixels + kTile - 1) / kTile;
@@ -421,26 +421,59 @@ class NeededChunks {
   std::vector<uint8_t> flags_;
 };
 
+// Writes cn planes of `pixels` values from a pixel-major tile (the inverse of planes_to_tile). The
+// chunks not `needed` (nullptr: all are) hold no gradient: they are written as zeros, in runs,
+// without reading the tile.
 template <typename T>
-void tile_to_planes(const T* tile, int64_t pixels, int64_t cn, T* planes) {
-  int64_t p0 = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    if (cn == kTile) {
-      Float16Lanes r[kTile];
-      for (; p0 + kTile <= pixels; p0 += kTile) {
-        for (int i = 0; i < kTile; ++i) r[i] = load_lanes<Float16Lanes>(tile + (p0 + i) * kTile);
+void tile_to_planes(const T* tile, int64_t pixels, int64_t cn, T* planes, const uint8_t* needed) {
+  const int64_t chunks = (pixels + kTile - 1) / kTile;
+  for (int64_t i = 0; i < chunks;) {
+    const int64_t p0 = i * kTile;
+    if (needed != nullptr && !needed[i]) {
+      int64_t end = i + 1;
+      while (end < chunks && !needed[end]) ++end;
+      const int64_t p1 = std::min(end * kTile, pixels);
+      for (int64_t c = 0; c < cn; ++c) std::fill(planes + c * pixels + p0, planes + c * pixels + p1, T(0));
+      i = end;
+      continue;
+    }
+    const int64_t pn = std::min<int64_t>(kTile, pixels - p0);
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (cn == kTile && pn == kTile) {  // 16 pixels of 16 planes, transposed in registers
+        Float16Lanes r[kTile];
+        for (int q = 0; q < kTile; ++q) r[q] = load_lanes<Float16Lanes>(tile + (p0 + q) * kTile);
         transpose16(r);
         for (int c = 0; c < kTile; ++c) std::memcpy(planes + c * pixels + p0, &r[c], sizeof(Float16Lanes));
+        done = true;
       }
     }
-  }
-  for (; p0 < pixels; p0 += kPixelChunk) {
-    const int64_t pn = std::min(kPixelChunk, pixels - p0);
-    for (int64_t c = 0; c < cn; ++c) {
-      const T* __restrict src = tile + p0 * kTile + c;
-      T* __restrict dst = planes + c * pixels + p0;
-      for (int64_t i = 0; i < pn; ++i) dst[i] = src[i * kTile];
+    if (!done) {
+      for (int64_t c = 0; c < cn; ++c) {
+        for (int64_t q = 0; q < pn; ++q) planes[c * pixels + p0 + q] = tile[(p0 + q) * kTile + c];
+      }
     }
+    ++i;
+  }
+}
+
+// Zeroes the `needed` chunks of a tile of `pixels` pixels (nullptr: all of it), in runs.
+template <typename T>
+void zero_tile(T* tile, int64_t pixels, const uint8_t* needed) {
+  if (needed == nullptr) {
+    std::fill(tile, tile + pixels * kTile, T(0));
+    return;
+  }
+  const int64_t chunks = (pixels + kTile - 1) / kTile;
+  for (int64_t i = 0; i < chunks;) {
+    if (!needed[i]) {
+      ++i;
+      continue;
+    }
+    int64_t end = i + 1;
+    while (end < chunks && needed[end]) ++end;
+    std::fill(tile + i * kTile * kTile, tile + std::min(end * kTile, pixels) * kTile, T(0));
+    i = end;
   }
 }
 
@@ -562,32 +595,62 @@ void align_forward(const Plan& p, void* out) {
 // that image and level into a zeroed tile, in RoI index order, then writes the tile out (NCHW:
 // transposed into the planes; NHWC: each pixel's 16 values into its channel slot). The tile stays
 // in cache where the gradient image would not.
+// Asks for one RoI's upstream gradient of cn channels (cn planes of PH x PW, or PH x PW runs of cn
+// channels) before its strided per-channel loads need it, as the forward does for its stores.
+template <typename S>
+void prefetch_grad_block(const S* block, GradStrides gs, int64_t cn, int64_t PH, int64_t PW) {
+  if (gs.w == 1 && gs.h == PW) {
+    for (int64_t c = 0; c < cn; ++c) cpu::prefetch_bytes(block + c * gs.c, PH * PW * sizeof(S));
+  } else if (gs.c == 1) {
+    for (int64_t ph = 0; ph < PH; ++ph) {
+      for (int64_t pw = 0; pw < PW; ++pw) cpu::prefetch_bytes(block + ph * gs.h + pw * gs.w, cn * sizeof(S));
+    }
+  }
+}
+
 template <typename T, typename S>
 void align_backward_tiles(const Plan& p, const S* grad, GradStrides gs, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
+  const NeededChunks needed_chunks(p, tables);  // the rest of the tile gets no gradient
   for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
                                int64_t last) {
     const Level& lv = p.levels[level];
     const int64_t pixels = lv.height * lv.width;
+    const uint8_t* needed = needed_chunks[level * p.batch + n];
     T* tile_data = tile.get(pixels);
-    std::fill(tile_data, tile_data + pixels * kTile, T(0));
-    T g[kTile];
+    zero_tile(tile_data, pixels, needed);
+    // A contiguous NCHW upstream gradient is transposed per RoI into bin-major vectors, 16x16 at a
+    // time (gathering 16 strided values per bin, then reading them as one vector, cost a third of
+    // the 14x14 mask head's backward); other strides are gathered per bin.
+    const bool planar = gs.w == 1 && gs.h == PW && gs.c == PH * PW;
+    std::vector<T> g_store((planar ? PH * PW * kTile : kTile) + 64 / sizeof(T));
+    T* g_bins = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(g_store.data()) + 63) & ~uintptr_t(63));
     for (int64_t j = first; j < last; ++j) {
       const int64_t k = p.order[j];
       const SampleTable<T>& t = tables[k];
+      if (j + 1 < last) prefetch_grad_block(grad + p.order[j + 1] * gs.k + c0 * gs.c, gs, cn, PH, PW);
+      if (planar) planes_to_tile(grad + k * gs.k + c0 * gs.c, PH * PW, cn, g_bins, nullptr);
       for (int64_t ph = 0; ph < PH; ++ph) {
         for (int64_t pw = 0; pw < PW; ++pw) {
-          const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
-          for (int64_t c = 0; c < kTile; ++c) g[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
-          align_bin_backward<T, kTile>(t, ph, pw, g, tile_data);
+          if (!planar) {
+            const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
+            for (int64_t c = 0; c < kTile; ++c) g_bins[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
+          }
+          align_bin_backward<T, kTile>(t, ph, pw, planar ? g_bins + (ph * PW + pw) * kTile : g_bins, tile_data);
         }
       }
     }
     if (p.channels_last) {
       T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
-      for (int64_t px = 0; px < pixels; ++px) std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
+      for (int64_t px = 0; px < pixels; ++px) {
+        if (needed[px / kTile]) {
+          std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
+        } else {
+          std::fill(image + px * C, image + px * C + cn, T(0));
+        }
+      }
     } else {
-      tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels);
+      tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels, needed);
     }
   });
 }
