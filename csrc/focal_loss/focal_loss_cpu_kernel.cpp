@@ -127,7 +127,7 @@ FASTOPS_FORCEINLINE void softmax_stats(const S* __restrict x, int64_t c_n, int64
                                        T& sum_all, T& sum_other) {
   for (int64_t c = 0; c < c_n; ++c) e[c] = static_cast<T>(x[c]);
   const T m = cpu::lane_reduce(e, c_n, static_cast<T>(x[0]), [](T p, T q) { return q > p ? q : p; });
-  for (int64_t c = 0; c < c_n; ++c) e[c] = exp_(e[c] - m);
+  for (int64_t c = 0; c < c_n; ++c) e[c] = exp_neg_(m - e[c]);  // x - max <= 0: the cheap exp
   sum_all = cpu::lane_sum(e, c_n);
   const T ey = e[y];
   e[y] = T(0);

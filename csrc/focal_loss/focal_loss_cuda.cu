@@ -88,7 +88,7 @@ __device__ __forceinline__ void softmax_stats(const S* x, int64_t c_n, int64_t y
   for (int64_t c = 1; c < c_n; ++c) m = static_cast<T>(x[c]) > m ? static_cast<T>(x[c]) : m;
   T all = 0, other = 0;
   for (int64_t c = 0; c < c_n; ++c) {
-    const T e = exp_(static_cast<T>(x[c]) - m);
+    const T e = exp_neg_(m - static_cast<T>(x[c]));
     all += e;
     other += c == y ? T(0) : e;
   }
@@ -134,7 +134,7 @@ __global__ void softmax_backward_kernel(SoftmaxArgs a, const T* __restrict__ gra
     const T g = (grad_rows != nullptr ? grad_rows[r] : *grad_scale) * coef;
     const T inv = T(1) / sum_all;
     for (int64_t c = 0; c < a.classes; ++c) {
-      const T p = exp_(static_cast<T>(x[c]) - mx) * inv;
+      const T p = exp_neg_(mx - static_cast<T>(x[c])) * inv;
       gi[c] = static_cast<S>(g * (c == y ? p - T(1) : p));
     }
   }

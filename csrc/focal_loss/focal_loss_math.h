@@ -83,7 +83,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T softmax_focal_row(T mx, T sum_all, T s
   const T m = sum_other / sum_all;  // 1 - p_y
   // log p_y: log1p(-m) is accurate when p_y is near 1, xy - logsumexp when it is small
   const T lp = m < T(0.5) ? log1p_(-m) : xy - (mx + log_(sum_all));
-  py = exp_(xy - mx) / sum_all;
+  py = exp_neg_(mx - xy) / sum_all;
   const T mg = pow_nonneg<kGamma>(m, gamma);
   const T ratio = m > T(0) ? lp / m : -one;  // log(p_y) / m, -> -1 as m -> 0
   coef = w * mg * (one - gamma * py * ratio);
