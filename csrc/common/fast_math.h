@@ -56,6 +56,33 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float bits_float(int32_t i) {
 #endif
 }
 
+// e^r for |r| <= ln2 / 2 (the reduced argument of exp_ and exp_neg_): a degree-6 polynomial.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float exp_reduced_(float r) {
+  float p = 1.9875691500e-4f;
+  p = fma_(p, r, 1.3981999507e-3f);
+  p = fma_(p, r, 8.3334519073e-3f);
+  p = fma_(p, r, 4.1665795894e-2f);
+  p = fma_(p, r, 1.6666665459e-1f);
+  p = fma_(p, r, 5.0000001201e-1f);
+  p = fma_(p * r, r, r) + 1.0f;
+  return p;
+}
+
+// Cephes' degree-8 P(f) of log(1 + f) = f - f^2/2 + f^3 P(f), for f in [sqrt(1/2) - 1, sqrt(2) - 1]
+// (log_ and log1p_unit_).
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float log_poly_(float f) {
+  float p = 7.0376836292e-2f;
+  p = fma_(p, f, -1.1514610310e-1f);
+  p = fma_(p, f, 1.1676998740e-1f);
+  p = fma_(p, f, -1.2420140846e-1f);
+  p = fma_(p, f, 1.4249322787e-1f);
+  p = fma_(p, f, -1.6668057665e-1f);
+  p = fma_(p, f, 2.0000714765e-1f);
+  p = fma_(p, f, -2.4999993993e-1f);
+  p = fma_(p, f, 3.3333331174e-1f);
+  return p;
+}
+
 // e^x: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for an exact product), a degree-6
 // polynomial for e^r, and 2^n applied in two halves so that results near the float range's ends
 // (denormals included) come out right.
@@ -65,13 +92,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float exp_(float x) {
   const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = fma_(n, -0.693359375f, xc);  // ln2 = 0.693359375 - 2.12194440e-4, the first part exact in float
   r = fma_(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = fma_(p, r, 1.3981999507e-3f);
-  p = fma_(p, r, 8.3334519073e-3f);
-  p = fma_(p, r, 4.1665795894e-2f);
-  p = fma_(p, r, 1.6666665459e-1f);
-  p = fma_(p, r, 5.0000001201e-1f);
-  p = fma_(p * r, r, r) + 1.0f;
+  const float p = exp_reduced_(r);
   const int32_t ni = static_cast<int32_t>(n);
   const int32_t n1 = ni / 2, n2 = ni - n1;  // 2^n = 2^n1 * 2^n2, each within the normal exponents
   float y = p * bits_float((n1 + 127) << 23) * bits_float((n2 + 127) << 23);
@@ -94,15 +115,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float log_(float x) {
   e = high ? e + 1 : e;
   const float f = m - 1.0f;
   const float z = f * f;
-  float p = 7.0376836292e-2f;
-  p = fma_(p, f, -1.1514610310e-1f);
-  p = fma_(p, f, 1.1676998740e-1f);
-  p = fma_(p, f, -1.2420140846e-1f);
-  p = fma_(p, f, 1.4249322787e-1f);
-  p = fma_(p, f, -1.6668057665e-1f);
-  p = fma_(p, f, 2.0000714765e-1f);
-  p = fma_(p, f, -2.4999993993e-1f);
-  p = fma_(p, f, 3.3333331174e-1f);
+  const float p = log_poly_(f);
   const float ef = static_cast<float>(e) - (tiny ? 25.0f : 0.0f);
   float y = fma_(p * f, z, fma_(ef, -2.12194440e-4f, -0.5f * z));
   y = fma_(ef, 0.693359375f, f + y);
@@ -137,13 +150,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float exp_neg_(float a) {
   const float n = s - 12583039.0f;
   float r = fma_(n, -0.693359375f, na);  // -a - n ln2, ln2 split as in exp_
   r = fma_(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = fma_(p, r, 1.3981999507e-3f);
-  p = fma_(p, r, 8.3334519073e-3f);
-  p = fma_(p, r, 4.1665795894e-2f);
-  p = fma_(p, r, 1.6666665459e-1f);
-  p = fma_(p, r, 5.0000001201e-1f);
-  p = fma_(p * r, r, r) + 1.0f;
+  const float p = exp_reduced_(r);
   return p * bits_float(static_cast<int32_t>(static_cast<uint32_t>(float_bits(s)) << 23));
 }
 
@@ -156,15 +163,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float log1p_unit_(float e) {
   // the polynomial once per branch
   const float k = high ? 0.693147182f : 0.0f;
   const float z = f * f;
-  float p = 7.0376836292e-2f;
-  p = fma_(p, f, -1.1514610310e-1f);
-  p = fma_(p, f, 1.1676998740e-1f);
-  p = fma_(p, f, -1.2420140846e-1f);
-  p = fma_(p, f, 1.4249322787e-1f);
-  p = fma_(p, f, -1.6668057665e-1f);
-  p = fma_(p, f, 2.0000714765e-1f);
-  p = fma_(p, f, -2.4999993993e-1f);
-  p = fma_(p, f, 3.3333331174e-1f);
+  const float p = log_poly_(f);
   return (f + fma_(p * f, z, -0.5f * z)) + k;
 }
 
