@@ -65,10 +65,15 @@ def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
         fn_a()
         fn_b()
     times_a, times_b = [], []
-    for _ in range(repeat):
+    for i in range(repeat):
+        order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
         if not device.startswith("cuda"):
             wait_until_quiet()
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            # after the wait the thread pool sleeps and the caches are cold: the first call after
+            # it ran up to 4x slower (k4s2p1: 5.6 vs 1.4 ms for the same torch call), so it is
+            # not timed, and the order alternates
+            order[0][0]()
+        for fn, times in order:
             synchronize(device)
             t0 = time.perf_counter()
             fn()
@@ -104,6 +109,25 @@ def _module_step(module, x):
         x.grad = module.weight.grad = None
         module(x).sum().backward()
     return step
+
+
+def _kernel_and_module_rows(rows, title, short, ours, theirs, module, module_uses_fastops, x, w, flops, extra, *,
+                            device, repeat, ref_name, floor, basis):
+    """Four rows for one case: fastops' kernels (ours(input, weight)) and the module's auto path
+    (module, given the weight w), each forward then forward plus backward, against theirs."""
+    path = "fastops" if module_uses_fastops else "torch"
+    module.weight.data.copy_(w)
+    ms, ref = paired_ms(lambda: ours(x, w), lambda: theirs(x, w), device, repeat)
+    rows.append(Row(f"{title} fwd", ms, ref_name, ref, floor(flops), basis, extra or {}))
+    module.weight.requires_grad_(False)  # as w: forward only, no graph
+    ms, ref = paired_ms(lambda: module(x), lambda: theirs(x, w), device, repeat)
+    rows.append(Row(f"{short} fwd, module auto ({path})", ms, ref_name, ref, floor(flops), basis))
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ms, ref = paired_ms(_step(ours, xg, wg), _step(theirs, xg, wg), device, repeat)
+    rows.append(Row(f"{short} fwd+bwd", ms, ref_name, ref, floor(3 * flops), basis))
+    module.weight.requires_grad_(True)
+    ms, ref = paired_ms(_module_step(module, xg), _step(theirs, xg, wg), device, repeat)
+    rows.append(Row(f"{short} fwd+bwd, module auto ({path})", ms, ref_name, ref, floor(3 * flops), basis))
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[Row]:
@@ -151,29 +175,17 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
 
     # 1x256x64x64 3x3 at rates 1 and 6: fastops' kernels and the module's auto path
     hw2 = (32, 32) if quick else (64, 64)
+    ctx = dict(device=device, repeat=repeat, ref_name=ref_name, floor=floor, basis=basis)
     x2 = torch.randn(1, 256, *hw2, device=device)
     for r in (1, 6):
         w = torch.randn(256, 256, 3, 3, device=device) / 48
         flops = conv_flops(256, 256, hw2, hw2, (3, 3), (1, 1), (r, r), (r, r))
-        ours, ref = paired_ms(lambda: fastops.conv2d(x2, w, padding=r, dilation=r),
-                              lambda: F.conv2d(x2, w, padding=r, dilation=r), device, repeat)
-        rows.append(Row(f"1x256x{hw2[0]}x{hw2[1]} 3x3 rate {r} fwd", ours, ref_name, ref, floor(flops), basis,
-                        {"useful": round(flops / (2 * 256 * 256 * 9 * hw2[0] * hw2[1]), 3)}))
         module = fastops.nn.Conv2d(256, 256, 3, padding=r, dilation=r, bias=False).to(device)
-        module.weight.data.copy_(w)
-        module.weight.requires_grad_(False)  # as w: forward only, no graph
-        auto, ref = paired_ms(lambda: module(x2), lambda: F.conv2d(x2, w, padding=r, dilation=r), device, repeat)
-        rows.append(Row(f"  rate {r} fwd, module auto ({'fastops' if module._uses_fastops(x2) else 'torch'})", auto,
-                        ref_name, ref, floor(flops), basis))
-        xg, wg = x2.clone().requires_grad_(), w.clone().requires_grad_()
-        ours, ref = paired_ms(_step(lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r), xg, wg),
-                              _step(lambda a, b: F.conv2d(a, b, padding=r, dilation=r), xg, wg), device, repeat)
-        rows.append(Row(f"  rate {r} fwd+bwd", ours, ref_name, ref, floor(3 * flops), basis))
-        module.weight.requires_grad_(True)
-        auto, ref = paired_ms(_module_step(module, xg),
-                              _step(lambda a, b: F.conv2d(a, b, padding=r, dilation=r), xg, wg), device, repeat)
-        rows.append(Row(f"  rate {r} fwd+bwd, module auto ({'fastops' if module._uses_fastops(x2) else 'torch'})", auto,
-                        ref_name, ref, floor(3 * flops), basis))
+        _kernel_and_module_rows(rows, f"1x256x{hw2[0]}x{hw2[1]} 3x3 rate {r}", f"  rate {r}",
+                                lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r),
+                                lambda a, b: F.conv2d(a, b, padding=r, dilation=r), module, module._uses_fastops(x2),
+                                x2, w, flops, {"useful": round(flops / (2 * 256 * 256 * 9 * hw2[0] * hw2[1]), 3)},
+                                **ctx)
 
     # U-Net transposed convolutions 1x128x64x64 -> 64
     x3 = torch.randn(1, 128, *hw2, device=device)
@@ -182,33 +194,21 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         out_hw = tuple((n - 1) * s - 2 * p + k for n in hw2)
         # the adjoint conv2d's useful work (conv from the output map back to the input's size)
         flops = conv_flops(64, 128, out_hw, hw2, (k, k), (s, s), (p, p), (1, 1))
-        ours, ref = paired_ms(lambda: fastops.conv_transpose2d(x3, w, stride=s, padding=p),
-                              lambda: F.conv_transpose2d(x3, w, stride=s, padding=p), device, repeat)
-        rows.append(Row(f"transposed 1x128x{hw2[0]}x{hw2[1]}->64 k{k}s{s}p{p} fwd", ours, ref_name, ref, floor(flops),
-                        basis))
         module = fastops.nn.ConvTranspose2d(128, 64, k, stride=s, padding=p, bias=False).to(device)
-        module.weight.data.copy_(w)
-        module.weight.requires_grad_(False)  # as w: forward only, no graph
-        auto, ref = paired_ms(lambda: module(x3), lambda: F.conv_transpose2d(x3, w, stride=s, padding=p), device, repeat)
-        rows.append(Row(f"  k{k}s{s}p{p} fwd, module auto ({'fastops' if module._uses_fastops() else 'torch'})", auto,
-                        ref_name, ref, floor(flops), basis))
-        xg, wg = x3.clone().requires_grad_(), w.clone().requires_grad_()
-        ours, ref = paired_ms(_step(lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p), xg, wg),
-                              _step(lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), xg, wg), device, repeat)
-        rows.append(Row(f"  k{k}s{s}p{p} fwd+bwd", ours, ref_name, ref, floor(3 * flops), basis))
-        module.weight.requires_grad_(True)
-        auto, ref = paired_ms(_module_step(module, xg),
-                              _step(lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), xg, wg), device, repeat)
-        rows.append(Row(f"  k{k}s{s}p{p} fwd+bwd, module auto ({'fastops' if module._uses_fastops() else 'torch'})",
-                        auto, ref_name, ref, floor(3 * flops), basis))
+        _kernel_and_module_rows(rows, f"transposed 1x128x{hw2[0]}x{hw2[1]}->64 k{k}s{s}p{p}", f"  k{k}s{s}p{p}",
+                                lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p),
+                                lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), module,
+                                module._uses_fastops(), x3, w, flops, None, **ctx)
     return rows
 
 
 NOTES = """Targets (issue 6), 2-core CPU: >= 1.5x torch on the large-rate ASPP cases, >= 0.9x on the
 others; CUDA: >= 1.2x cuDNN on large-rate ASPP, >= 0.8x on the rest. "useful" is the share of the
 dense convolution's products whose input pixel lies inside the map: the work fastops does, where
-torch's convolution does all of it. The machine is shared with other builds and tests: alternating
-the two libraries call by call keeps their ratio fair, but absolute times vary between runs."""
+torch's convolution does all of it. The machine is shared with other builds and tests: each pair
+of calls waits for a quiet moment, makes one untimed call (after the wait the first call was up to
+4x slower, which used to count against whichever library went first: fastops), and alternates which
+library goes first; absolute times still vary between runs."""
 
 if __name__ == "__main__":
     bench_main("conv", __doc__, run, NOTES)
