@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import torch
+import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
 import fastops
 
@@ -49,6 +50,27 @@ def test_cache_is_bounded():
     outs = [fastops.roi_align(x, rois, 7, 1.0, 2) for _ in range(7)]
     del outs
     assert fastops.output_cache_bytes() <= 512 * 2**20
+    fastops.release_output_cache()
+
+
+def test_full_cache_makes_room_for_the_newest_free():
+    """Past the cap, the blocks freed longest ago go: a new size is still cached (before, the new
+    block was dropped and stale blocks stayed forever)."""
+    fastops.release_output_cache()
+    x, rois = _roi_output(k=4000, c=128)  # 100.4 MB outputs
+    outs = [fastops.roi_align(x, rois, 7, 1.0, 2) for _ in range(5)]
+    big = outs[0].nbytes
+    del outs  # 5 x 100.4 MB cached
+    assert fastops.output_cache_bytes() == 5 * big
+    xs, rs = _roi_output(k=1700, c=128)  # 42.6 MB: no 100 MB block fits it (at most twice its size)
+    small = fastops.roi_align(xs, rs, 7, 1.0, 2)
+    assert fastops.output_cache_bytes() == 5 * big
+    nbytes = small.nbytes
+    del small  # 544 MB > 512 MiB: the oldest 100 MB block goes, the new one stays
+    assert fastops.output_cache_bytes() == 4 * big + nbytes
+    again = fastops.roi_align(xs, rs, 7, 1.0, 2)
+    assert fastops.output_cache_bytes() == 4 * big  # taken from the cache
+    del again
     fastops.release_output_cache()
 
 

@@ -2,8 +2,10 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
@@ -19,6 +21,9 @@ constexpr size_t kMinCachedBytes = size_t(4) << 20;
 struct Block {
   void* data;
   size_t bytes;  // capacity
+  // while cached: its entries in OutputCache::free_ and OutputCache::lru_
+  std::multimap<size_t, Block*>::iterator by_size;
+  std::list<Block*>::iterator by_age;
 };
 
 class OutputCache final : public c10::Allocator {
@@ -30,14 +35,13 @@ class OutputCache final : public c10::Allocator {
       auto it = free_.lower_bound(n);
       if (it != free_.end() && it->first <= 2 * n) {  // best fit, wasting at most half
         block = it->second;
-        held_ -= block->bytes;
-        free_.erase(it);
+        forget(block);
       }
     }
     if (block == nullptr) {
       void* data = n == 0 ? nullptr : std::aligned_alloc(64, (n + 63) / 64 * 64);  // torch's CPU alignment
       TORCH_CHECK(n == 0 || data != nullptr, "fastops: out of memory allocating ", n, " bytes");
-      block = new Block{data, n};
+      block = new Block{data, n, {}, {}};
     }
     return {block->data, block, &OutputCache::release, c10::Device(c10::DeviceType::CPU)};
   }
@@ -45,15 +49,16 @@ class OutputCache final : public c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 
   size_t clear() {
-    std::multimap<size_t, Block*> blocks;
+    std::list<Block*> blocks;
     size_t bytes = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      blocks.swap(free_);
+      blocks.swap(lru_);
+      free_.clear();
       bytes = held_;
       held_ = 0;
     }
-    for (auto& [size, block] : blocks) destroy(block);
+    for (Block* block : blocks) destroy(block);
     return bytes;
   }
 
@@ -78,22 +83,40 @@ class OutputCache final : public c10::Allocator {
     delete block;
   }
 
+  // Removes a cached block from the cache's indexes (the caller holds the lock).
+  void forget(Block* block) {
+    free_.erase(block->by_size);
+    lru_.erase(block->by_age);
+    held_ -= block->bytes;
+  }
+
+  // A freed output is kept; if that passes the cap, the blocks freed longest ago are released
+  // first, so the cache follows the sizes in use now instead of keeping stale ones forever.
   static void release(void* ctx) {
     Block* block = static_cast<Block*>(ctx);
     OutputCache& cache = get();
-    if (block->bytes >= kMinCachedBytes && cache.enabled_) {
-      std::lock_guard<std::mutex> lock(cache.mutex_);
-      if (cache.held_ + block->bytes <= kOutputCacheBytes) {
-        cache.held_ += block->bytes;
-        cache.free_.emplace(block->bytes, block);
-        return;
-      }
+    if (block->bytes < kMinCachedBytes || block->bytes > kOutputCacheBytes || !cache.enabled_) {
+      destroy(block);
+      return;
     }
-    destroy(block);
+    std::vector<Block*> evicted;
+    {
+      std::lock_guard<std::mutex> lock(cache.mutex_);
+      while (cache.held_ + block->bytes > kOutputCacheBytes) {
+        Block* oldest = cache.lru_.front();
+        cache.forget(oldest);
+        evicted.push_back(oldest);
+      }
+      block->by_size = cache.free_.emplace(block->bytes, block);
+      block->by_age = cache.lru_.insert(cache.lru_.end(), block);
+      cache.held_ += block->bytes;
+    }
+    for (Block* b : evicted) destroy(b);  // outside the lock
   }
 
   std::mutex mutex_;
   std::multimap<size_t, Block*> free_;  // unused blocks by capacity
+  std::list<Block*> lru_;               // the same blocks, oldest release first
   size_t held_ = 0;
   bool enabled_ = true;
 };
