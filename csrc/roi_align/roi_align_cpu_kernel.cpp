@@ -643,7 +643,11 @@ void align_backward_tiles(const Plan& p, const S* grad, GradStrides gs, const Sa
     }
     if (p.channels_last) {
       T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
+      // each pixel's cn values are one line, C values apart: ask for the line kAhead pixels on
+      // (the stores otherwise wait for every line's read-for-ownership in turn)
+      constexpr int64_t kAhead = 16;
       for (int64_t px = 0; px < pixels; ++px) {
+        if (px + kAhead < pixels) cpu::prefetch_bytes<true>(image + (px + kAhead) * C, cn * sizeof(T));
         if (needed[px / kTile]) {
           std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
         } else {
