@@ -760,6 +760,11 @@ void pool_forward_typed(const Plan& p, void* out_raw, int32_t* argmax) {
     int32_t best_idx[kTile];
     for (int64_t j = first; j < last; ++j) {
       const int64_t k = p.order[j];
+      if (!p.channels_last && j + 1 < last) {  // as the RoIAlign forward: the next RoI's outputs, for writing
+        const int64_t next = p.order[j + 1] * per_roi + c0 * s_c;
+        cpu::prefetch_bytes<true>(out + next, cn * PH * PW * sizeof(S));
+        cpu::prefetch_bytes<true>(argmax + next, cn * PH * PW * sizeof(int32_t));
+      }
       for (int64_t ph = 0; ph < PH; ++ph) {
         for (int64_t pw = 0; pw < PW; ++pw) {
           int64_t r[4];
