@@ -34,8 +34,9 @@ inline int64_t checked_label(const int64_t* labels, int64_t r, int64_t classes, 
 // Per-class losses (kGrad false) or gradients (kGrad true) of row r into `row`. Target of class
 // c: dense t[r, c], or (label == c) for index targets (none for background; the caller skips
 // ignored rows).
-// Each value is multiplied by the class weight, the row's sample weight, `scale` and, when
-// kElementwise, elementwise[c] (the backward's upstream gradient), then stored as O.
+// Each value is multiplied by the class weight and the row's sample weight, then by
+// elementwise[c] when kElementwise (the backward's upstream gradient), else by `scale`, in the
+// CUDA kernel's order, and stored as O.
 template <typename T, typename S, typename O, bool kIndex, bool kGrad, bool kElementwise, int kGamma>
 FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t label, T scale,
                                      const T* __restrict elementwise, O* __restrict row, T* __restrict one_hot) {
@@ -44,7 +45,7 @@ FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t la
   const S* __restrict dense = kIndex ? nullptr : static_cast<const S*>(a.targets) + r * c_n;
   const T* __restrict cw = static_cast<const T*>(a.class_weight);
   const T* __restrict pw = static_cast<const T*>(a.pos_weight);
-  const T ws = static_cast<const T*>(a.sample_weight)[r] * scale;
+  const T ws = static_cast<const T*>(a.sample_weight)[r];
   const T alpha = static_cast<T>(a.alpha), gamma = static_cast<T>(a.gamma);
   // Index targets: a one-hot row (one_hot is all zeros between rows), so the loop below reads a
   // target array either way; comparing the 64-bit class index per element would slow it down.
@@ -55,7 +56,7 @@ FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t la
     const T t = kIndex ? one_hot[c] : static_cast<T>(dense[c]);
     const SigmoidTerms<T> v = sigmoid_focal<kGamma>(static_cast<T>(x[c]), t, pw[c], alpha, gamma);
     const T value = cw[c] * ws * (kGrad ? v.grad : v.loss);
-    row[c] = static_cast<O>(kElementwise ? value * elementwise[c] : value);
+    row[c] = static_cast<O>(value * (kElementwise ? elementwise[c] : scale));
   }
   if (has_pos) one_hot[label] = T(0);
 }
@@ -137,52 +138,54 @@ FASTOPS_FORCEINLINE void softmax_stats(const S* __restrict x, int64_t c_n, int64
   mx = m;
 }
 
+// One row's label, statistics (softmax_stats; e holds the exps) and focal terms; false for an
+// ignored row.
+template <typename T>
+struct SoftmaxRow {
+  int64_t y;
+  T sum_all, loss, coef;
+};
+
+template <typename T, typename S, int kGamma>
+FASTOPS_FORCEINLINE bool softmax_row(const SoftmaxArgs& a, int64_t r, T* e, SoftmaxRow<T>& row) {
+  row.y = checked_label(a.targets, r, a.classes, a.ignore_index, a.ignore_index);
+  if (row.y == a.ignore_index) return false;
+  const S* x = static_cast<const S*>(a.inputs) + r * a.classes;
+  const T w = static_cast<T>(a.alpha) * static_cast<const T*>(a.class_weight)[row.y] *
+              static_cast<const T*>(a.sample_weight)[r];
+  T mx, sum_other, py;
+  softmax_stats<T, S>(x, a.classes, row.y, e, mx, row.sum_all, sum_other);
+  row.loss = softmax_focal_row<kGamma>(mx, row.sum_all, sum_other, static_cast<T>(x[row.y]), w,
+                                       static_cast<T>(a.gamma), row.coef, py);
+  return true;
+}
+
 template <typename T, typename S, int kGamma>
 void softmax_forward(const SoftmaxArgs& a, double* row_loss) {
-  const S* inputs = static_cast<const S*>(a.inputs);
-  const T* cw = static_cast<const T*>(a.class_weight);
-  const T* sw = static_cast<const T*>(a.sample_weight);
-  const T gamma = static_cast<T>(a.gamma), alpha = static_cast<T>(a.alpha);
   at::parallel_for(0, a.rows, row_grain(a.classes), [&](int64_t begin, int64_t end) {
     std::vector<T> e(a.classes);
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = checked_label(a.targets, r, a.classes, a.ignore_index, a.ignore_index);
-      if (y == a.ignore_index) {
-        row_loss[r] = 0;
-        continue;
-      }
-      const S* x = inputs + r * a.classes;
-      T mx, sum_all, sum_other, coef, py;
-      softmax_stats<T, S>(x, a.classes, y, e.data(), mx, sum_all, sum_other);
-      row_loss[r] = static_cast<double>(
-          softmax_focal_row<kGamma>(mx, sum_all, sum_other, static_cast<T>(x[y]), alpha * cw[y] * sw[r], gamma, coef, py));
+      SoftmaxRow<T> row;
+      row_loss[r] = softmax_row<T, S, kGamma>(a, r, e.data(), row) ? static_cast<double>(row.loss) : 0.0;
     }
   });
 }
 
 template <typename T, typename S, int kGamma>
 void softmax_backward(const SoftmaxArgs& a, const T* grad_rows, const T* grad_scale, S* grad_input) {
-  const S* inputs = static_cast<const S*>(a.inputs);
-  const T* cw = static_cast<const T*>(a.class_weight);
-  const T* sw = static_cast<const T*>(a.sample_weight);
-  const T gamma = static_cast<T>(a.gamma), alpha = static_cast<T>(a.alpha);
   at::parallel_for(0, a.rows, row_grain(a.classes), [&](int64_t begin, int64_t end) {
     std::vector<T> e(a.classes);
     for (int64_t r = begin; r < end; ++r) {
       S* __restrict gi = grad_input + r * a.classes;
-      const int64_t y = checked_label(a.targets, r, a.classes, a.ignore_index, a.ignore_index);
-      if (y == a.ignore_index) {
+      SoftmaxRow<T> row;
+      if (!softmax_row<T, S, kGamma>(a, r, e.data(), row)) {
         std::fill(gi, gi + a.classes, S(0));
         continue;
       }
-      const S* x = inputs + r * a.classes;
-      T mx, sum_all, sum_other, coef, py;
-      softmax_stats<T, S>(x, a.classes, y, e.data(), mx, sum_all, sum_other);
-      softmax_focal_row<kGamma>(mx, sum_all, sum_other, static_cast<T>(x[y]), alpha * cw[y] * sw[r], gamma, coef, py);
-      const T g = (grad_rows != nullptr ? grad_rows[r] : *grad_scale) * coef;
-      const T inv = T(1) / sum_all;
+      const T g = (grad_rows != nullptr ? grad_rows[r] : *grad_scale) * row.coef;
+      const T inv = T(1) / row.sum_all;
       for (int64_t c = 0; c < a.classes; ++c) gi[c] = static_cast<S>(g * (e[c] * inv));
-      gi[y] = static_cast<S>(g * (e[y] * inv - T(1)));
+      gi[row.y] = static_cast<S>(g * (e[row.y] * inv - T(1)));
     }
   });
 }

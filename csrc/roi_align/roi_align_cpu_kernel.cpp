@@ -624,8 +624,8 @@ void align_backward_tiles(const Plan& p, const S* grad, GradStrides gs, const Sa
     // time (gathering 16 strided values per bin, then reading them as one vector, cost a third of
     // the 14x14 mask head's backward); other strides are gathered per bin.
     const bool planar = gs.w == 1 && gs.h == PW && gs.c == PH * PW;
-    std::vector<T> g_store((planar ? PH * PW * kTile : kTile) + 64 / sizeof(T));
-    T* g_bins = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(g_store.data()) + 63) & ~uintptr_t(63));
+    TileBuffer<T> g_buffer;  // bins x kTile values (one bin when not planar)
+    T* g_bins = g_buffer.get(planar ? PH * PW : 1);
     for (int64_t j = first; j < last; ++j) {
       const int64_t k = p.order[j];
       const SampleTable<T>& t = tables[k];
