@@ -15,9 +15,8 @@ namespace fastops::cpu {
 // with madvise, halved the cost of the faults but made some calls stall for ~60 ms more, in
 // streaks, on the dev VM.)
 // At most kOutputCacheBytes are held while unused (past that, the blocks freed longest ago go
-// first); release_output_cache() frees them, and the
-// environment variable FASTOPS_OUTPUT_CACHE=0 turns the cache off. Other devices: at::empty.
-// options may carry a memory format.
+// first); release_output_cache() frees them, and the environment variable FASTOPS_OUTPUT_CACHE=0
+// turns the cache off. Other devices: at::empty. options may carry a memory format.
 constexpr size_t kOutputCacheBytes = size_t(512) << 20;
 at::Tensor cached_output(at::IntArrayRef sizes, const at::TensorOptions& options);
 // Frees the cached blocks; returns the bytes released.
