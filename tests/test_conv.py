@@ -1,6 +1,8 @@
 """Convolutions: conv2d and conv_transpose2d against torch's (F.conv2d, F.conv_transpose2d) and a
 float64 reference written from the definition; the fused ASPP op; the modules."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -328,6 +330,127 @@ def test_float32_gradients_against_torch(device):
     theirs = _forward_backward(F.conv_transpose2d, x, wt, None, 7, stride=2)
     for a, t in zip(ours[:3], theirs[:3]):
         torch.testing.assert_close(a, t, rtol=1e-4, atol=1e-4)
+
+
+# ---- the direct kernel (float32, stride 1, one group; the AVX-512 copy) ---------------------------
+# Channel counts that it tiles (input channels a multiple of 32, output channels of 32 for the
+# forward, any for the weight gradient), under the AVX-512 copy (the direct kernel, where the CPU
+# has it) and the AVX2 one (per-tap GEMMs), against float64 on the same float32 operands.
+
+
+@contextlib.contextmanager
+def cpu_isa(name):
+    fastops.set_cpu_isa(name)
+    try:
+        yield
+    finally:
+        fastops.set_cpu_isa("avx512")  # back to the best available
+
+
+def _float32_close(ours, ref):
+    """float32 sums of up to a few thousand products: errors relative to the largest value."""
+    scale = ref.abs().max().clamp_min(1.0) if ref.numel() else 1.0
+    torch.testing.assert_close(ours.double(), ref, rtol=0, atol=2e-5 * float(scale))
+
+
+def _float32_and_float64(fn, ref_fn, operands, seed, **kw):
+    """fn on float32 operands and ref_fn on the same values in float64, each followed by a
+    backward of the same upstream gradient (drawn in float64)."""
+    def run(f, ops):
+        ops = [None if t is None else t.detach().clone().requires_grad_() for t in ops]
+        out = f(*ops, **kw)
+        grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        out.backward(grad.to(out.dtype))
+        return [out.detach()] + [None if t is None else t.grad for t in ops]
+    return run(fn, operands), run(ref_fn, [None if t is None else t.double() for t in operands])
+
+
+@st.composite
+def direct_cases(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    return dict(n=draw(st.integers(0, 2)), c_in=draw(st.sampled_from([32, 64])), c_out=draw(st.sampled_from([32, 96])),
+                kernel=(kh, kw), dilation=(draw(st.integers(1, 13)), draw(st.integers(1, 13))),
+                hw=(draw(st.integers(1, 20)), draw(st.integers(1, 20))),
+                padding=(draw(st.integers(0, 15)), draw(st.integers(0, 15))), bias=draw(st.booleans()),
+                stride=(1, 1), groups=1)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@given(case=direct_cases())
+def test_direct_float32_matches_float64(case, isa):
+    assume(_padded_fits(case))
+    x, w, b = _conv_operands(case, torch.float32)
+    with cpu_isa(isa):
+        ours, ref = _float32_and_float64(fastops.conv2d, F.conv2d, [x, w, b], 3, **_args(case))
+    for a, t in zip(ours, ref):
+        if t is not None:
+            _float32_close(a, t)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("c_in,c_out,hw,kernel,rate", [
+    (160, 64, (33, 31), (3, 3), 12),   # two chunks of input channels; rows of 33 and 21 pixels
+    (64, 40, (9, 40), (3, 5), 2),      # weight-gradient row tiles of 13 and 14; 40-pixel rows
+    (32, 5, (6, 7), (1, 1), 1),        # a 1x1 convolution; one short row tile
+    (256, 256, (33, 33), (3, 3), 36),  # only the centre tap sees the map
+])
+def test_direct_fixed_shapes(isa, c_in, c_out, hw, kernel, rate):
+    g = torch.Generator().manual_seed(c_in + c_out)
+    x = torch.randn(2, c_in, *hw, generator=g)
+    w = torch.randn(c_out, c_in, *kernel, generator=g) / (c_in * kernel[0] * kernel[1]) ** 0.5
+    b = torch.randn(c_out, generator=g)
+    pad = (rate * (kernel[0] // 2), rate * (kernel[1] // 2))
+    with cpu_isa(isa):
+        ours, ref = _float32_and_float64(fastops.conv2d, F.conv2d, [x, w, b], 4, padding=pad, dilation=rate)
+    for a, t in zip(ours, ref):
+        _float32_close(a, t)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_direct_transposed_and_aspp(isa):
+    """conv_transpose2d with stride 1 (the input-gradient kernel) and the fused ASPP op, whose
+    branches skip their centre taps and accumulate into one output and one input gradient."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 64, 13, 17, generator=g)
+    wt = torch.randn(64, 32, 3, 3, generator=g) / 24
+    kw = dict(stride=1, padding=2, output_padding=1, dilation=3)
+    with cpu_isa(isa):
+        ours, ref = _float32_and_float64(fastops.conv_transpose2d, F.conv_transpose2d, [x, wt], 5, **kw)
+    for a, t in zip(ours, ref):
+        _float32_close(a, t)
+    rates = [2, 6, 15]
+    ws = [torch.randn(32, 64, 1, 1, generator=g) / 8] + [torch.randn(32, 64, 3, 3, generator=g) / 24 for _ in rates]
+
+    def separate(x, *ws):
+        return torch.cat([F.conv2d(x, ws[0])] + [F.conv2d(x, w, padding=r, dilation=r) for w, r in zip(ws[1:], rates)], 1)
+
+    with cpu_isa(isa):
+        ours, ref = _float32_and_float64(lambda x, *ws: fastops.aspp_conv(x, ws, rates), separate, [x] + ws, 6)
+    for a, t in zip(ours, ref):
+        _float32_close(a, t)
+
+
+def test_direct_nan_and_thread_count_independence():
+    """A NaN reaches the outputs whose taps see it; each output is summed by one thread in a
+    fixed order, so 1, 2 or 3 threads give the same bits."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 64, 15, 15, generator=g)
+    w = torch.randn(96, 64, 3, 3, generator=g) / 24
+    x[0, 5, 7, 7] = float("nan")
+    out = fastops.conv2d(x, w, padding=6, dilation=6)
+    assert torch.equal(out.isnan(), F.conv2d(x, w, padding=6, dilation=6).isnan())
+    x[0, 5, 7, 7] = 0.0
+    previous = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs.append(_forward_backward(fastops.conv2d, x, w, None, 2, padding=6, dilation=6)[:3])
+    finally:
+        torch.set_num_threads(previous)
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            assert torch.equal(a, b)
 
 
 # ---- empty inputs, NaN, determinism -------------------------------------------------------------

@@ -29,11 +29,18 @@ template <typename Fn>
 struct KernelTable {
   Fn* impl[kNumIsaLevels] = {};
 
-  Fn* get() const {
+  // The best copy at or below the active level, or nullptr (a kernel that only some levels have).
+  Fn* find() const {
     for (int level = active_isa(); level >= 0; --level) {
       if (impl[level] != nullptr) return impl[level];
     }
-    TORCH_CHECK(false, "fastops: no CPU kernel was registered for this op (a build problem)");
+    return nullptr;
+  }
+
+  Fn* get() const {
+    Fn* fn = find();
+    TORCH_CHECK(fn != nullptr, "fastops: no CPU kernel was registered for this op (a build problem)");
+    return fn;
   }
 };
 

@@ -95,4 +95,54 @@ using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps
                           bool to_tap_major);
 extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 
+// The direct stride-1 float32 convolution of one sample (AVX-512 copy only: see
+// conv_cpu_kernel.cpp), accumulated in place (or written, with overwrite: out may then be
+// uninitialized):
+//   out[m, y, x] += sum over taps t, channels k of w(m, k, t) * in[k, y + dy_t, x + dx_t]
+// where each tap covers only its output rectangle [row0, row1) x [col0, col1), the outputs whose
+// input pixel lies in the map. w(m, k, t) = weight[m * weight_m_stride + k * weight_k_stride +
+// weight_offset_t]: the conv weight as it is for a forward, transposed for an input gradient.
+// One of the two strides must be the weight's tap count (its rows of taps are contiguous).
+// Requires out_channels % 32 == 0 and channels % 16 == 0. `blocked_in` is scratch of channels *
+// in_h * in_w floats, 64-byte aligned. Multi-threaded over blocks of 32 output channels; every
+// output element is summed by one thread in a fixed order (deterministic).
+struct DirectTap {
+  int64_t dy, dx, row0, row1, col0, col1, weight_offset;
+};
+struct DirectConv {
+  const float* in;
+  int64_t channels, in_h, in_w;
+  float* out;
+  int64_t out_channels, out_h, out_w;
+  const float* weight;
+  int64_t weight_m_stride, weight_k_stride, weight_taps;
+  const DirectTap* taps;
+  int64_t n_taps;
+  float* blocked_in;
+  bool overwrite;
+};
+using DirectConvFn = void(const DirectConv& conv);
+extern cpu::KernelTable<DirectConvFn> direct_conv_cpu;
+
+// Its weight gradient, over a batch: grad_weight[m, k, t] = sum over samples and the tap's output
+// rectangle of grad_out[m, y, x] * in[k, y + dy_t, x + dx_t], written whole ([out_channels,
+// channels, weight_taps] contiguous; taps not listed get zeros). Requires channels % 32 == 0.
+// Scratch: blocked_in (batch * channels * in_h * in_w floats) and tiled_grad (batch * out_h *
+// out_w * 16 * ceil(out_channels / 14) floats), 64-byte aligned. Multi-threaded over blocks of 32
+// input channels; deterministic.
+struct DirectWeightGrad {
+  const float* in;
+  int64_t batch, channels, in_h, in_w;
+  const float* grad_out;
+  int64_t out_channels, out_h, out_w;
+  float* grad_weight;
+  int64_t weight_taps;
+  const DirectTap* taps;
+  int64_t n_taps;
+  float* blocked_in;
+  float* tiled_grad;
+};
+using DirectWeightGradFn = void(const DirectWeightGrad& conv);
+extern cpu::KernelTable<DirectWeightGradFn> direct_weight_grad_cpu;
+
 }  // namespace fastops::conv

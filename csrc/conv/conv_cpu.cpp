@@ -8,6 +8,8 @@
 namespace fastops::conv {
 
 constinit cpu::KernelTable<TapReorderFn> tap_reorder_cpu{};
+constinit cpu::KernelTable<DirectConvFn> direct_conv_cpu{};
+constinit cpu::KernelTable<DirectWeightGradFn> direct_weight_grad_cpu{};
 
 TORCH_LIBRARY_IMPL(fastops, CPU, m) { register_impls(m); }
 

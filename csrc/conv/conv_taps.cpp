@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "common/cpu_alloc.h"
 #include "conv/conv.h"
 
 namespace fastops::conv {
@@ -197,9 +198,117 @@ void for_channel_blocks(bool on_cpu, int64_t groups, int64_t m_per_group, const 
   });
 }
 
+// ---- The direct kernel (conv_cpu_kernel.cpp) -------------------------------------------------
+// Taken for float32 on a CPU whose instruction set has its copy (AVX-512), stride 1, one group,
+// M (the output's channels) a multiple of 32 and K (the input's) of 16, and an input and output
+// whose samples are each one flat [channels, H, W] run; everything else takes the per-tap GEMMs
+// below.
+bool flat_samples(const at::Tensor& t) {
+  return t.stride(3) == 1 && t.stride(2) == t.size(3) && t.stride(1) == t.size(2) * t.size(3);
+}
+
+bool direct_applies(const at::Tensor& in, const at::Tensor& out, const Geometry& g) {
+  return out.is_cpu() && out.scalar_type() == at::kFloat && g.stride_h == 1 && g.stride_w == 1 && g.groups == 1 &&
+         out.size(1) % 32 == 0 && in.size(1) % 16 == 0 && flat_samples(in) && flat_samples(out) &&
+         direct_conv_cpu.find() != nullptr;
+}
+
+// The taps of the convolution with a non-empty output rectangle (not the centre one when
+// skipped), in (kh, kw) order. transposed: the taps of its input gradient, which reads grad_out at
+// the opposite offsets and writes the input's map.
+std::vector<DirectTap> direct_taps(const Geometry& g, bool skip_centre, bool transposed) {
+  std::vector<DirectTap> taps;
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+      if (skip_centre && kh == g.kernel_h / 2 && kw == g.kernel_w / 2) continue;
+      int64_t dy = kh * g.dilation_h - g.pad_top, dx = kw * g.dilation_w - g.pad_left;
+      const Range rows = transposed ? valid_outputs(-dy, 1, g.out_h, g.in_h) : valid_outputs(dy, 1, g.in_h, g.out_h);
+      const Range cols = transposed ? valid_outputs(-dx, 1, g.out_w, g.in_w) : valid_outputs(dx, 1, g.in_w, g.out_w);
+      if (rows.size() == 0 || cols.size() == 0) continue;
+      if (transposed) dy = -dy, dx = -dx;
+      taps.push_back({dy, dx, rows.begin, rows.end, cols.begin, cols.end, kh * g.kernel_w + kw});
+    }
+  }
+  return taps;
+}
+
+// out += the direct convolution of `in` sample by sample (out = it, with overwrite: out may be
+// uninitialized).
+void run_direct(const at::Tensor& in, const at::Tensor& weight, const at::Tensor& out, const Geometry& g,
+                bool skip_centre, bool transposed, bool overwrite = false) {
+  const std::vector<DirectTap> taps = direct_taps(g, skip_centre, transposed);
+  if (taps.empty()) {
+    if (overwrite) out.zero_();
+    return;
+  }
+  const at::Tensor w = weight.contiguous();
+  const int64_t n_taps = g.kernel_h * g.kernel_w;
+  DirectConv a{};
+  a.channels = in.size(1);
+  a.in_h = in.size(2);
+  a.in_w = in.size(3);
+  a.out_channels = out.size(1);
+  a.out_h = out.size(2);
+  a.out_w = out.size(3);
+  a.weight = w.const_data_ptr<float>();
+  // Forward: w(m = c_out, k = c_in, t); input gradient: w(m = c_in, k = c_out, t).
+  a.weight_m_stride = transposed ? n_taps : g.in_channels * n_taps;
+  a.weight_k_stride = transposed ? g.in_channels * n_taps : n_taps;
+  a.weight_taps = n_taps;
+  a.taps = taps.data();
+  a.n_taps = static_cast<int64_t>(taps.size());
+  const at::Tensor blocked = cpu::cached_output({a.channels * a.in_h * a.in_w}, in.options());
+  a.blocked_in = blocked.mutable_data_ptr<float>();
+  a.overwrite = overwrite;
+  for (int64_t n = 0; n < g.batch; ++n) {
+    a.in = in.const_data_ptr<float>() + n * in.stride(0);
+    a.out = out.mutable_data_ptr<float>() + n * out.stride(0);
+    direct_conv_cpu.find()(a);
+  }
+}
+
+// The weight gradient [C_out, C_in, KH, KW] by the direct kernel, where it applies: as
+// direct_applies, with C_in a multiple of 32 and any C_out.
+bool direct_weight_grad_applies(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g) {
+  return x.is_cpu() && x.scalar_type() == at::kFloat && g.stride_h == 1 && g.stride_w == 1 && g.groups == 1 &&
+         g.in_channels % 32 == 0 && direct_weight_grad_cpu.find() != nullptr && flat_samples(grad_out) &&
+         flat_samples(x);
+}
+
+at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g,
+                                  bool skip_centre) {
+  const std::vector<DirectTap> taps = direct_taps(g, skip_centre, false);
+  // The kernel steps from sample to sample by whole [C, H, W] runs.
+  const at::Tensor gout = g.batch == 1 ? grad_out : grad_out.contiguous();
+  const at::Tensor in = g.batch == 1 ? x : x.contiguous();
+  at::Tensor grad_weight = cpu::cached_output({g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
+  const at::Tensor blocked = cpu::cached_output({in.numel()}, x.options());
+  const int64_t row_tiles = (g.out_channels + 13) / 14;
+  const at::Tensor tiled = cpu::cached_output({g.batch * row_tiles * g.out_h * g.out_w * 16}, x.options());
+  DirectWeightGrad a{};
+  a.in = in.const_data_ptr<float>();
+  a.batch = g.batch;
+  a.channels = g.in_channels;
+  a.in_h = g.in_h;
+  a.in_w = g.in_w;
+  a.grad_out = gout.const_data_ptr<float>();
+  a.out_channels = g.out_channels;
+  a.out_h = g.out_h;
+  a.out_w = g.out_w;
+  a.grad_weight = grad_weight.mutable_data_ptr<float>();
+  a.weight_taps = g.kernel_h * g.kernel_w;
+  a.taps = taps.data();
+  a.n_taps = static_cast<int64_t>(taps.size());
+  a.blocked_in = blocked.mutable_data_ptr<float>();
+  a.tiled_grad = tiled.mutable_data_ptr<float>();
+  direct_weight_grad_cpu.find()(a);
+  return grad_weight;
+}
+
 // out[N, C_out, Ho, Wo] += conv(x, weight) over the taps (all, or all but the centre one).
 void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geometry& g, const at::Tensor& out,
                         bool skip_centre) {
+  if (direct_applies(x, out, g)) return run_direct(x, weight, out, g, skip_centre, false);
   const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   int64_t n_taps = 0;
   const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
@@ -232,6 +341,9 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
 // grad_in[N, C_in, H, W] += the adjoint of accumulate_forward applied to grad_out.
 void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, const Geometry& g,
                            const at::Tensor& grad_in, bool skip_centre) {
+  if (direct_applies(grad_out, grad_in, g)) {
+    return run_direct(grad_out, weight, grad_in, g, skip_centre, true);
+  }
   const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   int64_t n_taps = 0;
   const std::vector<ColumnGroup> plan = plan_taps(g, skip_centre, n_taps);
@@ -271,6 +383,7 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
 // [KH, KW, C_out, C_in / groups] tensor, permuted back at the end; with few, one per tap, copied
 // into a zeroed gradient.
 at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre) {
+  if (direct_weight_grad_applies(grad_out, x, g)) return run_direct_weight_grad(grad_out, x, g, skip_centre);
   const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   const auto opts = x.options();
   int64_t n_taps = 0;
@@ -367,9 +480,16 @@ at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weigh
   // A transposed convolution's output_padding can leave fewer output rows than the padding allows.
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
-  at::Tensor grad_in = at::zeros(input_size, grad_out.options());
-  if (grad_in.numel() == 0 || grad_out.numel() == 0) return grad_in;
-  accumulate_input_grad(grad_out.contiguous(), weight, g, grad_in, false);
+  const at::Tensor gout = grad_out.contiguous();
+  // The direct kernel writes every element: no zeroing first (9 MB for the ASPP branch).
+  at::Tensor grad_in = cpu::cached_output(input_size, grad_out.options());
+  if (grad_in.numel() > 0 && gout.numel() > 0 && direct_applies(gout, grad_in, g)) {
+    run_direct(gout, weight, grad_in, g, false, true, /*overwrite=*/true);
+    return grad_in;
+  }
+  grad_in.zero_();
+  if (grad_in.numel() == 0 || gout.numel() == 0) return grad_in;
+  accumulate_input_grad(gout, weight, g, grad_in, false);
   return grad_in;
 }
 

@@ -28,12 +28,18 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/cpu_lanes.h"
 #include "common/cpu_prefetch.h"
 #include "common/dtype_dispatch.h"
 #include "roi_align/roi_align.h"
 
 namespace fastops::roi_align {
 namespace {
+
+using cpu::Float16Lanes;
+using cpu::Lanes;
+using cpu::load_lanes;
+using cpu::transpose16;
 
 constexpr int64_t kChannelBlock = 64;  // RoIPool's channel block (NHWC)
 
@@ -190,20 +196,6 @@ void for_each_plane(const Plan& p, Fn&& fn) {
 // tables' offsets already include the pixel strides. kW channels are processed as one vector
 // (cn <= kW are valid); the order of additions per channel is the scalar order of torchvision.
 
-// kW values of T as one GCC vector: the compiler splits it into the instruction set's registers
-// (one zmm for 16 floats with AVX-512, four xmm with SSE2), and keeps accumulators in registers.
-template <typename T, int kW>
-struct Lanes {
-  typedef T type __attribute__((vector_size(kW * sizeof(T)), aligned(sizeof(T))));
-};
-
-template <typename Vec, typename T>
-FASTOPS_FORCEINLINE Vec load_lanes(const T* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(Vec));
-  return v;
-}
-
 template <typename T, typename V, int kW>
 FASTOPS_FORCEINLINE void align_bin_forward(const SampleTable<T>& t, int64_t ph, int64_t pw, const V* image, T* out) {
   if constexpr (std::is_same_v<T, V> && kW > 1) {
@@ -280,36 +272,14 @@ FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph,
 constexpr int kTile = 16;
 constexpr int kBlock = 64;
 
-// A tile of pixels x kTile values aligned to 64 bytes, so that a pixel's 16 floats are one cache
-// line (a misaligned tile makes every vector load touch two). Uninitialized, and kept by its thread
-// between calls (see for_each_tile_task): a fresh multi-MB tile per call cost its page faults and
-// zeroing every time (1 ms per thread in the 14x14 mask-head forward).
+// A tile of pixels x kTile values (a pixel's 16 floats are one cache line: a misaligned tile makes
+// every vector load touch two). Uninitialized, and kept by its thread between calls (see
+// for_each_tile_task): a fresh multi-MB tile per call cost its page faults and zeroing every time
+// (1 ms per thread in the 14x14 mask-head forward).
 template <typename T>
-class TileBuffer {
+class TileBuffer : public cpu::AlignedScratch<T> {
  public:
-  T* get(int64_t pixels) {
-    const size_t bytes = (static_cast<size_t>(pixels) * kTile * sizeof(T) + 63) & ~size_t(63);
-    if (bytes > bytes_) {
-      data_.reset();
-      data_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
-      TORCH_CHECK(data_ != nullptr, "roi_align: out of memory for a ", bytes, "-byte tile");
-      bytes_ = bytes;
-    }
-    return data_.get();
-  }
-  T* data() const { return data_.get(); }
-  size_t bytes() const { return bytes_; }
-  void release() {
-    data_.reset();
-    bytes_ = 0;
-  }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> data_;
-  size_t bytes_ = 0;
+  T* get(int64_t pixels) { return cpu::AlignedScratch<T>::get(pixels * kTile, "roi_align tile"); }
 };
 
 // Tiles up to this size stay with their thread after a call (an FPN's largest level for an
@@ -318,32 +288,6 @@ constexpr size_t kKeptTileBytes = size_t(8) << 20;
 
 // Copies between cn <= kTile NCHW planes and a pixel-major tile go in chunks of kTile pixels: for
 // float, one 16x16 transpose in registers per chunk.
-
-// 16 x 16 float transpose in registers: four stages, each swapping the off-diagonal B x B blocks
-// of every 2B x 2B block with two-source shuffles (one vpermt2ps each with AVX-512). Exact.
-using Float16Lanes = Lanes<float, kTile>::type;
-
-template <int B, bool kUpper, size_t... I>
-FASTOPS_FORCEINLINE Float16Lanes swap_blocks(const Float16Lanes& a, const Float16Lanes& b, std::index_sequence<I...>) {
-  return __builtin_shufflevector(a, b, (kUpper ? ((I & B) == 0 ? I + B : 16 + I) : ((I & B) == 0 ? I : 16 + I - B))...);
-}
-
-template <int B>
-FASTOPS_FORCEINLINE void transpose_stage(Float16Lanes* r) {
-  for (int i = 0; i < kTile; ++i) {
-    if (i & B) continue;
-    const Float16Lanes lo = r[i], hi = r[i + B];
-    r[i] = swap_blocks<B, false>(lo, hi, std::make_index_sequence<kTile>{});
-    r[i + B] = swap_blocks<B, true>(lo, hi, std::make_index_sequence<kTile>{});
-  }
-}
-
-FASTOPS_FORCEINLINE void transpose16(Float16Lanes* r) {
-  transpose_stage<8>(r);
-  transpose_stage<4>(r);
-  transpose_stage<2>(r);
-  transpose_stage<1>(r);
-}
 
 // Copies cn planes of `pixels` values into a pixel-major tile (zeros past cn). needed: one flag
 // per chunk of kTile pixels (pixels [kTile i, kTile i + kTile)), or nullptr for all; the chunks
@@ -492,7 +436,7 @@ void for_each_tile_task(const Plan& p, Fn&& fn) {
       fn(tile, static_cast<int>(g / p.batch), g % p.batch, c0, std::min<int64_t>(kTile, p.channels - c0),
          p.group_begin[g], p.group_begin[g + 1]);
     }
-    if (tile.bytes() > kKeptTileBytes) tile.release();
+    tile.trim(kKeptTileBytes);
   });
 }
 
