@@ -413,15 +413,18 @@ void direct_weight_grad(const DirectWeightGrad& a) {
     block_input(a.in + n * K * in_pixels, K, in_pixels, a.blocked_in + n * K * in_pixels);
     tile_rows(a.grad_out + n * M * out_pixels, row_tiles, out_pixels, a.tiled_grad + n * row_tiles.count * out_pixels * kLanes);
   }
-  at::parallel_for(0, K / kTileM, 1, [&](int64_t begin, int64_t end) {
+  // Tasks (32 input channels, row tile), input-channel major: a thread's consecutive tasks reuse
+  // the blocked input's two channel blocks from L2 (and there are tasks for every thread even
+  // with 32 input channels).
+  at::parallel_for(0, (K / kTileM) * row_tiles.count, 1, [&](int64_t begin, int64_t end) {
     thread_local cpu::AlignedScratch<float> buf_scratch;
     thread_local cpu::AlignedScratch<float> run_scratch;
     float* buf = buf_scratch.get(T * kMaxWeightRows * kTileM, "conv2d weight gradient");
     float* run = run_scratch.get(T * kTileM, "conv2d weight gradient");
-    for (int64_t kb = begin; kb < end; ++kb) {
-      const int64_t k0 = kb * kTileM;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t k0 = task / row_tiles.count * kTileM, rt = task % row_tiles.count;
       const float* x_block = a.blocked_in + k0 * in_pixels;
-      for (int64_t rt = 0; rt < row_tiles.count; ++rt) {
+      {
         const int64_t m0 = row_tiles.first(rt), rows = row_tiles.first(rt + 1) - m0;
         std::memset(buf, 0, static_cast<size_t>(T * rows * kTileM) * sizeof(float));
         for (int64_t s = 0; s < a.n_taps; ++s) {
