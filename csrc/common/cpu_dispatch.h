@@ -4,7 +4,9 @@
 // FASTOPS_CPU_ISA = 0 (x86-64 baseline), 1 (AVX2 + FMA), 2 (AVX-512). Each copy registers its
 // functions in a KernelTable under its level; the op calls table.get(), the best copy the running
 // CPU supports. All copies are built with -ffp-contract=off, so they round identically: the level
-// changes speed, never results (tests/test_cpu_dispatch.py checks this).
+// changes speed, never results (tests/test_cpu_dispatch.py checks this). A kernel only some
+// levels have (the convolution's direct kernels: AVX-512) is looked up with table.find(), and
+// its op takes another path where that gives null.
 #pragma once
 
 #include <c10/util/Exception.h>

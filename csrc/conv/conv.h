@@ -1,5 +1,6 @@
 // 2-D convolution (atrous, grouped, strided) and its adjoint, the transposed convolution, by
-// per-tap decomposition onto GEMMs; the fused ASPP branches. Declarations shared by the schema
+// per-tap decomposition: direct kernels for float32 stride-1 convolutions on AVX-512 CPUs, GEMMs
+// otherwise; the fused ASPP branches. Declarations shared by the schema
 // file (conv.cpp), the Tensor-level implementation (conv_taps.cpp) and the backend registrations
 // (conv_cpu.cpp, conv_cuda.cu).
 //
@@ -26,6 +27,11 @@
 // M dimension (channels) is split into one block per thread (one parallel region per call). Every
 // output element is accumulated by one thread in a fixed tap order: results are deterministic
 // for a given thread count.
+//
+// The direct kernels (DirectConv below, and docs/ARCHITECTURE.md) do the same per-tap sums with
+// their own register tiles instead of GEMM calls: no operand packing per call, no window copies
+// or narrow buffers, every tap accumulated in registers before the output is touched. conv_taps.cpp
+// (direct_plan) takes them where they apply.
 #pragma once
 
 #include <cstdint>

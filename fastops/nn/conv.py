@@ -13,9 +13,10 @@ the development machine (2-core Xeon, AVX-512; ``benchmarks/bench_conv.py``, doc
   0.11);
 - our kernels for a transposed convolution whose kernel equals its stride (U-Net's k2s2: four
   GEMMs writing disjoint pixel phases, no overlap);
-- torch's convolution otherwise (dense 3x3 convolutions, general transposed ones), where oneDNN's
-  direct convolution beats a sum of per-tap GEMMs, and for grouped convolutions (our kernels run
-  one small GEMM per group and tap; not measured, so not chosen automatically).
+- torch's convolution otherwise: dense 3x3 convolutions, where our direct kernels and oneDNN's
+  tie (0.9-1.1x on 256 channels, 64x64; our GEMM path, taken off AVX-512 or outside float32, is
+  slower), general transposed ones, and grouped convolutions (our kernels run one small GEMM per
+  group and tap; not measured, so not chosen automatically).
 
 The fraction is a property of the shapes only, so the choice is the same on every call with the
 same shapes (and under torch.compile it is made at trace time).
