@@ -332,7 +332,7 @@ def test_float32_gradients_against_torch(device):
         torch.testing.assert_close(a, t, rtol=1e-4, atol=1e-4)
 
 
-# ---- the direct kernel (float32, stride 1, one group; the AVX-512 copy) ---------------------------
+# ---- the direct kernel (float32, horizontal stride 1 or 2, one group; the AVX-512 copy) -----------
 # Channel counts that it tiles (input channels a multiple of 32, output channels of 32 for the
 # forward, any for the weight gradient), under the AVX-512 copy (the direct kernel, where the CPU
 # has it) and the AVX2 one (per-tap GEMMs), against float64 on the same float32 operands.
@@ -372,7 +372,7 @@ def direct_cases(draw):
                 kernel=(kh, kw), dilation=(draw(st.integers(1, 13)), draw(st.integers(1, 13))),
                 hw=(draw(st.integers(1, 20)), draw(st.integers(1, 20))),
                 padding=(draw(st.integers(0, 15)), draw(st.integers(0, 15))), bias=draw(st.booleans()),
-                stride=(1, 1), groups=1)
+                stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), groups=1)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
@@ -388,32 +388,38 @@ def test_direct_float32_matches_float64(case, isa):
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
-@pytest.mark.parametrize("c_in,c_out,hw,kernel,rate", [
-    (160, 64, (33, 31), (3, 3), 12),   # two chunks of input channels; rows of 33 and 21 pixels
-    (64, 40, (9, 40), (3, 5), 2),      # weight-gradient row tiles of 13 and 14; 40-pixel rows
-    (32, 5, (6, 7), (1, 1), 1),        # a 1x1 convolution; one short row tile
-    (256, 256, (33, 33), (3, 3), 36),  # only the centre tap sees the map
+@pytest.mark.parametrize("c_in,c_out,hw,kernel,rate,stride", [
+    (160, 64, (33, 31), (3, 3), 12, 1),   # two chunks of input channels; rows of 33 and 21 pixels
+    (64, 40, (9, 40), (3, 5), 2, 1),      # weight-gradient row tiles of 13 and 14; 40-pixel rows
+    (32, 5, (6, 7), (1, 1), 1, 1),        # a 1x1 convolution; one short row tile
+    (256, 256, (33, 33), (3, 3), 36, 1),  # only the centre tap sees the map
+    (64, 64, (17, 40), (3, 3), 1, 2),     # a ResNet downsampling 3x3, stride 2
+    (32, 32, (16, 9), (4, 2), 3, (3, 2)), # vertical stride 3, horizontal 2
 ])
-def test_direct_fixed_shapes(isa, c_in, c_out, hw, kernel, rate):
+def test_direct_fixed_shapes(isa, c_in, c_out, hw, kernel, rate, stride):
     g = torch.Generator().manual_seed(c_in + c_out)
     x = torch.randn(2, c_in, *hw, generator=g)
     w = torch.randn(c_out, c_in, *kernel, generator=g) / (c_in * kernel[0] * kernel[1]) ** 0.5
     b = torch.randn(c_out, generator=g)
     pad = (rate * (kernel[0] // 2), rate * (kernel[1] // 2))
     with cpu_isa(isa):
-        ours, ref = _float32_and_float64(fastops.conv2d, F.conv2d, [x, w, b], 4, padding=pad, dilation=rate)
+        ours, ref = _float32_and_float64(fastops.conv2d, F.conv2d, [x, w, b], 4, padding=pad, dilation=rate,
+                                         stride=stride)
     for a, t in zip(ours, ref):
         _float32_close(a, t)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
-def test_direct_transposed_and_aspp(isa):
-    """conv_transpose2d with stride 1 (the input-gradient kernel) and the fused ASPP op, whose
-    branches skip their centre taps and accumulate into one output and one input gradient."""
+@pytest.mark.parametrize("kernel,kw", [(3, dict(stride=1, padding=2, output_padding=1, dilation=3)),
+                                       (4, dict(stride=2, padding=1)),                      # U-Net's k4s2p1
+                                       (3, dict(stride=(1, 2), padding=1, output_padding=(0, 1)))])
+def test_direct_transposed_and_aspp(isa, kernel, kw):
+    """conv_transpose2d (the input-gradient kernel, writing every stride-th pixel; its backward
+    runs the strided forward and weight gradient) and the fused ASPP op, whose branches skip their
+    centre taps and accumulate into one output and one input gradient."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 64, 13, 17, generator=g)
-    wt = torch.randn(64, 32, 3, 3, generator=g) / 24
-    kw = dict(stride=1, padding=2, output_padding=1, dilation=3)
+    wt = torch.randn(64, 32, kernel, kernel, generator=g) / 24
     with cpu_isa(isa):
         ours, ref = _float32_and_float64(fastops.conv_transpose2d, F.conv_transpose2d, [x, wt], 5, **kw)
     for a, t in zip(ours, ref):

@@ -101,25 +101,30 @@ using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps
                           bool to_tap_major);
 extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 
-// The direct stride-1 float32 convolution of one sample (AVX-512 copy only: see
-// conv_cpu_kernel.cpp), accumulated in place (or written, with overwrite: out may then be
-// uninitialized):
-//   out[m, y, x] += sum over taps t, channels k of w(m, k, t) * in[k, y + dy_t, x + dx_t]
-// where each tap covers only its output rectangle [row0, row1) x [col0, col1), the outputs whose
-// input pixel lies in the map. w(m, k, t) = weight[m * weight_m_stride + k * weight_k_stride +
-// weight_offset_t]: the conv weight as it is for a forward, transposed for an input gradient.
-// One of the two strides must be the weight's tap count (its rows of taps are contiguous).
-// Requires out_channels % 32 == 0 and channels % 16 == 0. `blocked_in` is scratch of channels *
-// in_h * in_w floats, 64-byte aligned. Multi-threaded over blocks of 32 output channels; every
-// output element is summed by one thread in a fixed order (deterministic).
+// The direct float32 convolution of one sample (AVX-512 copy only: see conv_cpu_kernel.cpp),
+// accumulated in place (or written, with overwrite: out may then be uninitialized). Each tap t
+// runs over a rectangle of tile indices (u, v) in [row0, row1) x [col0, col1) and adds
+//   out[m, out_step_y * u + out_dy, out_step_x * v + out_dx] +=
+//       sum over k of w(m, k, t) * in[k, in_step_y * u + dy, in_step_x * v + dx]
+// (forward: (u, v) is the output pixel, in_step the stride, out_step 1 and out_d 0; input
+// gradient: (u, v) is the grad_out pixel read in place, in_step 1 and d 0, and the input pixel
+// written is out_step * (u, v) + out_d, out_step the stride); the rectangle holds the pixels whose
+// input and output lie in their maps. in_step_x is 1 or 2. w(m, k, t) = weight[m *
+// weight_m_stride + k * weight_k_stride + weight_offset_t]: the conv weight as it is for a
+// forward, transposed for an input gradient. One of the two strides must be the weight's tap
+// count (its rows of taps are contiguous). Requires out_channels % 32 == 0 and channels % 16 ==
+// 0. `blocked_in` is scratch of channels * in_h * in_w floats, 64-byte aligned. Multi-threaded
+// over blocks of 32 output channels; every output element is summed by one thread in a fixed
+// order (deterministic).
 struct DirectTap {
-  int64_t dy, dx, row0, row1, col0, col1, weight_offset;
+  int64_t dy, dx, out_dy, out_dx, row0, row1, col0, col1, weight_offset;
 };
 struct DirectConv {
   const float* in;
   int64_t channels, in_h, in_w;
   float* out;
   int64_t out_channels, out_h, out_w;
+  int64_t in_step_y, in_step_x, out_step_y, out_step_x;
   const float* weight;
   int64_t weight_m_stride, weight_k_stride, weight_taps;
   const DirectTap* taps;
@@ -130,9 +135,10 @@ struct DirectConv {
 using DirectConvFn = void(const DirectConv& conv);
 extern cpu::KernelTable<DirectConvFn> direct_conv_cpu;
 
-// Its weight gradient, over a batch: grad_weight[m, k, t] = sum over samples and the tap's output
-// rectangle of grad_out[m, y, x] * in[k, y + dy_t, x + dx_t], written whole ([out_channels,
-// channels, weight_taps] contiguous; taps not listed get zeros). Requires channels % 32 == 0.
+// Its weight gradient, over a batch: grad_weight[m, k, t] = sum over samples and the tap's
+// rectangle of output pixels (u, v) of grad_out[m, u, v] * in[k, in_step_y * u + dy_t, in_step_x *
+// v + dx_t] (the forward's taps), written whole ([out_channels, channels, weight_taps]
+// contiguous; taps not listed get zeros). Requires channels % 32 == 0.
 // Scratch: blocked_in (batch * channels * in_h * in_w floats) and tiled_grad (batch * out_h *
 // out_w * 16 * ceil(out_channels / 14) floats), 64-byte aligned. Multi-threaded over blocks of 32
 // input channels; deterministic.
@@ -141,6 +147,7 @@ struct DirectWeightGrad {
   int64_t batch, channels, in_h, in_w;
   const float* grad_out;
   int64_t out_channels, out_h, out_w;
+  int64_t in_step_y, in_step_x;
   float* grad_weight;
   int64_t weight_taps;
   const DirectTap* taps;

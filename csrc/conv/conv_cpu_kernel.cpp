@@ -124,23 +124,24 @@ FASTOPS_FORCEINLINE void store_n(float* p, const Float16Lanes& v, int64_t n) {
 FASTOPS_FORCEINLINE void store16(float* p, const Float16Lanes& v) { _mm512_storeu_ps(p, __m512(v)); }
 
 // c[v][j] += sum over k < kc of w[k][16 v : 16 v + 16] * x(k, j), x(k, j) = x[(k / 16) *
-// block_stride + 16 j + k % 16]: channel k of pixel j in the blocked input. c[v] is at
-// c + v * half_stride, 16 floats per pixel.
-template <int NR>
+// block_stride + 16 kStep j + k % 16]: channel k of input pixel kStep j in the blocked input
+// (kStep: the stride along the row). c[v][j] is at c + v * half_stride + j * c_step, 16 floats.
+template <int NR, int kStep>
 void tile(const float* __restrict w, const float* __restrict x, int64_t block_stride, int64_t kc,
-          float* __restrict c, int64_t half_stride) {
+          float* __restrict c, int64_t half_stride, int64_t c_step) {
+  constexpr int kPixel = kStep * kLanes;
   __m512 a0[NR], a1[NR];
 #pragma GCC unroll 16
   for (int j = 0; j < NR; ++j) {
-    a0[j] = _mm512_loadu_ps(c + j * kLanes);
-    a1[j] = _mm512_loadu_ps(c + half_stride + j * kLanes);
+    a0[j] = _mm512_loadu_ps(c + j * c_step);
+    a1[j] = _mm512_loadu_ps(c + half_stride + j * c_step);
   }
   for (int64_t kb = 0; kb < kc; kb += kLanes) {
     const float* xb = x + (kb / kLanes) * block_stride;
     // The next block of channels is 4 KB or more away: a new page for the hardware prefetcher.
     if (kb + kLanes < kc) {
 #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(xb + block_stride + j * kLanes), _MM_HINT_T0);
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(xb + block_stride + j * kPixel), _MM_HINT_T0);
     }
 #pragma GCC unroll 2
     for (int kk = 0; kk < kLanes; ++kk) {
@@ -148,7 +149,7 @@ void tile(const float* __restrict w, const float* __restrict x, int64_t block_st
       const __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + kLanes);
 #pragma GCC unroll 16
       for (int j = 0; j < NR; ++j) {
-        const __m512 b = _mm512_set1_ps(xb[j * kLanes + kk]);
+        const __m512 b = _mm512_set1_ps(xb[j * kPixel + kk]);
         a0[j] = _mm512_fmadd_ps(w0, b, a0[j]);
         a1[j] = _mm512_fmadd_ps(w1, b, a1[j]);
       }
@@ -156,17 +157,19 @@ void tile(const float* __restrict w, const float* __restrict x, int64_t block_st
   }
 #pragma GCC unroll 16
   for (int j = 0; j < NR; ++j) {
-    _mm512_storeu_ps(c + j * kLanes, a0[j]);
-    _mm512_storeu_ps(c + half_stride + j * kLanes, a1[j]);
+    _mm512_storeu_ps(c + j * c_step, a0[j]);
+    _mm512_storeu_ps(c + half_stride + j * c_step, a1[j]);
   }
 }
 
-using TileFn = void (*)(const float*, const float*, int64_t, int64_t, float*, int64_t);
-template <size_t... I>
+using TileFn = void (*)(const float*, const float*, int64_t, int64_t, float*, int64_t, int64_t);
+template <int kStep, size_t... I>
 constexpr std::array<TileFn, sizeof...(I)> tile_table(std::index_sequence<I...>) {
-  return {&tile<static_cast<int>(I) + 1>...};
+  return {&tile<static_cast<int>(I) + 1, kStep>...};
 }
-constexpr std::array<TileFn, kMaxPixels> kTiles = tile_table(std::make_index_sequence<kMaxPixels>{});
+// kTiles[step - 1][pixels - 1]: steps 1 and 2 (stride 1 and 2 along the input row).
+constexpr std::array<std::array<TileFn, kMaxPixels>, 2> kTiles = {
+    tile_table<1>(std::make_index_sequence<kMaxPixels>{}), tile_table<2>(std::make_index_sequence<kMaxPixels>{})};
 
 // in [K][pixels] -> blocked [K / 16][pixels][16], channel blocks in parallel.
 void block_input(const float* in, int64_t channels, int64_t pixels, float* blocked) {
@@ -255,7 +258,7 @@ void add_block(const float* acc, int64_t pixels, bool overwrite, float* out) {
 
 void direct_conv(const DirectConv& a) {
   const int64_t K = a.channels, in_pixels = a.in_h * a.in_w, out_pixels = a.out_h * a.out_w;
-  TORCH_CHECK(K % kLanes == 0 && a.out_channels % kTileM == 0 &&
+  TORCH_CHECK(K % kLanes == 0 && a.out_channels % kTileM == 0 && (a.in_step_x == 1 || a.in_step_x == 2) &&
                   (a.weight_k_stride == a.weight_taps || a.weight_m_stride == a.weight_taps),
               "direct conv: unsupported shape (a dispatch bug)");
   if (a.out_channels == 0 || out_pixels == 0) return;
@@ -266,6 +269,7 @@ void direct_conv(const DirectConv& a) {
   block_input(a.in, K, in_pixels, a.blocked_in);
   std::vector<int> slot_of(static_cast<size_t>(a.weight_taps), -1);
   for (int64_t s = 0; s < a.n_taps; ++s) slot_of[static_cast<size_t>(a.taps[s].weight_offset)] = static_cast<int>(s);
+  const std::array<TileFn, kMaxPixels>& tiles = kTiles[static_cast<size_t>(a.in_step_x - 1)];
   const int64_t m_blocks = a.out_channels / kTileM, block_floats = kTileM * out_pixels;
   const int64_t group = std::max<int64_t>(1, kGroupBytes / (block_floats * static_cast<int64_t>(sizeof(float))));
   at::parallel_for(0, m_blocks, 1, [&](int64_t begin, int64_t end) {
@@ -287,12 +291,14 @@ void direct_conv(const DirectConv& a) {
             if (t.row1 <= t.row0 || width <= 0) continue;
             const int64_t segments = (width + kMaxPixels - 1) / kMaxPixels;
             const float* w = packed + s * kc * kTileM;
-            for (int64_t y = t.row0; y < t.row1; ++y) {
+            for (int64_t u = t.row0; u < t.row1; ++u) {
+              const float* x_row = x_chunk + (u * a.in_step_y + t.dy) * a.in_w * kLanes;
+              float* c_row = c + (u * a.out_step_y + t.out_dy) * a.out_w * kLanes;
               for (int64_t seg = 0; seg < segments; ++seg) {
-                const int64_t x0 = t.col0 + seg * width / segments, x1 = t.col0 + (seg + 1) * width / segments;
-                kTiles[static_cast<size_t>(x1 - x0 - 1)](
-                    w, x_chunk + ((y + t.dy) * a.in_w + x0 + t.dx) * kLanes, in_pixels * kLanes, kc,
-                    c + (y * a.out_w + x0) * kLanes, out_pixels * kLanes);
+                const int64_t v0 = t.col0 + seg * width / segments, v1 = t.col0 + (seg + 1) * width / segments;
+                tiles[static_cast<size_t>(v1 - v0 - 1)](
+                    w, x_row + (v0 * a.in_step_x + t.dx) * kLanes, in_pixels * kLanes, kc,
+                    c_row + (v0 * a.out_step_x + t.out_dx) * kLanes, out_pixels * kLanes, a.out_step_x * kLanes);
               }
             }
           }
@@ -317,8 +323,8 @@ constexpr int kMaxWeightRows = 14;
 // NJ consecutive output channels and x the two blocks of 16 input channels.
 template <int NJ>
 void weight_tile(const float* __restrict g, int64_t g_row, int64_t g_pixel, int64_t g_sample,
-                 const float* __restrict x, int64_t x_row, int64_t x_block, int64_t x_sample, int64_t batch,
-                 int64_t rows, int64_t cols, float* __restrict c) {
+                 const float* __restrict x, int64_t x_row, int64_t x_pixel, int64_t x_block, int64_t x_sample,
+                 int64_t batch, int64_t rows, int64_t cols, float* __restrict c) {
   __m512 a0[NJ], a1[NJ];
 #pragma GCC unroll 16
   for (int j = 0; j < NJ; ++j) a0[j] = a1[j] = _mm512_setzero_ps();
@@ -327,7 +333,7 @@ void weight_tile(const float* __restrict g, int64_t g_row, int64_t g_pixel, int6
       const float* gy = g + n * g_sample + y * g_row;
       const float* xy = x + n * x_sample + y * x_row;
       for (int64_t col = 0; col < cols; ++col) {
-        const __m512 x0 = _mm512_loadu_ps(xy + col * kLanes), x1 = _mm512_loadu_ps(xy + col * kLanes + x_block);
+        const __m512 x0 = _mm512_loadu_ps(xy + col * x_pixel), x1 = _mm512_loadu_ps(xy + col * x_pixel + x_block);
         const float* gp = gy + col * g_pixel;
 #pragma GCC unroll 16
         for (int j = 0; j < NJ; ++j) {
@@ -346,7 +352,7 @@ void weight_tile(const float* __restrict g, int64_t g_row, int64_t g_pixel, int6
 }
 
 using WeightTileFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, int64_t, float*);
+                              int64_t, int64_t, int64_t, int64_t, float*);
 template <size_t... I>
 constexpr std::array<WeightTileFn, sizeof...(I)> weight_tile_table(std::index_sequence<I...>) {
   return {&weight_tile<static_cast<int>(I) + 1>...};
@@ -433,8 +439,9 @@ void direct_weight_grad(const DirectWeightGrad& a) {
           kWeightTiles[static_cast<size_t>(rows - 1)](
               a.tiled_grad + (rt * out_pixels + t.row0 * a.out_w + t.col0) * kLanes, a.out_w * kLanes, kLanes,
               row_tiles.count * out_pixels * kLanes,
-              x_block + ((t.row0 + t.dy) * a.in_w + t.col0 + t.dx) * kLanes, a.in_w * kLanes, in_pixels * kLanes,
-              K * in_pixels, a.batch, t.row1 - t.row0, t.col1 - t.col0, buf + t.weight_offset * rows * kTileM);
+              x_block + ((t.row0 * a.in_step_y + t.dy) * a.in_w + t.col0 * a.in_step_x + t.dx) * kLanes,
+              a.in_step_y * a.in_w * kLanes, a.in_step_x * kLanes, in_pixels * kLanes, K * in_pixels, a.batch,
+              t.row1 - t.row0, t.col1 - t.col0, buf + t.weight_offset * rows * kTileM);
         }
         store_weight_block(buf, rows, T, K, k0, run, a.grad_weight + m0 * K * T);
       }

@@ -207,20 +207,22 @@ bool flat_samples(const at::Tensor& t) {
   return t.stride(3) == 1 && t.stride(2) == t.size(3) && t.stride(1) == t.size(2) * t.size(3);
 }
 
-// The taps of the convolution with a non-empty output rectangle (not the centre one when
-// skipped), in (kh, kw) order. transposed: the taps of its input gradient, which reads grad_out at
-// the opposite offsets and writes the input's map.
+// The taps of the convolution with a non-empty rectangle of output pixels (not the centre one
+// when skipped), in (kh, kw) order: the output pixels (u, v) whose input pixel (s_h u + dy, s_w v
+// + dx) lies in the map. transposed: the same taps for its input gradient, which reads grad_out
+// at (u, v) and writes the input's pixel (s_h u + dy, s_w v + dx).
 std::vector<DirectTap> direct_taps(const Geometry& g, bool skip_centre, bool transposed) {
   std::vector<DirectTap> taps;
   for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
     for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
       if (skip_centre && kh == g.kernel_h / 2 && kw == g.kernel_w / 2) continue;
-      int64_t dy = kh * g.dilation_h - g.pad_top, dx = kw * g.dilation_w - g.pad_left;
-      const Range rows = transposed ? valid_outputs(-dy, 1, g.out_h, g.in_h) : valid_outputs(dy, 1, g.in_h, g.out_h);
-      const Range cols = transposed ? valid_outputs(-dx, 1, g.out_w, g.in_w) : valid_outputs(dx, 1, g.in_w, g.out_w);
+      const int64_t dy = kh * g.dilation_h - g.pad_top, dx = kw * g.dilation_w - g.pad_left;
+      const Range rows = valid_outputs(dy, g.stride_h, g.in_h, g.out_h);
+      const Range cols = valid_outputs(dx, g.stride_w, g.in_w, g.out_w);
       if (rows.size() == 0 || cols.size() == 0) continue;
-      if (transposed) dy = -dy, dx = -dx;
-      taps.push_back({dy, dx, rows.begin, rows.end, cols.begin, cols.end, kh * g.kernel_w + kw});
+      const int64_t offset = kh * g.kernel_w + kw;
+      taps.push_back(transposed ? DirectTap{0, 0, dy, dx, rows.begin, rows.end, cols.begin, cols.end, offset}
+                                : DirectTap{dy, dx, 0, 0, rows.begin, rows.end, cols.begin, cols.end, offset});
     }
   }
   return taps;
@@ -228,7 +230,7 @@ std::vector<DirectTap> direct_taps(const Geometry& g, bool skip_centre, bool tra
 
 // The direct kernel's taps for a pass, or nothing where it does not apply and the per-tap GEMMs
 // below run instead. It applies to float32 on a CPU whose instruction set has its copy (AVX-512),
-// stride 1, one group, an input and output whose samples are each one flat [C, H, W] run, the
+// a horizontal stride of 1 or 2, one group, an input and output whose samples are each one flat [C, H, W] run, the
 // channel counts it tiles (forward and input gradient: the output's a multiple of 32, the input's
 // of 16; weight gradient: the convolution's input channels a multiple of 32), and at least two
 // taps that see the map: with one, the per-tap path is a single GEMM with no weight reorder or
@@ -237,7 +239,7 @@ std::vector<DirectTap> direct_taps(const Geometry& g, bool skip_centre, bool tra
 std::optional<std::vector<DirectTap>> direct_plan(const at::Tensor& in, const at::Tensor& out, const Geometry& g,
                                                   bool skip_centre, bool transposed, bool weight_grad) {
   const bool channels_tile = weight_grad ? g.in_channels % 32 == 0 : out.size(1) % 32 == 0 && in.size(1) % 16 == 0;
-  if (!out.is_cpu() || out.scalar_type() != at::kFloat || g.stride_h != 1 || g.stride_w != 1 || g.groups != 1 ||
+  if (!out.is_cpu() || out.scalar_type() != at::kFloat || g.stride_w > 2 || g.groups != 1 ||
       !channels_tile || !flat_samples(in) || !flat_samples(out) ||
       (weight_grad ? direct_weight_grad_cpu.find() == nullptr : direct_conv_cpu.find() == nullptr)) {
     return std::nullopt;
@@ -260,6 +262,12 @@ void run_direct(const at::Tensor& in, const at::Tensor& weight, const at::Tensor
   a.out_channels = out.size(1);
   a.out_h = out.size(2);
   a.out_w = out.size(3);
+  // Forward: tile pixels are output pixels, the input read at stride steps; input gradient: tile
+  // pixels are grad_out's, the input's map written at stride steps.
+  a.in_step_y = transposed ? 1 : g.stride_h;
+  a.in_step_x = transposed ? 1 : g.stride_w;
+  a.out_step_y = transposed ? g.stride_h : 1;
+  a.out_step_x = transposed ? g.stride_w : 1;
   a.weight = w.const_data_ptr<float>();
   // Forward: w(m = c_out, k = c_in, t); input gradient: w(m = c_in, k = c_out, t).
   a.weight_m_stride = transposed ? n_taps : g.in_channels * n_taps;
@@ -297,6 +305,8 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
   a.out_channels = g.out_channels;
   a.out_h = g.out_h;
   a.out_w = g.out_w;
+  a.in_step_y = g.stride_h;
+  a.in_step_x = g.stride_w;
   a.grad_weight = grad_weight.mutable_data_ptr<float>();
   a.weight_taps = g.kernel_h * g.kernel_w;
   a.taps = taps.data();
