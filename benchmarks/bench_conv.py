@@ -198,7 +198,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         _kernel_and_module_rows(rows, f"transposed 1x128x{hw2[0]}x{hw2[1]}->64 k{k}s{s}p{p}", f"  k{k}s{s}p{p}",
                                 lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p),
                                 lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), module,
-                                module._uses_fastops(), x3, w, flops, None, **ctx)
+                                module._uses_fastops(x3), x3, w, flops, None, **ctx)
     return rows
 
 

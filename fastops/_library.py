@@ -76,13 +76,24 @@ def build_info() -> dict:
     return info
 
 
+_cpu_isa_in_use = _C._compiled_info()["cpu_isa"]
+
+
+def cpu_isa() -> str:
+    """The instruction set the CPU kernels use now ("default", "avx2" or "avx512")."""
+    return _cpu_isa_in_use
+
+
 def set_cpu_isa(name: str) -> str:
     """Caps the instruction set of the CPU kernels ("default", "avx2" or "avx512"; results are
-    identical across them, only speed differs). Returns the one now in use, which is lower when
-    the CPU lacks the one asked for."""
+    identical across them, only speed differs, except the float32 convolutions: their direct
+    kernels exist for AVX-512 only, and below it they take their GEMM path, which rounds
+    differently). Returns the one now in use, which is lower when the CPU lacks the one asked for."""
+    global _cpu_isa_in_use
     if name not in _CPU_ISAS:
         raise ValueError(f"set_cpu_isa: name must be one of {_CPU_ISAS}, got {name!r}")
-    return _C._set_cpu_isa(name)
+    _cpu_isa_in_use = _C._set_cpu_isa(name)
+    return _cpu_isa_in_use
 
 
 def release_output_cache() -> int:

@@ -662,8 +662,15 @@ def test_auto_path_rule():
     assert fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6, path="fastops")._uses_fastops(x64)
     assert not fastops.nn.Conv2d(8, 8, 3, padding=36, dilation=36, path="torch")._uses_fastops(x33)
     assert not fastops.nn.Conv2d(8, 8, 3, padding=24, dilation=24, groups=2)._uses_fastops(x33)
-    assert fastops.nn.ConvTranspose2d(8, 4, 2, stride=2)._uses_fastops()
-    assert not fastops.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)._uses_fastops()
+    assert fastops.nn.ConvTranspose2d(8, 4, 2, stride=2)._uses_fastops(x64)
+    assert not fastops.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)._uses_fastops(x64)
+    # k4s2p1 with channels the direct kernels tile: ours on a float32 CPU input with AVX-512 in use
+    unet = fastops.nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
+    x = torch.randn(1, 64, 8, 8)
+    assert unet._uses_fastops(x) == (fastops.build_info()["cpu_isa"] == "avx512")
+    assert not unet._uses_fastops(x.double())
+    with cpu_isa("avx2"):
+        assert not unet._uses_fastops(x)
     with pytest.raises(ValueError, match="path"):
         fastops.nn.Conv2d(8, 8, 3, path="cudnn")
 
@@ -740,6 +747,16 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.fastops.aspp_conv, (x, ws, [5]))
     ga = torch.randn(2, 6, 7, 6, dtype=torch.float64)
     torch.library.opcheck(torch.ops.fastops.aspp_conv_backward, (ga, x.detach(), [w.detach() for w in ws], [5], True))
+
+
+def test_compile_fullgraph_auto_path():
+    """The auto rule (shapes, dtype, device and the instruction set in use) is decided while
+    tracing, without a graph break."""
+    up = fastops.nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1)
+    down = fastops.nn.Conv2d(32, 32, 3, padding=12, dilation=12)
+    compiled = torch.compile(lambda x: down(up(x)).sum(), fullgraph=True, backend="aot_eager")
+    x = torch.randn(1, 32, 6, 7)
+    torch.testing.assert_close(compiled(x), down(up(x)).sum())
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
