@@ -1,5 +1,5 @@
 // 2-D convolution (atrous, grouped, strided) and its adjoint, the transposed convolution, by
-// per-tap decomposition: direct kernels for float32 stride-1 convolutions on AVX-512 CPUs, GEMMs
+// per-tap decomposition: direct kernels for float32 convolutions on AVX-512 CPUs, GEMMs
 // otherwise; the fused ASPP branches. Declarations shared by the schema
 // file (conv.cpp), the Tensor-level implementation (conv_taps.cpp) and the backend registrations
 // (conv_cpu.cpp, conv_cuda.cu).
@@ -140,8 +140,9 @@ extern cpu::KernelTable<DirectConvFn> direct_conv_cpu;
 // v + dx_t] (the forward's taps), written whole ([out_channels, channels, weight_taps]
 // contiguous; taps not listed get zeros). Requires channels % 32 == 0.
 // Scratch: blocked_in (batch * channels * in_h * in_w floats) and tiled_grad (batch * out_h *
-// out_w * 16 * ceil(out_channels / 14) floats), 64-byte aligned. Multi-threaded over blocks of 32
+// out_w * 16 * ceil(out_channels / kDirectWeightGradRows) floats), 64-byte aligned. Multi-threaded over blocks of 32
 // input channels; deterministic.
+constexpr int64_t kDirectWeightGradRows = 14;  // output channels per register tile, at most
 struct DirectWeightGrad {
   const float* in;
   int64_t batch, channels, in_h, in_w;

@@ -3,7 +3,7 @@
 //   tap-major layout of the per-tap GEMMs. ATen's strided copy of the permuted weight reads each
 //   row's taps with a stride and runs at a third of the speed of a plain copy here; this loop
 //   reads and writes blocks of 64 rows that stay in L1;
-// - the direct stride-1 float32 convolution (AVX-512 copy only), below.
+// - the direct float32 convolution (AVX-512 copy only), below.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -69,38 +69,12 @@ FASTOPS_REGISTER_CPU_KERNEL(tap_reorder_cpu, &tap_reorder);
 // the accumulators of a block are [2][H_out][W_out][16], added to the NCHW output at the end.
 // The register tile: 32 output channels (two zmm) x up to kMaxPixels consecutive pixels of one
 // output row; per input channel, two weight vectors times one broadcast input value per pixel.
-// A core runs it at ~200 GFLOP/s from L1 (86% of its FMA peak) and ~165 in place.
+// A core of the dev VM runs it at ~190 GFLOP/s from L1 (82% of its 233 GFLOP/s FMA peak; a loop
+// of nothing but broadcast-and-FMA reaches 87%) and at ~165 in place.
 namespace direct {
 
 using cpu::Float16Lanes;
-
-// 16 x 16 transpose with in-lane unpacks and 128-bit lane shuffles (immediate operands: no index
-// vectors to keep in registers; 2.5x faster here than cpu::transpose16's two-source permutes).
-FASTOPS_FORCEINLINE void transpose16(Float16Lanes* v) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = __m512(v[i]);
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // r[4 i + c], 128-bit lane L: column 4 L + c of rows 4 i .. 4 i + 3.
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
-    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
-    v[c] = Float16Lanes(_mm512_shuffle_f32x4(u0, u2, 0x88));
-    v[4 + c] = Float16Lanes(_mm512_shuffle_f32x4(u0, u2, 0xDD));
-    v[8 + c] = Float16Lanes(_mm512_shuffle_f32x4(u1, u3, 0x88));
-    v[12 + c] = Float16Lanes(_mm512_shuffle_f32x4(u1, u3, 0xDD));
-  }
-}
+using cpu::transpose16;
 
 constexpr int kLanes = 16;
 constexpr int64_t kTileM = 32;
@@ -309,6 +283,7 @@ void direct_conv(const DirectConv& a) {
       }
     }
     acc_scratch.trim(kKeptScratchBytes);
+    pack_scratch.trim(kKeptScratchBytes);
   });
 }
 
@@ -317,7 +292,7 @@ void direct_conv(const DirectConv& a) {
 // output channels, broadcast from a pixel-major copy of grad_out (any channel offset: the tiles
 // are balanced, 13-14 channels for 256); the K loop runs over the samples and the tap's output
 // rectangle, pixel by pixel.
-constexpr int kMaxWeightRows = 14;
+constexpr int kMaxWeightRows = static_cast<int>(kDirectWeightGradRows);
 
 // c[j][0:32] = sum over samples, rows, cols of x(k = 0..31) * g(j), where at a pixel g holds
 // NJ consecutive output channels and x the two blocks of 16 input channels.

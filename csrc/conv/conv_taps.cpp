@@ -230,12 +230,12 @@ std::vector<DirectTap> direct_taps(const Geometry& g, bool skip_centre, bool tra
 
 // The direct kernel's taps for a pass, or nothing where it does not apply and the per-tap GEMMs
 // below run instead. It applies to float32 on a CPU whose instruction set has its copy (AVX-512),
-// a horizontal stride of 1 or 2, one group, an input and output whose samples are each one flat [C, H, W] run, the
-// channel counts it tiles (forward and input gradient: the output's a multiple of 32, the input's
-// of 16; weight gradient: the convolution's input channels a multiple of 32), and at least two
-// taps that see the map: with one, the per-tap path is a single GEMM with no weight reorder or
-// window copy, and MKL's GEMM wins (a 1x1 1024 -> 1024 forward plus backward on 17 x 17: 7.6 ms
-// against 11.3). For the weight gradient, `out` is grad_out.
+// a horizontal stride of 1 or 2, one group, an input and output whose samples are each one flat
+// [C, H, W] run, the channel counts it tiles (forward and input gradient: the output's a multiple
+// of 32, the input's of 16; weight gradient: the convolution's input channels a multiple of 32),
+// and at least two taps that see the map: with one, the per-tap path is a single GEMM with no
+// weight reorder or window copy, and MKL's GEMM wins (a 1x1 1024 -> 1024 forward plus backward
+// on 17 x 17: 7.6 ms against 11.3). For the weight gradient, `out` is grad_out.
 std::optional<std::vector<DirectTap>> direct_plan(const at::Tensor& in, const at::Tensor& out, const Geometry& g,
                                                   bool skip_centre, bool transposed, bool weight_grad) {
   const bool channels_tile = weight_grad ? g.in_channels % 32 == 0 : out.size(1) % 32 == 0 && in.size(1) % 16 == 0;
@@ -293,7 +293,7 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
   const at::Tensor in = g.batch == 1 ? x : x.contiguous();
   at::Tensor grad_weight = cpu::cached_output({g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
   const at::Tensor blocked = cpu::cached_output({in.numel()}, x.options());
-  const int64_t row_tiles = (g.out_channels + 13) / 14;
+  const int64_t row_tiles = (g.out_channels + kDirectWeightGradRows - 1) / kDirectWeightGradRows;
   const at::Tensor tiled = cpu::cached_output({g.batch * row_tiles * g.out_h * g.out_w * 16}, x.options());
   DirectWeightGrad a{};
   a.in = in.const_data_ptr<float>();
