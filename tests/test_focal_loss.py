@@ -325,6 +325,34 @@ def test_normalizer_tensor_and_modules():
 # ---- class weights -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 1.5])
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+@pytest.mark.parametrize("index_targets", [False, True])
+def test_weights_of_one_give_the_unweighted_bits(gamma, reduction, index_targets):
+    """Without weights the CPU loop skips them; explicit all-ones weights take the weighted loop.
+    A product with 1 is exact, so both give the same bits, forward and backward."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 21, generator=g) * 4
+    t = torch.randint(-1, 21, (37,), generator=g) if index_targets else (torch.rand(37, 21, generator=g) < 0.2).float()
+    ones = dict(class_weight=torch.ones(21), sample_weight=torch.ones(37))
+
+    def focal(xs, **kw):
+        return fastops.sigmoid_focal_loss(xs, t, 0.25, gamma, reduction, background_index=-1, **kw)
+
+    def bce(xs, **kw):  # the same kernel with gamma 0, and a positive weight
+        return fastops.weighted_bce_with_logits(xs, t, reduction=reduction, background_index=-1, **kw)
+
+    for loss, weights in ((focal, ones), (bce, dict(ones, pos_weight=torch.ones(21)))):
+        results = []
+        for kw in ({}, weights):
+            xs = x.clone().requires_grad_()
+            out = loss(xs, **kw)
+            out.backward(torch.ones_like(out) * 0.5)
+            results.append((out.detach(), xs.grad))
+        for a, b in zip(*results):
+            assert torch.equal(a, b)
+
+
 def test_class_weights():
     counts = torch.tensor([100, 10, 1, 0])
     for method in ("inverse", "inverse_sqrt", "effective_number"):

@@ -69,7 +69,7 @@ SigmoidArgs sigmoid_args(const Operands& o, const at::Tensor& x, const at::Tenso
                          int64_t ignore_index) {
   return {x.const_data_ptr(), x.scalar_type(), t.const_data_ptr(), o.index_targets, o.rows, o.classes,
           cw.const_data_ptr(), pw.const_data_ptr(), sw.const_data_ptr(), alpha, gamma, background_index,
-          ignore_index};
+          ignore_index, o.weighted};
 }
 
 SoftmaxArgs softmax_args(const Operands& o, const at::Tensor& x, const at::Tensor& t, const at::Tensor& cw,
@@ -92,6 +92,7 @@ Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets, co
   o.rows = o.classes == 0 ? 0 : inputs.numel() / o.classes;
   x = inputs.contiguous();
   t = o.index_targets ? targets.contiguous() : targets.to(inputs.scalar_type()).contiguous();
+  o.weighted = class_weight.has_value() || pos_weight.has_value() || sample_weight.has_value();
   cw = weight_or_ones(op, "class_weight", class_weight, {o.classes}, inputs);
   pw = weight_or_ones(op, "pos_weight", pos_weight, {o.classes}, inputs);
   sw = weight_or_ones(op, "sample_weight", sample_weight, row_shape, inputs);

@@ -35,6 +35,7 @@ enum Reduction : int64_t { kNone = 0, kMean = 1, kSum = 2 };
 struct Operands {
   int64_t rows = 0, classes = 0;
   bool index_targets = false;
+  bool weighted = true;  // a class, positive or sample weight was given
   Reduction reduction = kNone;
 };
 Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets, const std::optional<at::Tensor>& class_weight,
@@ -70,6 +71,9 @@ struct SigmoidArgs {
   const void* sample_weight;  // [rows], accumulation type
   double alpha, gamma;
   int64_t background_index, ignore_index;
+  // false: the three weights are all ones (none given), and the CPU loop skips them (the same
+  // bits: a product with 1 is exact).
+  bool weighted;
 };
 // Forward: writes per-element losses to `out` (inputs' dtype) when it is not null, and each row's
 // loss sum (double) to row_sums when that is not null.
