@@ -65,9 +65,10 @@ def useful_fraction(in_hw, out_hw, kernel, stride, padding_begin, dilation) -> f
     return useful
 
 
-class Conv2d(nn.Conv2d):
-    """``torch.nn.Conv2d`` (same arguments, parameters and results) computed by ``fastops.conv2d``
-    where that is faster; ``path`` ("auto", "fastops", "torch") picks the kernels (module docstring)."""
+class _PathChoice:
+    """The ``path`` argument of the convolution modules (a mixin before the torch module class):
+    "fastops" and "torch" force one implementation, "auto" asks the subclass's ``_auto_rule``
+    (ungrouped convolutions only; module docstring)."""
 
     def __init__(self, *args, path: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
@@ -76,8 +77,17 @@ class Conv2d(nn.Conv2d):
     def _uses_fastops(self, input: Tensor) -> bool:
         if self.path != "auto":
             return self.path == "fastops"
-        if self.groups != 1:
-            return False
+        return self.groups == 1 and self._auto_rule(input)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", path={self.path!r}"
+
+
+class Conv2d(_PathChoice, nn.Conv2d):
+    """``torch.nn.Conv2d`` (same arguments, parameters and results) computed by ``fastops.conv2d``
+    where that is faster; ``path`` ("auto", "fastops", "torch") picks the kernels (module docstring)."""
+
+    def _auto_rule(self, input: Tensor) -> bool:
         if isinstance(self.padding, str):
             padding_begin = ops._padding4(self.padding, self.kernel_size, self.stride, self.dilation)[:2]
         else:
@@ -100,23 +110,12 @@ class Conv2d(nn.Conv2d):
                               bias, self.stride, 0, self.dilation, self.groups)
         return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", path={self.path!r}"
 
-
-class ConvTranspose2d(nn.ConvTranspose2d):
+class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
     """``torch.nn.ConvTranspose2d`` (same arguments, parameters and results) computed by
     ``fastops.conv_transpose2d`` where that is faster; ``path`` picks the kernels (module docstring)."""
 
-    def __init__(self, *args, path: str = "auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.path = _check_path(path)
-
-    def _uses_fastops(self, input: Tensor) -> bool:
-        if self.path != "auto":
-            return self.path == "fastops"
-        if self.groups != 1:
-            return False
+    def _auto_rule(self, input: Tensor) -> bool:
         if tuple(self.kernel_size) == tuple(self.stride) and tuple(self.dilation) == (1, 1) and tuple(
                 self.padding) == (0, 0):
             return True
@@ -132,9 +131,6 @@ class ConvTranspose2d(nn.ConvTranspose2d):
                                               2, self.dilation)
         return ops.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
                                     self.groups, self.dilation)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", path={self.path!r}"
 
 
 class _ASPPConv(nn.Sequential):
