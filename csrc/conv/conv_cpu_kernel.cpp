@@ -289,33 +289,35 @@ void direct_conv(const DirectConv& a) {
 
 // ---- The weight gradient ----
 // The register tile: 32 input channels (two zmm of the blocked input) x up to kMaxWeightRows
-// output channels, broadcast from a pixel-major copy of grad_out (any channel offset: the tiles
-// are balanced, 13-14 channels for 256); the K loop runs over the samples and the tap's output
-// rectangle, pixel by pixel.
+// output channels, broadcast from grad_out copied to one cache line per pixel and row tile (the
+// tiles are balanced, 13-14 channels for 256); the K loop runs over the tap's output pixels, in
+// chunks of output rows whose input rows stay in L2 for every row tile and tap.
 constexpr int kMaxWeightRows = static_cast<int>(kDirectWeightGradRows);
+// Input bytes (two channel blocks) of a chunk of the weight gradient's K loop.
+constexpr int64_t kWeightChunkBytes = int64_t(256) << 10;
 
-// c[j][0:32] = sum over samples, rows, cols of x(k = 0..31) * g(j), where at a pixel g holds
-// NJ consecutive output channels and x the two blocks of 16 input channels.
+// c[j][0:32] += sum over rows, cols of x(k = 0..31) * g(j), where at a pixel g holds NJ
+// consecutive output channels and x the two blocks of 16 input channels.
 template <int NJ>
-void weight_tile(const float* __restrict g, int64_t g_row, int64_t g_pixel, int64_t g_sample,
-                 const float* __restrict x, int64_t x_row, int64_t x_pixel, int64_t x_block, int64_t x_sample,
-                 int64_t batch, int64_t rows, int64_t cols, float* __restrict c) {
+void weight_tile(const float* __restrict g, int64_t g_row, const float* __restrict x, int64_t x_row,
+                 int64_t x_pixel, int64_t x_block, int64_t rows, int64_t cols, float* __restrict c) {
   __m512 a0[NJ], a1[NJ];
 #pragma GCC unroll 16
-  for (int j = 0; j < NJ; ++j) a0[j] = a1[j] = _mm512_setzero_ps();
-  for (int64_t n = 0; n < batch; ++n) {
-    for (int64_t y = 0; y < rows; ++y) {
-      const float* gy = g + n * g_sample + y * g_row;
-      const float* xy = x + n * x_sample + y * x_row;
-      for (int64_t col = 0; col < cols; ++col) {
-        const __m512 x0 = _mm512_loadu_ps(xy + col * x_pixel), x1 = _mm512_loadu_ps(xy + col * x_pixel + x_block);
-        const float* gp = gy + col * g_pixel;
+  for (int j = 0; j < NJ; ++j) {
+    a0[j] = _mm512_loadu_ps(c + j * kTileM);
+    a1[j] = _mm512_loadu_ps(c + j * kTileM + kLanes);
+  }
+  for (int64_t y = 0; y < rows; ++y) {
+    const float* gy = g + y * g_row;
+    const float* xy = x + y * x_row;
+    for (int64_t col = 0; col < cols; ++col) {
+      const __m512 x0 = _mm512_loadu_ps(xy + col * x_pixel), x1 = _mm512_loadu_ps(xy + col * x_pixel + x_block);
+      const float* gp = gy + col * kLanes;
 #pragma GCC unroll 16
-        for (int j = 0; j < NJ; ++j) {
-          const __m512 b = _mm512_set1_ps(gp[j]);
-          a0[j] = _mm512_fmadd_ps(x0, b, a0[j]);
-          a1[j] = _mm512_fmadd_ps(x1, b, a1[j]);
-        }
+      for (int j = 0; j < NJ; ++j) {
+        const __m512 b = _mm512_set1_ps(gp[j]);
+        a0[j] = _mm512_fmadd_ps(x0, b, a0[j]);
+        a1[j] = _mm512_fmadd_ps(x1, b, a1[j]);
       }
     }
   }
@@ -326,8 +328,8 @@ void weight_tile(const float* __restrict g, int64_t g_row, int64_t g_pixel, int6
   }
 }
 
-using WeightTileFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, int64_t, int64_t, float*);
+using WeightTileFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                              float*);
 template <size_t... I>
 constexpr std::array<WeightTileFn, sizeof...(I)> weight_tile_table(std::index_sequence<I...>) {
   return {&weight_tile<static_cast<int>(I) + 1>...};
@@ -394,33 +396,49 @@ void direct_weight_grad(const DirectWeightGrad& a) {
     block_input(a.in + n * K * in_pixels, K, in_pixels, a.blocked_in + n * K * in_pixels);
     tile_rows(a.grad_out + n * M * out_pixels, row_tiles, out_pixels, a.tiled_grad + n * row_tiles.count * out_pixels * kLanes);
   }
-  // Tasks (32 input channels, row tile), input-channel major: a thread's consecutive tasks reuse
-  // the blocked input's two channel blocks from L2 (and there are tasks for every thread even
-  // with 32 input channels).
-  at::parallel_for(0, (K / kTileM) * row_tiles.count, 1, [&](int64_t begin, int64_t end) {
+  // Tasks: 32 input channels x a group of row tiles (all of them, unless there are fewer blocks
+  // of input channels than threads). A task's accumulators, [row tile][tap][rows][32], live in a
+  // buffer across the chunks of its K loop.
+  const int64_t k_blocks = K / kTileM;
+  const int64_t row_groups = std::min(row_tiles.count, std::max<int64_t>(1, at::get_num_threads() / k_blocks));
+  const int64_t chunk_rows =
+      std::max<int64_t>(1, kWeightChunkBytes / (a.in_step_y * a.in_w * 2 * kLanes * static_cast<int64_t>(sizeof(float))));
+  const int64_t tile_floats = T * kMaxWeightRows * kTileM;
+  at::parallel_for(0, k_blocks * row_groups, 1, [&](int64_t begin, int64_t end) {
     thread_local cpu::AlignedScratch<float> buf_scratch;
     thread_local cpu::AlignedScratch<float> run_scratch;
-    float* buf = buf_scratch.get(T * kMaxWeightRows * kTileM, "conv2d weight gradient");
     float* run = run_scratch.get(T * kTileM, "conv2d weight gradient");
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t k0 = task / row_tiles.count * kTileM, rt = task % row_tiles.count;
-      const float* x_block = a.blocked_in + k0 * in_pixels;
-      {
-        const int64_t m0 = row_tiles.first(rt), rows = row_tiles.first(rt + 1) - m0;
-        std::memset(buf, 0, static_cast<size_t>(T * rows * kTileM) * sizeof(float));
-        for (int64_t s = 0; s < a.n_taps; ++s) {
-          const DirectTap& t = a.taps[s];
-          if (t.row1 <= t.row0 || t.col1 <= t.col0) continue;
-          kWeightTiles[static_cast<size_t>(rows - 1)](
-              a.tiled_grad + (rt * out_pixels + t.row0 * a.out_w + t.col0) * kLanes, a.out_w * kLanes, kLanes,
-              row_tiles.count * out_pixels * kLanes,
-              x_block + ((t.row0 * a.in_step_y + t.dy) * a.in_w + t.col0 * a.in_step_x + t.dx) * kLanes,
-              a.in_step_y * a.in_w * kLanes, a.in_step_x * kLanes, in_pixels * kLanes, K * in_pixels, a.batch,
-              t.row1 - t.row0, t.col1 - t.col0, buf + t.weight_offset * rows * kTileM);
+      const int64_t k0 = task / row_groups * kTileM, group = task % row_groups;
+      const int64_t rt0 = group * row_tiles.count / row_groups, rt1 = (group + 1) * row_tiles.count / row_groups;
+      float* buf = buf_scratch.get((rt1 - rt0) * tile_floats, "conv2d weight gradient");
+      std::memset(buf, 0, static_cast<size_t>((rt1 - rt0) * tile_floats) * sizeof(float));
+      for (int64_t n = 0; n < a.batch; ++n) {
+        const float* x_block = a.blocked_in + (n * K + k0) * in_pixels;
+        const float* g_sample = a.tiled_grad + n * row_tiles.count * out_pixels * kLanes;
+        for (int64_t y0 = 0; y0 < a.out_h; y0 += chunk_rows) {
+          const int64_t y1 = std::min(a.out_h, y0 + chunk_rows);
+          for (int64_t rt = rt0; rt < rt1; ++rt) {
+            const int64_t rows = row_tiles.first(rt + 1) - row_tiles.first(rt);
+            for (int64_t s = 0; s < a.n_taps; ++s) {
+              const DirectTap& t = a.taps[s];
+              const int64_t r0 = std::max(t.row0, y0), r1 = std::min(t.row1, y1);
+              if (r1 <= r0 || t.col1 <= t.col0) continue;
+              kWeightTiles[static_cast<size_t>(rows - 1)](
+                  g_sample + (rt * out_pixels + r0 * a.out_w + t.col0) * kLanes, a.out_w * kLanes,
+                  x_block + ((r0 * a.in_step_y + t.dy) * a.in_w + t.col0 * a.in_step_x + t.dx) * kLanes,
+                  a.in_step_y * a.in_w * kLanes, a.in_step_x * kLanes, in_pixels * kLanes, r1 - r0, t.col1 - t.col0,
+                  buf + (rt - rt0) * tile_floats + t.weight_offset * rows * kTileM);
+            }
+          }
         }
-        store_weight_block(buf, rows, T, K, k0, run, a.grad_weight + m0 * K * T);
+      }
+      for (int64_t rt = rt0; rt < rt1; ++rt) {
+        const int64_t m0 = row_tiles.first(rt), rows = row_tiles.first(rt + 1) - m0;
+        store_weight_block(buf + (rt - rt0) * tile_floats, rows, T, K, k0, run, a.grad_weight + m0 * K * T);
       }
     }
+    buf_scratch.trim(kKeptScratchBytes);
     _mm_sfence();  // the streaming stores are visible before the parallel region ends
   });
 }
