@@ -395,10 +395,11 @@ def test_direct_float32_matches_float64(case, isa):
     (256, 256, (33, 33), (3, 3), 36, 1),  # only the centre tap sees the map
     (64, 64, (17, 40), (3, 3), 1, 2),     # a ResNet downsampling 3x3, stride 2
     (32, 32, (16, 9), (4, 2), 3, (3, 2)), # vertical stride 3, horizontal 2
+    (32, 32, (40, 41), (3, 3), 2, 1),     # 5 samples: accumulators for 2 at a time (3 groups)
 ])
 def test_direct_fixed_shapes(isa, c_in, c_out, hw, kernel, rate, stride):
     g = torch.Generator().manual_seed(c_in + c_out)
-    x = torch.randn(2, c_in, *hw, generator=g)
+    x = torch.randn(5 if hw == (40, 41) else 2, c_in, *hw, generator=g)
     w = torch.randn(c_out, c_in, *kernel, generator=g) / (c_in * kernel[0] * kernel[1]) ** 0.5
     b = torch.randn(c_out, generator=g)
     pad = (rate * (kernel[0] // 2), rate * (kernel[1] // 2))

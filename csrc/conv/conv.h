@@ -101,7 +101,7 @@ using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps
                           bool to_tap_major);
 extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 
-// The direct float32 convolution of one sample (AVX-512 copy only: see conv_cpu_kernel.cpp),
+// The direct float32 convolution of a batch (AVX-512 copy only: see conv_cpu_kernel.cpp),
 // accumulated in place (or written, with overwrite: out may then be uninitialized). Each tap t
 // runs over a rectangle of tile indices (u, v) in [row0, row1) x [col0, col1) and adds
 //   out[m, out_step_y * u + out_dy, out_step_x * v + out_dx] +=
@@ -113,17 +113,18 @@ extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 // weight_m_stride + k * weight_k_stride + weight_offset_t]: the conv weight as it is for a
 // forward, transposed for an input gradient. One of the two strides must be the weight's tap
 // count (its rows of taps are contiguous). Requires out_channels % 32 == 0 and channels % 16 ==
-// 0. `blocked_in` is scratch of channels * in_h * in_w floats, 64-byte aligned. Multi-threaded
+// 0. `blocked_in` is scratch of batch * channels * in_h * in_w floats, 64-byte aligned. Multi-threaded
 // over blocks of 32 output channels; every output element is summed by one thread in a fixed
 // order (deterministic).
 struct DirectTap {
   int64_t dy, dx, out_dy, out_dx, row0, row1, col0, col1, weight_offset;
 };
 struct DirectConv {
-  const float* in;
-  int64_t channels, in_h, in_w;
-  float* out;
-  int64_t out_channels, out_h, out_w;
+  int64_t batch;
+  const float* in;  // sample n at in + n * in_sample_stride
+  int64_t in_sample_stride, channels, in_h, in_w;
+  float* out;  // sample n at out + n * out_sample_stride
+  int64_t out_sample_stride, out_channels, out_h, out_w;
   int64_t in_step_y, in_step_x, out_step_y, out_step_x;
   const float* weight;
   int64_t weight_m_stride, weight_k_stride, weight_taps;

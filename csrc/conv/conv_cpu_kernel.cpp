@@ -235,51 +235,68 @@ void direct_conv(const DirectConv& a) {
   TORCH_CHECK(K % kLanes == 0 && a.out_channels % kTileM == 0 && (a.in_step_x == 1 || a.in_step_x == 2) &&
                   (a.weight_k_stride == a.weight_taps || a.weight_m_stride == a.weight_taps),
               "direct conv: unsupported shape (a dispatch bug)");
-  if (a.out_channels == 0 || out_pixels == 0) return;
+  if (a.batch == 0 || a.out_channels == 0 || out_pixels == 0) return;
   if (K == 0 || a.n_taps == 0) {
-    if (a.overwrite) std::memset(a.out, 0, static_cast<size_t>(a.out_channels * out_pixels) * sizeof(float));
+    if (a.overwrite) {
+      for (int64_t n = 0; n < a.batch; ++n) {
+        std::memset(a.out + n * a.out_sample_stride, 0, static_cast<size_t>(a.out_channels * out_pixels) * sizeof(float));
+      }
+    }
     return;
   }
-  block_input(a.in, K, in_pixels, a.blocked_in);
+  for (int64_t n = 0; n < a.batch; ++n) block_input(a.in + n * a.in_sample_stride, K, in_pixels, a.blocked_in + n * K * in_pixels);
   std::vector<int> slot_of(static_cast<size_t>(a.weight_taps), -1);
   for (int64_t s = 0; s < a.n_taps; ++s) slot_of[static_cast<size_t>(a.taps[s].weight_offset)] = static_cast<int>(s);
   const std::array<TileFn, kMaxPixels>& tiles = kTiles[static_cast<size_t>(a.in_step_x - 1)];
   const int64_t m_blocks = a.out_channels / kTileM, block_floats = kTileM * out_pixels;
-  const int64_t group = std::max<int64_t>(1, kGroupBytes / (block_floats * static_cast<int64_t>(sizeof(float))));
+  // A thread's accumulators: (samples x blocks) of them fit in kGroupBytes, samples first, so that
+  // each packing of a block's weights serves as many samples as possible.
+  const int64_t fits = std::max<int64_t>(1, kGroupBytes / (block_floats * static_cast<int64_t>(sizeof(float))));
+  const int64_t samples = std::min(a.batch, fits), group = std::max<int64_t>(1, fits / samples);
   at::parallel_for(0, m_blocks, 1, [&](int64_t begin, int64_t end) {
     thread_local cpu::AlignedScratch<float> acc_scratch, pack_scratch;
     float* packed = pack_scratch.get(a.n_taps * kChunk * kTileM, "conv2d");
-    for (int64_t g0 = begin; g0 < end; g0 += group) {
-      const int64_t g1 = std::min(end, g0 + group);
-      float* acc = acc_scratch.get((g1 - g0) * block_floats, "conv2d");
-      std::memset(acc, 0, static_cast<size_t>((g1 - g0) * block_floats) * sizeof(float));
-      for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-        const int64_t kc = std::min(kChunk, K - k0);
-        const float* x_chunk = a.blocked_in + k0 * in_pixels;
-        for (int64_t mb = g0; mb < g1; ++mb) {
-          pack_weights(a, mb * kTileM, k0, kc, slot_of, packed);
-          float* c = acc + (mb - g0) * block_floats;
-          for (int64_t s = 0; s < a.n_taps; ++s) {
-            const DirectTap& t = a.taps[s];
-            const int64_t width = t.col1 - t.col0;
-            if (t.row1 <= t.row0 || width <= 0) continue;
-            const int64_t segments = (width + kMaxPixels - 1) / kMaxPixels;
-            const float* w = packed + s * kc * kTileM;
-            for (int64_t u = t.row0; u < t.row1; ++u) {
-              const float* x_row = x_chunk + (u * a.in_step_y + t.dy) * a.in_w * kLanes;
-              float* c_row = c + (u * a.out_step_y + t.out_dy) * a.out_w * kLanes;
-              for (int64_t seg = 0; seg < segments; ++seg) {
-                const int64_t v0 = t.col0 + seg * width / segments, v1 = t.col0 + (seg + 1) * width / segments;
-                tiles[static_cast<size_t>(v1 - v0 - 1)](
-                    w, x_row + (v0 * a.in_step_x + t.dx) * kLanes, in_pixels * kLanes, kc,
-                    c_row + (v0 * a.out_step_x + t.out_dx) * kLanes, out_pixels * kLanes, a.out_step_x * kLanes);
+    for (int64_t n0 = 0; n0 < a.batch; n0 += samples) {
+      const int64_t n1 = std::min(a.batch, n0 + samples);
+      for (int64_t g0 = begin; g0 < end; g0 += group) {
+        const int64_t g1 = std::min(end, g0 + group);
+        // acc[(n - n0) * blocks + (mb - g0)]: one [2][out_pixels][16] block per sample and block.
+        const int64_t n_acc = (n1 - n0) * (g1 - g0);
+        float* acc = acc_scratch.get(n_acc * block_floats, "conv2d");
+        std::memset(acc, 0, static_cast<size_t>(n_acc * block_floats) * sizeof(float));
+        for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+          const int64_t kc = std::min(kChunk, K - k0);
+          for (int64_t mb = g0; mb < g1; ++mb) {
+            pack_weights(a, mb * kTileM, k0, kc, slot_of, packed);
+            for (int64_t n = n0; n < n1; ++n) {
+              const float* x_chunk = a.blocked_in + (n * K + k0) * in_pixels;
+              float* c = acc + ((n - n0) * (g1 - g0) + (mb - g0)) * block_floats;
+              for (int64_t s = 0; s < a.n_taps; ++s) {
+                const DirectTap& t = a.taps[s];
+                const int64_t width = t.col1 - t.col0;
+                if (t.row1 <= t.row0 || width <= 0) continue;
+                const int64_t segments = (width + kMaxPixels - 1) / kMaxPixels;
+                const float* w = packed + s * kc * kTileM;
+                for (int64_t u = t.row0; u < t.row1; ++u) {
+                  const float* x_row = x_chunk + (u * a.in_step_y + t.dy) * a.in_w * kLanes;
+                  float* c_row = c + (u * a.out_step_y + t.out_dy) * a.out_w * kLanes;
+                  for (int64_t seg = 0; seg < segments; ++seg) {
+                    const int64_t v0 = t.col0 + seg * width / segments, v1 = t.col0 + (seg + 1) * width / segments;
+                    tiles[static_cast<size_t>(v1 - v0 - 1)](
+                        w, x_row + (v0 * a.in_step_x + t.dx) * kLanes, in_pixels * kLanes, kc,
+                        c_row + (v0 * a.out_step_x + t.out_dx) * kLanes, out_pixels * kLanes, a.out_step_x * kLanes);
+                  }
+                }
               }
             }
           }
         }
-      }
-      for (int64_t mb = g0; mb < g1; ++mb) {
-        add_block(acc + (mb - g0) * block_floats, out_pixels, a.overwrite, a.out + mb * kTileM * out_pixels);
+        for (int64_t n = n0; n < n1; ++n) {
+          for (int64_t mb = g0; mb < g1; ++mb) {
+            add_block(acc + ((n - n0) * (g1 - g0) + (mb - g0)) * block_floats, out_pixels, a.overwrite,
+                      a.out + n * a.out_sample_stride + mb * kTileM * out_pixels);
+          }
+        }
       }
     }
     acc_scratch.trim(kKeptScratchBytes);

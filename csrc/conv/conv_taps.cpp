@@ -249,8 +249,7 @@ std::optional<std::vector<DirectTap>> direct_plan(const at::Tensor& in, const at
   return taps;
 }
 
-// out += the direct convolution of `in` sample by sample (out = it, with overwrite: out may be
-// uninitialized).
+// out += the direct convolution of `in` (out = it, with overwrite: out may be uninitialized).
 void run_direct(const at::Tensor& in, const at::Tensor& weight, const at::Tensor& out, const Geometry& g,
                 const std::vector<DirectTap>& taps, bool transposed, bool overwrite = false) {
   const at::Tensor w = weight.contiguous();
@@ -275,14 +274,15 @@ void run_direct(const at::Tensor& in, const at::Tensor& weight, const at::Tensor
   a.weight_taps = n_taps;
   a.taps = taps.data();
   a.n_taps = static_cast<int64_t>(taps.size());
-  const at::Tensor blocked = cpu::cached_output({a.channels * a.in_h * a.in_w}, in.options());
+  const at::Tensor blocked = cpu::cached_output({g.batch * a.channels * a.in_h * a.in_w}, in.options());
   a.blocked_in = blocked.mutable_data_ptr<float>();
   a.overwrite = overwrite;
-  for (int64_t n = 0; n < g.batch; ++n) {
-    a.in = in.const_data_ptr<float>() + n * in.stride(0);
-    a.out = out.mutable_data_ptr<float>() + n * out.stride(0);
-    direct_conv_cpu.find()(a);
-  }
+  a.batch = g.batch;
+  a.in = in.const_data_ptr<float>();
+  a.in_sample_stride = in.stride(0);
+  a.out = out.mutable_data_ptr<float>();
+  a.out_sample_stride = out.stride(0);
+  direct_conv_cpu.find()(a);
 }
 
 // The weight gradient [C_out, C_in, KH, KW] by the direct kernel.
