@@ -447,17 +447,24 @@ def test_direct_nan_and_thread_count_independence():
     out = fastops.conv2d(x, w, padding=6, dilation=6)
     assert torch.equal(out.isnan(), F.conv2d(x, w, padding=6, dilation=6).isnan())
     x[0, 5, 7, 7] = 0.0
+    w32 = w[:32].clone()  # one block of output channels: threads split its rows
+    wt = torch.randn(64, 32, 4, 4, generator=g) / 24  # k4s2p1: strided rows, one block too
     previous = torch.get_num_threads()
     runs = []
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            runs.append(_forward_backward(fastops.conv2d, x, w, None, 2, padding=6, dilation=6)[:3])
+            runs.append(_forward_backward(fastops.conv2d, x, w, None, 2, padding=6, dilation=6)[:3]
+                        + _forward_backward(fastops.conv2d, x, w32, None, 2, padding=6, dilation=6)[:3]
+                        + _forward_backward(fastops.conv_transpose2d, x, wt, None, 2, stride=2, padding=1)[:3])
     finally:
         torch.set_num_threads(previous)
     for run in runs[1:]:
         for a, b in zip(runs[0], run):
             assert torch.equal(a, b)
+    ref = _float32_and_float64(fastops.conv_transpose2d, F.conv_transpose2d, [x, wt], 2, stride=2, padding=1)
+    for a, t in zip(*ref):
+        _float32_close(a, t)
 
 
 # ---- empty inputs, NaN, determinism -------------------------------------------------------------

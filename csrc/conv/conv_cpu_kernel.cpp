@@ -78,6 +78,9 @@ using cpu::transpose16;
 
 constexpr int kLanes = 16;
 constexpr int64_t kTileM = 32;
+
+// Rounds a / b up (b > 0; a of any sign).
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 constexpr int kMaxPixels = 14;
 constexpr int64_t kChunk = 128;
 // A thread's accumulators cover as many 32-channel blocks as fit here (they stay in L2 while the
@@ -212,23 +215,27 @@ void pack_weights(const DirectConv& a, int64_t m0, int64_t k0, int64_t kc, const
   }
 }
 
-// out[m0 + i][p] (+)= acc[i / 16][p][i % 16] for the block's 32 channels (+= unless overwrite).
-void add_block(const float* acc, int64_t pixels, bool overwrite, float* out) {
+// out[i * plane + p] (+)= acc[i / 16][p][i % 16] for the block's 32 channels and pixels p in
+// [p0, p1) (+= unless overwrite); acc's halves are plane * 16 floats apart.
+void add_block(const float* acc, int64_t plane, int64_t p0, int64_t p1, bool overwrite, float* out) {
   Float16Lanes r[kLanes];
   for (int64_t half = 0; half < 2; ++half) {
-    const float* src = acc + half * pixels * kLanes;
-    float* dst = out + half * kLanes * pixels;
-    for (int64_t p = 0; p < pixels; p += kLanes) {
-      const int64_t n = std::min<int64_t>(kLanes, pixels - p);
+    const float* src = acc + half * plane * kLanes;
+    float* dst = out + half * kLanes * plane;
+    for (int64_t p = p0; p < p1; p += kLanes) {
+      const int64_t n = std::min<int64_t>(kLanes, p1 - p);
       for (int64_t q = 0; q < kLanes; ++q) r[q] = q < n ? load_n(src + (p + q) * kLanes, kLanes) : Float16Lanes{};
       transpose16(r);
       for (int l = 0; l < kLanes; ++l) {
-        float* o = dst + l * pixels + p;
+        float* o = dst + l * plane + p;
         store_n(o, overwrite ? r[l] : load_n(o, n) + r[l], n);
       }
     }
   }
 }
+
+// Below this many output rows per part, a block's rows are not split between threads.
+constexpr int64_t kMinPartRows = 4;
 
 void direct_conv(const DirectConv& a) {
   const int64_t K = a.channels, in_pixels = a.in_h * a.in_w, out_pixels = a.out_h * a.out_w;
@@ -253,50 +260,80 @@ void direct_conv(const DirectConv& a) {
   // each packing of a block's weights serves as many samples as possible.
   const int64_t fits = std::max<int64_t>(1, kGroupBytes / (block_floats * static_cast<int64_t>(sizeof(float))));
   const int64_t samples = std::min(a.batch, fits), group = std::max<int64_t>(1, fits / samples);
-  at::parallel_for(0, m_blocks, 1, [&](int64_t begin, int64_t end) {
-    thread_local cpu::AlignedScratch<float> acc_scratch, pack_scratch;
-    float* packed = pack_scratch.get(a.n_taps * kChunk * kTileM, "conv2d");
+
+  // Blocks [g0, g1), output rows [y0, y1) (all rows but those of other threads' parts).
+  auto run_blocks = [&](int64_t g0, int64_t g1, int64_t y0, int64_t y1, float* acc, float* packed) {
+    const int64_t p0 = y0 * a.out_w, p1 = y1 * a.out_w;
     for (int64_t n0 = 0; n0 < a.batch; n0 += samples) {
       const int64_t n1 = std::min(a.batch, n0 + samples);
-      for (int64_t g0 = begin; g0 < end; g0 += group) {
-        const int64_t g1 = std::min(end, g0 + group);
-        // acc[(n - n0) * blocks + (mb - g0)]: one [2][out_pixels][16] block per sample and block.
-        const int64_t n_acc = (n1 - n0) * (g1 - g0);
-        float* acc = acc_scratch.get(n_acc * block_floats, "conv2d");
-        std::memset(acc, 0, static_cast<size_t>(n_acc * block_floats) * sizeof(float));
-        for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-          const int64_t kc = std::min(kChunk, K - k0);
-          for (int64_t mb = g0; mb < g1; ++mb) {
-            pack_weights(a, mb * kTileM, k0, kc, slot_of, packed);
-            for (int64_t n = n0; n < n1; ++n) {
-              const float* x_chunk = a.blocked_in + (n * K + k0) * in_pixels;
-              float* c = acc + ((n - n0) * (g1 - g0) + (mb - g0)) * block_floats;
-              for (int64_t s = 0; s < a.n_taps; ++s) {
-                const DirectTap& t = a.taps[s];
-                const int64_t width = t.col1 - t.col0;
-                if (t.row1 <= t.row0 || width <= 0) continue;
-                const int64_t segments = (width + kMaxPixels - 1) / kMaxPixels;
-                const float* w = packed + s * kc * kTileM;
-                for (int64_t u = t.row0; u < t.row1; ++u) {
-                  const float* x_row = x_chunk + (u * a.in_step_y + t.dy) * a.in_w * kLanes;
-                  float* c_row = c + (u * a.out_step_y + t.out_dy) * a.out_w * kLanes;
-                  for (int64_t seg = 0; seg < segments; ++seg) {
-                    const int64_t v0 = t.col0 + seg * width / segments, v1 = t.col0 + (seg + 1) * width / segments;
-                    tiles[static_cast<size_t>(v1 - v0 - 1)](
-                        w, x_row + (v0 * a.in_step_x + t.dx) * kLanes, in_pixels * kLanes, kc,
-                        c_row + (v0 * a.out_step_x + t.out_dx) * kLanes, out_pixels * kLanes, a.out_step_x * kLanes);
-                  }
+      // acc[(n - n0) * blocks + (mb - g0)]: one [2][out_pixels][16] block per sample and block.
+      auto acc_of = [&](int64_t n, int64_t mb) { return acc + ((n - n0) * (g1 - g0) + (mb - g0)) * block_floats; };
+      for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t mb = g0; mb < g1; ++mb) {
+          for (int64_t half = 0; half < 2; ++half) {
+            std::memset(acc_of(n, mb) + (half * out_pixels + p0) * kLanes, 0,
+                        static_cast<size_t>((p1 - p0) * kLanes) * sizeof(float));
+          }
+        }
+      }
+      for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+        const int64_t kc = std::min(kChunk, K - k0);
+        for (int64_t mb = g0; mb < g1; ++mb) {
+          pack_weights(a, mb * kTileM, k0, kc, slot_of, packed);
+          for (int64_t n = n0; n < n1; ++n) {
+            const float* x_chunk = a.blocked_in + (n * K + k0) * in_pixels;
+            float* c = acc_of(n, mb);
+            for (int64_t s = 0; s < a.n_taps; ++s) {
+              const DirectTap& t = a.taps[s];
+              const int64_t width = t.col1 - t.col0;
+              // The tap's rows u whose output row u * out_step_y + out_dy lies in [y0, y1).
+              const int64_t u0 = std::max(t.row0, ceil_div(y0 - t.out_dy, a.out_step_y));
+              const int64_t u1 = std::min(t.row1, ceil_div(y1 - t.out_dy, a.out_step_y));
+              if (u1 <= u0 || width <= 0) continue;
+              const int64_t segments = (width + kMaxPixels - 1) / kMaxPixels;
+              const float* w = packed + s * kc * kTileM;
+              for (int64_t u = u0; u < u1; ++u) {
+                const float* x_row = x_chunk + (u * a.in_step_y + t.dy) * a.in_w * kLanes;
+                float* c_row = c + (u * a.out_step_y + t.out_dy) * a.out_w * kLanes;
+                for (int64_t seg = 0; seg < segments; ++seg) {
+                  const int64_t v0 = t.col0 + seg * width / segments, v1 = t.col0 + (seg + 1) * width / segments;
+                  tiles[static_cast<size_t>(v1 - v0 - 1)](
+                      w, x_row + (v0 * a.in_step_x + t.dx) * kLanes, in_pixels * kLanes, kc,
+                      c_row + (v0 * a.out_step_x + t.out_dx) * kLanes, out_pixels * kLanes, a.out_step_x * kLanes);
                 }
               }
             }
           }
         }
-        for (int64_t n = n0; n < n1; ++n) {
-          for (int64_t mb = g0; mb < g1; ++mb) {
-            add_block(acc + ((n - n0) * (g1 - g0) + (mb - g0)) * block_floats, out_pixels, a.overwrite,
-                      a.out + n * a.out_sample_stride + mb * kTileM * out_pixels);
-          }
+      }
+      for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t mb = g0; mb < g1; ++mb) {
+          add_block(acc_of(n, mb), out_pixels, p0, p1, a.overwrite,
+                    a.out + n * a.out_sample_stride + mb * kTileM * out_pixels);
         }
+      }
+    }
+  };
+
+  // Threads take blocks of 32 output channels; with fewer blocks than threads, each block's output
+  // rows are split into parts too (each output element is still summed by one thread, in the
+  // same order).
+  const int64_t threads = at::get_num_threads();
+  const int64_t parts =
+      m_blocks >= threads ? 1 : std::max<int64_t>(1, std::min(ceil_div(threads, m_blocks), a.out_h / kMinPartRows));
+  at::parallel_for(0, m_blocks * parts, 1, [&](int64_t begin, int64_t end) {
+    thread_local cpu::AlignedScratch<float> acc_scratch, pack_scratch;
+    float* packed = pack_scratch.get(a.n_taps * kChunk * kTileM, "conv2d");
+    if (parts == 1) {
+      for (int64_t g0 = begin; g0 < end; g0 += group) {
+        const int64_t g1 = std::min(end, g0 + group);
+        run_blocks(g0, g1, 0, a.out_h, acc_scratch.get(samples * (g1 - g0) * block_floats, "conv2d"), packed);
+      }
+    } else {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t mb = task / parts, part = task % parts;
+        run_blocks(mb, mb + 1, part * a.out_h / parts, (part + 1) * a.out_h / parts,
+                   acc_scratch.get(samples * block_floats, "conv2d"), packed);
       }
     }
     acc_scratch.trim(kKeptScratchBytes);
