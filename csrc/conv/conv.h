@@ -113,9 +113,9 @@ extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 // weight_m_stride + k * weight_k_stride + weight_offset_t]: the conv weight as it is for a
 // forward, transposed for an input gradient. One of the two strides must be the weight's tap
 // count (its rows of taps are contiguous). Requires out_channels % 32 == 0 and channels % 16 ==
-// 0. `blocked_in` is scratch of batch * channels * in_h * in_w floats, 64-byte aligned. Multi-threaded
-// over blocks of 32 output channels; every output element is summed by one thread in a fixed
-// order (deterministic).
+// 0. `blocked_in` is scratch of batch * channels * in_h * in_w floats, 64-byte aligned.
+// Multi-threaded over blocks of 32 output channels (and parts of their rows, with fewer blocks
+// than threads); every output element is summed by one thread in a fixed order (deterministic).
 struct DirectTap {
   int64_t dy, dx, out_dy, out_dx, row0, row1, col0, col1, weight_offset;
 };
@@ -141,8 +141,9 @@ extern cpu::KernelTable<DirectConvFn> direct_conv_cpu;
 // v + dx_t] (the forward's taps), written whole ([out_channels, channels, weight_taps]
 // contiguous; taps not listed get zeros). Requires channels % 32 == 0.
 // Scratch: blocked_in (batch * channels * in_h * in_w floats) and tiled_grad (batch * out_h *
-// out_w * 16 * ceil(out_channels / kDirectWeightGradRows) floats), 64-byte aligned. Multi-threaded over blocks of 32
-// input channels; deterministic.
+// out_w * 16 * ceil(out_channels / kDirectWeightGradRows) floats), 64-byte aligned.
+// Multi-threaded over blocks of 32 input channels (and groups of row tiles, with fewer blocks
+// than threads); deterministic.
 constexpr int64_t kDirectWeightGradRows = 14;  // output channels per register tile, at most
 struct DirectWeightGrad {
   const float* in;
