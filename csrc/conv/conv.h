@@ -140,8 +140,8 @@ extern cpu::KernelTable<DirectConvFn> direct_conv_cpu;
 // rectangle of output pixels (u, v) of grad_out[m, u, v] * in[k, in_step_y * u + dy_t, in_step_x *
 // v + dx_t] (the forward's taps), written whole ([out_channels, channels, weight_taps]
 // contiguous; taps not listed get zeros). Requires channels % 32 == 0.
-// Scratch: blocked_in (batch * channels * in_h * in_w floats) and tiled_grad (batch * out_h *
-// out_w * 16 * ceil(out_channels / kDirectWeightGradRows) floats), 64-byte aligned.
+// Scratch: tiled_grad (batch * out_h * out_w * 16 * ceil(out_channels / kDirectWeightGradRows)
+// floats), 64-byte aligned.
 // Multi-threaded over blocks of 32 input channels (and groups of row tiles, with fewer blocks
 // than threads); deterministic.
 constexpr int64_t kDirectWeightGradRows = 14;  // output channels per register tile, at most
@@ -155,7 +155,6 @@ struct DirectWeightGrad {
   int64_t weight_taps;
   const DirectTap* taps;
   int64_t n_taps;
-  float* blocked_in;
   float* tiled_grad;
 };
 using DirectWeightGradFn = void(const DirectWeightGrad& conv);

@@ -148,20 +148,21 @@ constexpr std::array<TileFn, sizeof...(I)> tile_table(std::index_sequence<I...>)
 constexpr std::array<std::array<TileFn, kMaxPixels>, 2> kTiles = {
     tile_table<1>(std::make_index_sequence<kMaxPixels>{}), tile_table<2>(std::make_index_sequence<kMaxPixels>{})};
 
+// 16 channel planes [16][pixels] -> one channel block [pixels][16].
+void block_channels(const float* in, int64_t pixels, float* blocked) {
+  Float16Lanes r[kLanes];
+  for (int64_t p = 0; p < pixels; p += kLanes) {
+    const int64_t n = std::min<int64_t>(kLanes, pixels - p);
+    for (int l = 0; l < kLanes; ++l) r[l] = load_n(in + l * pixels + p, n);
+    transpose16(r);
+    for (int64_t q = 0; q < n; ++q) store16(blocked + (p + q) * kLanes, r[q]);
+  }
+}
+
 // in [K][pixels] -> blocked [K / 16][pixels][16], channel blocks in parallel.
 void block_input(const float* in, int64_t channels, int64_t pixels, float* blocked) {
   at::parallel_for(0, channels / kLanes, 1, [&](int64_t begin, int64_t end) {
-    Float16Lanes r[kLanes];
-    for (int64_t cb = begin; cb < end; ++cb) {
-      const float* src = in + cb * kLanes * pixels;
-      float* dst = blocked + cb * pixels * kLanes;
-      for (int64_t p = 0; p < pixels; p += kLanes) {
-        const int64_t n = std::min<int64_t>(kLanes, pixels - p);
-        for (int l = 0; l < kLanes; ++l) r[l] = load_n(src + l * pixels + p, n);
-        transpose16(r);
-        for (int64_t q = 0; q < n; ++q) store16(dst + (p + q) * kLanes, r[q]);
-      }
-    }
+    for (int64_t cb = begin; cb < end; ++cb) block_channels(in + cb * kLanes * pixels, pixels, blocked + cb * pixels * kLanes);
   });
 }
 
@@ -447,7 +448,6 @@ void direct_weight_grad(const DirectWeightGrad& a) {
   if (M == 0 || K == 0) return;
   const RowTiles row_tiles(M);
   for (int64_t n = 0; n < a.batch; ++n) {
-    block_input(a.in + n * K * in_pixels, K, in_pixels, a.blocked_in + n * K * in_pixels);
     tile_rows(a.grad_out + n * M * out_pixels, row_tiles, out_pixels, a.tiled_grad + n * row_tiles.count * out_pixels * kLanes);
   }
   // Tasks: 32 input channels x a group of row tiles (all of them, unless there are fewer blocks
@@ -459,16 +459,28 @@ void direct_weight_grad(const DirectWeightGrad& a) {
       std::max<int64_t>(1, kWeightChunkBytes / (a.in_step_y * a.in_w * 2 * kLanes * static_cast<int64_t>(sizeof(float))));
   const int64_t tile_floats = T * kMaxWeightRows * kTileM;
   at::parallel_for(0, k_blocks * row_groups, 1, [&](int64_t begin, int64_t end) {
-    thread_local cpu::AlignedScratch<float> buf_scratch;
-    thread_local cpu::AlignedScratch<float> run_scratch;
+    thread_local cpu::AlignedScratch<float> buf_scratch, run_scratch, x_scratch;
     float* run = run_scratch.get(T * kTileM, "conv2d weight gradient");
+    // The task's 32 input channels of every sample, blocked here (hot in L2 for the K loop; no
+    // blocked copy of the whole input): [sample][2][in_pixels][16].
+    float* x_blocks = x_scratch.get(a.batch * kTileM * in_pixels, "conv2d weight gradient");
+    int64_t blocked_k0 = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t k0 = task / row_groups * kTileM, group = task % row_groups;
+      if (k0 != blocked_k0) {
+        for (int64_t n = 0; n < a.batch; ++n) {
+          for (int64_t half = 0; half < 2; ++half) {
+            block_channels(a.in + (n * K + k0 + half * kLanes) * in_pixels, in_pixels,
+                           x_blocks + (n * 2 + half) * in_pixels * kLanes);
+          }
+        }
+        blocked_k0 = k0;
+      }
       const int64_t rt0 = group * row_tiles.count / row_groups, rt1 = (group + 1) * row_tiles.count / row_groups;
       float* buf = buf_scratch.get((rt1 - rt0) * tile_floats, "conv2d weight gradient");
       std::memset(buf, 0, static_cast<size_t>((rt1 - rt0) * tile_floats) * sizeof(float));
       for (int64_t n = 0; n < a.batch; ++n) {
-        const float* x_block = a.blocked_in + (n * K + k0) * in_pixels;
+        const float* x_block = x_blocks + n * kTileM * in_pixels;
         const float* g_sample = a.tiled_grad + n * row_tiles.count * out_pixels * kLanes;
         for (int64_t y0 = 0; y0 < a.out_h; y0 += chunk_rows) {
           const int64_t y1 = std::min(a.out_h, y0 + chunk_rows);
@@ -493,6 +505,7 @@ void direct_weight_grad(const DirectWeightGrad& a) {
       }
     }
     buf_scratch.trim(kKeptScratchBytes);
+    x_scratch.trim(kKeptScratchBytes);
     _mm_sfence();  // the streaming stores are visible before the parallel region ends
   });
 }

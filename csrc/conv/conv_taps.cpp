@@ -292,7 +292,6 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
   const at::Tensor gout = g.batch == 1 ? grad_out : grad_out.contiguous();
   const at::Tensor in = g.batch == 1 ? x : x.contiguous();
   at::Tensor grad_weight = cpu::cached_output({g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
-  const at::Tensor blocked = cpu::cached_output({in.numel()}, x.options());
   const int64_t row_tiles = (g.out_channels + kDirectWeightGradRows - 1) / kDirectWeightGradRows;
   const at::Tensor tiled = cpu::cached_output({g.batch * row_tiles * g.out_h * g.out_w * 16}, x.options());
   DirectWeightGrad a{};
@@ -311,7 +310,6 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
   a.weight_taps = g.kernel_h * g.kernel_w;
   a.taps = taps.data();
   a.n_taps = static_cast<int64_t>(taps.size());
-  a.blocked_in = blocked.mutable_data_ptr<float>();
   a.tiled_grad = tiled.mutable_data_ptr<float>();
   direct_weight_grad_cpu.find()(a);
   return grad_weight;
