@@ -9,12 +9,11 @@ N x 4 gradients). Bandwidths are measured here on buffers of the same size (band
 
 from __future__ import annotations
 
-
 import torch
 import torchvision.ops as tv
+from common import Row, bandwidth_gbs, bench_main, time_ms
 
 import fastops
-from common import Row, bandwidth_gbs, bench_main, time_ms
 
 
 def random_boxes(n: int, device: str, seed: int) -> torch.Tensor:
@@ -51,7 +50,11 @@ def torch_pairwise_iof(b1, b2):
 
 PAIRWISE = {
     "iou": (lambda a, b: fastops.box_iou(a, b), "torchvision.ops.box_iou", tv.box_iou),
-    "giou": (lambda a, b: fastops.generalized_box_iou(a, b), "torchvision.ops.generalized_box_iou", tv.generalized_box_iou),
+    "giou": (
+        lambda a, b: fastops.generalized_box_iou(a, b),
+        "torchvision.ops.generalized_box_iou",
+        tv.generalized_box_iou,
+    ),
     "diou": (lambda a, b: fastops.distance_box_iou(a, b), "torchvision.ops.distance_box_iou", tv.distance_box_iou),
     "ciou": (lambda a, b: fastops.complete_box_iou(a, b), "torchvision.ops.complete_box_iou", tv.complete_box_iou),
     "iof": (lambda a, b: fastops.box_overlap(a, b, mode="iof"), "torch eager", torch_pairwise_iof),
@@ -84,13 +87,24 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     for mode in ("iou", "iof"):
         ms = time_ms(lambda: fastops.box_overlap(b1, b2, mode=mode, aligned=True), device, repeat=repeat)
         ref_ms = time_ms(lambda: torch_aligned(mode)(b1, b2), device, repeat=ref_repeat)
-        rows.append(Row(f"aligned {mode} {n // 1000}k", ms, "torch eager", ref_ms, fwd_floor, "read 2 N*16 B + write N*4 B"))
+        rows.append(
+            Row(f"aligned {mode} {n // 1000}k", ms, "torch eager", ref_ms, fwd_floor, "read 2 N*16 B + write N*4 B")
+        )
     bwd_bytes = fwd_bytes + 2 * n * 16 + n * 4 + 2 * n * 16  # forward, then read boxes + grad, write 2 grads
     bwd_floor = bwd_bytes / (bandwidth_gbs(device, bwd_bytes // 2, "copy") * 1e9) * 1e3
     for mode, (ours, ref) in LOSSES.items():
         ms = time_ms(lambda: ours(b1, b2, reduction="sum"), device, repeat=repeat)
         ref_ms = time_ms(lambda: ref(b1, b2, reduction="sum"), device, repeat=ref_repeat)
-        rows.append(Row(f"{mode} loss {n // 1000}k fwd", ms, f"torchvision {ref.__name__}", ref_ms, fwd_floor, "read 2 N*16 B + write N*4 B"))
+        rows.append(
+            Row(
+                f"{mode} loss {n // 1000}k fwd",
+                ms,
+                f"torchvision {ref.__name__}",
+                ref_ms,
+                fwd_floor,
+                "read 2 N*16 B + write N*4 B",
+            )
+        )
 
         def fwd_bwd(fn):
             x, y = b1.clone().requires_grad_(), b2.clone().requires_grad_()
@@ -103,7 +117,16 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
 
         ms = time_ms(fwd_bwd(ours), device, repeat=repeat)
         ref_ms = time_ms(fwd_bwd(ref), device, repeat=ref_repeat)
-        rows.append(Row(f"{mode} loss {n // 1000}k fwd+bwd", ms, f"torchvision {ref.__name__}", ref_ms, bwd_floor, "fwd + read boxes, grad; write 2 grads"))
+        rows.append(
+            Row(
+                f"{mode} loss {n // 1000}k fwd+bwd",
+                ms,
+                f"torchvision {ref.__name__}",
+                ref_ms,
+                bwd_floor,
+                "fwd + read boxes, grad; write 2 grads",
+            )
+        )
 
     a, b = random_boxes(2000, device, 4).requires_grad_(), random_boxes(2000, device, 5).requires_grad_()
     grad = torch.randn(2000, 2000, device=device)

@@ -22,22 +22,22 @@ import copy
 import io
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
-
-from common import Row, bench_main, time_ms
+from common import Row, bench_main, run_python, time_ms
 
 NOTES = (
     "Timed: COCOeval(gt, dt).evaluate(); accumulate(); summarize() on loaded COCO objects, each library "
-    "in its own process (median of 9 runs; pycocotools: one run). fastops converts a COCO object's masks to RLE once, on its first segm "
+    "in its own process (median of 9 runs; pycocotools: one run). fastops converts a COCO object's masks to "
+    "RLE once, on its first segm "
     "evaluation (fastops_first_call_ms includes it); the other libraries convert at load time. "
     "Other builds were running on the 2 cores at the same time: timings are disturbed."
 )
 
 
-def synthetic_coco(n_images: int = 5000, n_cats: int = 80, gt_per_image: float = 7.0, seed: int = 0,
-                   masks: bool = False):
+def synthetic_coco(
+    n_images: int = 5000, n_cats: int = 80, gt_per_image: float = 7.0, seed: int = 0, masks: bool = False
+):
     """(gt dataset dict, result list) of the benchmark workload; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     W, H = 640, 480
@@ -62,8 +62,14 @@ def synthetic_coco(n_images: int = 5000, n_cats: int = 80, gt_per_image: float =
     anns = []
     for i in range(G):
         b = gt_box[i].tolist()
-        ann = {"id": i + 1, "image_id": int(img_of_gt[i]), "category_id": int(gt_cat[i]), "bbox": b,
-               "area": round(b[2] * b[3] * (0.86 if masks else 1.0), 2), "iscrowd": int(crowd[i])}
+        ann = {
+            "id": i + 1,
+            "image_id": int(img_of_gt[i]),
+            "category_id": int(gt_cat[i]),
+            "bbox": b,
+            "area": round(b[2] * b[3] * (0.86 if masks else 1.0), 2),
+            "iscrowd": int(crowd[i]),
+        }
         if masks:
             ann["segmentation"] = polygon(b)
         anns.append(ann)
@@ -89,13 +95,13 @@ def synthetic_coco(n_images: int = 5000, n_cats: int = 80, gt_per_image: float =
         results.append(r)
     if masks:
         # detections as compressed RLEs of their octagons (segm results), rasterized in one batch
-        from fastops.metrics import mask as fmask
+        from fastops.metrics import rle
 
         xy = np.concatenate([polygon(r["bbox"])[0] for r in results])
         n = len(results)
-        rles = fmask._polygons(xy, np.arange(0, 16 * n + 1, 16), np.arange(n + 1), np.tile([H, W], (n, 1)))
-        for r, rle in zip(results, rles.to_objects()):
-            r["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+        batch = rle.from_polygons(xy, np.arange(0, 16 * n + 1, 16), np.arange(n + 1), np.tile([H, W], (n, 1)))
+        for r, obj in zip(results, batch.to_objects()):
+            r["segmentation"] = {"size": obj["size"], "counts": obj["counts"].decode()}
             del r["bbox"]  # segm results: loadRes takes the area and the box from the mask
     return {"images": images, "annotations": anns, "categories": cats}, results
 
@@ -119,7 +125,8 @@ def _evaluators():
     except ImportError:
         pass
     try:
-        from faster_coco_eval import COCO as FC, COCOeval_faster as FE
+        from faster_coco_eval import COCO as FC
+        from faster_coco_eval import COCOeval_faster as FE
 
         out["faster-coco-eval"] = (FC, FE)
     except ImportError:
@@ -142,6 +149,7 @@ def _evaluators():
 
 def _load(lib, gt, dt):
     COCO, _ = lib
+
     def go():
         try:
             cg = COCO()
@@ -150,6 +158,7 @@ def _load(lib, gt, dt):
         except Exception:
             cg = COCO(copy.deepcopy(gt))
         return cg, cg.loadRes(copy.deepcopy(dt))
+
     return _quiet(go)
 
 
@@ -192,17 +201,21 @@ def _worker(name: str, iou_type: str, n_images: int, repeat: int) -> dict:
         times.append((time.perf_counter() - t0) * 1e3)
     scores = np.array([d["score"] for d in dt])
     floor_ms = time_ms(lambda: np.argsort(-scores, kind="stable"), repeat=5)
-    return {"load_ms": load_ms, "first_ms": first_ms, "times": times, "stats": stats.tolist(), "floor_ms": floor_ms,
-            "n_gt": len(gt["annotations"]), "n_dt": len(dt)}
+    return {
+        "load_ms": load_ms,
+        "first_ms": first_ms,
+        "times": times,
+        "stats": stats.tolist(),
+        "floor_ms": floor_ms,
+        "n_gt": len(gt["annotations"]),
+        "n_dt": len(dt),
+    }
 
 
 def _in_subprocess(name: str, iou_type: str, n_images: int, repeat: int) -> dict | None:
     import json
-    import subprocess
-    import sys
 
-    cmd = [sys.executable, __file__, "--worker", name, iou_type, str(n_images), str(repeat)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(Path(__file__).parent))
+    proc = run_python([__file__, "--worker", name, iou_type, str(n_images), str(repeat)], check=False)
     if proc.returncode != 0:
         print(f"{name} ({iou_type}) failed:\n{proc.stderr[-2000:]}")
         return None
@@ -215,8 +228,10 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     n_images = 500 if quick else 5000
     names = list(_evaluators())
     for iou_type in ["bbox"] + ([] if quick else ["segm"]):
-        results = {name: _in_subprocess(name, iou_type, n_images, 0 if name == "pycocotools" else (3 if quick else 9))
-                   for name in names}
+        results = {
+            name: _in_subprocess(name, iou_type, n_images, 0 if name == "pycocotools" else (3 if quick else 9))
+            for name in names
+        }
         ours = results.get("fastops")
         if ours is None:
             continue
@@ -229,13 +244,28 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
             if name == "fastops" or r is None:
                 continue
             ref_ms = r["first_ms"] if name == "pycocotools" else statistics.median(r["times"])
-            extra = {f"{name}_vs_pycocotools": _compare(np.array(r["stats"]), ref_stats), f"{name}_load_ms": round(r["load_ms"])}
+            extra = {
+                f"{name}_vs_pycocotools": _compare(np.array(r["stats"]), ref_stats),
+                f"{name}_load_ms": round(r["load_ms"]),
+            }
             if name == "pycocotools":
-                extra = {"fastops_vs_pycocotools": _compare(np.array(ours["stats"]), ref_stats),
-                         "fastops_min_ms": round(min(ours["times"]), 1), "fastops_load_ms": round(ours["load_ms"]),
-                         "fastops_first_call_ms": round(ours["first_ms"])}
-            rows.append(Row(case, ours_ms, name + (" (1 run)" if name == "pycocotools" else ""), ref_ms,
-                            ours["floor_ms"], "argsort of the scores", extra))
+                extra = {
+                    "fastops_vs_pycocotools": _compare(np.array(ours["stats"]), ref_stats),
+                    "fastops_min_ms": round(min(ours["times"]), 1),
+                    "fastops_load_ms": round(ours["load_ms"]),
+                    "fastops_first_call_ms": round(ours["first_ms"]),
+                }
+            rows.append(
+                Row(
+                    case,
+                    ours_ms,
+                    name + (" (1 run)" if name == "pycocotools" else ""),
+                    ref_ms,
+                    ours["floor_ms"],
+                    "argsort of the scores",
+                    extra,
+                )
+            )
     rows += _metric_rows(quick)
     return rows
 
@@ -275,8 +305,14 @@ def _metric_rows(quick: bool) -> list[Row]:
         ref_ms = time_ms(theirs, warmup=0, repeat=1)
     except Exception as e:
         print("torchmetrics:", repr(e))
-    out.append(Row(f"MeanAveragePrecision update (1 image per call) + compute, {n_images} images", ours_ms,
-                   "torchmetrics (faster_coco_eval backend)", ref_ms))
+    out.append(
+        Row(
+            f"MeanAveragePrecision update (1 image per call) + compute, {n_images} images",
+            ours_ms,
+            "torchmetrics (faster_coco_eval backend)",
+            ref_ms,
+        )
+    )
     _ = torch
     return out
 
@@ -293,17 +329,21 @@ def _to_tensors(gt, dt):
     for img in gt["images"]:
         g = by_img_gt.get(img["id"], [])
         d = by_img_dt.get(img["id"], [])
-        targets.append({
-            "boxes": torch.tensor([a["bbox"] for a in g], dtype=torch.float64).reshape(-1, 4),
-            "labels": torch.tensor([a["category_id"] for a in g], dtype=torch.int64),
-            "iscrowd": torch.tensor([a["iscrowd"] for a in g], dtype=torch.int64),
-            "area": torch.tensor([a["area"] for a in g], dtype=torch.float64),
-        })
-        preds.append({
-            "boxes": torch.tensor([x["bbox"] for x in d], dtype=torch.float64).reshape(-1, 4),
-            "scores": torch.tensor([x["score"] for x in d], dtype=torch.float64),
-            "labels": torch.tensor([x["category_id"] for x in d], dtype=torch.int64),
-        })
+        targets.append(
+            {
+                "boxes": torch.tensor([a["bbox"] for a in g], dtype=torch.float64).reshape(-1, 4),
+                "labels": torch.tensor([a["category_id"] for a in g], dtype=torch.int64),
+                "iscrowd": torch.tensor([a["iscrowd"] for a in g], dtype=torch.int64),
+                "area": torch.tensor([a["area"] for a in g], dtype=torch.float64),
+            }
+        )
+        preds.append(
+            {
+                "boxes": torch.tensor([x["bbox"] for x in d], dtype=torch.float64).reshape(-1, 4),
+                "scores": torch.tensor([x["score"] for x in d], dtype=torch.float64),
+                "labels": torch.tensor([x["category_id"] for x in d], dtype=torch.int64),
+            }
+        )
     return preds, targets
 
 

@@ -27,10 +27,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import Row, bench_main, synchronize
 
 import fastops
 import fastops.nn
-from common import Row, bench_main, synchronize
 from fastops.nn.conv import useful_fraction
 
 
@@ -96,23 +96,44 @@ def conv_flops(c_in, c_out, in_hw, out_hw, kernel, stride, padding, dilation, gr
 
 def _step(fn, *tensors):
     """forward plus backward of fn(*tensors) into its leaves' .grad (cleared each call)."""
+
     def step():
         for t in tensors:
             t.grad = None
         fn(*tensors).sum().backward()
+
     return step
 
 
 def _module_step(module, x):
     """forward plus backward of a module (weight and input gradients)."""
+
     def step():
         x.grad = module.weight.grad = None
         module(x).sum().backward()
+
     return step
 
 
-def _kernel_and_module_rows(rows, title, short, ours, theirs, module, module_uses_fastops, x, w, flops, extra, *,
-                            device, repeat, ref_name, floor, basis):
+def _kernel_and_module_rows(
+    rows,
+    title,
+    short,
+    ours,
+    theirs,
+    module,
+    module_uses_fastops,
+    x,
+    w,
+    flops,
+    extra,
+    *,
+    device,
+    repeat,
+    ref_name,
+    floor,
+    basis,
+):
     """Four rows for one case: fastops' kernels (ours(input, weight)) and the module's auto path
     (module, given the weight w), each forward then forward plus backward, against theirs."""
     path = "fastops" if module_uses_fastops else "torch"
@@ -135,7 +156,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     repeat = 3 if quick else 11
     rows: list[Row] = []
     rate = gemm_gflops(device, repeat) * 1e9
-    floor = lambda flops: flops / rate * 1e3  # noqa: E731
+    floor = lambda flops: flops / rate * 1e3
     basis = f"useful FLOPs at {rate / 1e9:.0f} GFLOP/s (measured GEMM)"
     ref_name = "torch conv (cuDNN)" if device.startswith("cuda") else "torch conv (oneDNN)"
 
@@ -146,13 +167,30 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     for r in (12, 24, 36):
         w = torch.randn(256, c_in, 3, 3, device=device) / (3 * c_in**0.5)
         flops = conv_flops(c_in, 256, hw, hw, (3, 3), (1, 1), (r, r), (r, r))
-        ours, ref = paired_ms(lambda: fastops.conv2d(x, w, padding=r, dilation=r),
-                              lambda: F.conv2d(x, w, padding=r, dilation=r), device, repeat)
-        rows.append(Row(f"ASPP branch 1x{c_in}x{hw[0]}x{hw[1]}->256 3x3 rate {r} fwd", ours, ref_name, ref,
-                        floor(flops), basis, {"useful": round(flops / (2 * 256 * c_in * 9 * hw[0] * hw[1]), 3)}))
+        ours, ref = paired_ms(
+            lambda: fastops.conv2d(x, w, padding=r, dilation=r),
+            lambda: F.conv2d(x, w, padding=r, dilation=r),
+            device,
+            repeat,
+        )
+        rows.append(
+            Row(
+                f"ASPP branch 1x{c_in}x{hw[0]}x{hw[1]}->256 3x3 rate {r} fwd",
+                ours,
+                ref_name,
+                ref,
+                floor(flops),
+                basis,
+                {"useful": round(flops / (2 * 256 * c_in * 9 * hw[0] * hw[1]), 3)},
+            )
+        )
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
-        ours, ref = paired_ms(_step(lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r), xg, wg),
-                              _step(lambda a, b: F.conv2d(a, b, padding=r, dilation=r), xg, wg), device, repeat)
+        ours, ref = paired_ms(
+            _step(lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r), xg, wg),
+            _step(lambda a, b: F.conv2d(a, b, padding=r, dilation=r), xg, wg),
+            device,
+            repeat,
+        )
         rows.append(Row(f"ASPP branch rate {r} fwd+bwd", ours, ref_name, ref, floor(3 * flops), basis))
 
     # the whole ASPP module, fused op against the same module on torch's convolutions
@@ -161,13 +199,15 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     torch_m = fastops.nn.ASPP(c_in, 256, rates, path="torch").to(device)
     torch_m.load_state_dict(ours_m.state_dict())
     branch_flops = 2 * 256 * c_in * hw[0] * hw[1] + sum(
-        conv_flops(c_in, 256, hw, hw, (3, 3), (1, 1), (r, r), (r, r)) for r in rates)
+        conv_flops(c_in, 256, hw, hw, (3, 3), (1, 1), (r, r), (r, r)) for r in rates
+    )
     module_flops = branch_flops + 2 * 256 * (5 * 256) * hw[0] * hw[1] + 2 * 256 * c_in
     ours_m.eval(), torch_m.eval()
     with torch.no_grad():
         ours, ref = paired_ms(lambda: ours_m(x), lambda: torch_m(x), device, repeat)
-    rows.append(Row(f"ASPP module (rates 12/24/36) fwd, eval", ours, "same module, " + ref_name, ref,
-                    floor(module_flops), basis))
+    rows.append(
+        Row("ASPP module (rates 12/24/36) fwd, eval", ours, "same module, " + ref_name, ref, floor(module_flops), basis)
+    )
     # (BatchNorm stays in eval mode: the pooling branch's 1x1 map cannot train on a batch of 1)
     xg = x.clone().requires_grad_()
     ours, ref = paired_ms(_step(ours_m, xg), _step(torch_m, xg), device, repeat)
@@ -181,11 +221,20 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         w = torch.randn(256, 256, 3, 3, device=device) / 48
         flops = conv_flops(256, 256, hw2, hw2, (3, 3), (1, 1), (r, r), (r, r))
         module = fastops.nn.Conv2d(256, 256, 3, padding=r, dilation=r, bias=False).to(device)
-        _kernel_and_module_rows(rows, f"1x256x{hw2[0]}x{hw2[1]} 3x3 rate {r}", f"  rate {r}",
-                                lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r),
-                                lambda a, b: F.conv2d(a, b, padding=r, dilation=r), module, module._uses_fastops(x2),
-                                x2, w, flops, {"useful": round(flops / (2 * 256 * 256 * 9 * hw2[0] * hw2[1]), 3)},
-                                **ctx)
+        _kernel_and_module_rows(
+            rows,
+            f"1x256x{hw2[0]}x{hw2[1]} 3x3 rate {r}",
+            f"  rate {r}",
+            lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r),
+            lambda a, b: F.conv2d(a, b, padding=r, dilation=r),
+            module,
+            module._uses_fastops(x2),
+            x2,
+            w,
+            flops,
+            {"useful": round(flops / (2 * 256 * 256 * 9 * hw2[0] * hw2[1]), 3)},
+            **ctx,
+        )
 
     # U-Net transposed convolutions 1x128x64x64 -> 64
     x3 = torch.randn(1, 128, *hw2, device=device)
@@ -195,10 +244,20 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         # the adjoint conv2d's useful work (conv from the output map back to the input's size)
         flops = conv_flops(64, 128, out_hw, hw2, (k, k), (s, s), (p, p), (1, 1))
         module = fastops.nn.ConvTranspose2d(128, 64, k, stride=s, padding=p, bias=False).to(device)
-        _kernel_and_module_rows(rows, f"transposed 1x128x{hw2[0]}x{hw2[1]}->64 k{k}s{s}p{p}", f"  k{k}s{s}p{p}",
-                                lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p),
-                                lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p), module,
-                                module._uses_fastops(x3), x3, w, flops, None, **ctx)
+        _kernel_and_module_rows(
+            rows,
+            f"transposed 1x128x{hw2[0]}x{hw2[1]}->64 k{k}s{s}p{p}",
+            f"  k{k}s{s}p{p}",
+            lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p),
+            lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p),
+            module,
+            module._uses_fastops(x3),
+            x3,
+            w,
+            flops,
+            None,
+            **ctx,
+        )
     return rows
 
 

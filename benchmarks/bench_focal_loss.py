@@ -4,26 +4,25 @@ BCEWithLogitsLoss for the softmax and weighted-BCE variants).
 Workload (issue: focal losses): RetinaNet-sized logits 240000 x 80 with 1% positives, dense float
 targets: forward (sum) and forward plus backward, and the peak memory of forward plus backward
 (measured in a fresh process: its peak resident set, reset just before, over its resident set
-then, on the CPU (Linux); the CUDA allocator's peak on a GPU). Floor: the bytes that must move (forward reads logits and targets;
+then, on the CPU (Linux); the CUDA allocator's peak on a GPU).
+Floor: the bytes that must move (forward reads logits and targets;
 backward reads them again and writes the gradient) over the copy bandwidth measured here.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tv
+from common import Row, bandwidth_gbs, bench_main, run_python, time_ms
 
 import fastops
-from common import Row, bandwidth_gbs, bench_main, time_ms
 
 ROWS, CLASSES = 240000, 80
 
-MEMORY_SCRIPT = """
+MEMORY_SCRIPT = f"""
 import json, sys, torch, fastops, torchvision.ops as tv
 which, device = sys.argv[1], sys.argv[2]
 
@@ -32,7 +31,7 @@ def status_kib(key):
         if line.startswith(key + ":"):
             return int(line.split()[1])
 
-x = torch.randn({rows}, {classes}, device=device).requires_grad_()
+x = torch.randn({ROWS}, {CLASSES}, device=device).requires_grad_()
 t = torch.zeros_like(x, requires_grad=False)
 t.view(-1)[::100] = 1.0
 fn = fastops.sigmoid_focal_loss if which == "fastops" else tv.sigmoid_focal_loss
@@ -49,11 +48,11 @@ if device == "cuda":
 else:
     peak = status_kib("VmHWM") * 1024 - base
 print(json.dumps(peak))
-""".format(rows=ROWS, classes=CLASSES)
+"""
 
 
 def peak_extra_memory_mb(which: str, device: str) -> float:
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, which, device], capture_output=True, text=True, check=True)
+    out = run_python(["-c", MEMORY_SCRIPT, which, device])
     return json.loads(out.stdout.strip().splitlines()[-1]) / 2**20
 
 
@@ -71,8 +70,16 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
 
     ms = time_ms(lambda: fastops.sigmoid_focal_loss(x, t, reduction="sum"), device, repeat=repeat)
     ref = time_ms(lambda: tv.sigmoid_focal_loss(x, t, reduction="sum"), device, repeat=5)
-    rows.append(Row(f"sigmoid focal {n}x{CLASSES} fwd (sum)", ms, "torchvision.ops.sigmoid_focal_loss", ref, fwd_floor,
-                    "read logits + targets"))
+    rows.append(
+        Row(
+            f"sigmoid focal {n}x{CLASSES} fwd (sum)",
+            ms,
+            "torchvision.ops.sigmoid_focal_loss",
+            ref,
+            fwd_floor,
+            "read logits + targets",
+        )
+    )
 
     def fwd_bwd(fn, targets, **kw):
         xg = x.clone().requires_grad_()
@@ -87,16 +94,35 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     ref = time_ms(fwd_bwd(tv.sigmoid_focal_loss, t), device, repeat=5)
     extra = {}
     if not quick:
-        extra = {"peak_extra_mb_fastops": round(peak_extra_memory_mb("fastops", device), 1),
-                 "peak_extra_mb_torchvision": round(peak_extra_memory_mb("torchvision", device), 1),
-                 "gradient_mb": round(nbytes / 2**20, 1)}
-    rows.append(Row(f"sigmoid focal {n}x{CLASSES} fwd+bwd (sum)", ms, "torchvision.ops.sigmoid_focal_loss", ref,
-                    bwd_floor, "fwd + read both again + write grad", extra))
+        extra = {
+            "peak_extra_mb_fastops": round(peak_extra_memory_mb("fastops", device), 1),
+            "peak_extra_mb_torchvision": round(peak_extra_memory_mb("torchvision", device), 1),
+            "gradient_mb": round(nbytes / 2**20, 1),
+        }
+    rows.append(
+        Row(
+            f"sigmoid focal {n}x{CLASSES} fwd+bwd (sum)",
+            ms,
+            "torchvision.ops.sigmoid_focal_loss",
+            ref,
+            bwd_floor,
+            "fwd + read both again + write grad",
+            extra,
+        )
+    )
 
     labels = torch.where(t.bool().any(1), t.argmax(1), torch.full((n,), CLASSES, device=device))
     ms = time_ms(fwd_bwd(fastops.sigmoid_focal_loss, labels), device, repeat=repeat)
-    rows.append(Row(f"sigmoid focal, index targets, fwd+bwd", ms, "torchvision (dense targets)", ref,
-                    3 * nbytes / bw * 1e3, "read logits twice + write grad"))
+    rows.append(
+        Row(
+            "sigmoid focal, index targets, fwd+bwd",
+            ms,
+            "torchvision (dense targets)",
+            ref,
+            3 * nbytes / bw * 1e3,
+            "read logits twice + write grad",
+        )
+    )
 
     idx = torch.randint(0, CLASSES, (n,), generator=g).to(device)
     ms = time_ms(fwd_bwd(fastops.softmax_focal_loss, idx, gamma=0.0), device, repeat=repeat)

@@ -10,13 +10,11 @@ here) bounds it from below; the greedy pass then costs O(N x kept) IoU tests.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torchvision.ops as tv
+from common import Row, bandwidth_gbs, bench_main, time_ms
 
 import fastops
-from common import Row, bandwidth_gbs, bench_main, time_ms
 
 
 def random_boxes(n: int, device: str, g: torch.Generator) -> torch.Tensor:
@@ -83,8 +81,16 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     read_ms = score_bytes / (bandwidth_gbs(device, score_bytes, "copy") * 1e9) * 1e3
     ms = time_ms(lambda: fastops.multiclass_nms(scores=scores, boxes=boxes), device, repeat=repeat)
     ref_ms = time_ms(lambda: torchvision_retinanet_postprocess(boxes, scores), device, repeat=5)
-    rows.append(Row(f"multiclass_nms B=2, {anchors // 1000}k x 80", ms, "torchvision RetinaNet postprocess", ref_ms,
-                    read_ms, "read the scores once"))
+    rows.append(
+        Row(
+            f"multiclass_nms B=2, {anchors // 1000}k x 80",
+            ms,
+            "torchvision RetinaNet postprocess",
+            ref_ms,
+            read_ms,
+            "read the scores once",
+        )
+    )
 
     n = 1000
     boxes, scores = random_boxes(n, device, g), torch.rand(n, generator=g).to(device)

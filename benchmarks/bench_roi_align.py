@@ -18,9 +18,9 @@ import math
 
 import torch
 import torchvision.ops as tv
+from common import Row, bandwidth_gbs, bench_main, time_ms
 
 import fastops
-from common import Row, bandwidth_gbs, bench_main, time_ms
 
 N, C, H, W = 2, 256, 200, 304
 IMAGE = (800, 1216)
@@ -77,17 +77,41 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         xin = x.contiguous(memory_format=torch.channels_last) if layout != "NCHW" else x
         ms = time_ms(lambda: fastops.roi_align(xin, rois, 7, 0.25, 2, True), device, repeat=rep)
         ref = time_ms(lambda: tv.roi_align(xin, rois, 7, 0.25, 2, True), device, repeat=rep_ref)
-        rows.append(Row(f"roi_align {N}x{c}x{H}x{W} {layout}, {k} RoIs, 7x7 fwd", ms, "torchvision.ops.roi_align",
-                        ref, fwd_floor, floor_fwd_basis))
+        rows.append(
+            Row(
+                f"roi_align {N}x{c}x{H}x{W} {layout}, {k} RoIs, 7x7 fwd",
+                ms,
+                "torchvision.ops.roi_align",
+                ref,
+                fwd_floor,
+                floor_fwd_basis,
+            )
+        )
         ms = time_ms(fwd_bwd(fastops.roi_align, xin, rois, 7, 0.25, 2, True), device, repeat=rep)
         ref = time_ms(fwd_bwd(tv.roi_align, xin, rois, 7, 0.25, 2, True), device, repeat=rep_ref)
-        rows.append(Row(f"roi_align {N}x{c}x{H}x{W} {layout}, {k} RoIs, 7x7 fwd+bwd", ms, "torchvision.ops.roi_align",
-                        ref, bwd_floor, floor_bwd_basis))
+        rows.append(
+            Row(
+                f"roi_align {N}x{c}x{H}x{W} {layout}, {k} RoIs, 7x7 fwd+bwd",
+                ms,
+                "torchvision.ops.roi_align",
+                ref,
+                bwd_floor,
+                floor_bwd_basis,
+            )
+        )
 
     ms = time_ms(lambda: fastops.roi_pool(x, rois, 7, 0.25), device, repeat=rep)
     ref = time_ms(lambda: tv.roi_pool(x, rois, 7, 0.25), device, repeat=rep_ref)
-    rows.append(Row(f"roi_pool {N}x{c}x{H}x{W}, {k} RoIs, 7x7 fwd", ms, "torchvision.ops.roi_pool", ref, fwd_floor,
-                    floor_fwd_basis))
+    rows.append(
+        Row(
+            f"roi_pool {N}x{c}x{H}x{W}, {k} RoIs, 7x7 fwd",
+            ms,
+            "torchvision.ops.roi_pool",
+            ref,
+            fwd_floor,
+            floor_fwd_basis,
+        )
+    )
 
     # FPN: four levels, strides 4 to 32
     names = ["p2", "p3", "p4", "p5"]
@@ -103,16 +127,32 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         floor = (fpn_bytes + o_bytes) / bw * 1e3
         ms = time_ms(lambda: ours(dict(zip(names, feats)), boxes, shapes), device, repeat=rep)
         ref = time_ms(lambda: theirs(dict(zip(names, feats)), boxes, shapes), device, repeat=rep_ref)
-        rows.append(Row(f"MultiScaleRoIAlign 4 levels, {kk} RoIs, {size}x{size} fwd", ms, "torchvision MultiScaleRoIAlign",
-                        ref, floor, floor_fwd_basis))
+        rows.append(
+            Row(
+                f"MultiScaleRoIAlign 4 levels, {kk} RoIs, {size}x{size} fwd",
+                ms,
+                "torchvision MultiScaleRoIAlign",
+                ref,
+                floor,
+                floor_fwd_basis,
+            )
+        )
 
         def run_ms(module):
             return lambda fs, *a: module(dict(zip(names, fs)), boxes, shapes)
 
         ms = time_ms(fwd_bwd(run_ms(ours), feats), device, repeat=rep)
         ref = time_ms(fwd_bwd(run_ms(theirs), feats), device, repeat=rep_ref)
-        rows.append(Row(f"MultiScaleRoIAlign 4 levels, {kk} RoIs, {size}x{size} fwd+bwd", ms,
-                        "torchvision MultiScaleRoIAlign", ref, 2 * floor, floor_bwd_basis))
+        rows.append(
+            Row(
+                f"MultiScaleRoIAlign 4 levels, {kk} RoIs, {size}x{size} fwd+bwd",
+                ms,
+                "torchvision MultiScaleRoIAlign",
+                ref,
+                2 * floor,
+                floor_bwd_basis,
+            )
+        )
     return rows
 
 

@@ -15,16 +15,26 @@ import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 import fastops
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+def run_python(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``python <args>`` in a fresh process with this interpreter, from the benchmarks folder:
+    the child imports the installed fastops whatever the caller's working directory (from the
+    repository root, ``import fastops`` would find the unbuilt source folder), and ``common``."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=check, cwd=BENCH_DIR)
 
 
 def synchronize(device: str) -> None:
@@ -32,7 +42,9 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ms(fn: Callable[[], object], device: str = "cpu", *, warmup: int = 2, repeat: int = 15, budget_s: float = 20.0) -> float:
+def time_ms(
+    fn: Callable[[], object], device: str = "cpu", *, warmup: int = 2, repeat: int = 15, budget_s: float = 20.0
+) -> float:
     """Median wall time of fn() in milliseconds (CUDA: device events around each call)."""
     for _ in range(warmup):
         fn()
@@ -155,7 +167,9 @@ def format_table(rows: list[Row]) -> str:
         fl = "-" if r.floor_ms is None else f"{r.floor_ms:.3f}"
         of = "-" if r.of_floor is None else f"{r.of_floor:.1f}"
         also = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        lines.append(f"| {r.case} | {r.fastops_ms:.3f} | {r.reference} | {ref} | {sp} | {fl} | {of} | {r.floor_basis} | {also} |")
+        lines.append(
+            f"| {r.case} | {r.fastops_ms:.3f} | {r.reference} | {ref} | {sp} | {fl} | {of} | {r.floor_basis} | {also} |"
+        )
     return "\n".join(lines)
 
 
@@ -170,8 +184,10 @@ def save(bench: str, machine: dict, rows: list[Row], notes: str = "") -> Path:
     }
     (folder / f"{bench}.json").write_text(json.dumps(payload, indent=2) + "\n")
     md = [f"# {bench} on {machine.get('gpu', machine['cpu'])}", ""]
-    md.append(f"{machine['date']}; torch {machine['torch']}, torchvision {machine.get('torchvision', '-')}, "
-              f"{machine['torch_threads']} CPU threads, fastops CPU ISA {machine['fastops_build']['cpu_isa']}.")
+    md.append(
+        f"{machine['date']}; torch {machine['torch']}, torchvision {machine.get('torchvision', '-')}, "
+        f"{machine['torch_threads']} CPU threads, fastops CPU ISA {machine['fastops_build']['cpu_isa']}."
+    )
     md += ["", format_table(rows), ""]
     if notes:
         md += [notes, ""]

@@ -1,6 +1,6 @@
 """Runs every benchmark, prints its table and saves it under benchmarks/results/<machine>/.
 
-    python benchmarks/run.py [--device cpu|cuda] [--quick] [--only box_iou]
+python benchmarks/run.py [--device cpu|cuda] [--quick] [--only box_iou]
 """
 
 from __future__ import annotations
@@ -14,9 +14,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, format_table, save  # noqa: E402
+from common import describe_machine, format_table, save
 
-BENCHMARKS = ["box_iou", "nms", "focal_loss", "roi_align", "conv", "coco_eval"]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
+BENCHMARKS = [
+    "box_iou",
+    "nms",
+    "focal_loss",
+    "roi_align",
+    "conv",
+    "coco_eval",
+]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
 
 
 def main(argv=None) -> None:
@@ -26,8 +33,10 @@ def main(argv=None) -> None:
     parser.add_argument("--only", action="append", choices=BENCHMARKS)
     args = parser.parse_args(argv)
     machine = describe_machine(args.device)
-    print(f"# machine: {machine.get('gpu', machine['cpu'])}, torch {machine['torch']}, "
-          f"{machine['torch_threads']} threads, fastops {machine['fastops_build']}")
+    print(
+        f"# machine: {machine.get('gpu', machine['cpu'])}, torch {machine['torch']}, "
+        f"{machine['torch_threads']} threads, fastops {machine['fastops_build']}"
+    )
     for name in args.only or BENCHMARKS:
         module = importlib.import_module(f"bench_{name}")
         rows = module.run(args.device, args.quick)

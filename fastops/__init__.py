@@ -5,11 +5,19 @@ torchvision has an op, ours has the same name, signature and results (``fastops.
 ``torchvision.ops``).
 """
 
-from ._library import build_info, output_cache_bytes, release_output_cache, set_cpu_isa  # loads the compiled ops first
 from . import metrics, nn, ops
+from ._library import build_info, output_cache_bytes, release_output_cache, set_cpu_isa
 from .ops import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "metrics", "nn", "ops", "output_cache_bytes", "release_output_cache", "set_cpu_isa",
-           *ops.__all__]
+__all__ = [
+    "build_info",
+    "metrics",
+    "nn",
+    "ops",
+    "output_cache_bytes",
+    "release_output_cache",
+    "set_cpu_isa",
+    *ops.__all__,
+]

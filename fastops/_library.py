@@ -71,12 +71,12 @@ def build_info() -> dict:
     ``nvcc_version``, ``cpu_isa`` (the instruction set the CPU kernels use now),
     ``cpu_isa_detected`` (the best one this CPU has) and ``num_threads`` (CPU threads of the kernels).
     """
-    info = dict(_C._compiled_info())
+    info = dict(_C.compiled_info())
     info["nvcc_version"] = _build_config.NVCC_VERSION
     return info
 
 
-_cpu_isa_in_use = _C._compiled_info()["cpu_isa"]
+_cpu_isa_in_use = _C.compiled_info()["cpu_isa"]
 
 
 def cpu_isa() -> str:
@@ -92,7 +92,7 @@ def set_cpu_isa(name: str) -> str:
     global _cpu_isa_in_use
     if name not in _CPU_ISAS:
         raise ValueError(f"set_cpu_isa: name must be one of {_CPU_ISAS}, got {name!r}")
-    _cpu_isa_in_use = _C._set_cpu_isa(name)
+    _cpu_isa_in_use = _C.set_cpu_isa(name)
     return _cpu_isa_in_use
 
 
@@ -104,9 +104,9 @@ def release_output_cache() -> int:
     fits reuses it, so a training loop stops paying the page faults of fresh memory. Set the
     environment variable ``FASTOPS_OUTPUT_CACHE=0`` (before importing fastops) to turn it off.
     """
-    return _C._release_output_cache()
+    return _C.release_output_cache()
 
 
 def output_cache_bytes() -> int:
     """Bytes of freed large CPU outputs that fastops holds for reuse (see release_output_cache)."""
-    return _C._output_cache_bytes()
+    return _C.output_cache_bytes()

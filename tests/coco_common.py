@@ -17,24 +17,48 @@ if not FIXTURES.exists():
 
 # (ground truth, results, iouType, expected stats from the fixtures README, 12 decimals)
 FIXTURE_CASES = [
-    ("instances_val2014_100.json", "fakebbox100_results.json", "bbox",
-     "0.504580698725 0.69697272473  0.57298166699  0.585625720941 0.519399694804 0.501397898635 0.386812779646 "
-     "0.593679576284 0.595352982878 0.639810962611 0.566420597899 0.564290598291"),
-    ("instances_val2014_100.json", "fakesegm100_results.json", "segm",
-     "0.319545275858 0.562288397252 0.298926534121 0.3873740316   0.310182724034 0.326933907101 0.268229722571 "
-     "0.415448681149 0.41683949922  0.469449862275 0.376759226662 0.381471509972"),
-    ("sampled_gt_bbox_area.json", "sampled_bbox_results.json", "bbox",
-     "0.503647324363 0.69697272473  0.571667059373 0.593252103003 0.557990667611 0.489363210196 0.386812779646 "
-     "0.593679576284 0.595352982878 0.654764189378 0.603130023641 0.553744435596"),
-    ("edge_gt.json", "edge_dt.json", "bbox",
-     "0.712871287129 0.712871287129 0.712871287129 0.663366336634 1.0 1.0 0.428571428571 0.714285714286 "
-     "0.714285714286 0.666666666667 1.0 1.0"),
-    ("small_gt.json", "small_dt.json", "bbox",
-     "0.694719471947 0.694719471947 0.694719471947 -1.0 0.792079207921 0.0 0.666666666667 0.75 0.75 -1.0 "
-     "0.791666666667 0.0"),
-    ("small_gt.json", "small_dt.json", "segm",
-     "0.694719471947 0.694719471947 0.694719471947 -1.0 0.792079207921 0.0 0.666666666667 0.75 0.75 -1.0 "
-     "0.791666666667 0.0"),
+    (
+        "instances_val2014_100.json",
+        "fakebbox100_results.json",
+        "bbox",
+        "0.504580698725 0.69697272473  0.57298166699  0.585625720941 0.519399694804 0.501397898635 0.386812779646 "
+        "0.593679576284 0.595352982878 0.639810962611 0.566420597899 0.564290598291",
+    ),
+    (
+        "instances_val2014_100.json",
+        "fakesegm100_results.json",
+        "segm",
+        "0.319545275858 0.562288397252 0.298926534121 0.3873740316   0.310182724034 0.326933907101 0.268229722571 "
+        "0.415448681149 0.41683949922  0.469449862275 0.376759226662 0.381471509972",
+    ),
+    (
+        "sampled_gt_bbox_area.json",
+        "sampled_bbox_results.json",
+        "bbox",
+        "0.503647324363 0.69697272473  0.571667059373 0.593252103003 0.557990667611 0.489363210196 0.386812779646 "
+        "0.593679576284 0.595352982878 0.654764189378 0.603130023641 0.553744435596",
+    ),
+    (
+        "edge_gt.json",
+        "edge_dt.json",
+        "bbox",
+        "0.712871287129 0.712871287129 0.712871287129 0.663366336634 1.0 1.0 0.428571428571 0.714285714286 "
+        "0.714285714286 0.666666666667 1.0 1.0",
+    ),
+    (
+        "small_gt.json",
+        "small_dt.json",
+        "bbox",
+        "0.694719471947 0.694719471947 0.694719471947 -1.0 0.792079207921 0.0 0.666666666667 0.75 0.75 -1.0 "
+        "0.791666666667 0.0",
+    ),
+    (
+        "small_gt.json",
+        "small_dt.json",
+        "segm",
+        "0.694719471947 0.694719471947 0.694719471947 -1.0 0.792079207921 0.0 0.666666666667 0.75 0.75 -1.0 "
+        "0.791666666667 0.0",
+    ),
 ]
 
 
@@ -67,15 +91,30 @@ def assert_same_eval(ours, ref):
         assert a.shape == b.shape, (key, a.shape, b.shape)
         assert a.dtype == b.dtype == np.float64, key
         diff = np.flatnonzero(a.view(np.int64) != b.view(np.int64))
-        assert diff.size == 0, f"{key}: {diff.size} cells differ, first at {np.unravel_index(diff[0], a.shape)}: " \
-                               f"{a.flat[diff[0]]!r} vs {b.flat[diff[0]]!r}"
+        assert diff.size == 0, (
+            f"{key}: {diff.size} cells differ, first at {np.unravel_index(diff[0], a.shape)}: "
+            f"{a.flat[diff[0]]!r} vs {b.flat[diff[0]]!r}"
+        )
     sa, sb = np.asarray(ours.stats, np.float64), np.asarray(ref.stats, np.float64)
     assert sa.view(np.int64).tolist() == sb.view(np.int64).tolist(), (sa, sb)
     assert ours.eval["counts"] == ref.eval["counts"]
 
 
-def random_dataset(seed: int, *, n_images=12, n_cats=4, max_gt=6, max_dt=14, crowd_p=0.15, id_zero=True,
-                   nan_scores=False, degenerate=False, dup_ids=False, empty_images=True, int_coords=True):
+def random_dataset(
+    seed: int,
+    *,
+    n_images=12,
+    n_cats=4,
+    max_gt=6,
+    max_dt=14,
+    crowd_p=0.15,
+    id_zero=True,
+    nan_scores=False,
+    degenerate=False,
+    dup_ids=False,
+    empty_images=True,
+    int_coords=True,
+):
     """A small random COCO ground truth and result list meant to hit the evaluator's edge cases:
     crowd regions, tied scores, identical boxes (tied IoU), areas exactly on the 32^2 / 96^2
     boundaries, GT area different from the box area, a GT with id 0, empty images, categories
@@ -109,8 +148,16 @@ def random_dataset(seed: int, *, n_images=12, n_cats=4, max_gt=6, max_dt=14, cro
                 area = float(rng.choice([1024.0, 9216.0, 1023.0, 9217.0]))
             elif r < 0.3:
                 area = area * float(rng.uniform(0.3, 1.0))
-            anns.append({"id": next_id, "image_id": img["id"], "category_id": int(rng.integers(1, n_cats + 1)),
-                         "bbox": box, "area": area, "iscrowd": int(rng.random() < crowd_p)})
+            anns.append(
+                {
+                    "id": next_id,
+                    "image_id": img["id"],
+                    "category_id": int(rng.integers(1, n_cats + 1)),
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": int(rng.random() < crowd_p),
+                }
+            )
             next_id += 1
     if id_zero and anns:
         anns[int(rng.integers(0, len(anns)))]["id"] = 0

@@ -32,13 +32,13 @@ def special_boxes_xyxy(dtype=torch.float64) -> torch.Tensor:
     return torch.tensor(
         [
             [0, 0, 10, 10],
-            [0, 0, 10, 10],   # identical to the first: every max/min ties
-            [2, 2, 5, 5],     # nested
+            [0, 0, 10, 10],  # identical to the first: every max/min ties
+            [2, 2, 5, 5],  # nested
             [10, 0, 20, 10],  # touches the first along an edge (zero-width intersection)
-            [10, 10, 20, 20], # touches at a corner
-            [30, 30, 40, 45], # disjoint
-            [3, 3, 3, 8],     # zero width
-            [4, 4, 4, 4],     # a point
+            [10, 10, 20, 20],  # touches at a corner
+            [30, 30, 40, 45],  # disjoint
+            [3, 3, 3, 8],  # zero width
+            [4, 4, 4, 4],  # a point
         ],
         dtype=dtype,
     )

@@ -62,6 +62,7 @@ def overlap(boxes1, boxes2, mode="iou", fmt="xyxy", aligned=False, eps=1e-7, los
                 dist = (a["cx"] - b["cx"]) ** 2 + (a["cy"] - b["cy"]) ** 2
                 out = iou - _div(dist, cw**2 + ch**2 + eps)
                 if mode == "ciou":
+
                     def angle(g):  # atan(w / h), which is +-pi/2 at h = 0
                         w, h = g["w"], g["h"]
                         ang = torch.where(h != 0, torch.atan(_div(w, h)), torch.sign(w) * (math.pi / 2))

@@ -8,7 +8,6 @@ import types
 import numpy as np
 import pytest
 import torch
-
 from coco_common import FIXTURE_CASES, assert_same_eval, load_json, random_dataset, run_eval
 
 import fastops.metrics as fm
@@ -101,9 +100,13 @@ def test_gt_id_zero_counts_as_unmatched():
     """One image, one GT with id 0 and a perfect detection: pycocotools reads the match as dtm == 0,
     i.e. a false positive, so AP is 0 (and 1 when the same GT has id 1)."""
     for gt_id, want in ((0, 0.0), (1, 1.0)):
-        gt = {"images": [{"id": 1, "height": 10, "width": 10}], "categories": [{"id": 1}],
-              "annotations": [{"id": gt_id, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "area": 25,
-                               "iscrowd": 0}]}
+        gt = {
+            "images": [{"id": 1, "height": 10, "width": 10}],
+            "categories": [{"id": 1}],
+            "annotations": [
+                {"id": gt_id, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "area": 25, "iscrowd": 0}
+            ],
+        }
         dt = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.9}]
         ours, ref = run_eval(fm, gt, dt, "bbox"), run_eval(REF, gt, dt, "bbox")
         assert_same_eval(ours, ref)
@@ -112,9 +115,11 @@ def test_gt_id_zero_counts_as_unmatched():
 
 def test_iou_equal_to_threshold_matches():
     # IoU exactly 0.5: a 10x10 GT and a 10x5 detection inside it
-    gt = {"images": [{"id": 1, "height": 20, "width": 20}], "categories": [{"id": 1}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
-                           "iscrowd": 0}]}
+    gt = {
+        "images": [{"id": 1, "height": 20, "width": 20}],
+        "categories": [{"id": 1}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}],
+    }
     dt = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 5], "score": 0.5}]
     ours = run_eval(fm, gt, dt, "bbox")
     assert_same_eval(ours, run_eval(REF, gt, dt, "bbox"))
@@ -138,7 +143,7 @@ def test_no_detections_and_no_ground_truth():
 
 def test_unknown_image_ids_raise_as_pycocotools():
     gt, dt = random_dataset(2)
-    dt = dt + [{"image_id": 12345, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.1}]
+    dt = [*dt, {"image_id": 12345, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.1}]
     with pytest.raises(AssertionError, match="do not correspond"):
         fm.COCO(gt).loadRes(dt)
 
@@ -196,28 +201,53 @@ def test_params_and_loadres_match_pycocotools():
 def _tiny_op_inputs():
     f64, i64 = torch.float64, torch.int64
     return (
-        torch.tensor([0, 2], dtype=i64), torch.tensor([[0, 0, 10, 10], [20, 20, 5, 5]], dtype=f64),
-        torch.tensor([100.0, 25.0], dtype=f64), torch.tensor([False, True]), torch.tensor([False, True]),
-        torch.tensor([1, 2], dtype=i64), torch.tensor([0, 3], dtype=i64),
+        torch.tensor([0, 2], dtype=i64),
+        torch.tensor([[0, 0, 10, 10], [20, 20, 5, 5]], dtype=f64),
+        torch.tensor([100.0, 25.0], dtype=f64),
+        torch.tensor([False, True]),
+        torch.tensor([False, True]),
+        torch.tensor([1, 2], dtype=i64),
+        torch.tensor([0, 3], dtype=i64),
         torch.tensor([[0, 0, 10, 9], [21, 21, 2, 2], [50, 50, 3, 3]], dtype=f64),
-        torch.tensor([90.0, 4.0, 9.0], dtype=f64), torch.tensor([0.9, 0.8, 0.7], dtype=f64),
-        torch.tensor([1, 2, 3], dtype=i64), None, None, torch.tensor([0.5, 0.75], dtype=f64),
-        torch.tensor([[0, 1e10], [0, 50]], dtype=f64), 100, False,
+        torch.tensor([90.0, 4.0, 9.0], dtype=f64),
+        torch.tensor([0.9, 0.8, 0.7], dtype=f64),
+        torch.tensor([1, 2, 3], dtype=i64),
+        None,
+        None,
+        torch.tensor([0.5, 0.75], dtype=f64),
+        torch.tensor([[0, 1e10], [0, 50]], dtype=f64),
+        100,
+        False,
     )
 
 
 def test_opcheck_coco_ops():
     args = _tiny_op_inputs()
-    torch.library.opcheck(torch.ops.fastops.coco_evaluate.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fastops.coco_evaluate.default, args, test_utils=("test_schema", "test_faketensor"))
     det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
     assert det_index.tolist() == [0, 1, 2]
     # det 0 matches GT 1 at both thresholds (IoU 0.9); det 1 lies in the crowd GT: ignored
     assert det_flags[0, 0, :].tolist() == [1, 1] and (det_flags[1, 0, :] & 2).all()
-    acc_args = (det_off, args[0], args[9][det_index], det_flags, npos, 1, torch.tensor([0]), torch.tensor([0, 1]),
-                torch.tensor([1, 100]), torch.tensor([0]), torch.linspace(0, 1, 11, dtype=torch.float64), 2, 1, 2, 2)
-    torch.library.opcheck(torch.ops.fastops.coco_accumulate.default, acc_args,
-                          test_utils=("test_schema", "test_faketensor"))
+    acc_args = (
+        det_off,
+        args[0],
+        args[9][det_index],
+        det_flags,
+        npos,
+        1,
+        torch.tensor([0]),
+        torch.tensor([0, 1]),
+        torch.tensor([1, 100]),
+        torch.tensor([0]),
+        torch.linspace(0, 1, 11, dtype=torch.float64),
+        2,
+        1,
+        2,
+        2,
+    )
+    torch.library.opcheck(
+        torch.ops.fastops.coco_accumulate.default, acc_args, test_utils=("test_schema", "test_faketensor")
+    )
 
 
 def test_op_input_errors_name_the_argument():
@@ -253,11 +283,26 @@ def test_torch_compile_fullgraph_accumulate():
     """coco_accumulate has static output shapes: it traces under torch.compile(fullgraph=True)."""
     args = _tiny_op_inputs()
     det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
-    acc_args = (det_off, args[0], args[9][det_index], det_flags, npos, 1, torch.tensor([0]), torch.tensor([0, 1]),
-                torch.tensor([1, 100]), torch.tensor([0]), torch.linspace(0, 1, 11, dtype=torch.float64), 2, 1, 2, 2)
+    acc_args = (
+        det_off,
+        args[0],
+        args[9][det_index],
+        det_flags,
+        npos,
+        1,
+        torch.tensor([0]),
+        torch.tensor([0, 1]),
+        torch.tensor([1, 100]),
+        torch.tensor([0]),
+        torch.linspace(0, 1, 11, dtype=torch.float64),
+        2,
+        1,
+        2,
+        2,
+    )
 
     def f(*a):
-        precision, recall, scores = torch.ops.fastops.coco_accumulate(*a)
+        precision, recall, _ = torch.ops.fastops.coco_accumulate(*a)
         return precision.clamp(min=0).sum() + recall.sum()
 
     eager = f(*acc_args)
@@ -314,13 +359,28 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-@given(seed=st.integers(0, 2**31 - 1), nan_scores=st.booleans(), degenerate=st.booleans(), dup_ids=st.booleans(),
-       int_coords=st.booleans(), crowd_p=st.sampled_from([0.0, 0.15, 0.6]), use_cats=st.booleans(),
-       max_dets=st.sampled_from([[1, 10, 100], [1, 2, 3], [0, 5, 7]]))
-def test_hypothesis_random_datasets_bit_exact(seed, nan_scores, degenerate, dup_ids, int_coords, crowd_p, use_cats,
-                                             max_dets):
-    gt, dt = random_dataset(seed, n_images=6, nan_scores=nan_scores, degenerate=degenerate, dup_ids=dup_ids,
-                            int_coords=int_coords, crowd_p=crowd_p)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    nan_scores=st.booleans(),
+    degenerate=st.booleans(),
+    dup_ids=st.booleans(),
+    int_coords=st.booleans(),
+    crowd_p=st.sampled_from([0.0, 0.15, 0.6]),
+    use_cats=st.booleans(),
+    max_dets=st.sampled_from([[1, 10, 100], [1, 2, 3], [0, 5, 7]]),
+)
+def test_hypothesis_random_datasets_bit_exact(
+    seed, nan_scores, degenerate, dup_ids, int_coords, crowd_p, use_cats, max_dets
+):
+    gt, dt = random_dataset(
+        seed,
+        n_images=6,
+        nan_scores=nan_scores,
+        degenerate=degenerate,
+        dup_ids=dup_ids,
+        int_coords=int_coords,
+        crowd_p=crowd_p,
+    )
     params = {"useCats": int(use_cats), "maxDets": max_dets}
     assert_same_eval(run_eval(fm, gt, dt, "bbox", params), run_eval(REF, gt, dt, "bbox", params))
 
@@ -418,8 +478,10 @@ def test_eval_imgs_segm():
 
 def test_no_images_or_no_categories():
     """Degenerate datasets evaluate to all -1, as pycocotools (which cannot run the first one)."""
-    for gt in ({"images": [], "annotations": [], "categories": [{"id": 1}]},
-               {"images": [{"id": 1}], "annotations": [], "categories": []}):
+    for gt in (
+        {"images": [], "annotations": [], "categories": [{"id": 1}]},
+        {"images": [{"id": 1}], "annotations": [], "categories": []},
+    ):
         E = run_eval(fm, gt, [], "bbox")
         assert (E.stats == -1).all()
         assert (E.eval["precision"] == -1).all() and E.eval["precision"].shape[2] == len(gt["categories"])

@@ -4,11 +4,11 @@ against pycocotools on random polygon / RLE datasets."""
 import numpy as np
 import pytest
 import torch
-
 from coco_common import assert_same_eval, random_dataset, run_eval
 
 import fastops.metrics as fm
 from fastops.metrics import mask as fmask
+from fastops.metrics.rle import RleBatch
 
 pmask = pytest.importorskip("pycocotools.mask")
 import types  # noqa: E402
@@ -28,7 +28,7 @@ def random_masks(rng, h, w, n):
             masks[:, :, i] = rng.random((h, w)) < 0.3
         elif kind == 1:
             y0, x0 = rng.integers(0, h), rng.integers(0, w)
-            masks[y0:y0 + rng.integers(1, h), x0:x0 + rng.integers(1, w), i] = 1
+            masks[y0 : y0 + rng.integers(1, h), x0 : x0 + rng.integers(1, w), i] = 1
         elif kind == 2:
             masks[:, :, i] = 1
         elif kind == 3:
@@ -155,9 +155,14 @@ def segm_dataset(seed, n_images=8, n_cats=3):
             poly = ann["segmentation"] if isinstance(ann["segmentation"], list) else [random_polygon(rng, h, w)]
             jitter = [[v + float(rng.integers(-2, 3)) for v in p] for p in poly]
             rle = pmask.merge(pmask.frPyObjects(jitter, h, w))
-            dets.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                         "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-                         "score": float(rng.integers(0, 10)) / 10})
+            dets.append(
+                {
+                    "image_id": ann["image_id"],
+                    "category_id": ann["category_id"],
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                    "score": float(rng.integers(0, 10)) / 10,
+                }
+            )
     for img in gt["images"][:3]:
         rle = pmask.merge(pmask.frPyObjects([random_polygon(rng, h, w)], h, w))
         dets.append({"image_id": img["id"], "category_id": 1, "segmentation": rle, "score": 0.33})
@@ -186,14 +191,21 @@ def test_segm_evaluation_bit_exact(seed):
 def test_segm_with_bbox_results():
     """Box results evaluated as segm: loadRes makes each box a polygon (pycocotools' rule)."""
     gt, dt = segm_dataset(3)
-    boxes = [{"image_id": d["image_id"], "category_id": d["category_id"],
-              "bbox": pmask.toBbox(d["segmentation"]).tolist(), "score": d["score"]} for d in dt]
+    boxes = [
+        {
+            "image_id": d["image_id"],
+            "category_id": d["category_id"],
+            "bbox": pmask.toBbox(d["segmentation"]).tolist(),
+            "score": d["score"],
+        }
+        for d in dt
+    ]
     assert_same_eval(run_eval(fm, gt, boxes, "segm"), run_eval(REF, gt, boxes, "segm"))
 
 
 def test_rle_ops_opcheck_schema():
     rles = pmask.encode(random_masks(np.random.default_rng(0), 6, 7, 3))
-    b = fmask._RleBatch.from_objects(rles)
+    b = RleBatch.from_objects(rles)
     torch.library.opcheck(torch.ops.fastops.rle_area.default, (b.counts, b.offsets, b.hw), test_utils="test_schema")
     with pytest.raises(TypeError, match="counts"):
         torch.ops.fastops.rle_area(b.counts.long(), b.offsets, b.hw)
@@ -211,14 +223,16 @@ def test_large_batches_chunked_in_parallel_keep_order():
     assert ours == ref
     rles = ref * 2  # 6000 strings through the parallel decoder
     # (pycocotools' area() overflows a uint8 past 255 RLEs under numpy 2: ask it in slices)
-    assert np.array_equal(fmask.area(rles), np.concatenate([pmask.area(rles[i:i + 200]) for i in range(0, 6000, 200)]))
+    assert np.array_equal(
+        fmask.area(rles), np.concatenate([pmask.area(rles[i : i + 200]) for i in range(0, 6000, 200)])
+    )
     assert fmask.toBbox(rles).tobytes() == pmask.toBbox(rles).tobytes()
 
 
 def test_opcheck_every_rle_op_and_grouping_ops():
     rng = np.random.default_rng(1)
     objs = pmask.encode(random_masks(rng, 6, 7, 3))
-    b = fmask._RleBatch.from_objects(objs)
+    b = RleBatch.from_objects(objs)
     chars, char_off = torch.ops.fastops.rle_to_string(b.counts, b.offsets, b.hw)
     masks = torch.from_numpy(np.ascontiguousarray(random_masks(rng, 6, 7, 2).transpose(2, 1, 0)))
     crowd = torch.tensor([False, True, False])
@@ -228,22 +242,42 @@ def test_opcheck_every_rle_op_and_grouping_ops():
         (torch.ops.fastops.rle_encode.default, (masks,)),
         (torch.ops.fastops.rle_from_string.default, (chars, char_off, b.hw)),
         (torch.ops.fastops.rle_to_string.default, (b.counts, b.offsets, b.hw)),
-        (torch.ops.fastops.rle_from_polygons.default,
-         (torch.tensor([1.0, 1, 5, 1, 5, 4], dtype=torch.float64), torch.tensor([0, 6]), torch.tensor([0, 1]),
-          torch.tensor([[6, 7]]))),
+        (
+            torch.ops.fastops.rle_from_polygons.default,
+            (
+                torch.tensor([1.0, 1, 5, 1, 5, 4], dtype=torch.float64),
+                torch.tensor([0, 6]),
+                torch.tensor([0, 1]),
+                torch.tensor([[6, 7]]),
+            ),
+        ),
         (torch.ops.fastops.rle_merge.default, (b.counts, b.offsets, b.hw, False)),
         (torch.ops.fastops.rle_area.default, (b.counts, b.offsets, b.hw)),
         (torch.ops.fastops.rle_to_bbox.default, (b.counts, b.offsets, b.hw)),
         (torch.ops.fastops.rle_iou.default, (b.counts, b.offsets, b.hw, b.counts, b.offsets, b.hw, crowd)),
         (torch.ops.fastops.rle_decode.default, (b.counts, b.offsets, b.hw)),
-        (torch.ops.fastops.rle_grouped_iou.default,
-         (b.counts, b.offsets, b.hw, rows, groups, b.counts, b.offsets, b.hw, rows, groups, crowd)),
-        (torch.ops.fastops.coco_group.default,
-         (torch.tensor([1, 2, 2, 9]), torch.tensor([3, 3, 4, 3]), torch.tensor([1, 2]), torch.tensor([3, 4]))),
-        (torch.ops.fastops.voc_match.default,
-         (torch.tensor([0, 1]), torch.tensor([[0.0, 0, 9, 9]], dtype=torch.float64), torch.tensor([False]),
-          torch.tensor([0, 2]), torch.tensor([[0.0, 0, 9, 9], [1.0, 1, 9, 9]], dtype=torch.float64),
-          torch.tensor([0, 0]), 1, 0.5, True)),
+        (
+            torch.ops.fastops.rle_grouped_iou.default,
+            (b.counts, b.offsets, b.hw, rows, groups, b.counts, b.offsets, b.hw, rows, groups, crowd),
+        ),
+        (
+            torch.ops.fastops.coco_group.default,
+            (torch.tensor([1, 2, 2, 9]), torch.tensor([3, 3, 4, 3]), torch.tensor([1, 2]), torch.tensor([3, 4])),
+        ),
+        (
+            torch.ops.fastops.voc_match.default,
+            (
+                torch.tensor([0, 1]),
+                torch.tensor([[0.0, 0, 9, 9]], dtype=torch.float64),
+                torch.tensor([False]),
+                torch.tensor([0, 2]),
+                torch.tensor([[0.0, 0, 9, 9], [1.0, 1, 9, 9]], dtype=torch.float64),
+                torch.tensor([0, 0]),
+                1,
+                0.5,
+                True,
+            ),
+        ),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args, test_utils="test_schema")

@@ -12,17 +12,28 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from coco_common import random_dataset
 
 from fastops.metrics import MeanAveragePrecision
 
 pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-KEYS = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100", "mar_small",
-        "mar_medium", "mar_large"]
+KEYS = [
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+]
 
 
 def to_tensors(gt, dt, fmt="xyxy", dtype=torch.float64, with_area=False):
@@ -35,17 +46,28 @@ def to_tensors(gt, dt, fmt="xyxy", dtype=torch.float64, with_area=False):
         def boxes(items):
             b = torch.tensor([x["bbox"] for x in items], dtype=torch.float64).reshape(-1, 4)
             x, y, w, h = b.unbind(-1)
-            out = {"xywh": b, "xyxy": torch.stack([x, y, x + w, y + h], -1),
-                   "cxcywh": torch.stack([x + w / 2, y + h / 2, w, h], -1)}[fmt]
+            out = {
+                "xywh": b,
+                "xyxy": torch.stack([x, y, x + w, y + h], -1),
+                "cxcywh": torch.stack([x + w / 2, y + h / 2, w, h], -1),
+            }[fmt]
             return out.to(dtype)
 
-        t = {"boxes": boxes(g), "labels": torch.tensor([a["category_id"] for a in g], dtype=torch.int64),
-             "iscrowd": torch.tensor([a["iscrowd"] for a in g], dtype=torch.int64)}
+        t = {
+            "boxes": boxes(g),
+            "labels": torch.tensor([a["category_id"] for a in g], dtype=torch.int64),
+            "iscrowd": torch.tensor([a["iscrowd"] for a in g], dtype=torch.int64),
+        }
         if with_area:
             t["area"] = torch.tensor([a["area"] for a in g], dtype=torch.float64)
         targets.append(t)
-        preds.append({"boxes": boxes(d), "scores": torch.tensor([x["score"] for x in d], dtype=dtype),
-                      "labels": torch.tensor([x["category_id"] for x in d], dtype=torch.int64)})
+        preds.append(
+            {
+                "boxes": boxes(d),
+                "scores": torch.tensor([x["score"] for x in d], dtype=dtype),
+                "labels": torch.tensor([x["category_id"] for x in d], dtype=torch.int64),
+            }
+        )
     return preds, targets
 
 
@@ -66,15 +88,24 @@ def reference_stats(preds, targets, fmt, iou_type="bbox"):
             area = it.get("area")
             for k, lab in enumerate(it["labels"].tolist()):
                 a = area[k].item() if area is not None and area[k].item() > 0 else b[k][2] * b[k][3]
-                ann = {"id": ann_id, "image_id": i, "area": a, "category_id": lab, "bbox": b[k],
-                       "iscrowd": it["iscrowd"][k].item() if "iscrowd" in it else 0}
+                ann = {
+                    "id": ann_id,
+                    "image_id": i,
+                    "area": a,
+                    "category_id": lab,
+                    "bbox": b[k],
+                    "iscrowd": it["iscrowd"][k].item() if "iscrowd" in it else 0,
+                }
                 if scores:
                     ann["score"] = it["scores"][k].item()
                 anns.append(ann)
                 ann_id += 1
         c = COCO()
-        c.dataset = {"images": [{"id": i} for i in range(len(items))], "annotations": anns,
-                     "categories": [{"id": x} for x in labels]}
+        c.dataset = {
+            "images": [{"id": i} for i in range(len(items))],
+            "annotations": anns,
+            "categories": [{"id": x} for x in labels],
+        }
         with contextlib.redirect_stdout(io.StringIO()):
             c.createIndex()
         return c
@@ -95,7 +126,7 @@ def test_equal_to_pycocotools(seed, fmt, dtype):
     preds, targets = to_tensors(gt, dt, fmt, dtype, with_area=seed == 1)
     m = MeanAveragePrecision(box_format=fmt, class_metrics=True)
     for i in range(0, len(preds), 4):  # several update() calls
-        m.update(preds[i:i + 4], targets[i:i + 4])
+        m.update(preds[i : i + 4], targets[i : i + 4])
     out = m.compute()
     E = reference_stats(preds, targets, fmt)
     ours = np.array([out[k].item() for k in KEYS])
@@ -113,9 +144,12 @@ def test_matches_torchmetrics_in_float32():
     preds, targets = to_tensors(gt, dt, "xyxy", torch.float32)
     ours = MeanAveragePrecision(box_format="xyxy")
     ours.update(preds, targets)
-    theirs = tm.MeanAveragePrecision(box_format="xyxy", backend="pycocotools",
-                                     iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
-                                     rec_thresholds=np.linspace(0, 1, 101).tolist())
+    theirs = tm.MeanAveragePrecision(
+        box_format="xyxy",
+        backend="pycocotools",
+        iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
+        rec_thresholds=np.linspace(0, 1, 101).tolist(),
+    )
     theirs.update(preds, targets)
     a, b = ours.compute(), theirs.compute()
     for k in KEYS:
@@ -124,8 +158,10 @@ def test_matches_torchmetrics_in_float32():
 
 def test_empty_and_bad_inputs():
     m = MeanAveragePrecision()
-    m.update([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}],
-             [{"boxes": torch.tensor([[0.0, 0, 5, 5]]), "labels": torch.tensor([3])}])
+    m.update(
+        [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}],
+        [{"boxes": torch.tensor([[0.0, 0, 5, 5]]), "labels": torch.tensor([3])}],
+    )
     out = m.compute()
     assert out["map"].item() == 0.0 and out["classes"].tolist() == [3]
     with pytest.raises(ValueError, match="box_format"):
@@ -133,8 +169,10 @@ def test_empty_and_bad_inputs():
     with pytest.raises(ValueError, match="predictions"):
         m.update([], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}])
     with pytest.raises(ValueError, match="scores"):
-        m.update([{"boxes": torch.zeros(2, 4), "scores": torch.zeros(3), "labels": torch.zeros(2)}],
-                 [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}])
+        m.update(
+            [{"boxes": torch.zeros(2, 4), "scores": torch.zeros(3), "labels": torch.zeros(2)}],
+            [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}],
+        )
     empty = MeanAveragePrecision()
     assert empty.compute()["map"].item() == -1.0
     m.reset()
@@ -148,6 +186,7 @@ def test_segm_masks_equal_to_box_equivalent():
     rng = np.random.default_rng(0)
     preds, targets, bpreds, btargets = [], [], [], []
     for _ in range(6):
+
         def rects(n):
             xy = rng.integers(0, 30, (n, 2))
             wh = rng.integers(1, 20, (n, 2))
@@ -156,6 +195,7 @@ def test_segm_masks_equal_to_box_equivalent():
             for i, (x1, y1, x2, y2) in enumerate(b.long().tolist()):
                 m[i, y1:y2, x1:x2] = True
             return b, m
+
         gb, gm = rects(int(rng.integers(1, 4)))
         db, dm = rects(int(rng.integers(0, 5)))
         gl = torch.tensor(rng.integers(1, 3, len(gb)))
@@ -181,7 +221,7 @@ def _dist_worker(rank, world, path, init_file):
         preds, targets = to_tensors(gt, dt)
         half = len(preds) // world
         m = MeanAveragePrecision(class_metrics=True)
-        m.update(preds[rank * half:(rank + 1) * half], targets[rank * half:(rank + 1) * half])
+        m.update(preds[rank * half : (rank + 1) * half], targets[rank * half : (rank + 1) * half])
         out = m.compute()
         torch.save({k: v.clone() for k, v in out.items()}, f"{path}.{rank}")
     finally:
@@ -209,18 +249,30 @@ def test_segm_equal_to_pycocotools():
     rng = np.random.default_rng(5)
     preds, targets = [], []
     for _ in range(8):
+
         def blobs(n):
             m = np.zeros((n, h, w), bool)
             for i in range(n):
                 y, x = rng.integers(0, h - 5), rng.integers(0, w - 5)
-                m[i, y:y + rng.integers(2, 15), x:x + rng.integers(2, 15)] = True
+                m[i, y : y + rng.integers(2, 15), x : x + rng.integers(2, 15)] = True
                 m[i] &= rng.random((h, w)) < 0.9
             return torch.from_numpy(m)
+
         gm, dm = blobs(int(rng.integers(0, 4))), blobs(int(rng.integers(0, 5)))
-        targets.append({"masks": gm, "labels": torch.tensor(rng.integers(1, 3, len(gm))),
-                        "iscrowd": torch.tensor((rng.random(len(gm)) < 0.2).astype(int))})
-        preds.append({"masks": dm, "scores": torch.tensor(rng.integers(0, 5, len(dm)) / 5.0),
-                      "labels": torch.tensor(rng.integers(1, 3, len(dm)))})
+        targets.append(
+            {
+                "masks": gm,
+                "labels": torch.tensor(rng.integers(1, 3, len(gm))),
+                "iscrowd": torch.tensor((rng.random(len(gm)) < 0.2).astype(int)),
+            }
+        )
+        preds.append(
+            {
+                "masks": dm,
+                "scores": torch.tensor(rng.integers(0, 5, len(dm)) / 5.0),
+                "labels": torch.tensor(rng.integers(1, 3, len(dm))),
+            }
+        )
     m = MeanAveragePrecision(iou_type="segm")
     m.update(preds, targets)
     out = m.compute()
@@ -231,15 +283,24 @@ def test_segm_equal_to_pycocotools():
         for i, it in enumerate(items):
             for k, lab in enumerate(it["labels"].tolist()):
                 rle = pmask.encode(np.asfortranarray(it["masks"][k].numpy().astype(np.uint8)))
-                ann = {"id": ann_id, "image_id": i, "category_id": lab, "segmentation": rle,
-                       "area": float(pmask.area(rle)), "iscrowd": int(it["iscrowd"][k]) if "iscrowd" in it else 0}
+                ann = {
+                    "id": ann_id,
+                    "image_id": i,
+                    "category_id": lab,
+                    "segmentation": rle,
+                    "area": float(pmask.area(rle)),
+                    "iscrowd": int(it["iscrowd"][k]) if "iscrowd" in it else 0,
+                }
                 if scores:
                     ann["score"] = it["scores"][k].item()
                 anns.append(ann)
                 ann_id += 1
         c = COCO()
-        c.dataset = {"images": [{"id": i, "height": h, "width": w} for i in range(len(items))], "annotations": anns,
-                     "categories": [{"id": x} for x in labels]}
+        c.dataset = {
+            "images": [{"id": i, "height": h, "width": w} for i in range(len(items))],
+            "annotations": anns,
+            "categories": [{"id": x} for x in labels],
+        }
         with contextlib.redirect_stdout(io.StringIO()):
             c.createIndex()
         return c
@@ -258,7 +319,7 @@ def test_cuda_inputs_give_the_cpu_result():
     """The evaluation runs on the host; CUDA tensors are accepted and give the same result."""
     gt, dt = random_dataset(6, n_images=10, id_zero=False)
     preds, targets = to_tensors(gt, dt, "xyxy", torch.float32)
-    on = lambda items: [{k: v.cuda() for k, v in x.items()} for x in items]  # noqa: E731
+    on = lambda items: [{k: v.cuda() for k, v in x.items()} for x in items]
     a, b = MeanAveragePrecision(), MeanAveragePrecision()
     a.update(preds, targets)
     b.update(on(preds), on(targets))

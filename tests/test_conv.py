@@ -6,12 +6,12 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from common import DEVICES
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import fastops
 import fastops.nn
-from common import DEVICES
 from fastops.nn.conv import useful_fraction
 
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -23,20 +23,22 @@ def reference_conv2d(x, w, b, stride, padding4, dilation, groups):
     x, w = x.double(), w.double()
     top, left, bottom, right = padding4
     xp = F.pad(x, (left, right, top, bottom))
-    n, c_in, hp, wp = xp.shape
+    n, _, hp, wp = xp.shape
     c_out, c_in_g, kh, kw = w.shape
     ho = (hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     out = torch.zeros(n, c_out, ho, wo, dtype=torch.float64)
     c_out_g = c_out // groups
     for g in range(groups):
-        xs = xp[:, g * c_in_g:(g + 1) * c_in_g]
-        ws = w[g * c_out_g:(g + 1) * c_out_g]
+        xs = xp[:, g * c_in_g : (g + 1) * c_in_g]
+        ws = w[g * c_out_g : (g + 1) * c_out_g]
         for i in range(kh):
             for j in range(kw):
                 r0, c0 = i * dilation[0], j * dilation[1]
-                win = xs[:, :, r0:r0 + (ho - 1) * stride[0] + 1:stride[0], c0:c0 + (wo - 1) * stride[1] + 1:stride[1]]
-                out[:, g * c_out_g:(g + 1) * c_out_g] += torch.einsum("oc,nchw->nohw", ws[:, :, i, j], win)
+                win = xs[
+                    :, :, r0 : r0 + (ho - 1) * stride[0] + 1 : stride[0], c0 : c0 + (wo - 1) * stride[1] + 1 : stride[1]
+                ]
+                out[:, g * c_out_g : (g + 1) * c_out_g] += torch.einsum("oc,nchw->nohw", ws[:, :, i, j], win)
     if b is not None:
         out += b.double().view(1, -1, 1, 1)
     return out
@@ -59,8 +61,18 @@ def conv_cases(draw):
         stride = (1, 1)
     n = draw(st.integers(0, 2))
     bias = draw(st.booleans())
-    return dict(n=n, c_in=c_in, c_out=c_out, groups=groups, kernel=(kh, kw), stride=stride, dilation=dilation,
-                hw=(h, w), padding=padding, bias=bias)
+    return dict(
+        n=n,
+        c_in=c_in,
+        c_out=c_out,
+        groups=groups,
+        kernel=(kh, kw),
+        stride=stride,
+        dilation=dilation,
+        hw=(h, w),
+        padding=padding,
+        bias=bias,
+    )
 
 
 def _padded_fits(case):
@@ -106,8 +118,14 @@ def test_conv2d_matches_torch_float64(case):
 
 @pytest.mark.parametrize(
     "hw,kernel,rate",
-    [((33, 33), (3, 3), 36), ((33, 33), (3, 3), 24), ((33, 33), (3, 3), 12), ((5, 7), (3, 3), 12),
-     ((6, 4), (3, 2), (4, 9)), ((1, 1), (3, 3), 2)],
+    [
+        ((33, 33), (3, 3), 36),
+        ((33, 33), (3, 3), 24),
+        ((33, 33), (3, 3), 12),
+        ((5, 7), (3, 3), 12),
+        ((6, 4), (3, 2), (4, 9)),
+        ((1, 1), (3, 3), 2),
+    ],
 )
 def test_conv2d_rates_larger_than_the_map(hw, kernel, rate):
     """Most or all off-centre taps fall in the padding: only the taps that see the map are computed."""
@@ -146,7 +164,9 @@ def test_conv2d_same_padding_even_kernel_is_asymmetric():
 def test_conv2d_unbatched_and_non_contiguous():
     x = torch.randn(3, 8, 9, dtype=torch.float64)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
-    torch.testing.assert_close(fastops.conv2d(x, w, padding=2, dilation=2), F.conv2d(x, w, padding=2, dilation=2), **F64)
+    torch.testing.assert_close(
+        fastops.conv2d(x, w, padding=2, dilation=2), F.conv2d(x, w, padding=2, dilation=2), **F64
+    )
     xc = torch.randn(2, 3, 8, 9, dtype=torch.float64).to(memory_format=torch.channels_last)
     wt = torch.randn(4, 3, 3, 3, dtype=torch.float64).transpose(2, 3)
     torch.testing.assert_close(fastops.conv2d(xc, wt, padding=1), F.conv2d(xc, wt, padding=1), **F64)
@@ -166,8 +186,19 @@ def transpose_cases(draw):
     padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     output_padding = tuple(draw(st.integers(0, max(stride[i], dilation[i]) - 1)) for i in range(2))
     hw = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
-    return dict(n=draw(st.integers(0, 2)), c_in=c_in, c_out=c_out, groups=groups, kernel=kernel, stride=stride,
-                dilation=dilation, padding=padding, output_padding=output_padding, hw=hw, bias=draw(st.booleans()))
+    return dict(
+        n=draw(st.integers(0, 2)),
+        c_in=c_in,
+        c_out=c_out,
+        groups=groups,
+        kernel=kernel,
+        stride=stride,
+        dilation=dilation,
+        padding=padding,
+        output_padding=output_padding,
+        hw=hw,
+        bias=draw(st.booleans()),
+    )
 
 
 def _transpose_operands(case, dtype=torch.float64, device="cpu"):
@@ -178,13 +209,25 @@ def _transpose_operands(case, dtype=torch.float64, device="cpu"):
 
 
 def _transpose_args(case):
-    return dict(stride=case["stride"], padding=case["padding"], output_padding=case["output_padding"],
-                groups=case["groups"], dilation=case["dilation"])
+    return dict(
+        stride=case["stride"],
+        padding=case["padding"],
+        output_padding=case["output_padding"],
+        groups=case["groups"],
+        dilation=case["dilation"],
+    )
 
 
 def _transpose_out_positive(case):
-    return all((case["hw"][i] - 1) * case["stride"][i] - 2 * case["padding"][i]
-               + case["dilation"][i] * (case["kernel"][i] - 1) + case["output_padding"][i] + 1 > 0 for i in range(2))
+    return all(
+        (case["hw"][i] - 1) * case["stride"][i]
+        - 2 * case["padding"][i]
+        + case["dilation"][i] * (case["kernel"][i] - 1)
+        + case["output_padding"][i]
+        + 1
+        > 0
+        for i in range(2)
+    )
 
 
 @given(case=transpose_cases())
@@ -216,8 +259,10 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d():
     y = torch.randn(2, 3, 13, 17, dtype=torch.float64)
     cy = fastops.conv2d(y, w, **kw)
     x = torch.randn(cy.shape, dtype=torch.float64)
-    natural = [(cy.shape[2 + i] - 1) * kw["stride"][i] - 2 * kw["padding"][i] + kw["dilation"][i] * (w.shape[2 + i] - 1)
-               + 1 for i in range(2)]
+    natural = [
+        (cy.shape[2 + i] - 1) * kw["stride"][i] - 2 * kw["padding"][i] + kw["dilation"][i] * (w.shape[2 + i] - 1) + 1
+        for i in range(2)
+    ]
     tx = fastops.conv_transpose2d(x, w, output_padding=(13 - natural[0], 17 - natural[1]), **kw)
     assert tx.shape == y.shape
     torch.testing.assert_close((cy * x).sum(), (y * tx).sum(), **F64)
@@ -231,7 +276,8 @@ def test_gradcheck_conv2d():
     w = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: fastops.conv2d(x, w, b, stride=(2, 1), padding=(3, 1), dilation=(3, 2), groups=2), (x, w, b))
+        lambda x, w, b: fastops.conv2d(x, w, b, stride=(2, 1), padding=(3, 1), dilation=(3, 2), groups=2), (x, w, b)
+    )
 
 
 def test_gradcheck_conv_transpose2d():
@@ -239,8 +285,11 @@ def test_gradcheck_conv_transpose2d():
     w = torch.randn(4, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: fastops.conv_transpose2d(x, w, b, stride=(2, 3), padding=(1, 2), output_padding=(1, 0),
-                                                 groups=2, dilation=(1, 2)), (x, w, b))
+        lambda x, w, b: fastops.conv_transpose2d(
+            x, w, b, stride=(2, 3), padding=(1, 2), output_padding=(1, 0), groups=2, dilation=(1, 2)
+        ),
+        (x, w, b),
+    )
 
 
 def test_gradcheck_aspp_conv():
@@ -279,9 +328,14 @@ def test_aspp_conv_matches_separate_convolutions(hw, rates):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(rtol=1e-4, atol=1e-4)),
-                                       (torch.bfloat16, dict(rtol=3e-2, atol=1e-1)),
-                                       (torch.float16, dict(rtol=5e-3, atol=2e-2))])
+@pytest.mark.parametrize(
+    "dtype,tol",
+    [
+        (torch.float32, dict(rtol=1e-4, atol=1e-4)),
+        (torch.bfloat16, dict(rtol=3e-2, atol=1e-1)),
+        (torch.float16, dict(rtol=5e-3, atol=2e-2)),
+    ],
+)
 @pytest.mark.parametrize("which", ["conv", "atrous", "transpose", "aspp"])
 def test_low_precision_against_float64(which, dtype, tol, device):
     if device == "cpu" and dtype == torch.float16 and which != "conv":
@@ -291,29 +345,31 @@ def test_low_precision_against_float64(which, dtype, tol, device):
     if which == "aspp":
         ws = [torch.randn(8, 16, 1, 1, generator=g, dtype=torch.float64) / 4]
         ws += [torch.randn(8, 16, 3, 3, generator=g, dtype=torch.float64) / 12 for _ in range(2)]
-        fn = lambda x, w, b: fastops.aspp_conv(x, w, [2, 9])  # noqa: E731
-        ref_fn = lambda x, w, b: torch.cat([F.conv2d(x, w[0])] + [F.conv2d(x, wi, padding=r, dilation=r)  # noqa: E731
-                                                                  for wi, r in zip(w[1:], [2, 9])], 1)
+        fn = lambda x, w, b: fastops.aspp_conv(x, w, [2, 9])
+        ref_fn = lambda x, w, b: torch.cat(
+            [F.conv2d(x, w[0])] + [F.conv2d(x, wi, padding=r, dilation=r) for wi, r in zip(w[1:], [2, 9])],
+            1,
+        )
         w, b = ws, None
     elif which == "transpose":
         w = torch.randn(16, 8, 4, 4, generator=g, dtype=torch.float64) / 16
         b = torch.randn(8, generator=g, dtype=torch.float64)
-        fn = lambda x, w, b: fastops.conv_transpose2d(x, w, b, stride=2, padding=1)  # noqa: E731
-        ref_fn = lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1)  # noqa: E731
+        fn = lambda x, w, b: fastops.conv_transpose2d(x, w, b, stride=2, padding=1)
+        ref_fn = lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1)
     else:
         dilation = 1 if which == "conv" else 5
         w = torch.randn(8, 16, 3, 3, generator=g, dtype=torch.float64) / 12
         b = torch.randn(8, generator=g, dtype=torch.float64)
-        fn = lambda x, w, b: fastops.conv2d(x, w, b, padding=dilation, dilation=dilation)  # noqa: E731
-        ref_fn = lambda x, w, b: F.conv2d(x, w, b, padding=dilation, dilation=dilation)  # noqa: E731
-    cast = lambda t: None if t is None else ([u.to(device, dtype) for u in t] if isinstance(t, list)  # noqa: E731
-                                               else t.to(device, dtype))
+        fn = lambda x, w, b: fastops.conv2d(x, w, b, padding=dilation, dilation=dilation)
+        ref_fn = lambda x, w, b: F.conv2d(x, w, b, padding=dilation, dilation=dilation)
+    cast = lambda t: (
+        None if t is None else ([u.to(device, dtype) for u in t] if isinstance(t, list) else t.to(device, dtype))
+    )
     xl, wl, bl = cast(x), cast(w), cast(b)
     out = fn(xl, wl, bl)
     assert out.dtype == dtype and out.device.type == device
     # the reference on the rounded operands, in float64
-    up = lambda t: None if t is None else ([u.double().cpu() for u in t] if isinstance(t, list)  # noqa: E731
-                                             else t.double().cpu())
+    up = lambda t: None if t is None else ([u.double().cpu() for u in t] if isinstance(t, list) else t.double().cpu())
     torch.testing.assert_close(out.double().cpu(), ref_fn(up(xl), up(wl), up(bl)), **tol)
 
 
@@ -356,23 +412,32 @@ def _float32_close(ours, ref):
 def _float32_and_float64(fn, ref_fn, operands, seed, **kw):
     """fn on float32 operands and ref_fn on the same values in float64, each followed by a
     backward of the same upstream gradient (drawn in float64)."""
+
     def run(f, ops):
         ops = [None if t is None else t.detach().clone().requires_grad_() for t in ops]
         out = f(*ops, **kw)
         grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         out.backward(grad.to(out.dtype))
         return [out.detach()] + [None if t is None else t.grad for t in ops]
+
     return run(fn, operands), run(ref_fn, [None if t is None else t.double() for t in operands])
 
 
 @st.composite
 def direct_cases(draw):
     kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    return dict(n=draw(st.integers(0, 2)), c_in=draw(st.sampled_from([32, 64])), c_out=draw(st.sampled_from([32, 96])),
-                kernel=(kh, kw), dilation=(draw(st.integers(1, 13)), draw(st.integers(1, 13))),
-                hw=(draw(st.integers(1, 20)), draw(st.integers(1, 20))),
-                padding=(draw(st.integers(0, 15)), draw(st.integers(0, 15))), bias=draw(st.booleans()),
-                stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), groups=1)
+    return dict(
+        n=draw(st.integers(0, 2)),
+        c_in=draw(st.sampled_from([32, 64])),
+        c_out=draw(st.sampled_from([32, 96])),
+        kernel=(kh, kw),
+        dilation=(draw(st.integers(1, 13)), draw(st.integers(1, 13))),
+        hw=(draw(st.integers(1, 20)), draw(st.integers(1, 20))),
+        padding=(draw(st.integers(0, 15)), draw(st.integers(0, 15))),
+        bias=draw(st.booleans()),
+        stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        groups=1,
+    )
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
@@ -388,15 +453,18 @@ def test_direct_float32_matches_float64(case, isa):
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
-@pytest.mark.parametrize("c_in,c_out,hw,kernel,rate,stride", [
-    (160, 64, (33, 31), (3, 3), 12, 1),   # two chunks of input channels; rows of 33 and 21 pixels
-    (64, 40, (9, 40), (3, 5), 2, 1),      # weight-gradient row tiles of 13 and 14; 40-pixel rows
-    (32, 5, (6, 7), (1, 1), 1, 1),        # a 1x1 convolution; one short row tile
-    (256, 256, (33, 33), (3, 3), 36, 1),  # only the centre tap sees the map
-    (64, 64, (17, 40), (3, 3), 1, 2),     # a ResNet downsampling 3x3, stride 2
-    (32, 32, (16, 9), (4, 2), 3, (3, 2)), # vertical stride 3, horizontal 2
-    (32, 32, (40, 41), (3, 3), 2, 1),     # 5 samples: accumulators for 2 at a time (3 groups)
-])
+@pytest.mark.parametrize(
+    "c_in,c_out,hw,kernel,rate,stride",
+    [
+        (160, 64, (33, 31), (3, 3), 12, 1),  # two chunks of input channels; rows of 33 and 21 pixels
+        (64, 40, (9, 40), (3, 5), 2, 1),  # weight-gradient row tiles of 13 and 14; 40-pixel rows
+        (32, 5, (6, 7), (1, 1), 1, 1),  # a 1x1 convolution; one short row tile
+        (256, 256, (33, 33), (3, 3), 36, 1),  # only the centre tap sees the map
+        (64, 64, (17, 40), (3, 3), 1, 2),  # a ResNet downsampling 3x3, stride 2
+        (32, 32, (16, 9), (4, 2), 3, (3, 2)),  # vertical stride 3, horizontal 2
+        (32, 32, (40, 41), (3, 3), 2, 1),  # 5 samples: accumulators for 2 at a time (3 groups)
+    ],
+)
 def test_direct_fixed_shapes(isa, c_in, c_out, hw, kernel, rate, stride):
     g = torch.Generator().manual_seed(c_in + c_out)
     x = torch.randn(5 if hw == (40, 41) else 2, c_in, *hw, generator=g)
@@ -404,16 +472,22 @@ def test_direct_fixed_shapes(isa, c_in, c_out, hw, kernel, rate, stride):
     b = torch.randn(c_out, generator=g)
     pad = (rate * (kernel[0] // 2), rate * (kernel[1] // 2))
     with cpu_isa(isa):
-        ours, ref = _float32_and_float64(fastops.conv2d, F.conv2d, [x, w, b], 4, padding=pad, dilation=rate,
-                                         stride=stride)
+        ours, ref = _float32_and_float64(
+            fastops.conv2d, F.conv2d, [x, w, b], 4, padding=pad, dilation=rate, stride=stride
+        )
     for a, t in zip(ours, ref):
         _float32_close(a, t)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
-@pytest.mark.parametrize("kernel,kw", [(3, dict(stride=1, padding=2, output_padding=1, dilation=3)),
-                                       (4, dict(stride=2, padding=1)),                      # U-Net's k4s2p1
-                                       (3, dict(stride=(1, 2), padding=1, output_padding=(0, 1)))])
+@pytest.mark.parametrize(
+    "kernel,kw",
+    [
+        (3, dict(stride=1, padding=2, output_padding=1, dilation=3)),
+        (4, dict(stride=2, padding=1)),  # U-Net's k4s2p1
+        (3, dict(stride=(1, 2), padding=1, output_padding=(0, 1))),
+    ],
+)
 def test_direct_transposed_and_aspp(isa, kernel, kw):
     """conv_transpose2d (the input-gradient kernel, writing every stride-th pixel; its backward
     runs the strided forward and weight gradient) and the fused ASPP op, whose branches skip their
@@ -429,10 +503,12 @@ def test_direct_transposed_and_aspp(isa, kernel, kw):
     ws = [torch.randn(32, 64, 1, 1, generator=g) / 8] + [torch.randn(32, 64, 3, 3, generator=g) / 24 for _ in rates]
 
     def separate(x, *ws):
-        return torch.cat([F.conv2d(x, ws[0])] + [F.conv2d(x, w, padding=r, dilation=r) for w, r in zip(ws[1:], rates)], 1)
+        return torch.cat(
+            [F.conv2d(x, ws[0])] + [F.conv2d(x, w, padding=r, dilation=r) for w, r in zip(ws[1:], rates)], 1
+        )
 
     with cpu_isa(isa):
-        ours, ref = _float32_and_float64(lambda x, *ws: fastops.aspp_conv(x, ws, rates), separate, [x] + ws, 6)
+        ours, ref = _float32_and_float64(lambda x, *ws: fastops.aspp_conv(x, ws, rates), separate, [x, *ws], 6)
     for a, t in zip(ours, ref):
         _float32_close(a, t)
 
@@ -454,9 +530,11 @@ def test_direct_nan_and_thread_count_independence():
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            runs.append(_forward_backward(fastops.conv2d, x, w, None, 2, padding=6, dilation=6)[:3]
-                        + _forward_backward(fastops.conv2d, x, w32, None, 2, padding=6, dilation=6)[:3]
-                        + _forward_backward(fastops.conv_transpose2d, x, wt, None, 2, stride=2, padding=1)[:3])
+            runs.append(
+                _forward_backward(fastops.conv2d, x, w, None, 2, padding=6, dilation=6)[:3]
+                + _forward_backward(fastops.conv2d, x, w32, None, 2, padding=6, dilation=6)[:3]
+                + _forward_backward(fastops.conv_transpose2d, x, wt, None, 2, stride=2, padding=1)[:3]
+            )
     finally:
         torch.set_num_threads(previous)
     for run in runs[1:]:
@@ -470,8 +548,9 @@ def test_direct_nan_and_thread_count_independence():
 # ---- empty inputs, NaN, determinism -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape_x,shape_w", [((0, 3, 5, 5), (4, 3, 3, 3)), ((2, 0, 5, 5), (4, 0, 3, 3)),
-                                             ((2, 3, 0, 5), (4, 3, 1, 3))])
+@pytest.mark.parametrize(
+    "shape_x,shape_w", [((0, 3, 5, 5), (4, 3, 3, 3)), ((2, 0, 5, 5), (4, 0, 3, 3)), ((2, 3, 0, 5), (4, 3, 1, 3))]
+)
 def test_empty_inputs(shape_x, shape_w):
     """Empty batches as torch; no input channels or rows (torch: an error or a [N, 0, ...] result)
     give the mathematical answer, the bias (zeros), and zero gradients."""
@@ -527,14 +606,17 @@ def test_channel_blocks_match_torch(threads, groups):
         x = torch.randn(2, 96, 9, 8, dtype=torch.float64)
         w = torch.randn(130, 96 // groups, 3, 3, dtype=torch.float64)
         kw = dict(padding=4, dilation=(4, 3), groups=groups)
-        for a, t in zip(_forward_backward(fastops.conv2d, x, w, None, 9, **kw),
-                        _forward_backward(F.conv2d, x, w, None, 9, **kw)):
+        for a, t in zip(
+            _forward_backward(fastops.conv2d, x, w, None, 9, **kw), _forward_backward(F.conv2d, x, w, None, 9, **kw)
+        ):
             if t is not None:
                 torch.testing.assert_close(a, t, **F64)
         wt = torch.randn(96, 130 // groups, 4, 4, dtype=torch.float64)
         kw = dict(stride=2, padding=1, groups=groups)
-        for a, t in zip(_forward_backward(fastops.conv_transpose2d, x, wt, None, 9, **kw),
-                        _forward_backward(F.conv_transpose2d, x, wt, None, 9, **kw)):
+        for a, t in zip(
+            _forward_backward(fastops.conv_transpose2d, x, wt, None, 9, **kw),
+            _forward_backward(F.conv_transpose2d, x, wt, None, 9, **kw),
+        ):
             if t is not None:
                 torch.testing.assert_close(a, t, **F64)
     finally:
@@ -568,8 +650,11 @@ BAD_CONV = [
     (dict(x=(1, 4, 5, 5), w=(2, 4, 3, 3)), dict(groups=0), "non-positive groups is not supported"),
     (dict(x=(4, 5), w=(2, 4, 3, 3)), {}, "Expected 3D \\(unbatched\\) or 4D \\(batched\\) input"),
     (dict(x=(1, 1, 4, 5, 5), w=(2, 4, 3, 3)), {}, "Expected 3D \\(unbatched\\) or 4D \\(batched\\) input"),
-    (dict(x=(1, 4, 5, 5), w=(2, 4, 3, 3)), dict(stride=2, padding="same"),
-     "padding='same' is not supported for strided convolutions"),
+    (
+        dict(x=(1, 4, 5, 5), w=(2, 4, 3, 3)),
+        dict(stride=2, padding="same"),
+        "padding='same' is not supported for strided convolutions",
+    ),
     (dict(x=(1, 4, 5, 5), w=(2, 4, 3, 3), b=(3,)), {}, "expected bias to be 1-dimensional with 2 elements"),
 ]
 
@@ -750,8 +835,10 @@ def test_opcheck():
     wt = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     bt = torch.randn(6, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.fastops.conv_transpose2d, (x, wt, bt, [2, 2], [1, 0], [1, 0], 2, [1, 1]))
-    ws = [torch.randn(3, 4, 1, 1, dtype=torch.float64, requires_grad=True),
-          torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)]
+    ws = [
+        torch.randn(3, 4, 1, 1, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True),
+    ]
     torch.library.opcheck(torch.ops.fastops.aspp_conv, (x, ws, [5]))
     ga = torch.randn(2, 6, 7, 6, dtype=torch.float64)
     torch.library.opcheck(torch.ops.fastops.aspp_conv_backward, (ga, x.detach(), [w.detach() for w in ws], [5], True))
@@ -793,8 +880,10 @@ def test_cuda_matches_cpu():
     x = torch.randn(2, 6, 13, 11, dtype=torch.float64)
     w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
     wt = torch.randn(6, 2, 4, 4, dtype=torch.float64)
-    for fn, weight, kw in [(fastops.conv2d, w, dict(padding=7, dilation=(7, 5), groups=2, stride=(1, 2))),
-                           (fastops.conv_transpose2d, wt, dict(stride=2, padding=1, groups=2))]:
+    for fn, weight, kw in [
+        (fastops.conv2d, w, dict(padding=7, dilation=(7, 5), groups=2, stride=(1, 2))),
+        (fastops.conv_transpose2d, wt, dict(stride=2, padding=1, groups=2)),
+    ]:
         cpu = _forward_backward(fn, x, weight, None, 8, **kw)
         gpu = _forward_backward(fn, x.cuda(), weight.cuda(), None, 8, **kw)
         for a, b in zip(cpu[:3], gpu[:3]):

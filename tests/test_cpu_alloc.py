@@ -75,8 +75,10 @@ def test_full_cache_makes_room_for_the_newest_free():
 
 
 def test_cache_can_be_turned_off():
-    code = ("import torch, fastops; x = torch.randn(1, 64, 16, 16); r = torch.tensor([[0., 1, 1, 9, 9]]).repeat(2000, 1);"
-            "y = fastops.roi_align(x, r, 7); del y; print(fastops.output_cache_bytes())")
+    code = (
+        "import torch, fastops; x = torch.randn(1, 64, 16, 16); r = torch.tensor([[0., 1, 1, 9, 9]]).repeat(2000, 1);"
+        "y = fastops.roi_align(x, r, 7); del y; print(fastops.output_cache_bytes())"
+    )
     env = dict(os.environ, FASTOPS_OUTPUT_CACHE="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"

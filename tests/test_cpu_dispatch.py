@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from common import rand_boxes_xyxy, special_boxes_xyxy
 
 import fastops
-from common import rand_boxes_xyxy, special_boxes_xyxy
 
 ISAS = ["default", "avx2", "avx512"]
 

@@ -14,8 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_fast_math_within_documented_ulp(tmp_path):
     exe = tmp_path / "fast_math_check"
     subprocess.run(
-        ["c++", "-std=c++20", "-O2", "-ffp-contract=off", f"-I{ROOT / 'csrc'}",
-         str(ROOT / "tests" / "native" / "fast_math_check.cpp"), "-o", str(exe)],
+        [
+            "c++",
+            "-std=c++20",
+            "-O2",
+            "-ffp-contract=off",
+            f"-I{ROOT / 'csrc'}",
+            str(ROOT / "tests" / "native" / "fast_math_check.cpp"),
+            "-o",
+            str(exe),
+        ],
         check=True,
     )
     # stride 4099 (prime): about a million values spread over every exponent and sign

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tvops
+from common import DEVICES, FLOAT_DTYPES
 from hypothesis import given
 from hypothesis import strategies as st
 
 import fastops
-from common import DEVICES, FLOAT_DTYPES
 
 # ---- float64 references written from the definitions ------------------------------------------
 
@@ -56,7 +56,11 @@ def softmax_reference(x, y, gamma=2.0, alpha=1.0, class_weight=None, sample_weig
 def logits_and_targets(rows=64, classes=7, *, scale=3.0, soft=False, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(rows, classes, generator=g, dtype=torch.float64) * scale).to(dtype)
-    t = torch.rand(rows, classes, generator=g, dtype=torch.float64) if soft else (torch.rand(rows, classes, generator=g) < 0.2).double()
+    t = (
+        torch.rand(rows, classes, generator=g, dtype=torch.float64)
+        if soft
+        else (torch.rand(rows, classes, generator=g) < 0.2).double()
+    )
     return x, t.to(dtype)
 
 
@@ -140,14 +144,26 @@ MMCV_INPUTS = [
 MMCV_SIGMOID = [
     (0.13562961, [[-0.00657264, 0.11185755], [0.11185755, -0.00657264]]),
     (1.10251057, [[0.28808805, 0.11185755, -0.09602935], [0.11185755, -0.00657264, 0.40376765]]),
-    (0.42287254, [[0.07457182, -0.02485716, 0.07457201], [0.07457211, 0.07457669, -0.02483728],
-                  [-0.02462499, 0.08277918, 0.18050370]]),
+    (
+        0.42287254,
+        [
+            [0.07457182, -0.02485716, 0.07457201],
+            [0.07457211, 0.07457669, -0.02483728],
+            [-0.02462499, 0.08277918, 0.18050370],
+        ],
+    ),
 ]
 MMCV_SOFTMAX = [
     (0.00566451, [[-0.00657264, 0.00657264], [0.00657264, -0.00657264]]),
     (0.34956908, [[0.10165970, 0.03739851, -0.13905823], [0.01227554, -0.10298023, 0.09070466]]),
-    (0.15754992, [[0.02590877, -0.05181759, 0.02590882], [0.02589641, 0.02589760, -0.05179400],
-                  [-0.07307514, 0.02234372, 0.05073142]]),
+    (
+        0.15754992,
+        [
+            [0.02590877, -0.05181759, 0.02590882],
+            [0.02589641, 0.02589760, -0.05179400],
+            [-0.07307514, 0.02234372, 0.05073142],
+        ],
+    ),
 ]
 
 
@@ -177,8 +193,14 @@ def test_index_targets_equal_one_hot(reduction, device):
     cw, sw = torch.rand(9, generator=g, dtype=torch.float64), torch.rand(300, generator=g, dtype=torch.float64)
     dense, keep = one_hot(labels, 9, background=9, ignore=-1)
     xi = x.detach().clone().to(device).requires_grad_()
-    got = fastops.sigmoid_focal_loss(xi, labels.to(device), reduction=reduction, class_weight=cw.to(device),
-                                     sample_weight=sw.to(device), ignore_index=-1)
+    got = fastops.sigmoid_focal_loss(
+        xi,
+        labels.to(device),
+        reduction=reduction,
+        class_weight=cw.to(device),
+        sample_weight=sw.to(device),
+        ignore_index=-1,
+    )
     xr = x.clone().requires_grad_()
     ref = sigmoid_reference(xr, dense, class_weight=cw, sample_weight=sw) * keep[:, None]
     ref = {"none": ref, "mean": ref.sum() / (keep.sum() * 9), "sum": ref.sum()}[reduction]
@@ -199,8 +221,10 @@ def test_background_index_and_other_shapes():
     torch.testing.assert_close(got, sigmoid_reference(x, dense))
     # any shape with dense targets, 0-d included (torchvision accepts them)
     s = torch.tensor(0.3, dtype=torch.float64)
-    torch.testing.assert_close(fastops.sigmoid_focal_loss(s, torch.tensor(1.0, dtype=torch.float64)),
-                               tvops.sigmoid_focal_loss(s, torch.tensor(1.0, dtype=torch.float64)))
+    torch.testing.assert_close(
+        fastops.sigmoid_focal_loss(s, torch.tensor(1.0, dtype=torch.float64)),
+        tvops.sigmoid_focal_loss(s, torch.tensor(1.0, dtype=torch.float64)),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -235,14 +259,20 @@ def test_gradcheck(gamma, device):
     sw = torch.rand(6, dtype=torch.float64, device=device)
     for reduction in ("none", "sum", "mean"):
         assert torch.autograd.gradcheck(
-            lambda v: fastops.sigmoid_focal_loss(v, t.to(device), 0.3, gamma, reduction, class_weight=cw, sample_weight=sw), (x,)
+            lambda v: fastops.sigmoid_focal_loss(
+                v, t.to(device), 0.3, gamma, reduction, class_weight=cw, sample_weight=sw
+            ),
+            (x,),
         )
         assert torch.autograd.gradcheck(
             lambda v: fastops.weighted_bce_with_logits(v, t.to(device), pos_weight=cw + 0.5, reduction=reduction), (x,)
         )
         labels = torch.tensor([0, 3, -100, 1, 2, 2], device=device)
         assert torch.autograd.gradcheck(
-            lambda v: fastops.softmax_focal_loss(v, labels, gamma, class_weight=cw, sample_weight=sw, reduction=reduction), (x,)
+            lambda v: fastops.softmax_focal_loss(
+                v, labels, gamma, class_weight=cw, sample_weight=sw, reduction=reduction
+            ),
+            (x,),
         )
 
 
@@ -261,8 +291,9 @@ def test_softmax_matches_reference(gamma, reduction, dtype, device):
     cw = torch.rand(13, generator=g, dtype=torch.float64)
     sw = torch.rand(3, 50, generator=g, dtype=torch.float64)
     xg = x.detach().clone().to(device).requires_grad_()
-    loss = fastops.softmax_focal_loss(xg, y.to(device), gamma, class_weight=cw.to(device), sample_weight=sw.to(device),
-                                      reduction=reduction)
+    loss = fastops.softmax_focal_loss(
+        xg, y.to(device), gamma, class_weight=cw.to(device), sample_weight=sw.to(device), reduction=reduction
+    )
     xr = x.detach().double().requires_grad_()
     ref = softmax_reference(xr, y, gamma, class_weight=cw, sample_weight=sw)
     ref = {"none": ref, "mean": ref.sum() / (y != -100).sum(), "sum": ref.sum()}[reduction]
@@ -294,8 +325,14 @@ def test_weighted_bce_matches_torch(reduction, device):
     pw, cw = torch.rand(5, generator=g, dtype=torch.float64) * 3, torch.rand(5, generator=g, dtype=torch.float64)
     sw = torch.rand(80, generator=g, dtype=torch.float64)
     xa, xb = x.detach().clone().to(device).requires_grad_(), x.clone().requires_grad_()
-    a = fastops.weighted_bce_with_logits(xa, t.to(device), pos_weight=pw.to(device), class_weight=cw.to(device),
-                                         sample_weight=sw.to(device), reduction=reduction)
+    a = fastops.weighted_bce_with_logits(
+        xa,
+        t.to(device),
+        pos_weight=pw.to(device),
+        class_weight=cw.to(device),
+        sample_weight=sw.to(device),
+        reduction=reduction,
+    )
     b = F.binary_cross_entropy_with_logits(xb, t, weight=cw * sw[:, None], pos_weight=pw, reduction=reduction)
     torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12)
     a.sum().backward(), b.sum().backward()
@@ -378,7 +415,8 @@ def test_class_weights():
 
 @given(
     st.lists(st.floats(-60, 60, width=32), min_size=1, max_size=30),
-    st.floats(0, 1), st.floats(0, 5),
+    st.floats(0, 1),
+    st.floats(0, 5),
 )
 def test_sigmoid_properties(logits, alpha, gamma):
     x = torch.tensor(logits, dtype=torch.float64)
@@ -428,7 +466,9 @@ def test_empty(device):
     s.backward()
     assert s.item() == 0 and e.grad.shape == (0, 5)
     assert math.isnan(fastops.sigmoid_focal_loss(e, torch.zeros(0, 5, device=device), reduction="mean").item())
-    assert fastops.softmax_focal_loss(e, torch.zeros(0, dtype=torch.int64, device=device), reduction="none").shape == (0,)
+    assert fastops.softmax_focal_loss(e, torch.zeros(0, dtype=torch.int64, device=device), reduction="none").shape == (
+        0,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -449,7 +489,9 @@ def test_non_finite_logits_stay_in_their_element_or_row(bad, device):
     assert torch.isfinite(rows[[0, 2, 3]]).all() and torch.isfinite(x.grad[[0, 2, 3]]).all()
     if bad == -math.inf:  # a class of probability 0, as in torch's cross-entropy
         assert torch.isfinite(rows[1]) and torch.isfinite(x.grad[1]).all()
-        torch.testing.assert_close(rows[1].cpu(), softmax_reference(x.detach().cpu()[1:2], torch.tensor([1]), 2.0)[0].float())
+        torch.testing.assert_close(
+            rows[1].cpu(), softmax_reference(x.detach().cpu()[1:2], torch.tensor([1]), 2.0)[0].float()
+        )
     else:
         assert not torch.isfinite(rows[1]) and not torch.isfinite(x.grad[1]).all()
 
@@ -481,15 +523,20 @@ def test_opcheck(device):
     ops = torch.ops.fastops
     for reduction in (0, 1, 2):
         torch.library.opcheck(ops.sigmoid_focal_loss.default, (x, t, cw, cw + 1, sw, 0.25, 2.0, reduction, 4, -100))
-        torch.library.opcheck(ops.sigmoid_focal_loss.default, (x, labels, None, None, None, 0.25, 0.5, reduction, 4, -100))
-        torch.library.opcheck(ops.softmax_focal_loss.default, (x, labels.clamp(max=3), cw, sw, 0.25, 2.0, reduction, -100))
+        torch.library.opcheck(
+            ops.sigmoid_focal_loss.default, (x, labels, None, None, None, 0.25, 0.5, reduction, 4, -100)
+        )
+        torch.library.opcheck(
+            ops.softmax_focal_loss.default, (x, labels.clamp(max=3), cw, sw, 0.25, 2.0, reduction, -100)
+        )
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_compile_fullgraph(dynamic):
     def step(logits, labels, num_fg):
-        return fastops.sigmoid_focal_loss(logits, labels, reduction="sum", normalizer=num_fg) + \
-            fastops.softmax_focal_loss(logits, labels.clamp(max=logits.shape[-1] - 1))
+        return fastops.sigmoid_focal_loss(
+            logits, labels, reduction="sum", normalizer=num_fg
+        ) + fastops.softmax_focal_loss(logits, labels.clamp(max=logits.shape[-1] - 1))
 
     compiled = torch.compile(step, fullgraph=True, dynamic=dynamic)
     g = torch.Generator().manual_seed(0)

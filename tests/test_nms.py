@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 import torchvision.ops as tvops
+from common import DEVICES
 from hypothesis import given
 from hypothesis import strategies as st
 from torchvision.ops.boxes import _batched_nms_coordinate_trick
 
 import fastops
-from common import DEVICES
 
 # ---- references ----------------------------------------------------------------------------------
 
@@ -185,9 +185,9 @@ def test_batched_nms_accepts_any_integer_idxs():
         assert torch.equal(fastops.batched_nms(boxes, scores, idxs.to(dtype), 0.5), expected)
 
 
-nms_box = st.tuples(
-    st.integers(0, 60), st.integers(0, 60), st.integers(0, 30), st.integers(0, 30)
-).map(lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]])
+nms_box = st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(0, 30), st.integers(0, 30)).map(
+    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+)
 
 
 @given(
@@ -233,7 +233,9 @@ def test_nms_empty(device):
     e = torch.zeros(0, 4, device=device)
     keep = fastops.nms(e, torch.zeros(0, device=device), 0.5)
     assert keep.dtype == torch.int64 and keep.shape == (0,)
-    assert fastops.batched_nms(e, torch.zeros(0, device=device), torch.zeros(0, dtype=torch.int64, device=device), 0.5).shape == (0,)
+    assert fastops.batched_nms(
+        e, torch.zeros(0, device=device), torch.zeros(0, dtype=torch.int64, device=device), 0.5
+    ).shape == (0,)
 
 
 def test_nms_errors_name_the_argument():
@@ -320,7 +322,9 @@ MMCV_SOFT = {
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
 def test_soft_nms_mmcv_published_values(method, device):
     boxes, scores = torch.tensor(MMCV_BOXES, device=device), torch.tensor(MMCV_SCORES, device=device)
-    keep, new_scores = fastops.soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.01, method=method)
+    keep, new_scores = fastops.soft_nms(
+        boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.01, method=method
+    )
     inds, expected = MMCV_SOFT[method]
     assert keep.cpu().tolist() == inds
     torch.testing.assert_close(new_scores.cpu(), torch.tensor(expected))
@@ -372,8 +376,12 @@ def test_matrix_nms_matches_reference(kernel, classes, score_threshold, device):
     scores = torch.rand(n, generator=g, dtype=torch.float64)
     idxs = None if classes is None else torch.randint(0, classes, (n,), generator=g)
     keep, new_scores = fastops.matrix_nms(
-        boxes.to(device), scores.to(device), None if idxs is None else idxs.to(device),
-        kernel=kernel, sigma=2.0, score_threshold=score_threshold,
+        boxes.to(device),
+        scores.to(device),
+        None if idxs is None else idxs.to(device),
+        kernel=kernel,
+        sigma=2.0,
+        score_threshold=score_threshold,
     )
     thr = -math.inf if score_threshold is None else score_threshold
     ref_keep, ref_scores = matrix_reference(boxes, scores, idxs, kernel, 2.0, thr)
@@ -424,8 +432,14 @@ def test_multiclass_nms_matches_torchvision_retinanet(per_class_boxes, topk, max
     boxes = boxes.reshape(b, n, c, 4) if per_class_boxes else boxes.reshape(b, n, 4)
     scores = torch.randperm(b * n * c, generator=g).float().reshape(b, n, c) / (b * n * c)  # untied
     scores = scores**3
-    out = fastops.multiclass_nms(boxes.to(device), scores.to(device), score_threshold=0.05, iou_threshold=0.5,
-                                 topk=topk, max_detections=max_detections)
+    out = fastops.multiclass_nms(
+        boxes.to(device),
+        scores.to(device),
+        score_threshold=0.05,
+        iou_threshold=0.5,
+        topk=topk,
+        max_detections=max_detections,
+    )
     assert out.boxes.shape == (b, max_detections, 4) and out.labels.dtype == torch.int64
     got = fastops.multiclass_nms_to_dicts(out)
     for mine, ref in zip(got, multiclass_reference(boxes, scores, 0.05, 0.5, topk, max_detections)):
@@ -527,5 +541,6 @@ def test_cuda_nms_matches_cpu(n):
     idxs = torch.randint(0, 80, (n,), generator=g)
     assert torch.equal(fastops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), fastops.nms(boxes, scores, 0.5))
     assert torch.equal(
-        fastops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(), fastops.batched_nms(boxes, scores, idxs, 0.5)
+        fastops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
+        fastops.batched_nms(boxes, scores, idxs, 0.5),
     )

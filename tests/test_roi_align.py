@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 import torchvision.ops as tvops
+from common import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cpu_dispatch import assert_same_across_isas
 
 import fastops
-from common import DEVICES
-from test_cpu_dispatch import assert_same_across_isas
 
 # ---- float64 references written from the definitions ------------------------------------------
 
@@ -46,8 +46,12 @@ def roi_align_reference(x, rois, output_size, spatial_scale, sampling_ratio, ali
         gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / pw)
         if gh <= 0 or gw <= 0:
             continue
-        ys = y1 + (torch.arange(ph, dtype=torch.float64)[:, None] + (torch.arange(gh, dtype=torch.float64) + 0.5)[None, :] / gh) * (rh / ph)
-        xs = x1 + (torch.arange(pw, dtype=torch.float64)[:, None] + (torch.arange(gw, dtype=torch.float64) + 0.5)[None, :] / gw) * (rw / pw)
+        ys = y1 + (
+            torch.arange(ph, dtype=torch.float64)[:, None] + (torch.arange(gh, dtype=torch.float64) + 0.5)[None, :] / gh
+        ) * (rh / ph)
+        xs = x1 + (
+            torch.arange(pw, dtype=torch.float64)[:, None] + (torch.arange(gw, dtype=torch.float64) + 0.5)[None, :] / gw
+        ) * (rw / pw)
         wy, wx = _axis_weights(ys, x.shape[2]), _axis_weights(xs, x.shape[3])
         out[k] = torch.einsum("piy,qjx,cyx->cpq", wy, wx, x[int(b)]) / (gh * gw)
     return out
@@ -127,15 +131,33 @@ def test_roi_align_detectron2_published_values():
 
 
 MMCV_CASES = [  # mmcv tests/test_ops/test_roi_align.py: (input, rois, output, grad of output.sum())
-    ([[[[1., 2.], [3., 4.]]]], [[0., 0., 0., 1., 1.]], [[[[1.0, 1.25], [1.5, 1.75]]]],
-     [[[[3.0625, 0.4375], [0.4375, 0.0625]]]]),
-    ([[[[1., 2.], [3., 4.]], [[4., 3.], [2., 1.]]]], [[0., 0., 0., 1., 1.]],
-     [[[[1.0, 1.25], [1.5, 1.75]], [[4.0, 3.75], [3.5, 3.25]]]],
-     [[[[3.0625, 0.4375], [0.4375, 0.0625]], [[3.0625, 0.4375], [0.4375, 0.0625]]]]),
-    ([[[[1., 2., 5., 6.], [3., 4., 7., 8.], [9., 10., 13., 14.], [11., 12., 15., 16.]]]], [[0., 0., 0., 3., 3.]],
-     [[[[1.9375, 4.75], [7.5625, 10.375]]]],
-     [[[[0.47265625, 0.42968750, 0.42968750, 0.04296875], [0.42968750, 0.39062500, 0.39062500, 0.03906250],
-        [0.42968750, 0.39062500, 0.39062500, 0.03906250], [0.04296875, 0.03906250, 0.03906250, 0.00390625]]]]),
+    (
+        [[[[1.0, 2.0], [3.0, 4.0]]]],
+        [[0.0, 0.0, 0.0, 1.0, 1.0]],
+        [[[[1.0, 1.25], [1.5, 1.75]]]],
+        [[[[3.0625, 0.4375], [0.4375, 0.0625]]]],
+    ),
+    (
+        [[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 3.0], [2.0, 1.0]]]],
+        [[0.0, 0.0, 0.0, 1.0, 1.0]],
+        [[[[1.0, 1.25], [1.5, 1.75]], [[4.0, 3.75], [3.5, 3.25]]]],
+        [[[[3.0625, 0.4375], [0.4375, 0.0625]], [[3.0625, 0.4375], [0.4375, 0.0625]]]],
+    ),
+    (
+        [[[[1.0, 2.0, 5.0, 6.0], [3.0, 4.0, 7.0, 8.0], [9.0, 10.0, 13.0, 14.0], [11.0, 12.0, 15.0, 16.0]]]],
+        [[0.0, 0.0, 0.0, 3.0, 3.0]],
+        [[[[1.9375, 4.75], [7.5625, 10.375]]]],
+        [
+            [
+                [
+                    [0.47265625, 0.42968750, 0.42968750, 0.04296875],
+                    [0.42968750, 0.39062500, 0.39062500, 0.03906250],
+                    [0.42968750, 0.39062500, 0.39062500, 0.03906250],
+                    [0.04296875, 0.03906250, 0.03906250, 0.00390625],
+                ]
+            ]
+        ],
+    ),
 ]
 
 
@@ -178,11 +200,22 @@ def test_roi_pool_matches_reference_and_torchvision(output_size):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.integers(1, 3), c=st.integers(1, 20), h=st.integers(1, 12), w=st.integers(1, 12), k=st.integers(0, 12),
-    ph=st.integers(1, 4), pw=st.integers(1, 4), sampling_ratio=st.integers(-1, 3), aligned=st.booleans(),
-    scale=st.sampled_from([1.0, 0.5, 0.25, 0.3]), channels_last=st.booleans(), seed=st.integers(0, 2**16),
+    n=st.integers(1, 3),
+    c=st.integers(1, 20),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    k=st.integers(0, 12),
+    ph=st.integers(1, 4),
+    pw=st.integers(1, 4),
+    sampling_ratio=st.integers(-1, 3),
+    aligned=st.booleans(),
+    scale=st.sampled_from([1.0, 0.5, 0.25, 0.3]),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
-def test_roi_align_property_torchvision_bits(n, c, h, w, k, ph, pw, sampling_ratio, aligned, scale, channels_last, seed):
+def test_roi_align_property_torchvision_bits(
+    n, c, h, w, k, ph, pw, sampling_ratio, aligned, scale, channels_last, seed
+):
     """Any shape, scale and box (including degenerate and outside ones): torchvision's float32 bits."""
     x, rois = make_case(n, c, h, w, k, scale, torch.float32, seed)
     if k > 2:
@@ -220,15 +253,17 @@ def test_roi_pool_gradcheck():
 def test_multi_scale_gradcheck():
     feats, rois, scales = make_pyramid(c=2, k=6, dtype=torch.float64, size=64)
     feats = [f.requires_grad_() for f in feats]
-    assert torch.autograd.gradcheck(
-        lambda *f: fastops.multi_scale_roi_align(list(f), rois, 3, scales, 2), tuple(feats))
+    assert torch.autograd.gradcheck(lambda *f: fastops.multi_scale_roi_align(list(f), rois, 3, scales, 2), tuple(feats))
 
 
 @pytest.mark.parametrize("op", ["align", "pool"])
 def test_channels_last_equals_nchw_and_keeps_layout(op):
     x, rois = make_case(c=70, k=30, dtype=torch.float32)  # 70 channels: a full 64-channel block and a partial one
-    fn = (lambda t: fastops.roi_align(t, rois, 7, 0.5, 2, True)) if op == "align" else (
-        lambda t: fastops.roi_pool(t, rois, 7, 0.5))
+    fn = (
+        (lambda t: fastops.roi_align(t, rois, 7, 0.5, 2, True))
+        if op == "align"
+        else (lambda t: fastops.roi_pool(t, rois, 7, 0.5))
+    )
     grad = torch.randn(30, 70, 7, 7)
     xa = x.clone().requires_grad_()
     xb = x.contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -242,7 +277,7 @@ def test_channels_last_equals_nchw_and_keeps_layout(op):
 
 
 def test_backward_is_deterministic_across_runs_and_threads():
-    x, rois = make_case(c=8, k=200, dtype=torch.float32)
+    _, rois = make_case(c=8, k=200, dtype=torch.float32)
     rois[:, 1:] = rois[:1, 1:] + torch.randn(200, 4) * 2  # many RoIs on the same pixels
     grad = torch.randn(200, 8, 7, 7)
     args = (0.5, 7, 7, 2, 8, 20, 24, 2, True, False)
@@ -294,14 +329,20 @@ def test_multi_scale_equals_torchvision(channels_last):
     tv = tvops.MultiScaleRoIAlign(names, 7, 2)
     ours = fastops.MultiScaleRoIAlign(names, 7, 2)
     ft = [f.clone().requires_grad_() for f in feats]
-    fo = [(f.contiguous(memory_format=torch.channels_last) if channels_last else f.clone()).requires_grad_()
-          for f in feats]
+    fo = [
+        (f.contiguous(memory_format=torch.channels_last) if channels_last else f.clone()).requires_grad_()
+        for f in feats
+    ]
     shapes = [(256, 320), (250, 300)]
     want = tv(dict(zip(names, ft)), boxes, shapes)
     got = ours(dict(zip(names, fo)), boxes, shapes)
     assert torch.equal(got, want)
-    levels_used = {int(v) for v in torch.floor(4 + torch.log2(torch.sqrt(
-        (rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])) / 224) + 1e-6).clamp(2, 5)}
+    levels_used = {
+        int(v)
+        for v in torch.floor(
+            4 + torch.log2(torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])) / 224) + 1e-6
+        ).clamp(2, 5)
+    }
     assert levels_used == {2, 3, 4, 5}  # the case exercises every level
     grad = torch.randn_like(want)
     want.backward(grad)
@@ -318,8 +359,12 @@ def test_multi_scale_single_level_and_aligned():
     got = fastops.multi_scale_roi_align(feats[:1], rois, 5, scales[:1], -1, True)
     assert torch.equal(got, tvops.roi_align(feats[0], rois, 5, 0.25, -1, True))
     got = fastops.multi_scale_roi_align(feats, rois, 5, scales, -1, True)
-    ref_levels = torch.floor(4 + torch.log2(torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])) / 224)
-                             + 1e-6).clamp(2, 5).long() - 2
+    ref_levels = (
+        torch.floor(4 + torch.log2(torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])) / 224) + 1e-6)
+        .clamp(2, 5)
+        .long()
+        - 2
+    )
     for lvl in range(4):
         idx = torch.nonzero(ref_levels == lvl).flatten()
         assert torch.equal(got[idx], tvops.roi_align(feats[lvl], rois[idx], 5, scales[lvl], -1, True))
@@ -354,8 +399,10 @@ def test_empty_rois_give_empty_output_and_zero_grad(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_non_finite_boxes_give_zeros_and_no_gradient(device):
     x = torch.randn(1, 2, 10, 10, device=device, requires_grad=True)
-    rois = torch.tensor([[0, 1.0, 1, 5, 5], [0, float("nan"), 1, 5, 5], [0, 1, 1, float("inf"), 5],
-                         [0, -float("inf"), 1, 5, 5]], device=device)
+    rois = torch.tensor(
+        [[0, 1.0, 1, 5, 5], [0, float("nan"), 1, 5, 5], [0, 1, 1, float("inf"), 5], [0, -float("inf"), 1, 5, 5]],
+        device=device,
+    )
     for fn in (lambda t: fastops.roi_align(t, rois, 3, 1.0, -1), lambda t: fastops.roi_pool(t, rois, 3, 1.0)):
         y = fn(x)
         assert torch.isfinite(y).all() and (y[1:] == 0).all() and (y[0] != 0).any()
@@ -386,9 +433,19 @@ def test_sparse_rois_read_every_pixel_they_sample(aligned):
     whole = torch.tensor([[0, 0, 0, w, h], [1, 0, 0, w, h]], dtype=torch.float32)
     fastops.roi_align(nan, whole, (7, 7), 1.0, 2, aligned)
     x = torch.randn(2, 32, h, w, generator=g)
-    rois = torch.tensor([[0, 0, 0, 3, 2], [0, w - 2.5, h - 1.5, w + 4, h + 3], [1, 17.3, 5.1, 19.0, 30.2],
-                         [1, -3, 10, 1.2, 11], [0, 40.1, 0.2, 44.9, 2.0], [1, 5, h - 0.6, 6, h + 9],
-                         [0, w + 1, 0, w + 5, 3], [1, 30.5, 20.5, 30.6, 20.6]], dtype=torch.float32)
+    rois = torch.tensor(
+        [
+            [0, 0, 0, 3, 2],
+            [0, w - 2.5, h - 1.5, w + 4, h + 3],
+            [1, 17.3, 5.1, 19.0, 30.2],
+            [1, -3, 10, 1.2, 11],
+            [0, 40.1, 0.2, 44.9, 2.0],
+            [1, 5, h - 0.6, 6, h + 9],
+            [0, w + 1, 0, w + 5, 3],
+            [1, 30.5, 20.5, 30.6, 20.6],
+        ],
+        dtype=torch.float32,
+    )
     for size, ratio in (((7, 7), 2), ((3, 5), -1)):
         got = fastops.roi_align(x, rois, size, 1.0, ratio, aligned)
         assert not got.isnan().any()
@@ -408,8 +465,16 @@ def test_sparse_rois_backward_writes_every_gradient_value(channels_last):
     fastops.roi_align(xn, whole, (7, 7), 1.0, 2, True).backward(nan_grad)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(2, 32, h, w, generator=g).to(memory_format=fmt)
-    rois = torch.tensor([[0, 0, 0, 3, 2], [0, w - 2.5, h - 1.5, w + 4, h + 3], [1, 17.3, 5.1, 19.0, 30.2],
-                         [1, 5, h - 0.6, 6, h + 9], [0, w + 1, 0, w + 5, 3]], dtype=torch.float32)
+    rois = torch.tensor(
+        [
+            [0, 0, 0, 3, 2],
+            [0, w - 2.5, h - 1.5, w + 4, h + 3],
+            [1, 17.3, 5.1, 19.0, 30.2],
+            [1, 5, h - 0.6, 6, h + 9],
+            [0, w + 1, 0, w + 5, 3],
+        ],
+        dtype=torch.float32,
+    )
     upstream = torch.randn(5, 32, 7, 7, generator=g)
     ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
     fastops.roi_align(ours, rois, (7, 7), 1.0, 2, True).backward(upstream)
@@ -493,8 +558,9 @@ def test_cuda_matches_cpu_and_is_deterministic():
         g1 = torch.ops.fastops.roi_align_backward(grad.cuda(), rois.cuda(), *args)
         g2 = torch.ops.fastops.roi_align_backward(grad.cuda(), rois.cuda(), *args)
         assert torch.equal(g1, g2)
-        torch.testing.assert_close(g1.cpu(), torch.ops.fastops.roi_align_backward(grad, rois, *args), rtol=1e-5,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            g1.cpu(), torch.ops.fastops.roi_align_backward(grad, rois, *args), rtol=1e-5, atol=1e-5
+        )
         p, _ = torch.ops.fastops.roi_pool(xc, rois.cuda(), 0.5, 7, 7)
         assert torch.equal(p.cpu(), fastops.roi_pool(x, rois, 7, 0.5))
         xp = xc.detach().clone().requires_grad_()
@@ -559,12 +625,16 @@ def test_opcheck(device):
     x, rois = make_case(c=4, k=6, dtype=torch.float32, device=device)
     x.requires_grad_()
     torch.library.opcheck(ops.roi_align.default, (x, rois, 0.5, 3, 2, 2, True))
-    torch.library.opcheck(ops.roi_align.default, (x.detach().contiguous(memory_format=torch.channels_last)
-                                                  .requires_grad_(), rois, 0.5, 3, 2, -1, False))
+    torch.library.opcheck(
+        ops.roi_align.default,
+        (x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(), rois, 0.5, 3, 2, -1, False),
+    )
     torch.library.opcheck(ops.roi_pool.default, (x, rois, 0.5, 3, 2))
     feats, prois, scales = make_pyramid(c=3, k=10)
     feats = [f.to(device).requires_grad_() for f in feats]
-    torch.library.opcheck(ops.multi_scale_roi_align.default, (feats, prois.to(device), scales, 2, 2, 2, False, 224.0, 4))
+    torch.library.opcheck(
+        ops.multi_scale_roi_align.default, (feats, prois.to(device), scales, 2, 2, 2, False, 224.0, 4)
+    )
     grad = torch.randn(6, 4, 3, 2, device=device)
     torch.library.opcheck(ops.roi_align_backward.default, (grad, rois, 0.5, 3, 2, 2, 4, 20, 24, 2, True, False))
 

@@ -53,8 +53,12 @@ def _devkit_reference(preds, targets, cls, iou_threshold=0.5, use_07=False):
         diff = t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)).numpy()[sel]
         gts[i] = (boxes, diff, np.zeros(len(boxes), bool))
         npos += int((~diff).sum())
-    dets = [(float(s), i, b) for i, p in enumerate(preds) for s, b, lab in
-            zip(p["scores"].tolist(), p["boxes"].tolist(), p["labels"].tolist()) if lab == cls]
+    dets = [
+        (float(s), i, b)
+        for i, p in enumerate(preds)
+        for s, b, lab in zip(p["scores"].tolist(), p["boxes"].tolist(), p["labels"].tolist())
+        if lab == cls
+    ]
     dets.sort(key=lambda x: -x[0])  # stable
     tp, fp = [], []
     for _, i, bb in dets:
@@ -111,8 +115,9 @@ def test_voc_random_against_devkit_transcription(seed, use_07):
 
 def test_detection_confusion_matrix():
     targets = [_img([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], [0, 1, 1])]
-    preds = [_img([[0, 0, 10, 10], [20, 20, 30, 30], [80, 80, 90, 90], [50, 50, 60, 60]], [0, 0, 1, 1],
-                  [0.9, 0.8, 0.7, 0.1])]
+    preds = [
+        _img([[0, 0, 10, 10], [20, 20, 30, 30], [80, 80, 90, 90], [50, 50, 60, 60]], [0, 0, 1, 1], [0.9, 0.8, 0.7, 0.1])
+    ]
     m = fm.detection_confusion_matrix(preds, targets, num_classes=2)
     # rows predicted, columns true: 0->0, predicted 0 for a true 1, a false 1, a missed 1 (low score)
     assert m.tolist() == [[1, 1, 0], [0, 0, 1], [0, 1, 0]]
@@ -190,7 +195,8 @@ def test_multilabel_ap_against_sklearn():
     assert np.isnan(out["ap"][5].item())
     assert out["macro_map"].item() == pytest.approx(np.mean([out["ap"][c].item() for c in range(5)]), abs=1e-15)
     assert out["micro_map"].item() == pytest.approx(
-        sk.average_precision_score(target.numpy().ravel(), scores.numpy().ravel()), abs=1e-12)
+        sk.average_precision_score(target.numpy().ravel(), scores.numpy().ravel()), abs=1e-12
+    )
     prf = fm.multilabel_precision_recall_f1(scores, target, threshold=0.5, average="micro")
     p, r, f, _ = sk.precision_recall_fscore_support(target.numpy(), (scores >= 0.5).long().numpy(), average="micro")
     assert (prf["precision"].item(), prf["recall"].item(), prf["f1"].item()) == pytest.approx((p, r, f), abs=1e-12)
@@ -207,28 +213,85 @@ def test_average_precision_hand_computed():
 # whose published results are AP 24.57% (all-point; 24.56% in its README's truncated sum), 11-point
 # AP 26.84%, and the precision / recall lists below (2 decimals).
 _PADILLA_GT = [
-    [(25, 16, 38, 56), (129, 123, 41, 62)], [(123, 11, 43, 55), (38, 132, 59, 45)],
-    [(16, 14, 35, 48), (123, 30, 49, 44), (99, 139, 47, 47)], [(53, 42, 40, 52), (154, 43, 31, 34)],
-    [(59, 31, 44, 51), (48, 128, 34, 52)], [(36, 89, 52, 76), (62, 58, 44, 67)], [(28, 31, 55, 63), (58, 67, 50, 58)],
+    [(25, 16, 38, 56), (129, 123, 41, 62)],
+    [(123, 11, 43, 55), (38, 132, 59, 45)],
+    [(16, 14, 35, 48), (123, 30, 49, 44), (99, 139, 47, 47)],
+    [(53, 42, 40, 52), (154, 43, 31, 34)],
+    [(59, 31, 44, 51), (48, 128, 34, 52)],
+    [(36, 89, 52, 76), (62, 58, 44, 67)],
+    [(28, 31, 55, 63), (58, 67, 50, 58)],
 ]
 _PADILLA_DT = [
-    [(.88, 5, 67, 31, 48), (.70, 119, 111, 40, 67), (.80, 124, 9, 49, 67)],
-    [(.71, 64, 111, 64, 58), (.54, 26, 140, 60, 47), (.74, 19, 18, 43, 35)],
-    [(.18, 109, 15, 77, 39), (.67, 86, 63, 46, 45), (.38, 160, 62, 36, 53), (.91, 105, 131, 47, 47),
-     (.44, 18, 148, 40, 44)],
-    [(.35, 83, 28, 28, 26), (.78, 28, 68, 42, 67), (.45, 87, 89, 25, 39), (.14, 10, 155, 60, 26)],
-    [(.62, 50, 38, 28, 46), (.44, 95, 11, 53, 28), (.95, 29, 131, 72, 29), (.23, 29, 163, 72, 29)],
-    [(.45, 43, 48, 74, 38), (.84, 17, 155, 29, 35), (.43, 95, 110, 25, 42)],
-    [(.48, 16, 20, 101, 88), (.95, 33, 116, 37, 49)],
+    [(0.88, 5, 67, 31, 48), (0.70, 119, 111, 40, 67), (0.80, 124, 9, 49, 67)],
+    [(0.71, 64, 111, 64, 58), (0.54, 26, 140, 60, 47), (0.74, 19, 18, 43, 35)],
+    [
+        (0.18, 109, 15, 77, 39),
+        (0.67, 86, 63, 46, 45),
+        (0.38, 160, 62, 36, 53),
+        (0.91, 105, 131, 47, 47),
+        (0.44, 18, 148, 40, 44),
+    ],
+    [(0.35, 83, 28, 28, 26), (0.78, 28, 68, 42, 67), (0.45, 87, 89, 25, 39), (0.14, 10, 155, 60, 26)],
+    [(0.62, 50, 38, 28, 46), (0.44, 95, 11, 53, 28), (0.95, 29, 131, 72, 29), (0.23, 29, 163, 72, 29)],
+    [(0.45, 43, 48, 74, 38), (0.84, 17, 155, 29, 35), (0.43, 95, 110, 25, 42)],
+    [(0.48, 16, 20, 101, 88), (0.95, 33, 116, 37, 49)],
 ]
-_PADILLA_PREC = ["1.00", "0.50", "0.67", "0.50", "0.40", "0.33", "0.29", "0.25", "0.22", "0.30", "0.27", "0.33",
-                 "0.38", "0.43", "0.40", "0.38", "0.35", "0.33", "0.32", "0.30", "0.29", "0.27", "0.30", "0.29"]
-_PADILLA_REC = ["0.07", "0.07", "0.13", "0.13", "0.13", "0.13", "0.13", "0.13", "0.13", "0.20", "0.20", "0.27",
-                "0.33", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.40", "0.47", "0.47"]
+_PADILLA_PREC = [
+    "1.00",
+    "0.50",
+    "0.67",
+    "0.50",
+    "0.40",
+    "0.33",
+    "0.29",
+    "0.25",
+    "0.22",
+    "0.30",
+    "0.27",
+    "0.33",
+    "0.38",
+    "0.43",
+    "0.40",
+    "0.38",
+    "0.35",
+    "0.33",
+    "0.32",
+    "0.30",
+    "0.29",
+    "0.27",
+    "0.30",
+    "0.29",
+]
+_PADILLA_REC = [
+    "0.07",
+    "0.07",
+    "0.13",
+    "0.13",
+    "0.13",
+    "0.13",
+    "0.13",
+    "0.13",
+    "0.13",
+    "0.20",
+    "0.20",
+    "0.27",
+    "0.33",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.40",
+    "0.47",
+    "0.47",
+]
 
 
 def test_voc_published_example():
-    xyxy = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]  # noqa: E731
+    xyxy = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]
     targets = [_img([xyxy(b) for b in img], [0] * len(img)) for img in _PADILLA_GT]
     preds = [_img([xyxy(d[1:]) for d in img], [0] * len(img), [d[0] for d in img]) for img in _PADILLA_DT]
     out = fm.voc_evaluate(preds, targets, iou_threshold=0.3)

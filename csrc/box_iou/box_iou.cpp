@@ -34,15 +34,13 @@ void check_box_tensor(const at::Tensor& t, const char* name, bool aligned) {
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
                    "box_overlap: ", name, " must be float16, bfloat16, float32 or float64, got ", dt);
   TORCH_CHECK_VALUE(t.dim() >= (aligned ? 1 : 2) && t.size(-1) == 4, "box_overlap: ", name,
-                    aligned ? " must have shape [..., 4]" : " must have shape [..., N, 4]", ", got ",
-                    t.sizes());
+                    aligned ? " must have shape [..., 4]" : " must have shape [..., N, 4]", ", got ", t.sizes());
 }
 
 }  // namespace
 
-OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                  std::string_view mode, std::string_view fmt, bool aligned,
-                                  double eps, bool loss_form) {
+OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view mode,
+                                  std::string_view fmt, bool aligned, double eps, bool loss_form) {
   OverlapProblem p;
   p.mode = parse_mode(mode);
   p.fmt = parse_fmt(fmt);
@@ -53,15 +51,15 @@ OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& bo
   check_box_tensor(boxes1, "boxes1", aligned);
   check_box_tensor(boxes2, "boxes2", aligned);
   TORCH_CHECK_TYPE(boxes1.scalar_type() == boxes2.scalar_type(),
-                   "box_overlap: boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(),
-                   " and ", boxes2.scalar_type());
+                   "box_overlap: boxes1 and boxes2 must have the same dtype, got ", boxes1.scalar_type(), " and ",
+                   boxes2.scalar_type());
   TORCH_CHECK(boxes1.device() == boxes2.device(), "box_overlap: boxes1 and boxes2 must be on the same device, got ",
               boxes1.device(), " and ", boxes2.device());
   p.out_dtype = boxes1.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   if (aligned) {
     TORCH_CHECK_VALUE(boxes1.sizes() == boxes2.sizes(),
-                      "box_overlap: aligned boxes1 and boxes2 must have the same shape, got ", boxes1.sizes(),
-                      " and ", boxes2.sizes());
+                      "box_overlap: aligned boxes1 and boxes2 must have the same shape, got ", boxes1.sizes(), " and ",
+                      boxes2.sizes());
     p.batch = 1;
     p.n = p.m = boxes1.numel() / 4;
     p.out_sizes = boxes1.sizes().vec();
@@ -71,7 +69,8 @@ OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& bo
     const auto lead2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
     TORCH_CHECK_VALUE(lead1 == lead2,
                       "box_overlap: boxes1 [..., N, 4] and boxes2 [..., M, 4] must have the same leading "
-                      "dimensions, got ", boxes1.sizes(), " and ", boxes2.sizes());
+                      "dimensions, got ",
+                      boxes1.sizes(), " and ", boxes2.sizes());
     p.batch = 1;
     for (auto s : lead1) p.batch *= s;
     p.n = boxes1.size(-2);
@@ -94,16 +93,15 @@ OverlapProblem prepare_forward(const at::Tensor& boxes1, const at::Tensor& boxes
 }
 
 OverlapProblem prepare_backward(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                std::string_view mode, std::string_view fmt, bool aligned, double eps,
-                                bool loss_form, at::Tensor& b1, at::Tensor& b2, at::Tensor& g, at::Tensor& grad1,
-                                at::Tensor& grad2) {
+                                std::string_view mode, std::string_view fmt, bool aligned, double eps, bool loss_form,
+                                at::Tensor& b1, at::Tensor& b2, at::Tensor& g, at::Tensor& grad1, at::Tensor& grad2) {
   OverlapProblem p = check_overlap_args(boxes1, boxes2, mode, fmt, aligned, eps, loss_form);
   TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(p.out_sizes), "box_overlap_backward: grad must have shape ",
                     at::IntArrayRef(p.out_sizes), ", got ", grad.sizes());
   TORCH_CHECK_TYPE(grad.is_floating_point(), "box_overlap_backward: grad must be floating point, got ",
                    grad.scalar_type());
-  TORCH_CHECK(grad.device() == boxes1.device(), "box_overlap_backward: grad must be on ", boxes1.device(),
-              ", got ", grad.device());
+  TORCH_CHECK(grad.device() == boxes1.device(), "box_overlap_backward: grad must be on ", boxes1.device(), ", got ",
+              grad.device());
   b1 = boxes1.contiguous();
   b2 = boxes2.contiguous();
   g = grad.to(p.out_dtype).contiguous();

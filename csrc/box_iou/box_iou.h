@@ -38,9 +38,8 @@ struct OverlapProblem {
 
 // Checks the inputs of box_overlap and raises ValueError / TypeError naming the offending
 // argument. Shared by every backend.
-OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                  std::string_view mode, std::string_view fmt, bool aligned,
-                                  double eps, bool loss_form);
+OverlapProblem check_overlap_args(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view mode,
+                                  std::string_view fmt, bool aligned, double eps, bool loss_form);
 
 // The preamble every backend's op runs: checks, contiguous boxes (b1, b2) and the outputs.
 // Forward: `out` is allocated, uninitialized. Backward: `g` is grad in out_dtype, contiguous; when
@@ -50,9 +49,8 @@ OverlapProblem prepare_forward(const at::Tensor& boxes1, const at::Tensor& boxes
                                std::string_view fmt, bool aligned, double eps, bool loss_form, at::Tensor& b1,
                                at::Tensor& b2, at::Tensor& out);
 OverlapProblem prepare_backward(const at::Tensor& grad, const at::Tensor& boxes1, const at::Tensor& boxes2,
-                                std::string_view mode, std::string_view fmt, bool aligned, double eps,
-                                bool loss_form, at::Tensor& b1, at::Tensor& b2, at::Tensor& g, at::Tensor& grad1,
-                                at::Tensor& grad2);
+                                std::string_view mode, std::string_view fmt, bool aligned, double eps, bool loss_form,
+                                at::Tensor& b1, at::Tensor& b2, at::Tensor& g, at::Tensor& grad1, at::Tensor& grad2);
 
 // Raw CPU loops (box_iou_cpu_kernel.cpp, one copy per instruction set). Boxes are contiguous,
 // `dtype` is theirs; outputs are contiguous and preallocated.

@@ -15,8 +15,8 @@ constinit cpu::KernelTable<OverlapBackwardFn> aligned_backward_cpu{};
 namespace {
 
 OverlapKernelArgs kernel_args(const OverlapProblem& p, const at::Tensor& b1, const at::Tensor& b2) {
-  return {b1.const_data_ptr(), b2.const_data_ptr(), b1.scalar_type(), p.batch, p.n, p.m,
-          p.mode, p.fmt, p.eps, p.loss_form};
+  return {b1.const_data_ptr(), b2.const_data_ptr(), b1.scalar_type(), p.batch, p.n, p.m, p.mode, p.fmt, p.eps,
+          p.loss_form};
 }
 
 at::Tensor box_overlap_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view mode,

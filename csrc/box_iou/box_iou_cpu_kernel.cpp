@@ -105,8 +105,8 @@ void pairwise_forward(const OverlapKernelArgs& args, T* out) {
 // Gradients of the pairs (a, g2[off + j]), j < count: with respect to a into out[j] (kOfA), or
 // with respect to g2[off + j] added to out[j]. One vector loop over j either way.
 template <Mode M, bool LF, bool kOfA, typename T>
-void pair_grads(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t count, T eps,
-                const T* __restrict grad_row, GeomGradSoA<T>& out) {
+void pair_grads(const Geom<T> a, const GeomSoA<T>& g2, int64_t off, int64_t count, T eps, const T* __restrict grad_row,
+                GeomGradSoA<T>& out) {
 #pragma GCC ivdep  // the buffers never alias; without this GCC gives up on its run-time alias checks
   for (int64_t j = 0; j < count; ++j) {
     GeomGrad<T> ga, gb;
@@ -202,9 +202,7 @@ void aligned_backward(const OverlapKernelArgs& args, const T* __restrict grad, S
 template <typename Body>
 void dispatch(const OverlapKernelArgs& args, Body&& body) {
   with_float_dtype(args.dtype, "box_overlap", [&](auto s, auto t) {
-    with_mode(args.mode, [&](auto mode) {
-      with_loss_form(args.loss_form, [&](auto lf) { body(s, t, mode, lf); });
-    });
+    with_mode(args.mode, [&](auto mode) { with_loss_form(args.loss_form, [&](auto lf) { body(s, t, mode, lf); }); });
   });
 }
 
@@ -220,8 +218,8 @@ void pairwise_backward_entry(const OverlapKernelArgs& args, const void* grad, vo
   dispatch(args, [&](auto s, auto t, auto mode, auto lf) {
     using S = decltype(s);
     using T = decltype(t);
-    pairwise_backward<decltype(mode)::value, decltype(lf)::value, T, S>(
-        args, static_cast<const T*>(grad), static_cast<S*>(grad1), static_cast<S*>(grad2));
+    pairwise_backward<decltype(mode)::value, decltype(lf)::value, T, S>(args, static_cast<const T*>(grad),
+                                                                        static_cast<S*>(grad1), static_cast<S*>(grad2));
   });
 }
 
@@ -230,7 +228,8 @@ void aligned_forward_entry(const OverlapKernelArgs& args, void* out) {
     using S = decltype(s);
     using T = decltype(t);
     with_format(args.fmt, [&](auto fmt) {
-      aligned_forward<decltype(mode)::value, decltype(lf)::value, decltype(fmt)::value, T, S>(args, static_cast<T*>(out));
+      aligned_forward<decltype(mode)::value, decltype(lf)::value, decltype(fmt)::value, T, S>(args,
+                                                                                              static_cast<T*>(out));
     });
   });
 }

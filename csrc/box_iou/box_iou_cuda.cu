@@ -33,9 +33,9 @@ __global__ void pairwise_forward_kernel(const S* __restrict__ b1, const S* __res
 }
 
 template <Mode M, bool LF, typename T, typename S>
-__global__ void pairwise_backward_rows_kernel(const S* __restrict__ b1, const S* __restrict__ b2, const T* __restrict__ grad,
-                                              int64_t n, int64_t m, int64_t rows, Format fmt, T eps,
-                                              S* __restrict__ grad1) {
+__global__ void pairwise_backward_rows_kernel(const S* __restrict__ b1, const S* __restrict__ b2,
+                                              const T* __restrict__ grad, int64_t n, int64_t m, int64_t rows,
+                                              Format fmt, T eps, S* __restrict__ grad1) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(r, rows) {
     const Geom<T> a = load_geom<T>(b1 + 4 * r, fmt, kAngle);
@@ -51,9 +51,9 @@ __global__ void pairwise_backward_rows_kernel(const S* __restrict__ b1, const S*
 }
 
 template <Mode M, bool LF, typename T, typename S>
-__global__ void pairwise_backward_cols_kernel(const S* __restrict__ b1, const S* __restrict__ b2, const T* __restrict__ grad,
-                                              int64_t n, int64_t m, int64_t cols, Format fmt, T eps,
-                                              S* __restrict__ grad2) {
+__global__ void pairwise_backward_cols_kernel(const S* __restrict__ b1, const S* __restrict__ b2,
+                                              const T* __restrict__ grad, int64_t n, int64_t m, int64_t cols,
+                                              Format fmt, T eps, S* __restrict__ grad2) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(c, cols) {  // c = b * m + j
     const int64_t b = c / m, j = c - b * m;
@@ -70,8 +70,8 @@ __global__ void pairwise_backward_cols_kernel(const S* __restrict__ b1, const S*
 }
 
 template <Mode M, bool LF, typename T, typename S>
-__global__ void aligned_forward_kernel(const S* __restrict__ b1, const S* __restrict__ b2, int64_t n, Format fmt,
-                                       T eps, T* __restrict__ out) {
+__global__ void aligned_forward_kernel(const S* __restrict__ b1, const S* __restrict__ b2, int64_t n, Format fmt, T eps,
+                                       T* __restrict__ out) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(i, n) {
     out[i] = pair_value<M, LF>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps);
@@ -80,12 +80,12 @@ __global__ void aligned_forward_kernel(const S* __restrict__ b1, const S* __rest
 
 template <Mode M, bool LF, typename T, typename S>
 __global__ void aligned_backward_kernel(const S* __restrict__ b1, const S* __restrict__ b2, const T* __restrict__ grad,
-                                        int64_t n, Format fmt, T eps, S* __restrict__ grad1,
-                                        S* __restrict__ grad2) {
+                                        int64_t n, Format fmt, T eps, S* __restrict__ grad1, S* __restrict__ grad2) {
   constexpr bool kAngle = M == Mode::CIoU;
   FASTOPS_GRID_STRIDE_LOOP(i, n) {
     GeomGrad<T> ga, gb;
-    pair_grad<M, LF>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps, grad[i], ga, gb);
+    pair_grad<M, LF>(load_geom<T>(b1 + 4 * i, fmt, kAngle), load_geom<T>(b2 + 4 * i, fmt, kAngle), eps, grad[i], ga,
+                     gb);
     store_coord_grad(ga, fmt, grad1 + 4 * i);
     store_coord_grad(gb, fmt, grad2 + 4 * i);
   }
@@ -110,8 +110,8 @@ at::Tensor box_overlap_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, 
         constexpr Mode M = decltype(mode_c)::value;
         constexpr bool LF = decltype(lf_c)::value;
         if (aligned) {
-          aligned_forward_kernel<M, LF, T, S><<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
-              p1, p2, total, p.fmt, static_cast<T>(eps), o);
+          aligned_forward_kernel<M, LF, T, S>
+              <<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(p1, p2, total, p.fmt, static_cast<T>(eps), o);
         } else {
           pairwise_forward_kernel<M, LF, T, S><<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
               p1, p2, p.n, p.m, total, p.fmt, static_cast<T>(eps), o);
@@ -147,16 +147,16 @@ std::tuple<at::Tensor, at::Tensor> box_overlap_backward_cuda(const at::Tensor& g
         constexpr Mode M = decltype(mode_c)::value;
         constexpr bool LF = decltype(lf_c)::value;
         if (aligned) {
-          aligned_backward_kernel<M, LF, T, S><<<blocks_for(p.n), kThreadsPerBlock, 0, stream>>>(
-              p1, p2, pg, p.n, p.fmt, e, g1, g2);
+          aligned_backward_kernel<M, LF, T, S>
+              <<<blocks_for(p.n), kThreadsPerBlock, 0, stream>>>(p1, p2, pg, p.n, p.fmt, e, g1, g2);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         } else {
           const int64_t rows = p.batch * p.n, cols = p.batch * p.m;
-          pairwise_backward_rows_kernel<M, LF, T, S><<<blocks_for(rows), kThreadsPerBlock, 0, stream>>>(
-              p1, p2, pg, p.n, p.m, rows, p.fmt, e, g1);
+          pairwise_backward_rows_kernel<M, LF, T, S>
+              <<<blocks_for(rows), kThreadsPerBlock, 0, stream>>>(p1, p2, pg, p.n, p.m, rows, p.fmt, e, g1);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
-          pairwise_backward_cols_kernel<M, LF, T, S><<<blocks_for(cols), kThreadsPerBlock, 0, stream>>>(
-              p1, p2, pg, p.n, p.m, cols, p.fmt, e, g2);
+          pairwise_backward_cols_kernel<M, LF, T, S>
+              <<<blocks_for(cols), kThreadsPerBlock, 0, stream>>>(p1, p2, pg, p.n, p.m, cols, p.fmt, e, g2);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });

@@ -59,20 +59,24 @@ struct GeomGrad {
 // (tests/native/fast_math_check.cpp).
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float atan_(float t) {
   const float x = t < 0.0f ? -t : t;
-  const bool inverse = x > 2.414213562373095f;  // tan(3 pi / 8): atan(x) = pi / 2 - atan(1 / x)
+  const bool inverse = x > 2.414213562373095f;               // tan(3 pi / 8): atan(x) = pi / 2 - atan(1 / x)
   const bool shifted = !inverse && x > 0.4142135623730950f;  // tan(pi / 8): pi / 4 + atan((x - 1) / (x + 1))
   const float z = inverse ? -1.0f / (x > 0.0f ? x : 1.0f) : (shifted ? (x - 1.0f) / (x + 1.0f) : x);
   const float z2 = z * z;
-  const float poly = (((8.05374449538e-2f * z2 - 1.38776856032e-1f) * z2 + 1.99777106478e-1f) * z2 -
-                      3.33329491539e-1f) * z2 * z + z;
+  const float poly =
+      (((8.05374449538e-2f * z2 - 1.38776856032e-1f) * z2 + 1.99777106478e-1f) * z2 - 3.33329491539e-1f) * z2 * z + z;
   const float r = (inverse ? 1.5707963267948966f : (shifted ? 0.7853981633974483f : 0.0f)) + poly;
   return t < 0.0f ? -r : r;
 }
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double atan_(double x) { return ::atan(x); }
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T max_(T a, T b) { return a > b ? a : b; }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T max_(T a, T b) {
+  return a > b ? a : b;
+}
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T min_(T a, T b) { return a < b ? a : b; }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T min_(T a, T b) {
+  return a < b ? a : b;
+}
 // n / d, and 0 where d is exactly 0. Divides unconditionally and then selects, so that n is always
 // evaluated: a conditional use lets the compiler sink n's load into a branch, which stops it from
 // vectorizing the loop around.
@@ -84,17 +88,22 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T safe_div(T n, T d) {
 }
 // d max(p, q) / dp and d min(p, q) / dp as torch's maximum/minimum define them (ties split).
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T dmax(T p, T q) { return p > q ? T(1) : (p == q ? T(0.5) : T(0)); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T dmax(T p, T q) {
+  return p > q ? T(1) : (p == q ? T(0.5) : T(0));
+}
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T dmin(T p, T q) { return p < q ? T(1) : (p == q ? T(0.5) : T(0)); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T dmin(T p, T q) {
+  return p < q ? T(1) : (p == q ? T(0.5) : T(0));
+}
 
 // 4 / pi^2, rounded once to T as torch rounds the Python constant.
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T ciou_k() { return T(0.40528473456935108578); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T ciou_k() {
+  return T(0.40528473456935108578);
+}
 
 template <typename T, typename S>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE Geom<T> make_geom(S s0, S s1, S s2, S s3, Format fmt,
-                                                          bool with_angle) {
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE Geom<T> make_geom(S s0, S s1, S s2, S s3, Format fmt, bool with_angle) {
   const T a = static_cast<T>(s0), b = static_cast<T>(s1), c = static_cast<T>(s2), d = static_cast<T>(s3);
   Geom<T> g;
   if (fmt == Format::XYXY) {
@@ -168,8 +177,8 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T pair_value(const Geom<T>& a, const Geo
 
 // Adds g * d pair_value / d (geometry of a, of b) to ga and gb.
 template <Mode M, bool LossForm, typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pair_grad(const Geom<T>& a, const Geom<T>& b, T eps, T g,
-                                                       GeomGrad<T>& ga, GeomGrad<T>& gb) {
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pair_grad(const Geom<T>& a, const Geom<T>& b, T eps, T g, GeomGrad<T>& ga,
+                                                       GeomGrad<T>& gb) {
   constexpr bool loss_form = LossForm;
   const T zero(0), one(1), two(2);
   const T e = loss_form ? eps : zero;

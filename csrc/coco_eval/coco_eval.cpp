@@ -15,12 +15,15 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
       "voc_match(Tensor gt_offsets, Tensor gt_boxes, Tensor gt_difficult, Tensor dt_offsets, Tensor dt_boxes, "
       "Tensor dt_image, int num_images, float iou_threshold, bool pixel_plus_one) -> (Tensor tp, Tensor fp)",
       {at::Tag::pt2_compliant_tag});
-  m.def("coco_group(Tensor image_id, Tensor category_id, Tensor img_ids, Tensor cat_ids) -> (Tensor rows, Tensor offsets)",
-        {at::Tag::pt2_compliant_tag});
+  m.def(
+      "coco_group(Tensor image_id, Tensor category_id, Tensor img_ids, Tensor cat_ids) -> (Tensor rows, Tensor "
+      "offsets)",
+      {at::Tag::pt2_compliant_tag});
   m.def(
       "coco_accumulate(Tensor det_offsets, Tensor gt_offsets, Tensor det_score, Tensor det_flags, Tensor num_positive, "
       "int num_images, Tensor cat_list, Tensor area_list, Tensor max_dets, Tensor img_list, Tensor rec_thrs, "
-      "int num_iou_thrs, int num_cats, int num_areas, int num_max_dets) -> (Tensor precision, Tensor recall, Tensor scores)",
+      "int num_iou_thrs, int num_cats, int num_areas, int num_max_dets) -> (Tensor precision, Tensor recall, Tensor "
+      "scores)",
       {at::Tag::pt2_compliant_tag});
 }
 

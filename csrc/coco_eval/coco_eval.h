@@ -28,25 +28,25 @@ constexpr uint8_t kFlagIgnored = 2;  // dtIgnore
 // dt_offsets[p+1]), each in pycocotools' load order.
 struct EvaluateArgs {
   int64_t num_groups;
-  const int64_t* gt_offsets;   // [P + 1]
-  const double* gt_boxes;      // [G, 4] xywh (bbox IoU), or null when `ious` is given
-  const double* gt_area;       // [G]
-  const uint8_t* gt_crowd;     // [G] int(iscrowd) != 0: crowd IoU rule, may match many detections
-  const uint8_t* gt_ignore;    // [G] bool(iscrowd): the ignore flag before area ranges
-  const int64_t* gt_id;        // [G]
-  const int64_t* dt_offsets;   // [P + 1]
-  const double* dt_boxes;      // [D, 4] xywh, or null when `ious` is given
-  const double* dt_area;       // [D]
-  const double* dt_score;      // [D]
-  const int64_t* dt_id;        // [D]
+  const int64_t* gt_offsets;  // [P + 1]
+  const double* gt_boxes;     // [G, 4] xywh (bbox IoU), or null when `ious` is given
+  const double* gt_area;      // [G]
+  const uint8_t* gt_crowd;    // [G] int(iscrowd) != 0: crowd IoU rule, may match many detections
+  const uint8_t* gt_ignore;   // [G] bool(iscrowd): the ignore flag before area ranges
+  const int64_t* gt_id;       // [G]
+  const int64_t* dt_offsets;  // [P + 1]
+  const double* dt_boxes;     // [D, 4] xywh, or null when `ious` is given
+  const double* dt_area;      // [D]
+  const double* dt_score;     // [D]
+  const int64_t* dt_id;       // [D]
   // Precomputed IoU (segm): group p's matrix [n_dt_p, n_gt_p] row-major in load order, at
   // ious + iou_offsets[p]. Null: bbox IoU from the boxes (maskApi.c bbIou).
   const double* ious;
   const int64_t* iou_offsets;  // [P + 1]
   int64_t num_iou_thrs;
-  const double* iou_thrs;      // [T]
+  const double* iou_thrs;  // [T]
   int64_t num_area_rngs;
-  const double* area_rng;      // [A, 2]
+  const double* area_rng;  // [A, 2]
   int64_t max_det;
   // Outputs. det_offsets[p] = sum over earlier groups of min(n_dt, max_det) (caller computes).
   const int64_t* det_offsets;  // [P + 1]
@@ -68,8 +68,8 @@ struct AccumulateArgs {
   const double* det_score;     // [num_kept]
   const uint8_t* det_flags;    // [num_kept, A0, T]
   int64_t num_kept;
-  int64_t num_area_rngs;       // A0
-  const int64_t* gt_offsets;   // [K0 * I0 + 1]
+  int64_t num_area_rngs;        // A0
+  const int64_t* gt_offsets;    // [K0 * I0 + 1]
   const int32_t* num_positive;  // [G, A0], see EvaluateArgs
   int64_t num_groups;           // K0 * I0
   int64_t num_cat_list, num_area_list, num_max_dets, num_img_list;

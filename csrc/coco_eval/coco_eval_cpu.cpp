@@ -51,8 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
     const std::optional<at::Tensor>& ious, const std::optional<at::Tensor>& iou_offsets, const at::Tensor& iou_thrs,
     const at::Tensor& area_rng, int64_t max_det, bool with_matches) {
   const char* op = "coco_evaluate";
-  TORCH_CHECK_VALUE(gt_offsets.dim() == 1 && gt_offsets.size(0) >= 1, op,
-                    ": gt_offsets must have shape [P + 1], got ", gt_offsets.sizes());
+  TORCH_CHECK_VALUE(gt_offsets.dim() == 1 && gt_offsets.size(0) >= 1, op, ": gt_offsets must have shape [P + 1], got ",
+                    gt_offsets.sizes());
   const int64_t P = gt_offsets.size(0) - 1;
   const int64_t G = gt_area.dim() == 1 ? gt_area.size(0) : -1;
   const int64_t D = dt_area.dim() == 1 ? dt_area.size(0) : -1;
@@ -65,8 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
   check_1d(op, gt_id, "gt_id", at::kLong, G);
   check_1d(op, dt_score, "dt_score", at::kDouble, D);
   check_1d(op, dt_id, "dt_id", at::kLong, D);
-  TORCH_CHECK_VALUE(ious.has_value() == iou_offsets.has_value(), op,
-                    ": ious and iou_offsets must be given together");
+  TORCH_CHECK_VALUE(ious.has_value() == iou_offsets.has_value(), op, ": ious and iou_offsets must be given together");
   if (ious.has_value()) {
     check_1d(op, *ious, "ious", at::kDouble);
     check_1d(op, *iou_offsets, "iou_offsets", at::kLong, P + 1);
@@ -142,10 +141,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
-    const at::Tensor& det_offsets, const at::Tensor& gt_offsets, const at::Tensor& det_score, const at::Tensor& det_flags,
-    const at::Tensor& num_positive, int64_t num_images, const at::Tensor& cat_list, const at::Tensor& area_list,
-    const at::Tensor& max_dets, const at::Tensor& img_list, const at::Tensor& rec_thrs, int64_t num_iou_thrs, int64_t num_cats,
-    int64_t num_areas, int64_t num_max_dets) {
+    const at::Tensor& det_offsets, const at::Tensor& gt_offsets, const at::Tensor& det_score,
+    const at::Tensor& det_flags, const at::Tensor& num_positive, int64_t num_images, const at::Tensor& cat_list,
+    const at::Tensor& area_list, const at::Tensor& max_dets, const at::Tensor& img_list, const at::Tensor& rec_thrs,
+    int64_t num_iou_thrs, int64_t num_cats, int64_t num_areas, int64_t num_max_dets) {
   const char* op = "coco_accumulate";
   TORCH_CHECK_VALUE(det_offsets.dim() == 1 && det_offsets.size(0) >= 1, op,
                     ": det_offsets must have shape [P + 1], got ", det_offsets.sizes());
@@ -162,16 +161,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   const int64_t A0 = det_flags.size(1), T = det_flags.size(2);
   TORCH_CHECK_VALUE(num_iou_thrs == T, op, ": num_iou_thrs must be det_flags.size(2) = ", T, ", got ", num_iou_thrs);
   TORCH_CHECK_TYPE(num_positive.scalar_type() == at::kInt, op, ": num_positive must be int32");
-  TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(1) == A0, op, ": num_positive must have shape [G, ", A0,
-                    "], got ", num_positive.sizes());
+  TORCH_CHECK_VALUE(num_positive.dim() == 2 && num_positive.size(1) == A0, op, ": num_positive must have shape [G, ",
+                    A0, "], got ", num_positive.sizes());
   check_offsets(op, gt_offsets, "gt_offsets", P, num_positive.size(0));
   check_1d(op, cat_list, "cat_list", at::kLong);
   check_1d(op, area_list, "area_list", at::kLong);
   check_1d(op, max_dets, "max_dets", at::kLong);
   check_1d(op, img_list, "img_list", at::kLong);
   check_1d(op, rec_thrs, "rec_thrs", at::kDouble);
-  TORCH_CHECK_VALUE(num_cats >= cat_list.size(0) && num_areas >= area_list.size(0) &&
-                        num_max_dets >= max_dets.size(0),
+  TORCH_CHECK_VALUE(num_cats >= cat_list.size(0) && num_areas >= area_list.size(0) && num_max_dets >= max_dets.size(0),
                     op, ": num_cats, num_areas, num_max_dets must be at least the list lengths");
   const int64_t K0 = num_images == 0 ? 0 : P / num_images;
   auto in_range = [](const at::Tensor& t, int64_t n) {
@@ -190,17 +188,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   at::Tensor scores = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
   if (P > 0 && cat_list.size(0) > 0) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
-    accumulate_cpu.get()({num_images, det_offsets.const_data_ptr<int64_t>(), det_score.const_data_ptr<double>(),
-                          flags.const_data_ptr<uint8_t>(), N, A0, gt_offsets.const_data_ptr<int64_t>(), npos.const_data_ptr<int32_t>(), P, cat_list.size(0),
-                          area_list.size(0), max_dets.size(0), img_list.size(0), cat_list.const_data_ptr<int64_t>(),
-                          area_list.const_data_ptr<int64_t>(), max_dets.const_data_ptr<int64_t>(),
-                          img_list.const_data_ptr<int64_t>(), R, rec_thrs.const_data_ptr<double>(), T, num_cats,
-                          num_areas, num_max_dets, precision.mutable_data_ptr<double>(),
-                          recall.mutable_data_ptr<double>(), scores.mutable_data_ptr<double>()});
+    accumulate_cpu.get()({num_images,
+                          det_offsets.const_data_ptr<int64_t>(),
+                          det_score.const_data_ptr<double>(),
+                          flags.const_data_ptr<uint8_t>(),
+                          N,
+                          A0,
+                          gt_offsets.const_data_ptr<int64_t>(),
+                          npos.const_data_ptr<int32_t>(),
+                          P,
+                          cat_list.size(0),
+                          area_list.size(0),
+                          max_dets.size(0),
+                          img_list.size(0),
+                          cat_list.const_data_ptr<int64_t>(),
+                          area_list.const_data_ptr<int64_t>(),
+                          max_dets.const_data_ptr<int64_t>(),
+                          img_list.const_data_ptr<int64_t>(),
+                          R,
+                          rec_thrs.const_data_ptr<double>(),
+                          T,
+                          num_cats,
+                          num_areas,
+                          num_max_dets,
+                          precision.mutable_data_ptr<double>(),
+                          recall.mutable_data_ptr<double>(),
+                          scores.mutable_data_ptr<double>()});
   }
   auto to_layout = [](const at::Tensor& cells) {  // [K, A, M, T, R] -> [T, R, K, A, M]
     at::Tensor out = cpu::cached_output({cells.size(3), cells.size(4), cells.size(0), cells.size(1), cells.size(2)},
-                                       cells.options());
+                                        cells.options());
     out.copy_(cells.permute({3, 4, 0, 1, 2}));
     return out;
   };
@@ -297,8 +314,8 @@ std::tuple<at::Tensor, at::Tensor> voc_match_cpu(const at::Tensor& gt_offsets, c
   if (D > 0) {
     voc_cpu.get()({C, num_images, gt_offsets.const_data_ptr<int64_t>(), gb.const_data_ptr<double>(),
                    reinterpret_cast<const uint8_t*>(gt_difficult.const_data_ptr<bool>()),
-                   dt_offsets.const_data_ptr<int64_t>(), db.const_data_ptr<double>(), im, iou_threshold,
-                   pixel_plus_one, tp.mutable_data_ptr<uint8_t>(), fp.mutable_data_ptr<uint8_t>()});
+                   dt_offsets.const_data_ptr<int64_t>(), db.const_data_ptr<double>(), im, iou_threshold, pixel_plus_one,
+                   tp.mutable_data_ptr<uint8_t>(), fp.mutable_data_ptr<uint8_t>()});
   }
   return {tp, fp};
 }

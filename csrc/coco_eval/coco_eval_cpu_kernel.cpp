@@ -134,7 +134,8 @@ void evaluate_impl(const EvaluateArgs& a) {
           for (int64_t r = 0; r < A; ++r) {
             const uint8_t f = (dar < a.area_rng[2 * r] || dar > a.area_rng[2 * r + 1]) ? kFlagIgnored : 0;
             std::fill(flags_g + j * AT + r * T, flags_g + j * AT + (r + 1) * T, f);
-            if (a.det_match) std::fill(a.det_match + (out0 + j) * AT + r * T, a.det_match + (out0 + j) * AT + (r + 1) * T, -1);
+            if (a.det_match)
+              std::fill(a.det_match + (out0 + j) * AT + r * T, a.det_match + (out0 + j) * AT + (r + 1) * T, -1);
           }
         }
         continue;
@@ -170,7 +171,7 @@ void evaluate_impl(const EvaluateArgs& a) {
               for (int64_t s = 0; s < G; ++s) {
                 const int64_t g = gt_sorted[s];
                 if (blocked[s] && !a.gt_crowd[g0 + g]) continue;  // matched, and not a crowd
-                if (m > -1 && m < npos && s >= npos) break;     // matched a regular gt; the rest are ignored
+                if (m > -1 && m < npos && s >= npos) break;       // matched a regular gt; the rest are ignored
                 const double v = iou_row[g];
                 if (v < best) continue;
                 best = v;
@@ -258,7 +259,8 @@ void accumulate_impl(const AccumulateArgs& a) {
           int64_t c = std::numeric_limits<int64_t>::max();  // NaN sorts after every recall
           if (npig[ar] > 0 && v == v) {
             const double guess = std::ceil(v * npig_d);
-            c = guess <= 0 ? 0 : (guess >= static_cast<double>(npig[ar] + 1) ? npig[ar] + 1 : static_cast<int64_t>(guess));
+            c = guess <= 0 ? 0
+                           : (guess >= static_cast<double>(npig[ar] + 1) ? npig[ar] + 1 : static_cast<int64_t>(guess));
             while (c > 0 && !(static_cast<double>(c - 1) / npig_d < v)) --c;
             while (c <= npig[ar] && static_cast<double>(c) / npig_d < v) ++c;
           }
@@ -377,7 +379,8 @@ void voc_impl(const VocArgs& a) {
           const double ih = std::min(bb[3], gt[3]) - std::max(bb[1], gt[1]) + one;
           if (!(iw > 0 && ih > 0)) continue;
           const double inter = iw * ih;
-          const double ua = (bb[2] - bb[0] + one) * (bb[3] - bb[1] + one) + (gt[2] - gt[0] + one) * (gt[3] - gt[1] + one) - inter;
+          const double ua =
+              (bb[2] - bb[0] + one) * (bb[3] - bb[1] + one) + (gt[2] - gt[0] + one) * (gt[3] - gt[1] + one) - inter;
           const double ov = inter / ua;
           if (ov > ovmax) {
             ovmax = ov;

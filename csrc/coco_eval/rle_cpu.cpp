@@ -148,8 +148,8 @@ at::Tensor rle_iou_cpu(const at::Tensor& dt_counts, const at::Tensor& dt_offsets
                        const at::Tensor& crowd) {
   BatchArg d("rle_iou", dt_counts, dt_offsets, dt_hw), g("rle_iou", gt_counts, gt_offsets, gt_hw);
   check_t("rle_iou", crowd, "crowd", at::kBool, 1);
-  TORCH_CHECK_VALUE(crowd.size(0) == g.b.n, "rle_iou: crowd must have one flag per ground truth (", g.b.n,
-                    "), got ", crowd.size(0));
+  TORCH_CHECK_VALUE(crowd.size(0) == g.b.n, "rle_iou: crowd must have one flag per ground truth (", g.b.n, "), got ",
+                    crowd.size(0));
   const at::Tensor c = crowd.contiguous();
   at::Tensor out = at::empty({d.b.n, g.b.n}, at::TensorOptions().dtype(at::kDouble));
   if (d.b.n > 0 && g.b.n > 0) {
@@ -213,7 +213,9 @@ TORCH_LIBRARY_FRAGMENT(fastops, m) {
   m.def(
       "rle_from_polygons(Tensor xy, Tensor poly_offsets, Tensor ann_offsets, Tensor hw) "
       "-> (Tensor counts, Tensor offsets, Tensor hw)");
-  m.def("rle_merge(Tensor counts, Tensor offsets, Tensor hw, bool intersect) -> (Tensor counts, Tensor offsets, Tensor hw)");
+  m.def(
+      "rle_merge(Tensor counts, Tensor offsets, Tensor hw, bool intersect) -> (Tensor counts, Tensor offsets, Tensor "
+      "hw)");
   m.def("rle_area(Tensor counts, Tensor offsets, Tensor hw) -> Tensor");
   m.def("rle_to_bbox(Tensor counts, Tensor offsets, Tensor hw) -> Tensor");
   m.def(

@@ -71,8 +71,8 @@ void encode_impl(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out
   }
 }
 
-void from_string_range(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t begin,
-                       int64_t end, Out& out) {
+void from_string_range(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t begin, int64_t end,
+                       Out& out) {
   for (int64_t i = begin; i < end; ++i) {
     const uint8_t* s = chars + char_offsets[i];
     const int64_t len = char_offsets[i + 1] - char_offsets[i];
@@ -127,8 +127,8 @@ void to_string_impl(const Batch& b, std::vector<uint8_t>& chars, std::vector<int
 
 // rleFrPoly for one polygon of k points: counts appended to `cnts`.
 void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<uint32_t>& cnts,
-                 std::vector<int32_t>& x, std::vector<int32_t>& y, std::vector<int32_t>& u,
-                 std::vector<int32_t>& v, std::vector<uint32_t>& a) {
+                 std::vector<int32_t>& x, std::vector<int32_t>& y, std::vector<int32_t>& u, std::vector<int32_t>& v,
+                 std::vector<uint32_t>& a) {
   const double scale = 5;
   x.resize(k + 1);
   y.resize(k + 1);
@@ -262,8 +262,8 @@ void merge_views(int64_t n, Get get, bool intersect, std::vector<uint32_t>& cnts
   out_h = h, out_w = w;
 }
 
-void from_polygons_range(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets,
-                         const int64_t* hw, int64_t begin, int64_t end, Out& out) {
+void from_polygons_range(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
+                         int64_t begin, int64_t end, Out& out) {
   std::vector<uint32_t> polys, acc, tmp;
   std::vector<int64_t> poly_start;
   std::vector<int32_t> x, y, u, v;
@@ -289,9 +289,8 @@ void from_polygons_range(const double* xy, const int64_t* poly_offsets, const in
 
 void from_polygons_impl(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
                         int64_t n_ann, Out& out) {
-  chunked(n_ann, 512, out, [&](int64_t b, int64_t e, Out& o) {
-    from_polygons_range(xy, poly_offsets, ann_offsets, hw, b, e, o);
-  });
+  chunked(n_ann, 512, out,
+          [&](int64_t b, int64_t e, Out& o) { from_polygons_range(xy, poly_offsets, ann_offsets, hw, b, e, o); });
 }
 
 void merge_impl(const Batch& b, bool intersect, Out& out) {
@@ -321,8 +320,8 @@ void bbox_of(const View& r, double* bb) {
   for (int64_t j = 0; j < m; ++j) {
     const uint32_t start = cc;
     cc += r.cnts[j];
-    if (j % 2 == 0) continue;         // background run
-    if (r.cnts[j] == 0) continue;     // empty foreground run
+    if (j % 2 == 0) continue;      // background run
+    if (r.cnts[j] == 0) continue;  // empty foreground run
     const uint32_t y_start = start % h, x_start = (start - y_start) / h;
     const uint32_t y_end = (cc - 1) % h, x_end = (cc - 1 - y_end) / h;
     xs = std::min(xs, x_start);
@@ -383,9 +382,8 @@ FASTOPS_FORCEINLINE double pair_iou(const View& d, const View& g, bool crowd, do
 
 // IoU of detections dt_rows[0:nd] x ground truths gt_rows[0:ng] (rows into the batches; null
 // rows: d0 + d and g0 + g), crowd flags per gt position.
-void iou_block(const Batch& dt, const int64_t* dt_rows, int64_t d0, int64_t nd, const Batch& gt,
-               const int64_t* gt_rows, int64_t g0, int64_t ng, const uint8_t* crowd, double* out,
-               std::vector<double>& boxes) {
+void iou_block(const Batch& dt, const int64_t* dt_rows, int64_t d0, int64_t nd, const Batch& gt, const int64_t* gt_rows,
+               int64_t g0, int64_t ng, const uint8_t* crowd, double* out, std::vector<double>& boxes) {
   auto drow = [&](int64_t d) { return dt_rows ? dt_rows[d0 + d] : d0 + d; };
   auto grow = [&](int64_t g) { return gt_rows ? gt_rows[g0 + g] : g0 + g; };
   boxes.resize(4 * (nd + ng));
@@ -439,8 +437,8 @@ void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt
   });
 }
 
-Kernels kKernels{&encode_impl, &from_string_impl, &to_string_impl, &from_polygons_impl, &merge_impl, &area_impl,
-                 &to_bbox_impl, &iou_impl,    &decode_impl,      &grouped_iou_impl};
+Kernels kKernels{&encode_impl, &from_string_impl, &to_string_impl, &from_polygons_impl, &merge_impl,
+                 &area_impl,   &to_bbox_impl,     &iou_impl,       &decode_impl,        &grouped_iou_impl};
 
 FASTOPS_REGISTER_CPU_KERNEL(kernels_cpu, &kKernels);
 

@@ -50,8 +50,8 @@ struct KernelTable {
 
 // In a *_cpu_kernel.cpp source: registers this copy's `fn` in `table` (a KernelTable defined with
 // constinit elsewhere, so it is zero-initialized before any copy registers).
-#define FASTOPS_REGISTER_CPU_KERNEL(table, fn)                                     \
-  static const bool FASTOPS_CONCAT(fastops_registered_, __LINE__) = [] {           \
-    (table).impl[FASTOPS_CPU_ISA] = (fn);                                          \
-    return true;                                                                   \
+#define FASTOPS_REGISTER_CPU_KERNEL(table, fn)                           \
+  static const bool FASTOPS_CONCAT(fastops_registered_, __LINE__) = [] { \
+    (table).impl[FASTOPS_CPU_ISA] = (fn);                                \
+    return true;                                                         \
   }()

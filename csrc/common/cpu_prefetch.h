@@ -22,7 +22,9 @@ FASTOPS_FORCEINLINE void prefetch_bytes(const void* p, int64_t bytes) {
 
 // Rows to prefetch ahead in a loop over rows of row_bytes each: about 2 KB ahead (measured on the
 // focal-loss rows: 1.3-2.6 KB ahead best, 5 KB and more gains less).
-inline int64_t prefetch_rows_ahead(int64_t row_bytes) { return row_bytes >= 2048 ? 1 : 2048 / (row_bytes > 0 ? row_bytes : 1); }
+inline int64_t prefetch_rows_ahead(int64_t row_bytes) {
+  return row_bytes >= 2048 ? 1 : 2048 / (row_bytes > 0 ? row_bytes : 1);
+}
 
 }  // namespace FASTOPS_ISA_NAMESPACE
 }  // namespace fastops::cpu

@@ -17,6 +17,6 @@ inline unsigned int blocks_for(int64_t work) {
 
 }  // namespace fastops::cuda
 
-#define FASTOPS_GRID_STRIDE_LOOP(i, n)                                                       \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, _stride = int64_t(blockDim.x) * gridDim.x; \
-       i < (n); i += _stride)
+#define FASTOPS_GRID_STRIDE_LOOP(i, n)                                                                                 \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, _stride = int64_t(blockDim.x) * gridDim.x; i < (n); \
+       i += _stride)

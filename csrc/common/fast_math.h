@@ -105,7 +105,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float exp_(float x) {
 // with Cephes' degree-8 polynomial (no division); ln2 split in two for an exact product;
 // denormals are scaled up first.
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float log_(float x) {
-  const bool tiny = x < 1.17549435e-38f;  // below the smallest normal (0 and negatives land here too)
+  const bool tiny = x < 1.17549435e-38f;        // below the smallest normal (0 and negatives land here too)
   const float xs = tiny ? x * 33554432.0f : x;  // 2^25
   const int32_t bits = float_bits(xs);
   int32_t e = ((bits >> 23) & 0xff) - 127;

@@ -11,7 +11,7 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastops compiled kernels (ops are registered under torch.ops.fastops)";
-  m.def("_compiled_info", [] {
+  m.def("compiled_info", [] {
     py::dict info;
     info["torch_version"] = FASTOPS_TORCH_VERSION;
 #ifdef FASTOPS_WITH_CUDA
@@ -26,14 +26,16 @@ PYBIND11_MODULE(_C, m) {
     return info;
   });
   m.def(
-      "_set_cpu_isa",
+      "set_cpu_isa",
       [](const std::string& name) {
         const auto cap = fastops::cpu::parse_isa(name);
         return std::string(fastops::cpu::isa_name(fastops::cpu::set_isa_cap(cap)));
       },
       "Caps the CPU instruction set fastops kernels use (for tests and benchmarks); returns the one now active.");
-  m.def("_release_output_cache", [] { return fastops::cpu::release_output_cache(); },
-        "Frees the memory of freed large CPU outputs kept for reuse; returns the bytes released.");
-  m.def("_output_cache_bytes", [] { return fastops::cpu::output_cache_bytes(); },
-        "Bytes of freed large CPU outputs held for reuse.");
+  m.def(
+      "release_output_cache", [] { return fastops::cpu::release_output_cache(); },
+      "Frees the memory of freed large CPU outputs kept for reuse; returns the bytes released.");
+  m.def(
+      "output_cache_bytes", [] { return fastops::cpu::output_cache_bytes(); },
+      "Bytes of freed large CPU outputs held for reuse.");
 }

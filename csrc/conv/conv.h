@@ -64,7 +64,8 @@ Geometry conv_geometry(const char* op, const at::Tensor& input, const at::Tensor
                        at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
 // The same from explicit sizes (the backward ops: input_size or weight_size given).
 Geometry conv_geometry_of_sizes(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
-                                at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
+                                at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
+                                int64_t groups);
 // Checks input [N, C_in, H, W] and weight [C_in, C_out / groups, KH, KW] as F.conv_transpose2d and
 // returns the geometry of the conv2d whose input gradient it is (input = the transposed output).
 Geometry transpose_geometry(const char* op, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
@@ -77,7 +78,8 @@ void check_aspp(const char* op, const at::Tensor& input, at::TensorList weights,
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
 at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size,
-                             at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
+                             at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
+                             int64_t groups);
 at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef weight_size,
                               at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation,
                               int64_t groups);
@@ -87,8 +89,19 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
                                     at::IntArrayRef dilation);
 at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates);
 std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                                                  at::TensorList weights, at::IntArrayRef rates,
-                                                                  bool input_grad);
+                                                                   at::TensorList weights, at::IntArrayRef rates,
+                                                                   bool input_grad);
+
+// The passes of a convolution (geometry g, in conv2d's orientation) that the direct kernels run,
+// as a bit set of 1 << DirectPass; the others take the per-tap GEMMs. A pass runs direct for
+// float32 on a CPU whose instruction set has the direct copy (AVX-512), a horizontal stride of 1
+// or 2, one group, the channel counts the kernel tiles (forward: output channels a multiple of 32,
+// input channels of 16; input gradient: the reverse; weight gradient: input channels a multiple
+// of 32), and at least two taps that see the map (one tap is a single plain GEMM, where BLAS
+// wins). A call also needs each sample of its input and output to be one flat [C, H, W] run. The
+// Python modules ask this (op conv_direct_passes) to choose between our kernels and torch's.
+enum class DirectPass : int { Forward = 0, InputGrad = 1, WeightGrad = 2 };
+int64_t direct_passes(const Geometry& g, c10::ScalarType dtype, c10::DeviceType device);
 
 // Registers the implementation above for a backend's dispatch key (conv_cpu.cpp, conv_cuda.cu).
 void register_impls(torch::Library& m);
@@ -97,8 +110,7 @@ void register_impls(torch::Library& m);
 // Reorders a weight between its layout [rows, taps] (rows = C_out * C_in / groups, each row's
 // KH * KW taps contiguous) and the tap-major [taps, rows] the GEMMs read (to_tap_major), or back.
 // A pure copy of elem_size-byte elements (2, 4 or 8: any float dtype).
-using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps, int64_t elem_size,
-                          bool to_tap_major);
+using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps, int64_t elem_size, bool to_tap_major);
 extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;
 
 // The direct float32 convolution of a batch (AVX-512 copy only: see conv_cpu_kernel.cpp),

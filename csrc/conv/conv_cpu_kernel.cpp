@@ -105,8 +105,8 @@ FASTOPS_FORCEINLINE void store16(float* p, const Float16Lanes& v) { _mm512_store
 // block_stride + 16 kStep j + k % 16]: channel k of input pixel kStep j in the blocked input
 // (kStep: the stride along the row). c[v][j] is at c + v * half_stride + j * c_step, 16 floats.
 template <int NR, int kStep>
-void tile(const float* __restrict w, const float* __restrict x, int64_t block_stride, int64_t kc,
-          float* __restrict c, int64_t half_stride, int64_t c_step) {
+void tile(const float* __restrict w, const float* __restrict x, int64_t block_stride, int64_t kc, float* __restrict c,
+          int64_t half_stride, int64_t c_step) {
   constexpr int kPixel = kStep * kLanes;
   __m512 a0[NR], a1[NR];
 #pragma GCC unroll 16
@@ -119,7 +119,8 @@ void tile(const float* __restrict w, const float* __restrict x, int64_t block_st
     // The next block of channels is 4 KB or more away: a new page for the hardware prefetcher.
     if (kb + kLanes < kc) {
 #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(xb + block_stride + j * kPixel), _MM_HINT_T0);
+      for (int j = 0; j < NR; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(xb + block_stride + j * kPixel), _MM_HINT_T0);
     }
 #pragma GCC unroll 2
     for (int kk = 0; kk < kLanes; ++kk) {
@@ -163,7 +164,8 @@ void block_channels(const float* in, int64_t pixels, float* blocked) {
 // in [K][pixels] -> blocked [K / 16][pixels][16], channel blocks in parallel.
 void block_input(const float* in, int64_t channels, int64_t pixels, float* blocked) {
   at::parallel_for(0, channels / kLanes, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t cb = begin; cb < end; ++cb) block_channels(in + cb * kLanes * pixels, pixels, blocked + cb * pixels * kLanes);
+    for (int64_t cb = begin; cb < end; ++cb)
+      block_channels(in + cb * kLanes * pixels, pixels, blocked + cb * pixels * kLanes);
   });
 }
 
@@ -248,12 +250,14 @@ void direct_conv(const DirectConv& a) {
   if (K == 0 || a.n_taps == 0) {
     if (a.overwrite) {
       for (int64_t n = 0; n < a.batch; ++n) {
-        std::memset(a.out + n * a.out_sample_stride, 0, static_cast<size_t>(a.out_channels * out_pixels) * sizeof(float));
+        std::memset(a.out + n * a.out_sample_stride, 0,
+                    static_cast<size_t>(a.out_channels * out_pixels) * sizeof(float));
       }
     }
     return;
   }
-  for (int64_t n = 0; n < a.batch; ++n) block_input(a.in + n * a.in_sample_stride, K, in_pixels, a.blocked_in + n * K * in_pixels);
+  for (int64_t n = 0; n < a.batch; ++n)
+    block_input(a.in + n * a.in_sample_stride, K, in_pixels, a.blocked_in + n * K * in_pixels);
   std::vector<int> slot_of(static_cast<size_t>(a.weight_taps), -1);
   for (int64_t s = 0; s < a.n_taps; ++s) slot_of[static_cast<size_t>(a.taps[s].weight_offset)] = static_cast<int>(s);
   const std::array<TileFn, kMaxPixels>& tiles = kTiles[static_cast<size_t>(a.in_step_x - 1)];
@@ -355,8 +359,8 @@ constexpr int64_t kWeightChunkBytes = int64_t(256) << 10;
 // c[j][0:32] += sum over rows, cols of x(k = 0..31) * g(j), where at a pixel g holds NJ
 // consecutive output channels and x the two blocks of 16 input channels.
 template <int NJ>
-void weight_tile(const float* __restrict g, int64_t g_row, const float* __restrict x, int64_t x_row,
-                 int64_t x_pixel, int64_t x_block, int64_t rows, int64_t cols, float* __restrict c) {
+void weight_tile(const float* __restrict g, int64_t g_row, const float* __restrict x, int64_t x_row, int64_t x_pixel,
+                 int64_t x_block, int64_t rows, int64_t cols, float* __restrict c) {
   __m512 a0[NJ], a1[NJ];
 #pragma GCC unroll 16
   for (int j = 0; j < NJ; ++j) {
@@ -384,8 +388,7 @@ void weight_tile(const float* __restrict g, int64_t g_row, const float* __restri
   }
 }
 
-using WeightTileFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                              float*);
+using WeightTileFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
 template <size_t... I>
 constexpr std::array<WeightTileFn, sizeof...(I)> weight_tile_table(std::index_sequence<I...>) {
   return {&weight_tile<static_cast<int>(I) + 1>...};
@@ -449,15 +452,16 @@ void direct_weight_grad(const DirectWeightGrad& a) {
   if (M == 0 || K == 0) return;
   const RowTiles row_tiles(M);
   for (int64_t n = 0; n < a.batch; ++n) {
-    tile_rows(a.grad_out + n * M * out_pixels, row_tiles, out_pixels, a.tiled_grad + n * row_tiles.count * out_pixels * kLanes);
+    tile_rows(a.grad_out + n * M * out_pixels, row_tiles, out_pixels,
+              a.tiled_grad + n * row_tiles.count * out_pixels * kLanes);
   }
   // Tasks: 32 input channels x a group of row tiles (all of them, unless there are fewer blocks
   // of input channels than threads). A task's accumulators, [row tile][tap][rows][32], live in a
   // buffer across the chunks of its K loop.
   const int64_t k_blocks = K / kTileM;
   const int64_t row_groups = std::min(row_tiles.count, std::max<int64_t>(1, at::get_num_threads() / k_blocks));
-  const int64_t chunk_rows =
-      std::max<int64_t>(1, kWeightChunkBytes / (a.in_step_y * a.in_w * 2 * kLanes * static_cast<int64_t>(sizeof(float))));
+  const int64_t chunk_rows = std::max<int64_t>(
+      1, kWeightChunkBytes / (a.in_step_y * a.in_w * 2 * kLanes * static_cast<int64_t>(sizeof(float))));
   const int64_t tile_floats = T * kMaxWeightRows * kTileM;
   at::parallel_for(0, k_blocks * row_groups, 1, [&](int64_t begin, int64_t end) {
     thread_local cpu::AlignedScratch<float> buf_scratch, run_scratch, x_scratch;

@@ -228,20 +228,31 @@ std::vector<DirectTap> direct_taps(const Geometry& g, bool skip_centre, bool tra
   return taps;
 }
 
-// The direct kernel's taps for a pass, or nothing where it does not apply and the per-tap GEMMs
-// below run instead. It applies to float32 on a CPU whose instruction set has its copy (AVX-512),
-// a horizontal stride of 1 or 2, one group, an input and output whose samples are each one flat
-// [C, H, W] run, the channel counts it tiles (forward and input gradient: the output's a multiple
-// of 32, the input's of 16; weight gradient: the convolution's input channels a multiple of 32),
-// and at least two taps that see the map: with one, the per-tap path is a single GEMM with no
-// weight reorder or window copy, and MKL's GEMM wins (a 1x1 1024 -> 1024 forward plus backward
-// on 17 x 17: 7.6 ms against 11.3). For the weight gradient, `out` is grad_out.
+// Whether the direct kernel runs a pass (the rules are documented at direct_passes in conv.h):
+// the geometry and dtype allow it, the samples of `in` and `out` are flat [C, H, W] runs, and at
+// least two taps see the map. For the weight gradient, `out` is grad_out.
+bool direct_pass_applies(const Geometry& g, DirectPass pass, c10::ScalarType dtype, c10::DeviceType device) {
+  const bool weight_grad = pass == DirectPass::WeightGrad;
+  // channels of the map read (forward: the input; input gradient: grad_out) and of the map written
+  const int64_t read_channels = pass == DirectPass::InputGrad ? g.out_channels : g.in_channels;
+  const int64_t written_channels = pass == DirectPass::InputGrad ? g.in_channels : g.out_channels;
+  const bool channels_tile =
+      weight_grad ? g.in_channels % 32 == 0 : written_channels % 32 == 0 && read_channels % 16 == 0;
+  if (device != c10::DeviceType::CPU || dtype != at::kFloat || g.stride_w > 2 || g.groups != 1 || !channels_tile ||
+      (weight_grad ? direct_weight_grad_cpu.find() == nullptr : direct_conv_cpu.find() == nullptr)) {
+    return false;
+  }
+  // one tap is a single plain GEMM with no weight reorder or window copy: BLAS wins there
+  return direct_taps(g, false, false).size() >= 2;
+}
+
 std::optional<std::vector<DirectTap>> direct_plan(const at::Tensor& in, const at::Tensor& out, const Geometry& g,
                                                   bool skip_centre, bool transposed, bool weight_grad) {
-  const bool channels_tile = weight_grad ? g.in_channels % 32 == 0 : out.size(1) % 32 == 0 && in.size(1) % 16 == 0;
-  if (!out.is_cpu() || out.scalar_type() != at::kFloat || g.stride_w > 2 || g.groups != 1 ||
-      !channels_tile || !flat_samples(in) || !flat_samples(out) ||
-      (weight_grad ? direct_weight_grad_cpu.find() == nullptr : direct_conv_cpu.find() == nullptr)) {
+  const DirectPass pass = weight_grad  ? DirectPass::WeightGrad
+                          : transposed ? DirectPass::InputGrad
+                                       : DirectPass::Forward;
+  if (!flat_samples(in) || !flat_samples(out) ||
+      !direct_pass_applies(g, pass, out.scalar_type(), out.device().type())) {
     return std::nullopt;
   }
   std::vector<DirectTap> taps = direct_taps(g, skip_centre, transposed);
@@ -423,8 +434,7 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
         const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
         for (int64_t n = 0; n < g.batch; ++n) {
           gw.addmm_(gemm_rows(gouts[i], n, c0, m, tap.rows.begin, tap.rows.size()),
-                    gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()).t(),
-                    n == 0 ? 0 : 1);
+                    gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()).t(), n == 0 ? 0 : 1);
         }
       }
     }
@@ -448,14 +458,10 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
 }
 
 // A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
-at::Tensor flat_map(const at::Tensor& t) {
-  return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : t.contiguous();
-}
+at::Tensor flat_map(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : t.contiguous(); }
 
 // Half-precision weight gradients sum over the batch and the whole map: they accumulate in float32.
-c10::ScalarType weight_grad_type(c10::ScalarType t) {
-  return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
-}
+c10::ScalarType weight_grad_type(c10::ScalarType t) { return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t; }
 
 at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& bias, const at::TensorOptions& opts,
                             int64_t channels, int64_t h, int64_t w) {
@@ -497,8 +503,8 @@ at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weigh
   const at::Tensor gout = grad_out.contiguous();
   // The direct kernel writes every element: no zeroing first (9 MB for the ASPP branch).
   at::Tensor grad_in = cpu::cached_output(input_size, grad_out.options());
-  const auto taps = grad_in.numel() > 0 && gout.numel() > 0 ? direct_plan(gout, grad_in, g, false, true, false)
-                                                              : std::nullopt;
+  const auto taps =
+      grad_in.numel() > 0 && gout.numel() > 0 ? direct_plan(gout, grad_in, g, false, true, false) : std::nullopt;
   if (taps) {
     run_direct(gout, weight, grad_in, g, *taps, true, /*overwrite=*/true);
     return grad_in;
@@ -591,8 +597,8 @@ at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                                                  at::TensorList weights, at::IntArrayRef rates,
-                                                                  bool input_grad) {
+                                                                   at::TensorList weights, at::IntArrayRef rates,
+                                                                   bool input_grad) {
   const char* op = "aspp_conv_backward";
   check_aspp(op, input, weights, rates);
   const int64_t n = input.size(0), c_in = input.size(1), c_out = weights[0].size(0), h = input.size(2),
@@ -631,6 +637,14 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   }
   if (!input_grad) grad_in = at::empty({0}, input.options());
   return {grad_in, grad_weights};
+}
+
+int64_t direct_passes(const Geometry& g, c10::ScalarType dtype, c10::DeviceType device) {
+  int64_t passes = 0;
+  for (DirectPass pass : {DirectPass::Forward, DirectPass::InputGrad, DirectPass::WeightGrad}) {
+    if (direct_pass_applies(g, pass, dtype, device)) passes |= int64_t{1} << static_cast<int>(pass);
+  }
+  return passes;
 }
 
 }  // namespace fastops::conv

@@ -13,9 +13,7 @@
 namespace fastops::focal_loss {
 namespace {
 
-bool is_float(c10::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
+bool is_float(c10::ScalarType t) { return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16; }
 
 // A weight vector of `len`, as given (checked) or ones.
 at::Tensor weight_or_ones(const char* op, const char* name, const std::optional<at::Tensor>& w,
@@ -65,23 +63,31 @@ c10::ScalarType acc_type(const at::Tensor& inputs) {
 }
 
 SigmoidArgs sigmoid_args(const Operands& o, const at::Tensor& x, const at::Tensor& t, const at::Tensor& cw,
-                         const at::Tensor& pw, const at::Tensor& sw, double alpha, double gamma, int64_t background_index,
-                         int64_t ignore_index) {
-  return {x.const_data_ptr(), x.scalar_type(), t.const_data_ptr(), o.index_targets, o.rows, o.classes,
-          cw.const_data_ptr(), pw.const_data_ptr(), sw.const_data_ptr(), alpha, gamma, background_index,
-          ignore_index, o.weighted};
+                         const at::Tensor& pw, const at::Tensor& sw, double alpha, double gamma,
+                         int64_t background_index, int64_t ignore_index) {
+  return {x.const_data_ptr(),  x.scalar_type(),     t.const_data_ptr(),  o.index_targets, o.rows, o.classes,
+          cw.const_data_ptr(), pw.const_data_ptr(), sw.const_data_ptr(), alpha,           gamma,  background_index,
+          ignore_index,        o.weighted};
 }
 
 SoftmaxArgs softmax_args(const Operands& o, const at::Tensor& x, const at::Tensor& t, const at::Tensor& cw,
                          const at::Tensor& sw, double alpha, double gamma, int64_t ignore_index) {
-  return {x.const_data_ptr(), x.scalar_type(), t.const_data_ptr<int64_t>(), o.rows, o.classes, cw.const_data_ptr(),
-          sw.const_data_ptr(), alpha, gamma, ignore_index};
+  return {x.const_data_ptr(),
+          x.scalar_type(),
+          t.const_data_ptr<int64_t>(),
+          o.rows,
+          o.classes,
+          cw.const_data_ptr(),
+          sw.const_data_ptr(),
+          alpha,
+          gamma,
+          ignore_index};
 }
 
-Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets, const std::optional<at::Tensor>& class_weight,
-                         const std::optional<at::Tensor>& pos_weight, const std::optional<at::Tensor>& sample_weight,
-                         double alpha, double gamma, int64_t reduction, at::Tensor& x, at::Tensor& t, at::Tensor& cw,
-                         at::Tensor& pw, at::Tensor& sw) {
+Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets,
+                         const std::optional<at::Tensor>& class_weight, const std::optional<at::Tensor>& pos_weight,
+                         const std::optional<at::Tensor>& sample_weight, double alpha, double gamma, int64_t reduction,
+                         at::Tensor& x, at::Tensor& t, at::Tensor& cw, at::Tensor& pw, at::Tensor& sw) {
   const char* op = "sigmoid_focal_loss";
   Operands o;
   const std::vector<int64_t> row_shape = check_inputs(op, inputs, targets, gamma, o.index_targets);
@@ -99,9 +105,10 @@ Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets, co
   return o;
 }
 
-Operands prepare_softmax(const at::Tensor& inputs, const at::Tensor& targets, const std::optional<at::Tensor>& class_weight,
-                         const std::optional<at::Tensor>& sample_weight, double gamma, int64_t reduction, at::Tensor& x,
-                         at::Tensor& t, at::Tensor& cw, at::Tensor& sw) {
+Operands prepare_softmax(const at::Tensor& inputs, const at::Tensor& targets,
+                         const std::optional<at::Tensor>& class_weight, const std::optional<at::Tensor>& sample_weight,
+                         double gamma, int64_t reduction, at::Tensor& x, at::Tensor& t, at::Tensor& cw,
+                         at::Tensor& sw) {
   const char* op = "softmax_focal_loss";
   Operands o;
   TORCH_CHECK_VALUE(inputs.dim() >= 1 && inputs.size(-1) >= 1, op,

@@ -38,13 +38,13 @@ struct Operands {
   bool weighted = true;  // a class, positive or sample weight was given
   Reduction reduction = kNone;
 };
-Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets, const std::optional<at::Tensor>& class_weight,
-                         const std::optional<at::Tensor>& pos_weight, const std::optional<at::Tensor>& sample_weight,
-                         double alpha, double gamma, int64_t reduction, at::Tensor& x, at::Tensor& t, at::Tensor& cw,
-                         at::Tensor& pw, at::Tensor& sw);
-Operands prepare_softmax(const at::Tensor& inputs, const at::Tensor& targets, const std::optional<at::Tensor>& class_weight,
-                         const std::optional<at::Tensor>& sample_weight, double gamma, int64_t reduction, at::Tensor& x,
-                         at::Tensor& t, at::Tensor& cw, at::Tensor& sw);
+Operands prepare_sigmoid(const at::Tensor& inputs, const at::Tensor& targets,
+                         const std::optional<at::Tensor>& class_weight, const std::optional<at::Tensor>& pos_weight,
+                         const std::optional<at::Tensor>& sample_weight, double alpha, double gamma, int64_t reduction,
+                         at::Tensor& x, at::Tensor& t, at::Tensor& cw, at::Tensor& pw, at::Tensor& sw);
+Operands prepare_softmax(const at::Tensor& inputs, const at::Tensor& targets,
+                         const std::optional<at::Tensor>& class_weight, const std::optional<at::Tensor>& sample_weight,
+                         double gamma, int64_t reduction, at::Tensor& x, at::Tensor& t, at::Tensor& cw, at::Tensor& sw);
 // Number of terms a mean divides by, as a tensor on the inputs' device (no host sync):
 // elements (sigmoid) or rows (softmax) whose index target is not ignore_index.
 at::Tensor mean_count(const Operands& o, const at::Tensor& t, int64_t ignore_index, bool per_element);
@@ -101,8 +101,8 @@ using SoftmaxBackwardFn = void(const SoftmaxArgs&, const void* grad_rows, const 
 // The structs for prepared operands (focal_loss.cpp).
 c10::ScalarType acc_type(const at::Tensor& inputs);
 SigmoidArgs sigmoid_args(const Operands& o, const at::Tensor& x, const at::Tensor& t, const at::Tensor& cw,
-                         const at::Tensor& pw, const at::Tensor& sw, double alpha, double gamma, int64_t background_index,
-                         int64_t ignore_index);
+                         const at::Tensor& pw, const at::Tensor& sw, double alpha, double gamma,
+                         int64_t background_index, int64_t ignore_index);
 SoftmaxArgs softmax_args(const Operands& o, const at::Tensor& x, const at::Tensor& t, const at::Tensor& cw,
                          const at::Tensor& sw, double alpha, double gamma, int64_t ignore_index);
 

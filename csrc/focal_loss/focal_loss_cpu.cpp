@@ -17,7 +17,8 @@ constinit cpu::KernelTable<SoftmaxBackwardFn> softmax_backward_cpu{};
 namespace {
 
 at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& inputs, const at::Tensor& targets,
-                                  const std::optional<at::Tensor>& class_weight, const std::optional<at::Tensor>& pos_weight,
+                                  const std::optional<at::Tensor>& class_weight,
+                                  const std::optional<at::Tensor>& pos_weight,
                                   const std::optional<at::Tensor>& sample_weight, double alpha, double gamma,
                                   int64_t reduction, int64_t background_index, int64_t ignore_index) {
   at::Tensor x, t, cw, pw, sw;
@@ -48,8 +49,8 @@ at::Tensor sigmoid_focal_loss_backward_cpu(const at::Tensor& grad, const at::Ten
   const at::Tensor g = upstream_grad("sigmoid_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/true,
                                      inputs.sizes(), acc_type(x));
   const bool elementwise = o.reduction == kNone;
-  sigmoid_backward_cpu.get()(args, elementwise ? g.const_data_ptr() : nullptr, elementwise ? nullptr : g.const_data_ptr(),
-                             grad_input.mutable_data_ptr());
+  sigmoid_backward_cpu.get()(args, elementwise ? g.const_data_ptr() : nullptr,
+                             elementwise ? nullptr : g.const_data_ptr(), grad_input.mutable_data_ptr());
   return grad_input;
 }
 
@@ -60,7 +61,9 @@ at::Tensor softmax_focal_loss_cpu(const at::Tensor& inputs, const at::Tensor& ta
   at::Tensor x, t, cw, sw;
   const Operands o = prepare_softmax(inputs, targets, class_weight, sample_weight, gamma, reduction, x, t, cw, sw);
   at::Tensor row_loss = at::empty({o.rows}, x.options().dtype(at::kDouble));
-  if (o.rows > 0) softmax_forward_cpu.get()(softmax_args(o, x, t, cw, sw, alpha, gamma, ignore_index), row_loss.mutable_data_ptr<double>());
+  if (o.rows > 0)
+    softmax_forward_cpu.get()(softmax_args(o, x, t, cw, sw, alpha, gamma, ignore_index),
+                              row_loss.mutable_data_ptr<double>());
   if (o.reduction == kNone) return row_loss.to(x.scalar_type()).reshape(targets.sizes());
   return finish_reduction(row_loss, o, t, ignore_index, /*per_element=*/false, x.scalar_type());
 }
@@ -77,8 +80,8 @@ at::Tensor softmax_focal_loss_backward_cpu(const at::Tensor& grad, const at::Ten
   const at::Tensor g = upstream_grad("softmax_focal_loss_backward", grad, o, t, ignore_index, /*per_element=*/false,
                                      targets.sizes(), acc_type(x));
   const bool elementwise = o.reduction == kNone;
-  softmax_backward_cpu.get()(args, elementwise ? g.const_data_ptr() : nullptr, elementwise ? nullptr : g.const_data_ptr(),
-                             grad_input.mutable_data_ptr());
+  softmax_backward_cpu.get()(args, elementwise ? g.const_data_ptr() : nullptr,
+                             elementwise ? nullptr : g.const_data_ptr(), grad_input.mutable_data_ptr());
   return grad_input;
 }
 

@@ -24,8 +24,8 @@ int64_t row_grain(int64_t classes) { return std::max<int64_t>(1, kElementsPerTas
 inline int64_t checked_label(const int64_t* labels, int64_t r, int64_t classes, int64_t background, int64_t ignore) {
   const int64_t y = labels[r];
   TORCH_CHECK_VALUE((y >= 0 && y < classes) || y == background || y == ignore, "focal loss: target ", y, " at row ", r,
-                    " is not a class in [0, ", classes, "), the background index ", background,
-                    " or the ignore index ", ignore);
+                    " is not a class in [0, ", classes, "), the background index ", background, " or the ignore index ",
+                    ignore);
   return y;
 }
 
@@ -88,7 +88,8 @@ void sigmoid_forward(const SigmoidArgs& a, S* out, double* row_sums) {
       if (kIndex && label == a.ignore_index) {
         std::fill(buf.begin(), buf.end(), T(0));
       } else {
-        sigmoid_row<T, S, T, kIndex, false, false, kGamma, kWeighted>(a, r, label, T(1), nullptr, buf.data(), one_hot.data());
+        sigmoid_row<T, S, T, kIndex, false, false, kGamma, kWeighted>(a, r, label, T(1), nullptr, buf.data(),
+                                                                      one_hot.data());
       }
       if (out != nullptr) {
         for (int64_t c = 0; c < a.classes; ++c) out[r * a.classes + c] = static_cast<S>(buf[c]);
@@ -113,10 +114,11 @@ void sigmoid_backward(const SigmoidArgs& a, const T* grad_elementwise, const T* 
         continue;
       }
       if (grad_elementwise != nullptr) {
-        sigmoid_row<T, S, S, kIndex, true, true, kGamma, kWeighted>(a, r, label, T(1), grad_elementwise + r * a.classes, gi,
-                                                         one_hot.data());
+        sigmoid_row<T, S, S, kIndex, true, true, kGamma, kWeighted>(a, r, label, T(1), grad_elementwise + r * a.classes,
+                                                                    gi, one_hot.data());
       } else {
-        sigmoid_row<T, S, S, kIndex, true, false, kGamma, kWeighted>(a, r, label, *grad_scale, nullptr, gi, one_hot.data());
+        sigmoid_row<T, S, S, kIndex, true, false, kGamma, kWeighted>(a, r, label, *grad_scale, nullptr, gi,
+                                                                     one_hot.data());
       }
     }
   });
@@ -156,8 +158,8 @@ FASTOPS_FORCEINLINE bool softmax_row(const SoftmaxArgs& a, int64_t r, T* e, Soft
               static_cast<const T*>(a.sample_weight)[r];
   T mx, sum_other, py;
   softmax_stats<T, S>(x, a.classes, row.y, e, mx, row.sum_all, sum_other);
-  row.loss = softmax_focal_row<kGamma>(mx, row.sum_all, sum_other, static_cast<T>(x[row.y]), w,
-                                       static_cast<T>(a.gamma), row.coef, py);
+  row.loss = softmax_focal_row<kGamma>(mx, row.sum_all, sum_other, static_cast<T>(x[row.y]), w, static_cast<T>(a.gamma),
+                                       row.coef, py);
   return true;
 }
 
@@ -222,7 +224,8 @@ void sigmoid_forward_entry(const SigmoidArgs& a, void* out, double* row_sums) {
   });
 }
 
-void sigmoid_backward_entry(const SigmoidArgs& a, const void* grad_elementwise, const void* grad_scale, void* grad_input) {
+void sigmoid_backward_entry(const SigmoidArgs& a, const void* grad_elementwise, const void* grad_scale,
+                            void* grad_input) {
   dispatch_sigmoid(a, [&](auto s, auto t, auto index, auto g, auto weighted) {
     using S = decltype(s);
     using T = decltype(t);

@@ -48,7 +48,8 @@ __global__ void sigmoid_forward_kernel(SigmoidArgs a, S* __restrict__ out) {
   FASTOPS_GRID_STRIDE_LOOP(idx, a.rows * a.classes) {
     const int64_t r = idx / a.classes, c = idx - r * a.classes;
     const int64_t label = kIndex ? checked_label(labels, r, a.classes, a.background_index, a.ignore_index) : 0;
-    out[idx] = static_cast<S>((kIndex && label == a.ignore_index) ? T(0) : sigmoid_element<T, S, kIndex, false, kGamma>(a, r, c, label));
+    out[idx] = static_cast<S>(
+        (kIndex && label == a.ignore_index) ? T(0) : sigmoid_element<T, S, kIndex, false, kGamma>(a, r, c, label));
   }
 }
 
@@ -59,7 +60,8 @@ __global__ void sigmoid_row_sum_kernel(SigmoidArgs a, double* __restrict__ row_s
     const int64_t label = kIndex ? checked_label(labels, r, a.classes, a.background_index, a.ignore_index) : 0;
     double sum = 0;
     if (!(kIndex && label == a.ignore_index)) {
-      for (int64_t c = 0; c < a.classes; ++c) sum += static_cast<double>(sigmoid_element<T, S, kIndex, false, kGamma>(a, r, c, label));
+      for (int64_t c = 0; c < a.classes; ++c)
+        sum += static_cast<double>(sigmoid_element<T, S, kIndex, false, kGamma>(a, r, c, label));
     }
     row_sums[r] = sum;
   }
@@ -109,14 +111,14 @@ __global__ void softmax_forward_kernel(SoftmaxArgs a, double* __restrict__ row_l
     T mx, sum_all, sum_other, coef, py;
     softmax_stats<T, S>(x, a.classes, y, mx, sum_all, sum_other);
     row_loss[r] = static_cast<double>(softmax_focal_row<kGamma>(mx, sum_all, sum_other, static_cast<T>(x[y]),
-                                                        static_cast<T>(a.alpha) * cw[y] * sw[r],
-                                                        static_cast<T>(a.gamma), coef, py));
+                                                                static_cast<T>(a.alpha) * cw[y] * sw[r],
+                                                                static_cast<T>(a.gamma), coef, py));
   }
 }
 
 template <typename T, typename S, int kGamma>
-__global__ void softmax_backward_kernel(SoftmaxArgs a, const T* __restrict__ grad_rows, const T* __restrict__ grad_scale,
-                                        S* __restrict__ grad_input) {
+__global__ void softmax_backward_kernel(SoftmaxArgs a, const T* __restrict__ grad_rows,
+                                        const T* __restrict__ grad_scale, S* __restrict__ grad_input) {
   const T* cw = static_cast<const T*>(a.class_weight);
   const T* sw = static_cast<const T*>(a.sample_weight);
   FASTOPS_GRID_STRIDE_LOOP(r, a.rows) {
@@ -130,7 +132,7 @@ __global__ void softmax_backward_kernel(SoftmaxArgs a, const T* __restrict__ gra
     T mx, sum_all, sum_other, coef, py;
     softmax_stats<T, S>(x, a.classes, y, mx, sum_all, sum_other);
     softmax_focal_row<kGamma>(mx, sum_all, sum_other, static_cast<T>(x[y]), static_cast<T>(a.alpha) * cw[y] * sw[r],
-                      static_cast<T>(a.gamma), coef, py);
+                              static_cast<T>(a.gamma), coef, py);
     const T g = (grad_rows != nullptr ? grad_rows[r] : *grad_scale) * coef;
     const T inv = T(1) / sum_all;
     for (int64_t c = 0; c < a.classes; ++c) {
@@ -147,7 +149,8 @@ void with_index(bool index_targets, Fn&& fn) {
 }
 
 at::Tensor sigmoid_focal_loss_cuda(const at::Tensor& inputs, const at::Tensor& targets,
-                                   const std::optional<at::Tensor>& class_weight, const std::optional<at::Tensor>& pos_weight,
+                                   const std::optional<at::Tensor>& class_weight,
+                                   const std::optional<at::Tensor>& pos_weight,
                                    const std::optional<at::Tensor>& sample_weight, double alpha, double gamma,
                                    int64_t reduction, int64_t background_index, int64_t ignore_index) {
   const c10::cuda::CUDAGuard guard(inputs.device());
@@ -167,11 +170,11 @@ at::Tensor sigmoid_focal_loss_cuda(const at::Tensor& inputs, const at::Tensor& t
           constexpr bool kIndex = decltype(index)::value;
           constexpr int kGamma = decltype(g)::value;
           if (o.reduction == kNone) {
-            sigmoid_forward_kernel<T, S, kIndex, kGamma><<<blocks_for(o.rows * o.classes), kThreadsPerBlock, 0, stream>>>(
-                args, out.mutable_data_ptr<S>());
+            sigmoid_forward_kernel<T, S, kIndex, kGamma>
+                <<<blocks_for(o.rows * o.classes), kThreadsPerBlock, 0, stream>>>(args, out.mutable_data_ptr<S>());
           } else {
-            sigmoid_row_sum_kernel<T, S, kIndex, kGamma><<<blocks_for(o.rows), kThreadsPerBlock, 0, stream>>>(
-                args, out.mutable_data_ptr<double>());
+            sigmoid_row_sum_kernel<T, S, kIndex, kGamma>
+                <<<blocks_for(o.rows), kThreadsPerBlock, 0, stream>>>(args, out.mutable_data_ptr<double>());
           }
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
@@ -205,7 +208,8 @@ at::Tensor sigmoid_focal_loss_backward_cuda(const at::Tensor& grad, const at::Te
     with_index(o.index_targets, [&](auto index) {
       with_exponent(gamma, [&](auto g) {
         sigmoid_backward_kernel<T, S, decltype(index)::value, decltype(g)::value>
-            <<<blocks_for(o.rows * o.classes), kThreadsPerBlock, 0, stream>>>(args, ge, gs, grad_input.mutable_data_ptr<S>());
+            <<<blocks_for(o.rows * o.classes), kThreadsPerBlock, 0, stream>>>(args, ge, gs,
+                                                                              grad_input.mutable_data_ptr<S>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });

@@ -43,8 +43,8 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE SigmoidTerms<T> sigmoid_focal(T x, T t, 
   const T lg = log1p_unit_(e);  // softplus(-|x|)
   const T ei = e * inv;
   const bool neg = x < zero;
-  const T p = neg ? ei : inv;  // sigmoid(x)
-  const T q = neg ? inv : ei;  // 1 - p, without cancellation
+  const T p = neg ? ei : inv;               // sigmoid(x)
+  const T q = neg ? inv : ei;               // 1 - p, without cancellation
   const T sp_neg = (neg ? ax : zero) + lg;  // softplus(-x) = -log(p)
   const T sp_pos = sp_neg + x;              // softplus(x)  = -log(1 - p)
   const T omt = one - t;
@@ -77,8 +77,8 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE SigmoidTerms<T> sigmoid_focal(T x, T t, 
 // (sum_all) and over the others (sum_other), and the target's logit xy. Returns the loss; sets
 // coef so that d loss / dx_k = coef (p_k - delta_ky) and py = p_y.
 template <int kGamma, typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T softmax_focal_row(T mx, T sum_all, T sum_other, T xy, T w, T gamma,
-                                                            T& coef, T& py) {
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T softmax_focal_row(T mx, T sum_all, T sum_other, T xy, T w, T gamma, T& coef,
+                                                            T& py) {
   const T one(1);
   const T m = sum_other / sum_all;  // 1 - p_y
   // log p_y: log1p(-m) is accurate when p_y is near 1, xy - logsumexp when it is small

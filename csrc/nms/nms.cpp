@@ -15,9 +15,7 @@
 namespace fastops::nms {
 namespace {
 
-bool is_float(c10::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
+bool is_float(c10::ScalarType t) { return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16; }
 
 }  // namespace
 
@@ -25,8 +23,8 @@ void check_boxes_scores(const char* op, const at::Tensor& boxes, const at::Tenso
                         const std::optional<at::Tensor>& idxs) {
   TORCH_CHECK_TYPE(is_float(boxes.scalar_type()), op, ": boxes must be float16, bfloat16, float32 or float64, got ",
                    boxes.scalar_type());
-  TORCH_CHECK_TYPE(is_float(scores.scalar_type()), op,
-                   ": scores must be float16, bfloat16, float32 or float64, got ", scores.scalar_type());
+  TORCH_CHECK_TYPE(is_float(scores.scalar_type()), op, ": scores must be float16, bfloat16, float32 or float64, got ",
+                   scores.scalar_type());
   TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, op, ": boxes must have shape [N, 4], got ", boxes.sizes());
   TORCH_CHECK_VALUE(scores.dim() == 1, op, ": scores must be 1-D [N], got shape ", scores.sizes());
   TORCH_CHECK_VALUE(scores.size(0) == boxes.size(0), op, ": boxes and scores must have the same length, got ",
@@ -37,15 +35,15 @@ void check_boxes_scores(const char* op, const at::Tensor& boxes, const at::Tenso
     const at::Tensor& i = *idxs;
     TORCH_CHECK_TYPE(at::isIntegralType(i.scalar_type(), /*includeBool=*/false), op,
                      ": idxs must be an integer tensor, got ", i.scalar_type());
-    TORCH_CHECK_VALUE(i.dim() == 1 && i.size(0) == boxes.size(0), op, ": idxs must have shape [N] = [",
-                      boxes.size(0), "], got ", i.sizes());
+    TORCH_CHECK_VALUE(i.dim() == 1 && i.size(0) == boxes.size(0), op, ": idxs must have shape [N] = [", boxes.size(0),
+                      "], got ", i.sizes());
     TORCH_CHECK(i.device() == boxes.device(), op, ": idxs must be on ", boxes.device(), ", got ", i.device());
   }
 }
 
 void check_iou_threshold(const char* op, double iou_threshold) {
-  TORCH_CHECK_VALUE(!std::isnan(iou_threshold) && iou_threshold >= 0, op,
-                    ": iou_threshold must be >= 0, got ", iou_threshold);
+  TORCH_CHECK_VALUE(!std::isnan(iou_threshold) && iou_threshold >= 0, op, ": iou_threshold must be >= 0, got ",
+                    iou_threshold);
 }
 
 SoftMethod check_soft_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
@@ -59,9 +57,8 @@ SoftMethod check_soft_args(const at::Tensor& boxes, const at::Tensor& scores, co
   TORCH_CHECK_VALUE(false, "soft_nms: method must be 'linear' or 'gaussian', got '", method, "'");
 }
 
-MatrixKernel check_matrix_args(const at::Tensor& boxes, const at::Tensor& scores,
-                               const std::optional<at::Tensor>& idxs, double sigma, double score_threshold,
-                               std::string_view kernel) {
+MatrixKernel check_matrix_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
+                               double sigma, double score_threshold, std::string_view kernel) {
   check_boxes_scores("matrix_nms", boxes, scores, idxs);
   TORCH_CHECK_VALUE(sigma > 0, "matrix_nms: sigma must be > 0, got ", sigma);
   TORCH_CHECK_VALUE(!std::isnan(score_threshold), "matrix_nms: score_threshold must be a number, got NaN");
@@ -74,15 +71,15 @@ bool check_multiclass_args(const at::Tensor& boxes, const at::Tensor& scores, do
                            double iou_threshold, int64_t topk, int64_t max_detections) {
   const char* op = "multiclass_nms";
   TORCH_CHECK_TYPE(is_float(scores.scalar_type()), op, ": scores must be floating point, got ", scores.scalar_type());
-  TORCH_CHECK_TYPE(boxes.scalar_type() == scores.scalar_type(), op,
-                   ": boxes and scores must have the same dtype, got ", boxes.scalar_type(), " and ",
-                   scores.scalar_type());
+  TORCH_CHECK_TYPE(boxes.scalar_type() == scores.scalar_type(), op, ": boxes and scores must have the same dtype, got ",
+                   boxes.scalar_type(), " and ", scores.scalar_type());
   TORCH_CHECK_VALUE(scores.dim() == 3, op, ": scores must have shape [B, N, C], got ", scores.sizes());
   const bool per_class = boxes.dim() == 4;
   TORCH_CHECK_VALUE((boxes.dim() == 3 || per_class) && boxes.size(-1) == 4 && boxes.size(0) == scores.size(0) &&
                         boxes.size(1) == scores.size(1) && (!per_class || boxes.size(2) == scores.size(2)),
-                    op, ": boxes must have shape [B, N, 4] or [B, N, C, 4] matching scores [B, N, C] = ",
-                    scores.sizes(), ", got ", boxes.sizes());
+                    op,
+                    ": boxes must have shape [B, N, 4] or [B, N, C, 4] matching scores [B, N, C] = ", scores.sizes(),
+                    ", got ", boxes.sizes());
   TORCH_CHECK(boxes.device() == scores.device(), op, ": boxes and scores must be on the same device, got ",
               boxes.device(), " and ", scores.device());
   TORCH_CHECK_VALUE(!std::isnan(score_threshold), op, ": score_threshold must be a number, got NaN");
@@ -106,8 +103,8 @@ std::tuple<at::Tensor, at::Tensor> matrix_nms_select(const at::Tensor& order, co
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_outputs(const at::Tensor& boxes,
-                                                                               const at::Tensor& scores,
-                                                                               int64_t max_detections) {
+                                                                              const at::Tensor& scores,
+                                                                              int64_t max_detections) {
   const int64_t batch = scores.size(0);
   return {at::zeros({batch, max_detections, 4}, boxes.options()), at::zeros({batch, max_detections}, scores.options()),
           at::full({batch, max_detections}, -1, scores.options().dtype(at::kLong)),
@@ -115,8 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_outputs(co
 }
 
 TORCH_LIBRARY_FRAGMENT(fastops, m) {
-  m.def("nms(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
+  m.def("nms(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold) -> Tensor", {at::Tag::pt2_compliant_tag});
   m.def(
       "soft_nms(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold, float sigma, "
       "float score_threshold, str method) -> (Tensor, Tensor)",

@@ -32,9 +32,8 @@ void check_iou_threshold(const char* op, double iou_threshold);
 // All of soft_nms's / matrix_nms's checks; return the parsed method / kernel.
 SoftMethod check_soft_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
                            double iou_threshold, double sigma, double score_threshold, std::string_view method);
-MatrixKernel check_matrix_args(const at::Tensor& boxes, const at::Tensor& scores,
-                               const std::optional<at::Tensor>& idxs, double sigma, double score_threshold,
-                               std::string_view kernel);
+MatrixKernel check_matrix_args(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
+                               double sigma, double score_threshold, std::string_view kernel);
 // multiclass_nms: boxes [B, N, 4] or [B, N, C, 4], scores [B, N, C]; returns whether boxes are
 // per class.
 bool check_multiclass_args(const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
@@ -49,8 +48,8 @@ std::tuple<at::Tensor, at::Tensor> matrix_nms_select(const at::Tensor& order, co
                                                      const at::Tensor& decay, double score_threshold);
 // multiclass_nms outputs filled with padding: boxes 0, scores 0, labels -1, num_detections 0.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_outputs(const at::Tensor& boxes,
-                                                                               const at::Tensor& scores,
-                                                                               int64_t max_detections);
+                                                                              const at::Tensor& scores,
+                                                                              int64_t max_detections);
 
 // ---- raw CPU loops (nms_cpu_kernel.cpp, one copy per instruction set) ----
 
@@ -76,7 +75,7 @@ using GreedyFn = void(const GreedyArgs&);
 struct SoftArgs {
   const void* boxes;
   c10::ScalarType dtype;
-  const void* scores;  // same accumulation type as the boxes: float (float16/bfloat16/float32) or double
+  const void* scores;   // same accumulation type as the boxes: float (float16/bfloat16/float32) or double
   const int64_t* idxs;  // may be null
   int64_t n;
   double iou_threshold, sigma, score_threshold;

@@ -67,9 +67,8 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes, const a
   const int64_t count =
       n == 0 ? 0
              : soft_cpu.get()({b.const_data_ptr(), b.scalar_type(), s.const_data_ptr(),
-                               classes.defined() ? classes.const_data_ptr<int64_t>() : nullptr, n, iou_threshold,
-                               sigma, score_threshold, m, keep.mutable_data_ptr<int64_t>(),
-                               keep_scores.mutable_data_ptr()});
+                               classes.defined() ? classes.const_data_ptr<int64_t>() : nullptr, n, iou_threshold, sigma,
+                               score_threshold, m, keep.mutable_data_ptr<int64_t>(), keep_scores.mutable_data_ptr()});
   return {keep.slice(0, 0, count), keep_scores.slice(0, 0, count).to(scores.scalar_type())};
 }
 

@@ -88,8 +88,8 @@ std::pair<at::Tensor, at::Tensor> greedy_device(const at::Tensor& sorted_boxes, 
                                                 const at::Tensor& valid, int64_t problems, int64_t n,
                                                 double iou_threshold, int64_t max_keep) {
   const int64_t words = (n + 63) / 64;
-  TORCH_CHECK(n * words * 8 * problems <= kMaxMaskBytes, "nms (CUDA): ", n,
-              " boxes need a suppression mask of ", n * words * 8 * problems,
+  TORCH_CHECK(n * words * 8 * problems <= kMaxMaskBytes, "nms (CUDA): ", n, " boxes need a suppression mask of ",
+              n * words * 8 * problems,
               " bytes, above the 8 GiB this kernel allows; run NMS on fewer boxes or on the CPU (O(N) memory)");
   const auto opts = sorted_boxes.options();
   at::Tensor mask = at::empty({problems * n * words}, opts.dtype(at::kLong));
@@ -101,8 +101,8 @@ std::pair<at::Tensor, at::Tensor> greedy_device(const at::Tensor& sorted_boxes, 
     using S = decltype(s);
     using T = decltype(t);
     mask_kernel<T, S><<<blocks_for(problems * n * words), kThreadsPerBlock, 0, stream>>>(
-        sorted_boxes.const_data_ptr<S>(), labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr, problems,
-        n, words, threshold_below<T>(iou_threshold),
+        sorted_boxes.const_data_ptr<S>(), labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr, problems, n,
+        words, threshold_below<T>(iou_threshold),
         reinterpret_cast<unsigned long long*>(mask.mutable_data_ptr<int64_t>()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -251,12 +251,12 @@ std::tuple<at::Tensor, at::Tensor> matrix_nms_cuda(const at::Tensor& boxes, cons
     using S = decltype(s_tag);
     using T = decltype(t_tag);
     const int64_t* g = group.defined() ? group.const_data_ptr<int64_t>() : nullptr;
-    matrix_compensate_kernel<T, S><<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(
-        sorted.const_data_ptr<S>(), g, n, comp.mutable_data_ptr<T>());
+    matrix_compensate_kernel<T, S>
+        <<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(sorted.const_data_ptr<S>(), g, n, comp.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    matrix_decay_kernel<T, S><<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(
-        sorted.const_data_ptr<S>(), g, n, comp.const_data_ptr<T>(), k, static_cast<T>(sigma),
-        decay.mutable_data_ptr<T>());
+    matrix_decay_kernel<T, S>
+        <<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(sorted.const_data_ptr<S>(), g, n, comp.const_data_ptr<T>(), k,
+                                                         static_cast<T>(sigma), decay.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return matrix_nms_select(order, scores, decay, score_threshold);
@@ -282,12 +282,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
   const at::Tensor valid = top_scores.gt(score_threshold);
   const at::Tensor labels = top_idx.remainder(classes);
   const at::Tensor rows = per_class ? top_idx : top_idx.div(classes, "floor");
-  const at::Tensor cand_boxes =
-      boxes.reshape({batch, per_class ? n * classes : n, 4}).gather(1, rows.unsqueeze(-1).expand({batch, k, 4})).contiguous();
+  const at::Tensor cand_boxes = boxes.reshape({batch, per_class ? n * classes : n, 4})
+                                    .gather(1, rows.unsqueeze(-1).expand({batch, k, 4}))
+                                    .contiguous();
   auto [keep, num] = greedy_device(cand_boxes, class_agnostic ? at::Tensor() : labels.contiguous(), valid.contiguous(),
                                    batch, k, iou_threshold, d);
   const at::Tensor filled = at::arange(d, keep.options()).unsqueeze(0).lt(num.unsqueeze(1));  // [B, D]
-  out_boxes = at::where(filled.unsqueeze(-1), cand_boxes.gather(1, keep.unsqueeze(-1).expand({batch, d, 4})), out_boxes);
+  out_boxes =
+      at::where(filled.unsqueeze(-1), cand_boxes.gather(1, keep.unsqueeze(-1).expand({batch, d, 4})), out_boxes);
   out_scores = at::where(filled, top_scores.gather(1, keep).to(scores.scalar_type()), out_scores);
   out_labels = at::where(filled, labels.gather(1, keep), out_labels);
   return {out_boxes, out_scores, out_labels, num};

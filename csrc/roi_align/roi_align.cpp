@@ -17,7 +17,6 @@
 
 namespace fastops::roi_align {
 
-
 namespace {
 
 // The features' shared shape and layout.
@@ -39,8 +38,8 @@ Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const
   for (size_t i = 0; i < features.size(); ++i) {
     const at::Tensor& f = features[i];
     TORCH_CHECK_VALUE(f.dim() == 4, op, ": input (feature level ", i, ") must be [N, C, H, W], got shape ", f.sizes());
-    TORCH_CHECK_TYPE(at::isFloatingType(f.scalar_type()) && f.scalar_type() != at::kFloat8_e4m3fn,
-                     op, ": input dtype must be float16, bfloat16, float32 or float64, got ", f.scalar_type());
+    TORCH_CHECK_TYPE(at::isFloatingType(f.scalar_type()) && f.scalar_type() != at::kFloat8_e4m3fn, op,
+                     ": input dtype must be float16, bfloat16, float32 or float64, got ", f.scalar_type());
     TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": every feature level must have the dtype ",
                      first.scalar_type(), ", level ", i, " is ", f.scalar_type());
     TORCH_CHECK(f.device() == first.device(), op, ": every feature level must be on ", first.device(), ", level ", i,
@@ -48,15 +47,15 @@ Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const
     TORCH_CHECK_VALUE(f.size(0) == first.size(0) && f.size(1) == first.size(1), op,
                       ": every feature level must have the batch size and channels of the first, ", first.sizes(),
                       "; level ", i, " is ", f.sizes());
-    TORCH_CHECK_VALUE(f.size(2) * f.size(3) <= INT32_MAX, op, ": a feature map plane of ", f.size(2), " x ",
-                      f.size(3), " exceeds 2^31 pixels");
+    TORCH_CHECK_VALUE(f.size(2) * f.size(3) <= INT32_MAX, op, ": a feature map plane of ", f.size(2), " x ", f.size(3),
+                      " exceeds 2^31 pixels");
   }
   TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
                     ": boxes must be [K, 5] (batch index, x1, y1, x2, y2), got shape ", rois.sizes());
   TORCH_CHECK_TYPE(rois.scalar_type() == first.scalar_type(), op, ": boxes must have the input's dtype ",
                    first.scalar_type(), ", got ", rois.scalar_type());
-  TORCH_CHECK(rois.device() == first.device(), op, ": boxes must be on the input's device ", first.device(),
-              ", got ", rois.device());
+  TORCH_CHECK(rois.device() == first.device(), op, ": boxes must be on the input's device ", first.device(), ", got ",
+              rois.device());
   out.batch = first.size(0);
   out.channels = first.size(1);
   // channels_last when the memory is NHWC and not also NCHW (C == 1 or H == W == 1 are both).
@@ -65,8 +64,8 @@ Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const
 }
 
 void check_pooling(const char* op, int64_t pooled_h, int64_t pooled_w, c10::ArrayRef<double> spatial_scales) {
-  TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, got (", pooled_h, ", ",
-                    pooled_w, ")");
+  TORCH_CHECK_VALUE(pooled_h > 0 && pooled_w > 0, op, ": output_size must be positive, got (", pooled_h, ", ", pooled_w,
+                    ")");
   for (double s : spatial_scales) {
     TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, op, ": spatial_scale must be finite and positive, got ", s);
   }
@@ -119,19 +118,17 @@ void level_range(c10::ArrayRef<double> spatial_scales, int64_t& k_min, int64_t& 
   // torchvision: int(-log2(scale)) of the first and last levels, in float32.
   k_min = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.front())));
   k_max = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.back())));
-  TORCH_CHECK_VALUE(k_max - k_min + 1 == static_cast<int64_t>(spatial_scales.size()), "multi_scale_roi_align: ",
-                    spatial_scales.size(), " levels need scales 2^-k for consecutive k; got first 2^-", k_min,
-                    " and last 2^-", k_max);
+  TORCH_CHECK_VALUE(k_max - k_min + 1 == static_cast<int64_t>(spatial_scales.size()),
+                    "multi_scale_roi_align: ", spatial_scales.size(),
+                    " levels need scales 2^-k for consecutive k; got first 2^-", k_min, " and last 2^-", k_max);
 }
 
-
-at::Tensor empty_nchw_or_nhwc(c10::IntArrayRef sizes, const at::Tensor& like, c10::ScalarType dtype,
-                              bool channels_last, bool zero) {
+at::Tensor empty_nchw_or_nhwc(c10::IntArrayRef sizes, const at::Tensor& like, c10::ScalarType dtype, bool channels_last,
+                              bool zero) {
   const auto options = like.options().dtype(dtype).memory_format(channels_last ? at::MemoryFormat::ChannelsLast
-                                                                                : at::MemoryFormat::Contiguous);
+                                                                               : at::MemoryFormat::Contiguous);
   return zero ? at::zeros(sizes, options) : cpu::cached_output(sizes, options);
 }
-
 
 at::MemoryFormat format_of(bool channels_last) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -301,28 +298,33 @@ void group_rois(const std::vector<int32_t>& roi_level, const at::Tensor& rois, i
   }
 }
 
-
 TORCH_LIBRARY_FRAGMENT(fastops, m) {
-  m.def("roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
-        "int sampling_ratio, bool aligned) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
-  m.def("roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
-        "int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned, bool channels_last) "
-        "-> Tensor",
-        {at::Tag::pt2_compliant_tag});
-  m.def("multi_scale_roi_align(Tensor[] features, Tensor rois, float[] spatial_scales, int pooled_height, "
-        "int pooled_width, int sampling_ratio, bool aligned, float canonical_scale, int canonical_level) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
-  m.def("multi_scale_roi_align_backward(Tensor grad, Tensor rois, float[] spatial_scales, int pooled_height, "
-        "int pooled_width, int batch_size, int channels, int[] heights, int[] widths, int sampling_ratio, "
-        "bool aligned, float canonical_scale, int canonical_level, bool channels_last) -> Tensor[]",
-        {at::Tag::pt2_compliant_tag});
-  m.def("roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
-        "-> (Tensor, Tensor)",
-        {at::Tag::pt2_compliant_tag});
-  m.def("roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
-        "int pooled_width, int batch_size, int channels, int height, int width, bool channels_last) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+      "int sampling_ratio, bool aligned) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+      "int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned, bool channels_last) "
+      "-> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "multi_scale_roi_align(Tensor[] features, Tensor rois, float[] spatial_scales, int pooled_height, "
+      "int pooled_width, int sampling_ratio, bool aligned, float canonical_scale, int canonical_level) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "multi_scale_roi_align_backward(Tensor grad, Tensor rois, float[] spatial_scales, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int[] heights, int[] widths, int sampling_ratio, "
+      "bool aligned, float canonical_scale, int canonical_level, bool channels_last) -> Tensor[]",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+      "-> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int height, int width, bool channels_last) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
 }
 
 // ---- autocast: as torchvision, the ops run in float32 and return the features' dtype, so boxes in
@@ -337,8 +339,10 @@ struct Autocast {
   static at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
                               int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
-    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("fastops::roi_align", "").typed<
-        at::Tensor(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t, int64_t, bool)>();
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fastops::roi_align", "")
+            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t, int64_t, bool)>();
     return op.call(cast(input), cast(rois), spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned)
         .to(input.scalar_type());
   }
@@ -347,21 +351,25 @@ struct Autocast {
                                 int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
                                 double canonical_scale, int64_t canonical_level) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
-    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("fastops::multi_scale_roi_align", "").typed<
-        at::Tensor(at::TensorList, const at::Tensor&, at::ArrayRef<double>, int64_t, int64_t, int64_t, bool, double,
-                   int64_t)>();
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("fastops::multi_scale_roi_align", "")
+                               .typed<at::Tensor(at::TensorList, const at::Tensor&, at::ArrayRef<double>, int64_t,
+                                                 int64_t, int64_t, bool, double, int64_t)>();
     TORCH_CHECK_VALUE(!features.empty(), "multi_scale_roi_align: expected at least one feature map");
     const std::vector<at::Tensor> cast_features = at::autocast::cached_cast(at::kFloat, features, kDevice);
-    return op.call(cast_features, cast(rois), scales, pooled_h, pooled_w, sampling_ratio, aligned, canonical_scale,
-                   canonical_level)
+    return op
+        .call(cast_features, cast(rois), scales, pooled_h, pooled_w, sampling_ratio, aligned, canonical_scale,
+              canonical_level)
         .to(features[0].scalar_type());
   }
 
   static std::tuple<at::Tensor, at::Tensor> roi_pool(const at::Tensor& input, const at::Tensor& rois,
                                                      double spatial_scale, int64_t pooled_h, int64_t pooled_w) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
-    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("fastops::roi_pool", "").typed<
-        std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double, int64_t, int64_t)>();
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("fastops::roi_pool", "")
+                               .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, double,
+                                                                         int64_t, int64_t)>();
     auto [out, argmax] = op.call(cast(input), cast(rois), spatial_scale, pooled_h, pooled_w);
     return {out.to(input.scalar_type()), argmax};
   }

@@ -92,8 +92,8 @@ using PoolBackwardFn = void(const Plan&, const void* grad, GradStrides strides, 
 struct Backend {
   // Sets p.roi_level, and p.order / p.group_begin (the (level, image) groups); the arrays they point
   // into are appended to keep. k_min: the first level's k (LevelMapper), used when p.num_levels > 1.
-  void (*assign_levels)(Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level,
-                        int64_t k_min, std::vector<at::Tensor>& keep);
+  void (*assign_levels)(Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level, int64_t k_min,
+                        std::vector<at::Tensor>& keep);
   AlignForwardFn* align_forward;
   AlignBackwardFn* align_backward;
   PoolForwardFn* pool_forward;

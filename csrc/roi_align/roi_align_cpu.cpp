@@ -30,7 +30,8 @@ at::Tensor host_tensor(const std::vector<V>& values, c10::ScalarType dtype) {
 
 void assign_levels(Plan& p, const at::Tensor& rois, double canonical_scale, int64_t canonical_level, int64_t k_min,
                    std::vector<at::Tensor>& keep) {
-  const std::vector<int32_t> levels = cpu_roi_levels(rois, p.batch, p.num_levels, canonical_scale, canonical_level, k_min);
+  const std::vector<int32_t> levels =
+      cpu_roi_levels(rois, p.batch, p.num_levels, canonical_scale, canonical_level, k_min);
   std::vector<int64_t> order, group_begin;
   group_rois(levels, rois, p.batch, p.num_levels, order, group_begin);
   keep.push_back(host_tensor(levels, at::kInt));

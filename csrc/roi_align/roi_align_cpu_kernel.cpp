@@ -64,7 +64,7 @@ struct SampleTable {
   const Axis<T>* cols = nullptr;
   const int64_t* row_begin = nullptr;  // [PH + 1]
   const int64_t* col_begin = nullptr;  // [PW + 1]
-  Divider<T> divide;  // by the RoI's sample count per bin
+  Divider<T> divide;                   // by the RoI's sample count per bin
 };
 
 // Every RoI's sample table in four flat arrays (no allocation per RoI). Each RoI gets a slot as
@@ -461,30 +461,31 @@ void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
               [&](int64_t a, int64_t b) { return key[a] < key[b] || (key[a] == key[b] && a < b); });
   }
   const NeededChunks needed(p, tables);
-  for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
-                               int64_t last) {
-    if (first == last) return;
-    const Level& lv = p.levels[level];
-    const int64_t pixels = lv.height * lv.width;
-    planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.get(pixels),
-                   needed[level * p.batch + n]);
-    T acc[kTile];
-    for (int64_t j = first; j < last; ++j) {
-      const int64_t k = spatial[j];
-      const SampleTable<T>& t = tables[k];
-      S* o = out + (k * C + c0) * PH * PW;
-      // The next RoI's output block (cn planes of PH * PW values, contiguous) is asked for now: the
-      // scattered stores below otherwise wait for each line's read-for-ownership (the 14x14 mask
-      // head's forward: 19.8 -> 17.2 ms).
-      if (j + 1 < last) cpu::prefetch_bytes<true>(out + (spatial[j + 1] * C + c0) * PH * PW, cn * PH * PW * sizeof(S));
-      for (int64_t ph = 0; ph < PH; ++ph) {
-        for (int64_t pw = 0; pw < PW; ++pw) {
-          align_bin_forward<T, T, kTile>(t, ph, pw, tile.data(), acc);
-          for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c]);
+  for_each_tile_task<T>(
+      p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first, int64_t last) {
+        if (first == last) return;
+        const Level& lv = p.levels[level];
+        const int64_t pixels = lv.height * lv.width;
+        planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, tile.get(pixels),
+                       needed[level * p.batch + n]);
+        T acc[kTile];
+        for (int64_t j = first; j < last; ++j) {
+          const int64_t k = spatial[j];
+          const SampleTable<T>& t = tables[k];
+          S* o = out + (k * C + c0) * PH * PW;
+          // The next RoI's output block (cn planes of PH * PW values, contiguous) is asked for now: the
+          // scattered stores below otherwise wait for each line's read-for-ownership (the 14x14 mask
+          // head's forward: 19.8 -> 17.2 ms).
+          if (j + 1 < last)
+            cpu::prefetch_bytes<true>(out + (spatial[j + 1] * C + c0) * PH * PW, cn * PH * PW * sizeof(S));
+          for (int64_t ph = 0; ph < PH; ++ph) {
+            for (int64_t pw = 0; pw < PW; ++pw) {
+              align_bin_forward<T, T, kTile>(t, ph, pw, tile.data(), acc);
+              for (int64_t c = 0; c < cn; ++c) o[c * PH * PW + ph * PW + pw] = static_cast<S>(acc[c]);
+            }
+          }
         }
-      }
-    }
-  });
+      });
 }
 
 template <typename T, typename S>
@@ -531,7 +532,8 @@ void align_forward_typed(const Plan& p, void* out_raw) {
 }
 
 void align_forward(const Plan& p, void* out) {
-  with_float_dtype(p.dtype, "roi_align", [&](auto s, auto t) { align_forward_typed<decltype(t), decltype(s)>(p, out); });
+  with_float_dtype(p.dtype, "roi_align",
+                   [&](auto s, auto t) { align_forward_typed<decltype(t), decltype(s)>(p, out); });
 }
 
 // ---- RoIAlign backward ------------------------------------------------------------------------
@@ -557,51 +559,51 @@ template <typename T, typename S>
 void align_backward_tiles(const Plan& p, const S* grad, GradStrides gs, const SampleTables<T>& tables) {
   const int64_t PH = p.pooled_h, PW = p.pooled_w, C = p.channels;
   const NeededChunks needed_chunks(p, tables);  // the rest of the tile gets no gradient
-  for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
-                               int64_t last) {
-    const Level& lv = p.levels[level];
-    const int64_t pixels = lv.height * lv.width;
-    const uint8_t* needed = needed_chunks[level * p.batch + n];
-    T* tile_data = tile.get(pixels);
-    zero_tile(tile_data, pixels, needed);
-    // A contiguous NCHW upstream gradient is transposed per RoI into bin-major vectors, 16x16 at a
-    // time (gathering 16 strided values per bin, then reading them as one vector, cost a third of
-    // the 14x14 mask head's backward); other strides are gathered per bin.
-    const bool planar = gs.w == 1 && gs.h == PW && gs.c == PH * PW;
-    TileBuffer<T> g_buffer;  // bins x kTile values (one bin when not planar)
-    T* g_bins = g_buffer.get(planar ? PH * PW : 1);
-    for (int64_t j = first; j < last; ++j) {
-      const int64_t k = p.order[j];
-      const SampleTable<T>& t = tables[k];
-      if (j + 1 < last) prefetch_grad_block(grad + p.order[j + 1] * gs.k + c0 * gs.c, gs, cn, PH, PW);
-      if (planar) planes_to_tile(grad + k * gs.k + c0 * gs.c, PH * PW, cn, g_bins, nullptr);
-      for (int64_t ph = 0; ph < PH; ++ph) {
-        for (int64_t pw = 0; pw < PW; ++pw) {
-          if (!planar) {
-            const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
-            for (int64_t c = 0; c < kTile; ++c) g_bins[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
+  for_each_tile_task<T>(
+      p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first, int64_t last) {
+        const Level& lv = p.levels[level];
+        const int64_t pixels = lv.height * lv.width;
+        const uint8_t* needed = needed_chunks[level * p.batch + n];
+        T* tile_data = tile.get(pixels);
+        zero_tile(tile_data, pixels, needed);
+        // A contiguous NCHW upstream gradient is transposed per RoI into bin-major vectors, 16x16 at a
+        // time (gathering 16 strided values per bin, then reading them as one vector, cost a third of
+        // the 14x14 mask head's backward); other strides are gathered per bin.
+        const bool planar = gs.w == 1 && gs.h == PW && gs.c == PH * PW;
+        TileBuffer<T> g_buffer;  // bins x kTile values (one bin when not planar)
+        T* g_bins = g_buffer.get(planar ? PH * PW : 1);
+        for (int64_t j = first; j < last; ++j) {
+          const int64_t k = p.order[j];
+          const SampleTable<T>& t = tables[k];
+          if (j + 1 < last) prefetch_grad_block(grad + p.order[j + 1] * gs.k + c0 * gs.c, gs, cn, PH, PW);
+          if (planar) planes_to_tile(grad + k * gs.k + c0 * gs.c, PH * PW, cn, g_bins, nullptr);
+          for (int64_t ph = 0; ph < PH; ++ph) {
+            for (int64_t pw = 0; pw < PW; ++pw) {
+              if (!planar) {
+                const S* go = grad + k * gs.k + c0 * gs.c + ph * gs.h + pw * gs.w;
+                for (int64_t c = 0; c < kTile; ++c) g_bins[c] = c < cn ? static_cast<T>(go[c * gs.c]) : T(0);
+              }
+              align_bin_backward<T, kTile>(t, ph, pw, planar ? g_bins + (ph * PW + pw) * kTile : g_bins, tile_data);
+            }
           }
-          align_bin_backward<T, kTile>(t, ph, pw, planar ? g_bins + (ph * PW + pw) * kTile : g_bins, tile_data);
         }
-      }
-    }
-    if (p.channels_last) {
-      T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
-      // each pixel's cn values are one line, C values apart: ask for the line kAhead pixels on
-      // (the stores otherwise wait for every line's read-for-ownership in turn)
-      constexpr int64_t kAhead = 16;
-      for (int64_t px = 0; px < pixels; ++px) {
-        if (px + kAhead < pixels) cpu::prefetch_bytes<true>(image + (px + kAhead) * C, cn * sizeof(T));
-        if (needed[px / kTile]) {
-          std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
+        if (p.channels_last) {
+          T* image = static_cast<T*>(lv.grad) + n * pixels * C + c0;
+          // each pixel's cn values are one line, C values apart: ask for the line kAhead pixels on
+          // (the stores otherwise wait for every line's read-for-ownership in turn)
+          constexpr int64_t kAhead = 16;
+          for (int64_t px = 0; px < pixels; ++px) {
+            if (px + kAhead < pixels) cpu::prefetch_bytes<true>(image + (px + kAhead) * C, cn * sizeof(T));
+            if (needed[px / kTile]) {
+              std::copy(tile_data + px * kTile, tile_data + px * kTile + cn, image + px * C);
+            } else {
+              std::fill(image + px * C, image + px * C + cn, T(0));
+            }
+          }
         } else {
-          std::fill(image + px * C, image + px * C + cn, T(0));
+          tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels, needed);
         }
-      }
-    } else {
-      tile_to_planes(tile_data, pixels, cn, static_cast<T*>(lv.grad) + (n * C + c0) * pixels, needed);
-    }
-  });
+      });
 }
 
 template <typename T, typename S>
@@ -630,7 +632,8 @@ std::vector<int64_t> pool_ranges(const Plan& p) {
     const PoolBox b = pool_box<T>(static_cast<T>(r[1]), static_cast<T>(r[2]), static_cast<T>(r[3]),
                                   static_cast<T>(r[4]), static_cast<T>(lv.spatial_scale));
     int64_t* out = ranges.data() + k * per;
-    for (int64_t ph = 0; ph < PH; ++ph) pool_bin<T>(b.start_h, b.height, PH, ph, lv.height, out[2 * ph], out[2 * ph + 1]);
+    for (int64_t ph = 0; ph < PH; ++ph)
+      pool_bin<T>(b.start_h, b.height, PH, ph, lv.height, out[2 * ph], out[2 * ph + 1]);
     for (int64_t pw = 0; pw < PW; ++pw)
       pool_bin<T>(b.start_w, b.width, PW, pw, lv.width, out[2 * (PH + pw)], out[2 * (PH + pw) + 1]);
   }
@@ -689,44 +692,45 @@ void pool_forward_typed(const Plan& p, void* out_raw, int32_t* argmax) {
   };
   // element offsets of (k, c, ph, pw) in the output, either layout
   const int64_t s_c = p.channels_last ? 1 : PH * PW, s_h = p.channels_last ? PW * C : PW, s_w = p.channels_last ? C : 1;
-  for_each_tile_task<T>(p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first,
-                               int64_t last) {
-    if (first == last) return;
-    const Level& lv = p.levels[level];
-    const int64_t pixels = lv.height * lv.width;
-    T* data = tile.get(pixels);
-    if (p.channels_last) {
-      pixels_to_tile(static_cast<const S*>(lv.input) + n * pixels * C + c0, pixels, C, cn, data);
-    } else {
-      planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, data, nullptr);
-    }
-    T best[kTile];
-    int32_t best_idx[kTile];
-    for (int64_t j = first; j < last; ++j) {
-      const int64_t k = p.order[j];
-      if (!p.channels_last && j + 1 < last) {  // as the RoIAlign forward: the next RoI's outputs, for writing
-        const int64_t next = p.order[j + 1] * per_roi + c0 * s_c;
-        cpu::prefetch_bytes<true>(out + next, cn * PH * PW * sizeof(S));
-        cpu::prefetch_bytes<true>(argmax + next, cn * PH * PW * sizeof(int32_t));
-      }
-      for (int64_t ph = 0; ph < PH; ++ph) {
-        for (int64_t pw = 0; pw < PW; ++pw) {
-          int64_t r[4];
-          bin_range(k, ph, pw, r);
-          pool_bin_max<T>(data, kTile, lv.width, r[0], r[1], r[2], r[3], best, best_idx);
-          const int64_t o = k * per_roi + c0 * s_c + ph * s_h + pw * s_w;
-          for (int64_t c = 0; c < cn; ++c) {
-            out[o + c * s_c] = static_cast<S>(best[c]);
-            argmax[o + c * s_c] = best_idx[c];
+  for_each_tile_task<T>(
+      p, [&](TileBuffer<T>& tile, int level, int64_t n, int64_t c0, int64_t cn, int64_t first, int64_t last) {
+        if (first == last) return;
+        const Level& lv = p.levels[level];
+        const int64_t pixels = lv.height * lv.width;
+        T* data = tile.get(pixels);
+        if (p.channels_last) {
+          pixels_to_tile(static_cast<const S*>(lv.input) + n * pixels * C + c0, pixels, C, cn, data);
+        } else {
+          planes_to_tile(static_cast<const S*>(lv.input) + (n * C + c0) * pixels, pixels, cn, data, nullptr);
+        }
+        T best[kTile];
+        int32_t best_idx[kTile];
+        for (int64_t j = first; j < last; ++j) {
+          const int64_t k = p.order[j];
+          if (!p.channels_last && j + 1 < last) {  // as the RoIAlign forward: the next RoI's outputs, for writing
+            const int64_t next = p.order[j + 1] * per_roi + c0 * s_c;
+            cpu::prefetch_bytes<true>(out + next, cn * PH * PW * sizeof(S));
+            cpu::prefetch_bytes<true>(argmax + next, cn * PH * PW * sizeof(int32_t));
+          }
+          for (int64_t ph = 0; ph < PH; ++ph) {
+            for (int64_t pw = 0; pw < PW; ++pw) {
+              int64_t r[4];
+              bin_range(k, ph, pw, r);
+              pool_bin_max<T>(data, kTile, lv.width, r[0], r[1], r[2], r[3], best, best_idx);
+              const int64_t o = k * per_roi + c0 * s_c + ph * s_h + pw * s_w;
+              for (int64_t c = 0; c < cn; ++c) {
+                out[o + c * s_c] = static_cast<S>(best[c]);
+                argmax[o + c * s_c] = best_idx[c];
+              }
+            }
           }
         }
-      }
-    }
-  });
+      });
 }
 
 void pool_forward(const Plan& p, void* out, int32_t* argmax) {
-  with_float_dtype(p.dtype, "roi_pool", [&](auto s, auto t) { pool_forward_typed<decltype(t), decltype(s)>(p, out, argmax); });
+  with_float_dtype(p.dtype, "roi_pool",
+                   [&](auto s, auto t) { pool_forward_typed<decltype(t), decltype(s)>(p, out, argmax); });
 }
 
 template <typename T, typename S>

@@ -76,7 +76,9 @@ __device__ __forceinline__ int64_t batch_index(const Plan& p, int64_t k) {
   switch (p.dtype) {
     case c10::ScalarType::Double: n = static_cast<int64_t>(static_cast<const double*>(p.rois)[k * 5]); break;
     case c10::ScalarType::Float: n = static_cast<int64_t>(static_cast<const float*>(p.rois)[k * 5]); break;
-    case c10::ScalarType::Half: n = static_cast<int64_t>(static_cast<float>(static_cast<const c10::Half*>(p.rois)[k * 5])); break;
+    case c10::ScalarType::Half:
+      n = static_cast<int64_t>(static_cast<float>(static_cast<const c10::Half*>(p.rois)[k * 5]));
+      break;
     default: n = static_cast<int64_t>(static_cast<float>(static_cast<const c10::BFloat16*>(p.rois)[k * 5])); break;
   }
   return n;
@@ -324,8 +326,8 @@ int64_t outputs(const Plan& p) { return p.num_rois * p.channels * p.pooled_h * p
 void align_forward(const Plan& p, void* out) {
   with_float_dtype(p.dtype, "roi_align", [&](auto s, auto t) {
     using S = decltype(s);
-    align_forward_kernel<decltype(t), S><<<blocks_for(outputs(p)), kThreadsPerBlock, 0,
-                                           c10::cuda::getCurrentCUDAStream()>>>(p, static_cast<S*>(out));
+    align_forward_kernel<decltype(t), S>
+        <<<blocks_for(outputs(p)), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(p, static_cast<S*>(out));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -334,9 +336,9 @@ void align_backward(const Plan& p, const void* grad, GradStrides gs) {
   const RowMap rows = row_map(p);
   with_float_dtype(p.dtype, "roi_align_backward", [&](auto s, auto t) {
     using S = decltype(s);
-    align_backward_kernel<decltype(t), S><<<blocks_for(rows.row_begin[p.num_levels]), kThreadsPerBlock, 0,
-                                            c10::cuda::getCurrentCUDAStream()>>>(p, rows, static_cast<const S*>(grad),
-                                                                                 gs);
+    align_backward_kernel<decltype(t), S>
+        <<<blocks_for(rows.row_begin[p.num_levels]), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            p, rows, static_cast<const S*>(grad), gs);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -344,8 +346,9 @@ void align_backward(const Plan& p, const void* grad, GradStrides gs) {
 void pool_forward(const Plan& p, void* out, int32_t* argmax) {
   with_float_dtype(p.dtype, "roi_pool", [&](auto s, auto t) {
     using S = decltype(s);
-    pool_forward_kernel<decltype(t), S><<<blocks_for(outputs(p)), kThreadsPerBlock, 0,
-                                          c10::cuda::getCurrentCUDAStream()>>>(p, static_cast<S*>(out), argmax);
+    pool_forward_kernel<decltype(t), S>
+        <<<blocks_for(outputs(p)), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(p, static_cast<S*>(out),
+                                                                                             argmax);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -354,9 +357,9 @@ void pool_backward(const Plan& p, const void* grad, GradStrides gs, const int32_
   const RowMap rows = row_map(p);
   with_float_dtype(p.dtype, "roi_pool_backward", [&](auto s, auto t) {
     using S = decltype(s);
-    pool_backward_kernel<decltype(t), S><<<blocks_for(rows.row_begin[1]), kThreadsPerBlock, 0,
-                                           c10::cuda::getCurrentCUDAStream()>>>(p, rows, static_cast<const S*>(grad),
-                                                                                gs, argmax);
+    pool_backward_kernel<decltype(t), S>
+        <<<blocks_for(rows.row_begin[1]), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            p, rows, static_cast<const S*>(grad), gs, argmax);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -49,9 +49,8 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE int64_t adaptive_grid(T size, int64_t po
 
 // box = (x1, y1, x2, y2) as stored (T); the caller has checked they are finite.
 template <typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE AlignBox<T> align_box(T x1, T y1, T x2, T y2, T spatial_scale,
-                                                              int64_t pooled_h, int64_t pooled_w,
-                                                              int64_t sampling_ratio, bool aligned) {
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE AlignBox<T> align_box(T x1, T y1, T x2, T y2, T spatial_scale, int64_t pooled_h,
+                                                              int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
   const T offset = aligned ? T(0.5) : T(0);
   AlignBox<T> b;
   b.start_w = x1 * spatial_scale - offset;
@@ -113,7 +112,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE Axis<T> axis_interp(T coord, int64_t siz
 // (axis_interp's valid). This keeps a huge box's adaptive grid from being walked in full.
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void sample_range(T start, T bin, int64_t p, int64_t grid, int64_t size,
-                                                         int64_t& begin, int64_t& end) {
+                                                          int64_t& begin, int64_t& end) {
   begin = 0;
   end = grid;
   if (grid <= 64) return;  // small grids: test every sample
@@ -168,7 +167,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE PoolBox pool_box(T x1, T y1, T x2, T y2,
 // Pixel range [begin, end) of bin p along one axis, clipped to [0, size).
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pool_bin(int64_t start, int64_t extent, int64_t pooled, int64_t p,
-                                                     int64_t size, int64_t& begin, int64_t& end) {
+                                                      int64_t size, int64_t& begin, int64_t& end) {
   const T bin = static_cast<T>(extent) / static_cast<T>(pooled);
   int64_t b = static_cast<int64_t>(::floor(static_cast<T>(p) * bin)) + start;
   int64_t e = static_cast<int64_t>(::ceil(static_cast<T>(p + 1) * bin)) + start;

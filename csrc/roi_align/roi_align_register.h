@@ -17,15 +17,15 @@ template <const Backend& B>
 struct BackendOps {
   static at::Tensor roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
                               int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
-    return align_forward_op(B, "roi_align", {input}, rois, {spatial_scale}, pooled_h, pooled_w, sampling_ratio,
-                            aligned, kCanonicalScale, kCanonicalLevel);
+    return align_forward_op(B, "roi_align", {input}, rois, {spatial_scale}, pooled_h, pooled_w, sampling_ratio, aligned,
+                            kCanonicalScale, kCanonicalLevel);
   }
   static at::Tensor roi_align_backward(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                        int64_t pooled_h, int64_t pooled_w, int64_t batch, int64_t channels,
                                        int64_t height, int64_t width, int64_t sampling_ratio, bool aligned,
                                        bool channels_last) {
-    return align_backward_op(B, "roi_align_backward", grad, rois, {spatial_scale}, pooled_h, pooled_w, batch,
-                             channels, {height}, {width}, sampling_ratio, aligned, kCanonicalScale, kCanonicalLevel,
+    return align_backward_op(B, "roi_align_backward", grad, rois, {spatial_scale}, pooled_h, pooled_w, batch, channels,
+                             {height}, {width}, sampling_ratio, aligned, kCanonicalScale, kCanonicalLevel,
                              channels_last)[0];
   }
   static at::Tensor multi_scale(at::TensorList features, const at::Tensor& rois, at::ArrayRef<double> scales,

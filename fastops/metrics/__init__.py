@@ -10,6 +10,7 @@
   ``average_precision``, ``multilabel_average_precision``, ``multilabel_precision_recall_f1``.
 """
 
+from .. import _library  # noqa: F401  (loads the compiled ops before their Python sides register)
 from . import _ops, mask  # noqa: F401  (_ops registers the fake kernels)
 from .classification import (
     SegmentationMetrics,
@@ -20,7 +21,8 @@ from .classification import (
     precision_recall_f1,
     segmentation_scores,
 )
-from .coco import COCO, COCOeval, Params
+from .coco import COCO
+from .cocoeval import COCOeval, Params
 from .detection import MeanAveragePrecision
 from .voc import detection_confusion_matrix, plot_pr_curves, voc_ap, voc_evaluate
 

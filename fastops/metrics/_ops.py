@@ -5,9 +5,25 @@ import torch
 
 
 @torch.library.register_fake("fastops::coco_evaluate")
-def _coco_evaluate_fake(gt_offsets, gt_boxes, gt_area, gt_crowd, gt_ignore, gt_id, dt_offsets, dt_boxes, dt_area,
-                        dt_score, dt_id, ious, iou_offsets, iou_thrs, area_rng, max_det,
-                        with_matches):
+def _coco_evaluate_fake(
+    gt_offsets,
+    gt_boxes,
+    gt_area,
+    gt_crowd,
+    gt_ignore,
+    gt_id,
+    dt_offsets,
+    dt_boxes,
+    dt_area,
+    dt_score,
+    dt_id,
+    ious,
+    iou_offsets,
+    iou_thrs,
+    area_rng,
+    max_det,
+    with_matches,
+):
     p = gt_offsets.shape[0] - 1
     kept = torch.library.get_ctx().new_dynamic_size()
     torch._check(kept <= dt_score.shape[0])
@@ -28,8 +44,23 @@ def _coco_group_fake(image_id, category_id, img_ids, cat_ids):
 
 
 @torch.library.register_fake("fastops::coco_accumulate")
-def _coco_accumulate_fake(det_offsets, gt_offsets, det_score, det_flags, num_positive, num_images, cat_list, area_list, max_dets,
-                          img_list, rec_thrs, num_iou_thrs, num_cats, num_areas, num_max_dets):
+def _coco_accumulate_fake(
+    det_offsets,
+    gt_offsets,
+    det_score,
+    det_flags,
+    num_positive,
+    num_images,
+    cat_list,
+    area_list,
+    max_dets,
+    img_list,
+    rec_thrs,
+    num_iou_thrs,
+    num_cats,
+    num_areas,
+    num_max_dets,
+):
     t, r = num_iou_thrs, rec_thrs.shape[0]
     return (
         det_score.new_empty(t, r, num_cats, num_areas, num_max_dets),
@@ -39,7 +70,8 @@ def _coco_accumulate_fake(det_offsets, gt_offsets, det_score, det_flags, num_pos
 
 
 @torch.library.register_fake("fastops::voc_match")
-def _voc_match_fake(gt_offsets, gt_boxes, gt_difficult, dt_offsets, dt_boxes, dt_image, num_images, iou_threshold,
-                    pixel_plus_one):
+def _voc_match_fake(
+    gt_offsets, gt_boxes, gt_difficult, dt_offsets, dt_boxes, dt_image, num_images, iou_threshold, pixel_plus_one
+):
     n = dt_boxes.shape[0]
     return dt_image.new_empty(n, dtype=torch.uint8), dt_image.new_empty(n, dtype=torch.uint8)

@@ -59,8 +59,15 @@ def _prf_from_counts(tp: Tensor, fp: Tensor, fn: Tensor, average: str) -> dict:
     return out
 
 
-def precision_recall_f1(preds: Tensor, target: Tensor, *, num_classes: int | None = None, threshold: float = 0.5,
-                        average: str = "macro", ignore_index: int | None = None) -> dict:
+def precision_recall_f1(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int | None = None,
+    threshold: float = 0.5,
+    average: str = "macro",
+    ignore_index: int | None = None,
+) -> dict:
     """Precision, recall, F1 and IoU (Jaccard) of class predictions, float64.
 
     Binary (num_classes None): preds are scores or 0/1 (positive where preds >= threshold for float
@@ -120,8 +127,7 @@ class SegmentationMetrics:
         """preds: class indices [B, H, W] (or logits [B, C, H, W], argmax over C); target [B, H, W]."""
         if preds.is_floating_point() and preds.dim() == target.dim() + 1:
             preds = preds.argmax(1)
-        self.confmat += confusion_matrix(preds.cpu(), target.cpu(), self.num_classes,
-                                         ignore_index=self.ignore_index)
+        self.confmat += confusion_matrix(preds.cpu(), target.cpu(), self.num_classes, ignore_index=self.ignore_index)
 
     def compute(self) -> dict:
         out = segmentation_scores(self.confmat)
@@ -156,13 +162,16 @@ def multilabel_average_precision(scores: Tensor, target: Tensor) -> dict:
     if s.shape != y.shape or s.ndim != 2:
         raise ValueError(f"multilabel_average_precision: scores and target must be [N, C], got {s.shape}, {y.shape}")
     ap = np.array([average_precision(s[:, c], y[:, c]) for c in range(s.shape[1])])
-    return {"ap": torch.from_numpy(ap), "macro_map": torch.tensor(np.nanmean(ap) if (~np.isnan(ap)).any() else np.nan,
-                                                                dtype=torch.float64),
-            "micro_map": torch.tensor(average_precision(s.ravel(), y.ravel()), dtype=torch.float64)}
+    return {
+        "ap": torch.from_numpy(ap),
+        "macro_map": torch.tensor(np.nanmean(ap) if (~np.isnan(ap)).any() else np.nan, dtype=torch.float64),
+        "micro_map": torch.tensor(average_precision(s.ravel(), y.ravel()), dtype=torch.float64),
+    }
 
 
-def multilabel_precision_recall_f1(scores: Tensor, target: Tensor, *, threshold: float = 0.5,
-                                   average: str = "macro") -> dict:
+def multilabel_precision_recall_f1(
+    scores: Tensor, target: Tensor, *, threshold: float = 0.5, average: str = "macro"
+) -> dict:
     """Precision/recall/F1/IoU of multi-label predictions (positive where scores >= threshold):
     per class ("none"), nanmean over classes ("macro") or pooled ("micro")."""
     p = scores >= threshold

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import mask as maskUtils
-from .coco import COCOeval, _ArrayCOCO, _Columns
+from .coco import AnnotationColumns, ArrayCOCO
+from .cocoeval import COCOeval
+from .rle import RleBatch
 
 __all__ = ["MeanAveragePrecision"]
 
@@ -60,14 +61,25 @@ class MeanAveragePrecision:
     map_per_class and mar_100_per_class (-1 unless class_metrics), and classes (int32).
     """
 
-    def __init__(self, *, box_format: str = "xyxy", iou_type: str = "bbox", iou_thresholds=None,
-                 rec_thresholds=None, max_detection_thresholds=None, class_metrics: bool = False,
-                 dist_sync: bool = True, process_group=None):
+    def __init__(
+        self,
+        *,
+        box_format: str = "xyxy",
+        iou_type: str = "bbox",
+        iou_thresholds=None,
+        rec_thresholds=None,
+        max_detection_thresholds=None,
+        class_metrics: bool = False,
+        dist_sync: bool = True,
+        process_group=None,
+    ):
         if box_format not in _BOX_FORMATS:
             raise ValueError(f"MeanAveragePrecision: box_format must be one of {_BOX_FORMATS}, got {box_format!r}")
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"MeanAveragePrecision: iou_type must be 'bbox' or 'segm', got {iou_type!r}")
-        max_dets = [1, 10, 100] if max_detection_thresholds is None else sorted(int(m) for m in max_detection_thresholds)
+        max_dets = (
+            [1, 10, 100] if max_detection_thresholds is None else sorted(int(m) for m in max_detection_thresholds)
+        )
         if len(max_dets) != 3:
             raise ValueError(f"MeanAveragePrecision: max_detection_thresholds must have 3 values, got {max_dets}")
         self.box_format = box_format
@@ -91,7 +103,9 @@ class MeanAveragePrecision:
             boxes = item.get("boxes")
             if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
                 shape = getattr(boxes, "shape", None)
-                raise ValueError(f"MeanAveragePrecision.update: {what}[{i}]['boxes'] must be a [N, 4] tensor, got {shape}")
+                raise ValueError(
+                    f"MeanAveragePrecision.update: {what}[{i}]['boxes'] must be a [N, 4] tensor, got {shape}"
+                )
             if not boxes.is_floating_point():
                 boxes = boxes.double()
             xywh = _to_xywh(boxes.detach(), self.box_format).cpu().double()
@@ -100,7 +114,7 @@ class MeanAveragePrecision:
         if not isinstance(masks, Tensor) or masks.dim() != 3:
             raise ValueError(f"MeanAveragePrecision.update: {what}[{i}]['masks'] must be a [N, H, W] tensor")
         m = masks.detach().cpu().to(torch.uint8).transpose(1, 2).contiguous()  # [N, W, H]: column-major
-        return maskUtils._RleBatch(*torch.ops.fastops.rle_encode(m)), masks.shape[0]
+        return RleBatch(*torch.ops.fastops.rle_encode(m)), masks.shape[0]
 
     @staticmethod
     def _vector(item: dict, key: str, n: int, what: str, i: int, dtype, default=None) -> Tensor:
@@ -113,8 +127,9 @@ class MeanAveragePrecision:
             v = torch.as_tensor(v)
         v = v.detach().cpu().reshape(-1)
         if v.shape[0] != n:
-            raise ValueError(f"MeanAveragePrecision.update: {what}[{i}]['{key}'] has {v.shape[0]} entries, "
-                             f"expected {n}")
+            raise ValueError(
+                f"MeanAveragePrecision.update: {what}[{i}]['{key}'] has {v.shape[0]} entries, expected {n}"
+            )
         return v.to(dtype)
 
     def update(self, preds: list[dict], target: list[dict]) -> None:
@@ -159,7 +174,7 @@ class MeanAveragePrecision:
         n_img = len(gts)
         det_counts = [len(s) for _, s, _ in dets]
         gt_counts = [len(lab) for _, lab, _, _ in gts]
-        cat = lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype)  # noqa: E731
+        cat = lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype)
         d_labels = cat([lab for _, _, lab in dets], np.int64)
         g_labels = cat([lab for _, lab, _, _ in gts], np.int64)
         classes = np.unique(np.concatenate([d_labels, g_labels]))
@@ -175,8 +190,8 @@ class MeanAveragePrecision:
             box_area = g_box[:, 2] * g_box[:, 3]
             d_rles = g_rles = None
         else:
-            d_rles = maskUtils._RleBatch.cat([g for g, _, _ in dets])
-            g_rles = maskUtils._RleBatch.cat([g for g, _, _, _ in gts])
+            d_rles = RleBatch.cat([g for g, _, _ in dets])
+            g_rles = RleBatch.cat([g for g, _, _, _ in gts])
             d_area = torch.ops.fastops.rle_area(d_rles.counts, d_rles.offsets, d_rles.hw).numpy().view(np.uint32)
             d_area = d_area.astype(np.float64)
             box_area = torch.ops.fastops.rle_area(g_rles.counts, g_rles.offsets, g_rles.hw).numpy()
@@ -185,12 +200,14 @@ class MeanAveragePrecision:
             g_box = np.zeros((len(g_labels), 4))
         # a given area is used where it is > 0 (torchmetrics' rule), else the box's or mask's
         g_area = np.where(np.nan_to_num(g_area, nan=0.0) > 0, g_area, box_area)
-        gcols = _Columns.from_arrays(np.arange(1, len(g_labels) + 1, dtype=np.int64), g_img, g_labels, g_box,
-                                     g_area, iscrowd=g_crowd)
-        dcols = _Columns.from_arrays(np.arange(1, len(d_score) + 1, dtype=np.int64), d_img, d_labels, d_box,
-                                     d_area, score=d_score)
+        gcols = AnnotationColumns.from_arrays(
+            np.arange(1, len(g_labels) + 1, dtype=np.int64), g_img, g_labels, g_box, g_area, iscrowd=g_crowd
+        )
+        dcols = AnnotationColumns.from_arrays(
+            np.arange(1, len(d_score) + 1, dtype=np.int64), d_img, d_labels, d_box, d_area, score=d_score
+        )
         imgs = list(range(n_img))
-        E = COCOeval(_ArrayCOCO(gcols, imgs, classes, g_rles), _ArrayCOCO(dcols, imgs, classes, d_rles), self.iou_type)
+        E = COCOeval(ArrayCOCO(gcols, imgs, classes, g_rles), ArrayCOCO(dcols, imgs, classes, d_rles), self.iou_type)
         if self.iou_thresholds is not None:
             E.params.iouThrs = self.iou_thresholds
         if self.rec_thresholds is not None:
@@ -201,8 +218,20 @@ class MeanAveragePrecision:
         E.summarize(verbose=False)
         stats = np.asarray(E.stats, dtype=np.float64)
         md = self.max_detection_thresholds
-        names = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large", f"mar_{md[0]}", f"mar_{md[1]}",
-                 f"mar_{md[2]}", "mar_small", "mar_medium", "mar_large"]
+        names = [
+            "map",
+            "map_50",
+            "map_75",
+            "map_small",
+            "map_medium",
+            "map_large",
+            f"mar_{md[0]}",
+            f"mar_{md[1]}",
+            f"mar_{md[2]}",
+            "mar_small",
+            "mar_medium",
+            "mar_large",
+        ]
         out = {k: torch.tensor(float(v), dtype=torch.float64) for k, v in zip(names, stats)}
         if self.class_metrics and len(classes):
             prec = E.eval["precision"][:, :, :, 0, -1]
@@ -226,10 +255,10 @@ class MeanAveragePrecision:
 
 def _pack(geo):
     """A picklable form of an image's boxes or RLE batch."""
-    if isinstance(geo, maskUtils._RleBatch):
+    if isinstance(geo, RleBatch):
         return ("rle", geo.counts, geo.offsets, geo.hw)
     return ("box", geo)
 
 
 def _unpack(x):
-    return maskUtils._RleBatch(*x[1:]) if x[0] == "rle" else x[1]
+    return RleBatch(*x[1:]) if x[0] == "rle" else x[1]

@@ -49,8 +49,14 @@ def _flatten(items: list, keys: tuple):
     return img, out
 
 
-def voc_evaluate(preds: list[dict], targets: list[dict], *, iou_threshold: float = 0.5, use_07_metric: bool = False,
-                 pixel_plus_one: bool = True) -> dict:
+def voc_evaluate(
+    preds: list[dict],
+    targets: list[dict],
+    *,
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = False,
+    pixel_plus_one: bool = True,
+) -> dict:
     """VOC AP per class and its mean.
 
     Args:
@@ -71,8 +77,11 @@ def voc_evaluate(preds: list[dict], targets: list[dict], *, iou_threshold: float
     d_lab = d["labels"].long().numpy() if d["labels"] is not None else np.zeros(0, np.int64)
     g_lab = g["labels"].long().numpy() if g["labels"] is not None else np.zeros(0, np.int64)
     d_score = d["scores"].double().numpy() if d["scores"] is not None else np.zeros(0)
-    g_diff = (g["difficult"].bool().numpy() if g["difficult"] is not None and len(g["difficult"]) == len(g_lab)
-              else np.zeros(len(g_lab), bool))
+    g_diff = (
+        g["difficult"].bool().numpy()
+        if g["difficult"] is not None and len(g["difficult"]) == len(g_lab)
+        else np.zeros(len(g_lab), bool)
+    )
     if len(d_score) != len(d_lab) or len(d_box) != len(d_lab):
         raise ValueError("voc_evaluate: every prediction needs as many boxes, scores and labels")
     classes = np.unique(np.concatenate([d_lab, g_lab]))
@@ -90,8 +99,15 @@ def voc_evaluate(preds: list[dict], targets: list[dict], *, iou_threshold: float
     np.cumsum(np.bincount(gkey, minlength=C * n_img), out=g_off[1:])
     t = torch.from_numpy
     tp, fp = torch.ops.fastops.voc_match(
-        t(g_off), t(np.ascontiguousarray(g_box[g_order])), t(g_diff[g_order].copy()), t(d_off),
-        t(np.ascontiguousarray(d_box[order])), t(d_img[order].copy()), n_img, float(iou_threshold), bool(pixel_plus_one),
+        t(g_off),
+        t(np.ascontiguousarray(g_box[g_order])),
+        t(g_diff[g_order].copy()),
+        t(d_off),
+        t(np.ascontiguousarray(d_box[order])),
+        t(d_img[order].copy()),
+        n_img,
+        float(iou_threshold),
+        bool(pixel_plus_one),
     )
     tp, fp = tp.numpy(), fp.numpy()
     npos = np.bincount(g_cls[~g_diff], minlength=C)
@@ -107,8 +123,12 @@ def voc_evaluate(preds: list[dict], targets: list[dict], *, iou_threshold: float
         if npos[c] > 0:
             aps[c] = voc_ap(rec, prec, use_07_metric)
     valid = ~np.isnan(aps)
-    return {"classes": classes, "ap": aps, "map": float(np.mean(aps[valid])) if valid.any() else float("nan"),
-            "curves": curves}
+    return {
+        "classes": classes,
+        "ap": aps,
+        "map": float(np.mean(aps[valid])) if valid.any() else float("nan"),
+        "curves": curves,
+    }
 
 
 def plot_pr_curves(curves: dict, ax=None, names: dict | None = None):
@@ -139,8 +159,14 @@ def _box_iou_xyxy(a: Tensor, b: Tensor) -> Tensor:
     return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
-def detection_confusion_matrix(preds: list[dict], targets: list[dict], num_classes: int, *,
-                               iou_threshold: float = 0.45, score_threshold: float = 0.25) -> Tensor:
+def detection_confusion_matrix(
+    preds: list[dict],
+    targets: list[dict],
+    num_classes: int,
+    *,
+    iou_threshold: float = 0.45,
+    score_threshold: float = 0.25,
+) -> Tensor:
     """Confusion matrix of detections, int64 [num_classes + 1, num_classes + 1]: rows the predicted
     class, columns the true class, index num_classes = background (a missed GT is counted in the
     background row, a false detection in the background column). Detections below score_threshold

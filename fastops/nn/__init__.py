@@ -4,9 +4,19 @@ The drop-ins keep their originals' constructors instead, so they replace them wi
 line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign`` (torchvision's), ``Conv2d`` and
 ``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
-from ..ops.roi_align import MultiScaleRoIAlign, RoIAlign, RoIPool
-from .conv import ASPP, Conv2d, ConvTranspose2d
+from .aspp import ASPP
+from .conv import Conv2d, ConvTranspose2d
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
+from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
 
-__all__ = ["ASPP", "Conv2d", "ConvTranspose2d", "MultiScaleRoIAlign", "RoIAlign", "RoIPool", "SigmoidFocalLoss",
-           "SoftmaxFocalLoss", "WeightedBCEWithLogitsLoss"]
+__all__ = [
+    "ASPP",
+    "Conv2d",
+    "ConvTranspose2d",
+    "MultiScaleRoIAlign",
+    "RoIAlign",
+    "RoIPool",
+    "SigmoidFocalLoss",
+    "SoftmaxFocalLoss",
+    "WeightedBCEWithLogitsLoss",
+]

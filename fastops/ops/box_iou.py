@@ -47,8 +47,12 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 @torch.library.register_fake("fastops::box_overlap")
 def _box_overlap_fake(boxes1, boxes2, mode, fmt, aligned, eps, loss_form):
-    torch._check(boxes1.shape[-1] == 4, lambda: f"box_overlap: boxes1 must have shape [..., 4], got {tuple(boxes1.shape)}")
-    torch._check(boxes2.shape[-1] == 4, lambda: f"box_overlap: boxes2 must have shape [..., 4], got {tuple(boxes2.shape)}")
+    torch._check(
+        boxes1.shape[-1] == 4, lambda: f"box_overlap: boxes1 must have shape [..., 4], got {tuple(boxes1.shape)}"
+    )
+    torch._check(
+        boxes2.shape[-1] == 4, lambda: f"box_overlap: boxes2 must have shape [..., 4], got {tuple(boxes2.shape)}"
+    )
     out_dtype = torch.float64 if boxes1.dtype == torch.float64 else torch.float32
     if aligned:
         torch._check(boxes1.shape == boxes2.shape, lambda: "box_overlap: aligned boxes must have the same shape")
@@ -76,7 +80,11 @@ def _backward(ctx, grad):
     return (
         grad1 if ctx.needs_input_grad[0] else None,
         grad2 if ctx.needs_input_grad[1] else None,
-        None, None, None, None, None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
 
 

@@ -15,7 +15,8 @@ general one is a sum of per-tap GEMMs scattered by the stride: no zeros are inse
 
 Gradients: input, weight and bias (no double backward). Results and gradients are deterministic
 for a given thread count: every output element is summed by one thread in a fixed tap order (the
-CPU splits channels into one block per thread, so another thread count may change the last bits). Dtypes: float32 and float64, float16 and bfloat16 (meant for CUDA; they also run
+CPU splits channels into one block per thread, so another thread count may change the last bits).
+Dtypes: float32 and float64, float16 and bfloat16 (meant for CUDA; they also run
 on the CPU): their taps accumulate in the input dtype, one rounding per tap, as torch's GEMM
 convolutions; weight gradients accumulate in float32. NaN and Inf propagate as in any sum of
 products: a NaN input pixel makes NaN every output it reaches through a tap that covers it, and a
@@ -28,7 +29,7 @@ exception type) with torch's messages; dtype mismatches raise ``TypeError``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -52,7 +53,8 @@ def _pair(value, name: str) -> tuple[int, int]:
     if len(values) != 2:
         raise ConvArgumentError(
             f"expected {name} to be a single integer value or a list of 2 values to match the convolution "
-            f"dimensions, but got {name}={list(values)}")
+            f"dimensions, but got {name}={list(values)}"
+        )
     return int(values[0]), int(values[1])
 
 
@@ -65,7 +67,7 @@ def _check_hyper(stride, dilation, groups: int) -> None:
         raise ConvArgumentError("non-positive groups is not supported")
 
 
-def _padding4(padding, weight_hw, stride, dilation) -> list[int]:
+def resolve_padding(padding, weight_hw, stride, dilation) -> list[int]:
     """(top, left, bottom, right) from an int, a pair, "same" or "valid" (F.conv2d's rules: "same"
     puts the odd pixel of an even kernel at the end)."""
     if isinstance(padding, str):
@@ -88,12 +90,15 @@ def _check_operands(input: Tensor, weight: Tensor, bias: Tensor | None, op: str)
         raise TypeError(f"{op}: input and weight must be tensors")
     if input.dim() not in (3, 4):
         raise ConvArgumentError(
-            f"Expected 3D (unbatched) or 4D (batched) input to {op}, but got input of size: {list(input.shape)}")
+            f"Expected 3D (unbatched) or 4D (batched) input to {op}, but got input of size: {list(input.shape)}"
+        )
     if weight.dim() != 4:
         raise ConvArgumentError(f"{op}: expected a 4D weight, but got weight of size {list(weight.shape)}")
     if input.dtype != weight.dtype or (bias is not None and bias.dtype != input.dtype):
-        raise TypeError(f"{op}: input, weight and bias must have one dtype, got {input.dtype}, {weight.dtype}"
-                        + ("" if bias is None else f", {bias.dtype}"))
+        raise TypeError(
+            f"{op}: input, weight and bias must have one dtype, got {input.dtype}, {weight.dtype}"
+            + ("" if bias is None else f", {bias.dtype}")
+        )
 
 
 def _conv_output_hw(in_hw, padding4, weight_hw, stride, dilation) -> list[int]:
@@ -109,23 +114,33 @@ def _check_conv(input_shape, weight_shape, bias, padding4, stride, dilation, gro
     """F.conv2d's shape checks; returns the output's [H, W]."""
     _check_hyper(stride, dilation, groups)
     if weight_shape[0] < groups:
-        raise ConvArgumentError(f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but "
-                                f"got weight of size {list(weight_shape)} instead")
+        raise ConvArgumentError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, but "
+            f"got weight of size {list(weight_shape)} instead"
+        )
     if weight_shape[0] % groups != 0:
-        raise ConvArgumentError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                                f"but got weight of size {list(weight_shape)} instead")
+        raise ConvArgumentError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {list(weight_shape)} instead"
+        )
     if input_shape[1] != weight_shape[1] * groups:
-        raise ConvArgumentError(f"Given groups={groups}, weight of size {list(weight_shape)}, expected "
-                                f"input{list(input_shape)} to have {weight_shape[1] * groups} channels, but got "
-                                f"{input_shape[1]} channels instead")
+        raise ConvArgumentError(
+            f"Given groups={groups}, weight of size {list(weight_shape)}, expected "
+            f"input{list(input_shape)} to have {weight_shape[1] * groups} channels, but got "
+            f"{input_shape[1]} channels instead"
+        )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight_shape[0]):
-        raise ConvArgumentError(f"Given weight of size {list(weight_shape)}, expected bias to be 1-dimensional with "
-                                f"{weight_shape[0]} elements, but got bias of size {list(bias.shape)} instead")
+        raise ConvArgumentError(
+            f"Given weight of size {list(weight_shape)}, expected bias to be 1-dimensional with "
+            f"{weight_shape[0]} elements, but got bias of size {list(bias.shape)} instead"
+        )
     padded = [input_shape[2 + i] + padding4[i] + padding4[i + 2] for i in range(2)]
     span = [dilation[i] * (weight_shape[2 + i] - 1) + 1 for i in range(2)]
     if padded[0] < span[0] or padded[1] < span[1]:
-        raise ConvArgumentError(f"Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
-                                f"({span[0]} x {span[1]}). Kernel size can't be greater than actual input size")
+        raise ConvArgumentError(
+            f"Calculated padded input size per channel: ({padded[0]} x {padded[1]}). Kernel size: "
+            f"({span[0]} x {span[1]}). Kernel size can't be greater than actual input size"
+        )
     return _conv_output_hw(input_shape[2:], padding4, weight_shape[2:], stride, dilation)
 
 
@@ -139,24 +154,64 @@ def _check_transpose(input_shape, weight_shape, bias, stride, padding, output_pa
             raise ConvArgumentError(
                 f"output padding must be smaller than either stride or dilation, but got output_padding_height: "
                 f"{output_padding[0]} output_padding_width: {output_padding[1]} stride_height: {stride[0]} "
-                f"stride_width: {stride[1]} dilation_height: {dilation[0]} dilation_width: {dilation[1]}")
+                f"stride_width: {stride[1]} dilation_height: {dilation[0]} dilation_width: {dilation[1]}"
+            )
     if weight_shape[0] % groups != 0:
-        raise ConvArgumentError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-                                f"but got weight of size {list(weight_shape)} instead")
+        raise ConvArgumentError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {list(weight_shape)} instead"
+        )
     if input_shape[1] != weight_shape[0]:
-        raise ConvArgumentError(f"Given transposed=1, weight of size {list(weight_shape)}, expected "
-                                f"input{list(input_shape)} to have {weight_shape[0]} channels, but got "
-                                f"{input_shape[1]} channels instead")
+        raise ConvArgumentError(
+            f"Given transposed=1, weight of size {list(weight_shape)}, expected "
+            f"input{list(input_shape)} to have {weight_shape[0]} channels, but got "
+            f"{input_shape[1]} channels instead"
+        )
     out_channels = weight_shape[1] * groups
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
-        raise ConvArgumentError(f"Given weight of size {list(weight_shape)}, expected bias to be 1-dimensional with "
-                                f"{out_channels} elements, but got bias of size {list(bias.shape)} instead")
-    out = [(input_shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight_shape[2 + i] - 1)
-           + output_padding[i] + 1 for i in range(2)]
+        raise ConvArgumentError(
+            f"Given weight of size {list(weight_shape)}, expected bias to be 1-dimensional with "
+            f"{out_channels} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    out = [
+        (input_shape[2 + i] - 1) * stride[i]
+        - 2 * padding[i]
+        + dilation[i] * (weight_shape[2 + i] - 1)
+        + output_padding[i]
+        + 1
+        for i in range(2)
+    ]
     if out[0] <= 0 or out[1] <= 0:
-        raise ConvArgumentError(f"Given input size per channel: ({input_shape[2]} x {input_shape[3]}). Calculated "
-                                f"output size per channel: ({out[0]} x {out[1]}). Output size is too small")
+        raise ConvArgumentError(
+            f"Given input size per channel: ({input_shape[2]} x {input_shape[3]}). Calculated "
+            f"output size per channel: ({out[0]} x {out[1]}). Output size is too small"
+        )
     return out
+
+
+# Bits of ``direct_passes``: the passes of a convolution our direct kernels run.
+DIRECT_FORWARD, DIRECT_INPUT_GRAD, DIRECT_WEIGHT_GRAD = 1, 2, 4
+DIRECT_ALL = DIRECT_FORWARD | DIRECT_INPUT_GRAD | DIRECT_WEIGHT_GRAD
+
+
+@torch.compiler.assume_constant_result
+def direct_passes(input_size, weight_size, stride, padding4, dilation, groups: int, dtype, device) -> int:
+    """The passes of ``conv2d(input, weight)`` (sizes [N, C_in, H, W] and [C_out, C_in / groups, KH,
+    KW]; padding4 (top, left, bottom, right)) that the direct kernels run, as a bit set of
+    ``DIRECT_FORWARD``, ``DIRECT_INPUT_GRAD`` (also a transposed convolution's forward) and
+    ``DIRECT_WEIGHT_GRAD``; the others take the per-tap GEMMs. The C++ side decides
+    (``direct_passes`` in ``csrc/conv/conv.h``); under torch.compile the answer is a constant of
+    the trace."""
+    return torch.ops.fastops.conv_direct_passes(
+        [int(v) for v in input_size],
+        [int(v) for v in weight_size],
+        [int(v) for v in stride],
+        [int(v) for v in padding4],
+        [int(v) for v in dilation],
+        int(groups),
+        dtype,
+        torch.device(device),
+    )
 
 
 # ---- op registration: fake kernels and autograd ------------------------------------------------
@@ -238,8 +293,9 @@ def _transpose_backward(ctx, grad):
         if grad_input.shape[2] != h or grad_input.shape[3] != w:
             grad_input = grad_input[:, :, :h, :w].contiguous()
     if ctx.needs_input_grad[1]:
-        grad_weight = torch.ops.fastops.conv2d_weight_grad(input, grad, list(weight.shape), stride, padding4,
-                                                           dilation, groups)
+        grad_weight = torch.ops.fastops.conv2d_weight_grad(
+            input, grad, list(weight.shape), stride, padding4, dilation, groups
+        )
     if ctx.has_bias and ctx.needs_input_grad[2]:
         grad_bias = grad.sum((0, 2, 3))
     return grad_input, grad_weight, grad_bias, None, None, None, None, None
@@ -256,8 +312,9 @@ def _aspp_setup(ctx, inputs, output):
 
 def _aspp_backward(ctx, grad):
     input, *weights = ctx.saved_tensors
-    grad_input, grad_weights = torch.ops.fastops.aspp_conv_backward(grad, input, weights, ctx.rates,
-                                                                    ctx.needs_input_grad[0])
+    grad_input, grad_weights = torch.ops.fastops.aspp_conv_backward(
+        grad, input, weights, ctx.rates, ctx.needs_input_grad[0]
+    )
     return (grad_input if ctx.needs_input_grad[0] else None), list(grad_weights), None
 
 
@@ -266,8 +323,9 @@ torch.library.register_autograd("fastops::aspp_conv", _aspp_backward, setup_cont
 # ---- public API ----------------------------------------------------------------------------------
 
 
-def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
-           groups: int = 1) -> Tensor:
+def conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1
+) -> Tensor:
     """``torch.nn.functional.conv2d`` by per-tap GEMMs (same arguments, same results).
 
     Args:
@@ -284,7 +342,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     """
     _check_operands(input, weight, bias, "conv2d")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
-    padding4 = _padding4(padding, weight.shape[2:], stride, dilation)
+    padding4 = resolve_padding(padding, weight.shape[2:], stride, dilation)
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     _check_conv(x.shape, weight.shape, bias, padding4, stride, dilation, groups)
@@ -292,8 +350,16 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     return out.squeeze(0) if unbatched else out
 
 
-def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0,
-                     output_padding=0, groups: int = 1, dilation=1) -> Tensor:
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> Tensor:
     """``torch.nn.functional.conv_transpose2d``, the adjoint of ``conv2d`` (same arguments, same
     results), without inserting zeros: each tap's GEMM is scattered to its stride phase.
 
@@ -312,8 +378,9 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     _check_transpose(x.shape, weight.shape, bias, stride, padding, output_padding, groups, dilation)
-    out = torch.ops.fastops.conv_transpose2d(x, weight, bias, list(stride), list(padding), list(output_padding),
-                                             int(groups), list(dilation))
+    out = torch.ops.fastops.conv_transpose2d(
+        x, weight, bias, list(stride), list(padding), list(output_padding), int(groups), list(dilation)
+    )
     return out.squeeze(0) if unbatched else out
 
 
@@ -336,16 +403,18 @@ def aspp_conv(input: Tensor, weights: Sequence[Tensor], rates: Sequence[int]) ->
     if not isinstance(input, Tensor) or input.dim() != 4:
         raise ConvArgumentError(f"aspp_conv: expected a 4D input, got {getattr(input, 'shape', type(input))}")
     if len(weights) != len(rates) + 1:
-        raise ConvArgumentError(f"aspp_conv: expected {len(rates) + 1} weights (the 1x1 one, then one per rate), "
-                                f"got {len(weights)}")
+        raise ConvArgumentError(
+            f"aspp_conv: expected {len(rates) + 1} weights (the 1x1 one, then one per rate), got {len(weights)}"
+        )
     if any(r <= 0 for r in rates):
         raise ConvArgumentError(f"aspp_conv: rates must be positive, got {rates}")
     c_out = weights[0].shape[0]
     for i, w in enumerate(weights):
         k = 1 if i == 0 else 3
         if tuple(w.shape) != (c_out, input.shape[1], k, k):
-            raise ConvArgumentError(f"aspp_conv: weights[{i}] must have shape {[c_out, input.shape[1], k, k]}, "
-                                    f"got {list(w.shape)}")
+            raise ConvArgumentError(
+                f"aspp_conv: weights[{i}] must have shape {[c_out, input.shape[1], k, k]}, got {list(w.shape)}"
+            )
         if w.dtype != input.dtype:
             raise TypeError(f"aspp_conv: weights[{i}] must have the input's dtype {input.dtype}, got {w.dtype}")
     if not rates:  # the 1x1 branch alone (an op with an empty int list has no autograd structure)

@@ -47,7 +47,9 @@ _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
 @torch.library.register_fake("fastops::sigmoid_focal_loss")
-def _sigmoid_fake(inputs, targets, class_weight, pos_weight, sample_weight, alpha, gamma, reduction, background_index, ignore_index):
+def _sigmoid_fake(
+    inputs, targets, class_weight, pos_weight, sample_weight, alpha, gamma, reduction, background_index, ignore_index
+):
     return torch.empty_like(inputs) if reduction == 0 else inputs.new_empty(())
 
 
@@ -89,7 +91,8 @@ _register_autograd("softmax_focal_loss", 4)  # inputs, targets, class_weight, sa
 # ---- public API ----------------------------------------------------------------------------------
 
 
-def _reduction(reduction: str) -> int:
+def reduction_code(reduction: str) -> int:
+    """The ops' code for a reduction name ("none", "mean", "sum"); ValueError for another."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"Invalid Value for arg 'reduction': {reduction!r}; supported: 'none', 'mean', 'sum'")
     return _REDUCTIONS[reduction]
@@ -108,15 +111,35 @@ def _normalize(loss: Tensor, normalizer) -> Tensor:
     return loss if normalizer is None else loss / normalizer
 
 
-def _sigmoid(inputs, targets, *, alpha, gamma, reduction, class_weight, pos_weight, sample_weight, normalizer,
-             background_index, ignore_index) -> Tensor:
+def _sigmoid(
+    inputs,
+    targets,
+    *,
+    alpha,
+    gamma,
+    reduction,
+    class_weight,
+    pos_weight,
+    sample_weight,
+    normalizer,
+    background_index,
+    ignore_index,
+) -> Tensor:
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
     classes = inputs.shape[-1] if inputs.dim() > 0 else 1
     background = classes if background_index is None else int(background_index)
     loss = torch.ops.fastops.sigmoid_focal_loss(
-        inputs, _targets(inputs, targets), class_weight, pos_weight, sample_weight, float(alpha), float(gamma),
-        _reduction(reduction), background, int(ignore_index),
+        inputs,
+        _targets(inputs, targets),
+        class_weight,
+        pos_weight,
+        sample_weight,
+        float(alpha),
+        float(gamma),
+        reduction_code(reduction),
+        background,
+        int(ignore_index),
     )
     return _normalize(loss, normalizer)
 
@@ -148,9 +171,19 @@ def sigmoid_focal_loss(
         background_index: the index target meaning "no class" (default C).
         ignore_index: the index target whose row is ignored.
     """
-    return _sigmoid(inputs, targets, alpha=alpha, gamma=gamma, reduction=reduction, class_weight=class_weight,
-                    pos_weight=None, sample_weight=sample_weight, normalizer=normalizer,
-                    background_index=background_index, ignore_index=ignore_index)
+    return _sigmoid(
+        inputs,
+        targets,
+        alpha=alpha,
+        gamma=gamma,
+        reduction=reduction,
+        class_weight=class_weight,
+        pos_weight=None,
+        sample_weight=sample_weight,
+        normalizer=normalizer,
+        background_index=background_index,
+        ignore_index=ignore_index,
+    )
 
 
 def weighted_bce_with_logits(
@@ -171,9 +204,19 @@ def weighted_bce_with_logits(
 
     Args: as ``sigmoid_focal_loss``; pos_weight: Tensor[C], the weight of each class's positives.
     """
-    return _sigmoid(inputs, targets, alpha=-1.0, gamma=0.0, reduction=reduction, class_weight=class_weight,
-                    pos_weight=pos_weight, sample_weight=sample_weight, normalizer=normalizer,
-                    background_index=background_index, ignore_index=ignore_index)
+    return _sigmoid(
+        inputs,
+        targets,
+        alpha=-1.0,
+        gamma=0.0,
+        reduction=reduction,
+        class_weight=class_weight,
+        pos_weight=pos_weight,
+        sample_weight=sample_weight,
+        normalizer=normalizer,
+        background_index=background_index,
+        ignore_index=ignore_index,
+    )
 
 
 def softmax_focal_loss(
@@ -199,8 +242,14 @@ def softmax_focal_loss(
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
     loss = torch.ops.fastops.softmax_focal_loss(
-        inputs, _targets(inputs, targets), class_weight, sample_weight, 1.0 if alpha is None else float(alpha),
-        float(gamma), _reduction(reduction), int(ignore_index),
+        inputs,
+        _targets(inputs, targets),
+        class_weight,
+        sample_weight,
+        1.0 if alpha is None else float(alpha),
+        float(gamma),
+        reduction_code(reduction),
+        int(ignore_index),
     )
     return _normalize(loss, normalizer)
 

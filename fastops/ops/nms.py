@@ -189,7 +189,13 @@ def multiclass_nms(
         dtype = torch.promote_types(boxes.dtype, scores.dtype)
         boxes, scores = boxes.to(dtype), scores.to(dtype)
     out = torch.ops.fastops.multiclass_nms(
-        boxes, scores, float(score_threshold), float(iou_threshold), int(topk), int(max_detections), bool(class_agnostic)
+        boxes,
+        scores,
+        float(score_threshold),
+        float(iou_threshold),
+        int(topk),
+        int(max_detections),
+        bool(class_agnostic),
     )
     return MulticlassNMSOutput(*out)
 

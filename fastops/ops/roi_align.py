@@ -26,15 +26,12 @@ image), in the input's dtype and on its device.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
-    "MultiScaleRoIAlign",
-    "RoIAlign",
-    "RoIPool",
     "multi_scale_roi_align",
     "roi_align",
     "roi_pool",
@@ -50,6 +47,11 @@ def _empty(shape, like: Tensor, channels_last: bool, dtype=None) -> Tensor:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
 
+
+# FPN level assignment (Lin et al., 2017, eq. 1): a box of sqrt(area) = CANONICAL_SCALE pixels maps
+# to level CANONICAL_LEVEL (torchvision's LevelMapper defaults).
+CANONICAL_SCALE = 224
+CANONICAL_LEVEL = 4
 
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
@@ -96,8 +98,9 @@ def _roi_align_setup(ctx, inputs, output):
 def _roi_align_backward(ctx, grad):
     (rois,) = ctx.saved_tensors
     spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, cl = ctx.args
-    grad_input = torch.ops.fastops.roi_align_backward(grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio,
-                                                      aligned, cl)
+    grad_input = torch.ops.fastops.roi_align_backward(
+        grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, cl
+    )
     return grad_input, None, None, None, None, None, None
 
 
@@ -108,8 +111,20 @@ def _msra_setup(ctx, inputs, output):
     features, rois, scales, ph, pw, sampling_ratio, aligned, cscale, clevel = inputs
     ctx.save_for_backward(rois)
     f = features[0]
-    ctx.args = (scales, ph, pw, f.shape[0], f.shape[1], [x.shape[2] for x in features], [x.shape[3] for x in features],
-                sampling_ratio, aligned, cscale, clevel, _channels_last(f))
+    ctx.args = (
+        scales,
+        ph,
+        pw,
+        f.shape[0],
+        f.shape[1],
+        [x.shape[2] for x in features],
+        [x.shape[3] for x in features],
+        sampling_ratio,
+        aligned,
+        cscale,
+        clevel,
+        _channels_last(f),
+    )
 
 
 def _msra_backward(ctx, grad):
@@ -142,7 +157,7 @@ torch.library.register_autograd("fastops::roi_pool", _roi_pool_backward, setup_c
 def _pair(output_size) -> tuple[int, int]:
     if isinstance(output_size, int):
         return output_size, output_size
-    if isinstance(output_size, torch.Size) or isinstance(output_size, (tuple, list)):
+    if isinstance(output_size, (torch.Size, tuple, list)):
         if len(output_size) == 1:
             return int(output_size[0]), int(output_size[0])
         if len(output_size) == 2:
@@ -154,7 +169,9 @@ def _rois(boxes: Tensor | Sequence[Tensor]) -> Tensor:
     """Tensor[K, 5] as given, or a list of per-image Tensor[L, 4] -> Tensor[K, 5] (no host sync)."""
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(f"boxes as a Tensor must be [K, 5] (batch index, x1, y1, x2, y2), got {tuple(boxes.shape)}")
+            raise ValueError(
+                f"boxes as a Tensor must be [K, 5] (batch index, x1, y1, x2, y2), got {tuple(boxes.shape)}"
+            )
         return boxes
     if not isinstance(boxes, (list, tuple)) or not all(isinstance(b, Tensor) for b in boxes):
         raise TypeError("boxes must be a Tensor[K, 5] or a list of Tensor[L, 4]")
@@ -196,8 +213,9 @@ def roi_align(
     """
     _check_input(input)
     ph, pw = _pair(output_size)
-    return torch.ops.fastops.roi_align(input, _rois(boxes), float(spatial_scale), ph, pw, int(sampling_ratio),
-                                       bool(aligned))
+    return torch.ops.fastops.roi_align(
+        input, _rois(boxes), float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
+    )
 
 
 def roi_pool(
@@ -225,8 +243,8 @@ def multi_scale_roi_align(
     sampling_ratio: int = -1,
     aligned: bool = False,
     *,
-    canonical_scale: float = 224,
-    canonical_level: int = 4,
+    canonical_scale: float = CANONICAL_SCALE,
+    canonical_level: int = CANONICAL_LEVEL,
 ) -> Tensor:
     """RoIAlign over FPN levels in one op: each box is pooled from the level torchvision's
     LevelMapper picks, ``clamp(floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6),
@@ -248,84 +266,17 @@ def multi_scale_roi_align(
         raise ValueError(f"spatial_scales: one per feature level, got {len(spatial_scales)} for {len(features)}")
     rois = _rois(boxes)
     if len(features) == 1:
-        return torch.ops.fastops.roi_align(features[0], rois, float(spatial_scales[0]), ph, pw, int(sampling_ratio),
-                                           bool(aligned))
-    return torch.ops.fastops.multi_scale_roi_align(features, rois, [float(s) for s in spatial_scales], ph, pw,
-                                                   int(sampling_ratio), bool(aligned), float(canonical_scale),
-                                                   int(canonical_level))
-
-
-# ---- modules (torchvision.ops' constructors) -----------------------------------------------------
-
-
-class RoIAlign(nn.Module):
-    """``roi_align`` with fixed parameters, as ``torchvision.ops.RoIAlign``."""
-
-    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
-
-    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
-        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
-
-    def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
-
-
-class RoIPool(nn.Module):
-    """``roi_pool`` with fixed parameters, as ``torchvision.ops.RoIPool``."""
-
-    def __init__(self, output_size, spatial_scale: float):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-
-    def forward(self, input: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
-        return roi_pool(input, rois, self.output_size, self.spatial_scale)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
-
-
-def _infer_scale(feature: Tensor, original_size: tuple[int, int]) -> float:
-    """torchvision's rule: 2 ** round(log2(feature size / image size)), from the height, in float32."""
-    approx = float(feature.shape[-2]) / float(original_size[0])
-    return 2 ** float(torch.tensor(approx).log2().round())
-
-
-class MultiScaleRoIAlign(nn.Module):
-    """FPN RoIAlign, as ``torchvision.ops.MultiScaleRoIAlign``, in one op (``multi_scale_roi_align``).
-
-    forward(x, boxes, image_shapes): x maps names to Tensor[N, C, H_i, W_i]; boxes a list of N
-    Tensor[L, 4] (or Tensor[K, 5]); image_shapes the (H, W) of each image before batching. The
-    levels' scales are inferred from the shapes, as torchvision does (plain Python, no host sync).
-    """
-
-    def __init__(self, featmap_names: list[str], output_size, sampling_ratio: int, *, canonical_scale: int = 224,
-                 canonical_level: int = 4, aligned: bool = False):
-        super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
-        self.featmap_names = list(featmap_names)
-        self.output_size = tuple(output_size)
-        self.sampling_ratio = sampling_ratio
-        self.canonical_scale = canonical_scale
-        self.canonical_level = canonical_level
-        self.aligned = aligned
-
-    def forward(self, x: dict[str, Tensor], boxes: Tensor | list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        features = [x[name] for name in self.featmap_names]
-        if not image_shapes:
-            raise ValueError("image_shapes: expected the (H, W) of at least one image")
-        original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
-        scales = [_infer_scale(f, original) for f in features]
-        return multi_scale_roi_align(features, boxes, self.output_size, scales, self.sampling_ratio, self.aligned,
-                                     canonical_scale=self.canonical_scale, canonical_level=self.canonical_level)
-
-    def extra_repr(self) -> str:
-        return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-                f"sampling_ratio={self.sampling_ratio}")
+        return torch.ops.fastops.roi_align(
+            features[0], rois, float(spatial_scales[0]), ph, pw, int(sampling_ratio), bool(aligned)
+        )
+    return torch.ops.fastops.multi_scale_roi_align(
+        features,
+        rois,
+        [float(s) for s in spatial_scales],
+        ph,
+        pw,
+        int(sampling_ratio),
+        bool(aligned),
+        float(canonical_scale),
+        int(canonical_level),
+    )

@@ -1,0 +1,216 @@
+"""Batched RLE masks: n run-length encodings as flat tensors, the form every C++ RLE op
+(``csrc/coco_eval/rle*.cpp``) reads and writes. The pycocotools mask API (``mask.py``), the COCO
+evaluation (``coco.py``, ``cocoeval.py``) and ``MeanAveragePrecision`` share it.
+
+A batch holds ``counts`` (int32 holding uint32 run lengths, all RLEs back to back), ``offsets``
+(int64 [n + 1]: RLE i is counts[offsets[i]:offsets[i + 1]]) and ``hw`` (int64 [n, 2]: each mask's
+height and width). Runs alternate 0s and 1s over the column-major pixels, starting with 0s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "RleBatch",
+    "from_boxes",
+    "from_polygon_lists",
+    "from_polygons",
+    "from_uncompressed",
+    "grouped_iou",
+    "segmentations",
+]
+
+_ops = torch.ops.fastops
+
+
+class RleBatch:
+    """n RLEs as flat tensors: counts (int32 holding uint32), offsets [n + 1], hw [n, 2]."""
+
+    __slots__ = ("counts", "hw", "offsets")
+
+    def __init__(self, counts, offsets, hw):
+        self.counts, self.offsets, self.hw = counts, offsets, hw
+
+    def __len__(self):
+        return self.offsets.shape[0] - 1
+
+    @staticmethod
+    def from_objects(objs) -> RleBatch:
+        """From compressed RLE dicts ({"size": [h, w], "counts": str or bytes})."""
+        strings = []
+        for o in objs:
+            c = o["counts"]
+            if isinstance(c, str):
+                c = c.encode()
+            elif not isinstance(c, (bytes, bytearray)):
+                raise TypeError(
+                    "RLE counts must be a compressed string (str or bytes); convert uncompressed RLEs "
+                    "with frPyObjects first"
+                )
+            strings.append(bytes(c))
+        lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=len(strings))
+        offsets = np.zeros(len(strings) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        chars = np.frombuffer(b"".join(strings), dtype=np.uint8)
+        hw = np.array([o["size"] for o in objs], dtype=np.int64).reshape(-1, 2)
+        return RleBatch(
+            *_ops.rle_from_string(torch.from_numpy(chars.copy()), torch.from_numpy(offsets), torch.from_numpy(hw))
+        )
+
+    def to_objects(self) -> list:
+        chars, offs = _ops.rle_to_string(self.counts, self.offsets, self.hw)
+        data = chars.numpy().tobytes()
+        offs = offs.tolist()
+        hw = self.hw.tolist()
+        return [{"size": hw[i], "counts": data[offs[i] : offs[i + 1]]} for i in range(len(offs) - 1)]
+
+    @staticmethod
+    def cat(parts: list) -> RleBatch:
+        """All RLEs of several batches, in order."""
+        if not parts:
+            return RleBatch.concat([], [])
+        offsets = [parts[0].offsets]
+        base = parts[0].counts.shape[0]
+        for p in parts[1:]:
+            offsets.append(p.offsets[1:] + base)
+            base += p.counts.shape[0]
+        return RleBatch(torch.cat([p.counts for p in parts]), torch.cat(offsets), torch.cat([p.hw for p in parts]))
+
+    @staticmethod
+    def concat(parts: list, order: list) -> RleBatch:
+        """RLEs picked from several batches: order[i] = (part index, index in that part)."""
+        if not order:
+            return RleBatch.empty()
+        counts = torch.cat([p.counts for p in parts])
+        base = np.cumsum([0] + [p.counts.shape[0] for p in parts])
+        src = np.array(order, dtype=np.int64).reshape(-1, 2)
+        starts = np.empty(len(src), np.int64)
+        lengths = np.empty(len(src), np.int64)
+        hw = np.empty((len(src), 2), np.int64)
+        for k, p in enumerate(parts):
+            sel = np.flatnonzero(src[:, 0] == k)
+            if sel.size == 0:
+                continue
+            idx = src[sel, 1]
+            off = p.offsets.numpy()
+            starts[sel] = base[k] + off[idx]
+            lengths[sel] = off[idx + 1] - off[idx]
+            hw[sel] = p.hw.numpy()[idx]
+        offsets = np.zeros(len(src) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return RleBatch(counts[torch.from_numpy(gather)], torch.from_numpy(offsets), torch.from_numpy(hw))
+
+    @staticmethod
+    def empty() -> RleBatch:
+        """A batch of no RLEs."""
+        return RleBatch(
+            torch.zeros(0, dtype=torch.int32), torch.zeros(1, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int64)
+        )
+
+
+def from_boxes(bb: np.ndarray, h, w) -> RleBatch:
+    xs, ys = bb[:, 0], bb[:, 1]
+    xe, ye = xs + bb[:, 2], ys + bb[:, 3]
+    xy = np.stack([xs, ys, xs, ye, xe, ye, xe, ys], axis=1).reshape(-1)
+    n = bb.shape[0]
+    return from_polygons(xy, np.arange(0, 8 * n + 1, 8), np.arange(n + 1), np.tile([h, w], (n, 1)))
+
+
+def from_polygons(xy, poly_offsets, ann_offsets, hw) -> RleBatch:
+    t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a, dtype=dt))
+    return RleBatch(
+        *_ops.rle_from_polygons(
+            t(xy, np.float64),
+            t(poly_offsets, np.int64),
+            t(ann_offsets, np.int64),
+            t(np.asarray(hw).reshape(-1, 2), np.int64),
+        )
+    )
+
+
+def from_polygon_lists(polys: list, h, w, merge_all: bool) -> RleBatch:
+    """RLE per polygon (merge_all=False) or one RLE, their union (True)."""
+    arrays = [np.asarray(p, dtype=np.double).reshape(-1) for p in polys]
+    lengths = [2 * (len(a) // 2) for a in arrays]  # int(len(p) / 2) points
+    xy = np.concatenate([a[:k] for a, k in zip(arrays, lengths)]) if arrays else np.zeros(0)
+    poly_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n = len(polys)
+    ann_offsets = np.array([0, n]) if merge_all else np.arange(n + 1)
+    return from_polygons(xy, poly_offsets, ann_offsets, np.tile([h, w], (len(ann_offsets) - 1, 1)))
+
+
+def from_uncompressed(objs) -> RleBatch:
+    counts = [np.asarray(o["counts"], dtype=np.uint32).reshape(-1) for o in objs]
+    lengths = [len(c) for c in counts]
+    offsets = np.zeros(len(objs) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(counts) if counts else np.zeros(0, np.uint32)
+    hw = np.array([o["size"] for o in objs], dtype=np.int64).reshape(-1, 2)
+    return RleBatch(torch.from_numpy(flat.view(np.int32).copy()), torch.from_numpy(offsets), torch.from_numpy(hw))
+
+
+def segmentations(anns: list, imgs: dict, bbox_results: bool = False) -> RleBatch:
+    """RLEs of annotations' segmentations as COCO.annToRLE gives them (polygons merged, uncompressed
+    RLEs converted, compressed RLEs as they are), batched: one C++ call per kind."""
+    poly_xy, poly_len, poly_count, poly_hw = [], [], [], []
+    comp, uncomp = [], []
+    order = []
+    for ann in anns:
+        segm = ann.get("segmentation")
+        if segm is None and bbox_results:
+            bb = ann["bbox"]
+            x1, x2, y1, y2 = [bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]]
+            segm = ann["segmentation"] = [[x1, y1, x1, y2, x2, y2, x2, y1]]
+        if segm is None:
+            raise KeyError(f"annotation {ann.get('id')} has no segmentation")
+        if type(segm) is list:
+            if len(segm) == 0:
+                raise ValueError(f"annotation {ann.get('id')}: empty segmentation list")
+            if len(segm[0]) == 4:
+                raise TypeError(
+                    f"annotation {ann.get('id')}: a 2-point polygon reads as a box in pycocotools, "
+                    "which then fails; give polygons of at least 3 points"
+                )
+            if not len(segm[0]) > 4:
+                raise Exception("input type is not supported.")
+            img = imgs[ann["image_id"]]
+            order.append((0, len(poly_count)))
+            for p in segm:
+                k = 2 * (len(p) // 2)
+                poly_xy.extend(p[:k])
+                poly_len.append(k)
+            poly_count.append(len(segm))
+            poly_hw.append((img["height"], img["width"]))
+        elif type(segm["counts"]) is list:
+            order.append((2, len(uncomp)))
+            uncomp.append(segm)
+        else:
+            order.append((1, len(comp)))
+            comp.append(segm)
+    parts = []
+    if poly_count:
+        poly_offsets = np.zeros(len(poly_len) + 1, np.int64)
+        np.cumsum(poly_len, out=poly_offsets[1:])
+        ann_offsets = np.zeros(len(poly_count) + 1, np.int64)
+        np.cumsum(poly_count, out=ann_offsets[1:])
+        parts.append(from_polygons(np.array(poly_xy, dtype=np.float64), poly_offsets, ann_offsets, np.array(poly_hw)))
+    else:
+        parts.append(None)
+    parts.append(RleBatch.from_objects(comp) if comp else None)
+    parts.append(from_uncompressed(uncomp) if uncomp else None)
+    present = [p for p in parts if p is not None]
+    if len(present) == 1:  # one kind of segmentation: already in annotation order
+        return present[0]
+    empty = RleBatch.empty()
+    return RleBatch.concat([p if p is not None else empty for p in parts], order)
+
+
+def grouped_iou(dt: RleBatch, dt_rows, dt_groups, gt: RleBatch, gt_rows, gt_groups, gt_crowd):
+    """Mask IoU per (category, image) group for the evaluation: (ious flat, iou_offsets). The
+    groups' RLEs are dt[dt_rows[...]] and gt[gt_rows[...]] (no copy of the counts)."""
+    return _ops.rle_grouped_iou(
+        dt.counts, dt.offsets, dt.hw, dt_rows, dt_groups, gt.counts, gt.offsets, gt.hw, gt_rows, gt_groups, gt_crowd
+    )

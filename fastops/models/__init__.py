@@ -1,0 +1,9 @@
+"""Complete models composed of ``fastops.nn`` parts (layout in docs/ARCHITECTURE.md, "Models").
+
+Subpackages: ``backbones`` (feature extractors that report their output channels and strides),
+``necks`` (FPN), ``components`` (anchors, box coder, matcher, sampler, image transform,
+post-processing: each small and tested on its own), ``detection`` and ``segmentation`` (models
+that only compose those parts), ``classification``. Every model is built by a plain builder
+function and has one surface: ``forward`` (losses in training mode, predictions in eval mode, as
+torchvision's), ``loss(...)`` and ``predict(...)`` working in either mode.
+"""
