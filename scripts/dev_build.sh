@@ -12,6 +12,7 @@ venv=${FASTOPS_VENV:-.venv}
 py=${PYTHON:-$venv/bin/python}
 kind=$([ "${FASTOPS_CUDA:-}" = "0" ] && echo cpu || echo cuda)
 dir=build/inplace-$kind
+mkdir -p build
 "$venv/bin/cmake" -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$py" \
   -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DCMAKE_MAKE_PROGRAM="$venv/bin/ninja" > "$dir.log" 2>&1 \
   || { tail -30 "$dir.log"; exit 1; }
