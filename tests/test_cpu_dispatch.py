@@ -2,29 +2,9 @@
 
 import pytest
 import torch
-from common import rand_boxes_xyxy, special_boxes_xyxy
+from common import assert_same_across_isas, rand_boxes_xyxy, special_boxes_xyxy
 
 import fastops
-
-ISAS = ["default", "avx2", "avx512"]
-
-
-@pytest.fixture
-def restore_isa():
-    yield
-    fastops.set_cpu_isa("avx512")  # back to the best available
-
-
-def assert_same_across_isas(run):
-    """run() under every instruction set this CPU has: each must give the default copy's bits."""
-    results = {}
-    for isa in ISAS:
-        used = fastops.set_cpu_isa(isa)
-        results.setdefault(used, run())
-    base = results.pop("default")
-    for isa, res in results.items():
-        for a, b in zip(base, res):
-            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
 
 
 def run_box_overlap(mode, aligned, dtype):
