@@ -216,8 +216,8 @@ FASTOPS_FORCEINLINE void align_bin_backward(const SampleTable<T>& t, int64_t ph,
 
 // The chunks of kTile pixels (as planes_to_tile's `needed`) that the RoIs of each (level, image)
 // group sample: for each RoI, every row of its samples' bounding box (bilinear corners included).
-// With few RoIs most of a large level is never read (the benchmark's 14x14 mask head: about a
-// third of the pixels), and copying it into the tile was 40% of the forward.
+// With few RoIs most of a large level is never read, and copying it into the tile would dominate
+// the forward.
 class NeededChunks {
  public:
   template <typename T>
@@ -292,8 +292,7 @@ void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
           const SampleTable<T>& t = tables[k];
           S* o = out + (k * C + c0) * PH * PW;
           // The next RoI's output block (cn planes of PH * PW values, contiguous) is asked for now: the
-          // scattered stores below otherwise wait for each line's read-for-ownership (the 14x14 mask
-          // head's forward: 19.8 -> 17.2 ms).
+          // scattered stores below otherwise wait for each line's read-for-ownership.
           if (j + 1 < last)
             cpu::prefetch_bytes<true>(out + (spatial[j + 1] * C + c0) * PH * PW, cn * PH * PW * sizeof(S));
           for (int64_t ph = 0; ph < PH; ++ph) {

@@ -37,8 +37,8 @@ constexpr int kTile = 16;
 
 // A tile of pixels x kTile values (a pixel's 16 floats are one cache line: a misaligned tile makes
 // every vector load touch two). Uninitialized, and kept by its thread between calls (see
-// for_each_tile_task): a fresh multi-MB tile per call cost its page faults and zeroing every time
-// (1 ms per thread in the 14x14 mask-head forward).
+// for_each_tile_task): a fresh multi-MB tile per call would pay its page faults and zeroing every
+// time.
 template <typename T>
 class TileBuffer : public cpu::AlignedScratch<T> {
  public:
