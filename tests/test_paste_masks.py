@@ -93,7 +93,7 @@ def test_matches_torchvision(dtype, padding):
 def test_matches_torchvision_large_boxes(dtype):
     """Boxes whose resized size passes h + w = 128, where torch's CPU kernel changes form."""
     shape = (300, 257)
-    masks, boxes = rand_problem(24, 14, *shape, dtype=dtype, seed=7, outside=0.1)
+    masks, boxes = rand_problem(16, 14, *shape, dtype=dtype, seed=7, outside=0.1)
     boxes[:8] = torch.tensor([[10.0, 20.0, 10.0 + s, 20.0 + 126 - s] for s in range(60, 68)])
     out = fastops.paste_masks(masks, boxes, shape)
     for i, e in enumerate(torchvision_or_none(masks, boxes, shape)):
@@ -308,6 +308,17 @@ def test_results_do_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, fastops.paste_masks(masks, boxes, (123, 77)))
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_large_outputs_streamed_equal_small_ones(threshold):
+    """Outputs of 64 MB and more write their background with streaming stores."""
+    n, shape = (20, (840, 1000)) if threshold is None else (68, (1000, 1000))
+    masks, boxes = rand_problem(n, 28, *shape, seed=19)
+    out = fastops.paste_masks(masks, boxes, shape, threshold=threshold)
+    assert out.numel() * out.element_size() >= 64 * 2**20
+    for part in torch.arange(n).chunk(4):
+        assert torch.equal(out[part], fastops.paste_masks(masks[part], boxes[part], shape, threshold=threshold))
 
 
 def test_not_differentiable():

@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include "common/cpu_lanes.h"
+#include "common/cpu_stream.h"
 #include "common/dtype_dispatch.h"
 #include "paste_masks/paste_masks.h"
 
@@ -43,28 +44,28 @@ FASTOPS_FORCEINLINE O store(T v, T threshold) {
   }
 }
 
-template <typename O>
-FASTOPS_FORCEINLINE void fill(O* p, int64_t count, unsigned char byte) {
-  if (count > 0) std::memset(p, byte, static_cast<size_t>(count) * sizeof(O));
-}
+// Background runs shorter than this are memset even in a streamed output (a streaming store to a
+// line that plain stores also write costs more than it saves).
+constexpr size_t kMinStreamBytes = 2048;
 
 // The rows [row_begin, row_end) of one mask's output plane.
 template <typename S, typename T, typename O>
 class MaskRows {
  public:
-  MaskRows(const PasteProblem& p, const S* mask, const PasteBox& box, O* plane, T threshold, unsigned char background)
+  MaskRows(const PasteProblem& p, const S* mask, const PasteBox& box, O* plane, T threshold, unsigned char background,
+           bool stream)
       : p_(p), mask_(mask), rect_(paste_rect(box, p.image_h, p.image_w)), plane_(plane), threshold_(threshold),
-        background_(background) {}
+        background_(background), stream_(stream) {}
 
   void run(int64_t row_begin, int64_t row_end, cpu::AlignedScratch<T>& scratch) {
     const int64_t w = p_.image_w;
     const int64_t vis_begin = std::max(row_begin, rect_.row_begin), vis_end = std::min(row_end, rect_.row_end);
     if (vis_begin >= vis_end) {
-      fill(plane_ + row_begin * w, (row_end - row_begin) * w, background_);
+      fill(plane_ + row_begin * w, (row_end - row_begin) * w);
       return;
     }
-    fill(plane_ + row_begin * w, (vis_begin - row_begin) * w, background_);
-    fill(plane_ + vis_end * w, (row_end - vis_end) * w, background_);
+    fill(plane_ + row_begin * w, (vis_begin - row_begin) * w);
+    fill(plane_ + vis_end * w, (row_end - vis_end) * w);
     const bool small = cpu_uses_small_form(rect_.out_h, rect_.out_w);
     const T scale_h = static_cast<T>(p_.ph) / static_cast<T>(rect_.out_h);
     const T scale_w = static_cast<T>(p_.pw) / static_cast<T>(rect_.out_w);
@@ -84,8 +85,8 @@ class MaskRows {
     resample_source_rows(small, scale_w, src_begin, src_rows, cols, col_l0, col_l1, padded_row, rows);
     for (int64_t y = vis_begin; y < vis_end; ++y) {
       O* out_row = plane_ + y * w;
-      fill(out_row, rect_.col_begin, background_);
-      fill(out_row + rect_.col_end, w - rect_.col_end, background_);
+      fill(out_row, rect_.col_begin);
+      fill(out_row + rect_.col_end, w - rect_.col_end);
       AxisTap<T> tap = cpu_axis_tap(p_.ph, rect_.out_h, scale_h, y - rect_.row_origin);
       O* dst = out_row + rect_.col_begin;
       if (small) {
@@ -149,12 +150,24 @@ class MaskRows {
     for (int64_t j = 0; j < cols; ++j) dst[j] = store<S, O>(cpu_large_value(t0[j], t1[j], h0, h1), threshold_);
   }
 
+  // Writes the background over count pixels at dst.
+  void fill(O* dst, int64_t count) const {
+    if (count <= 0) return;
+    const size_t bytes = static_cast<size_t>(count) * sizeof(O);
+    if (stream_ && bytes >= kMinStreamBytes) {
+      cpu::stream_fill(dst, background_, bytes);
+    } else {
+      std::memset(dst, background_, bytes);
+    }
+  }
+
   const PasteProblem& p_;
   const S* mask_;
   const PasteRect rect_;
   O* plane_;
   const T threshold_;
   const unsigned char background_;
+  const bool stream_;
 };
 
 template <typename S, typename T, typename O>
@@ -169,16 +182,19 @@ void paste_rows(const PasteKernelArgs& args, const std::vector<PasteBox>& boxes,
     background = T(0) > threshold ? 1 : 0;
   }
   const int64_t h = p.image_h, w = p.image_w;
+  const bool stream = static_cast<size_t>(p.n * h * w) * sizeof(O) >= cpu::kStreamOutputBytes;
   const int64_t grain = std::max<int64_t>(1, kPixelsPerTask / std::max<int64_t>(w, 1));
   at::parallel_for(0, p.n * h, grain, [&](int64_t begin, int64_t end) {
     thread_local cpu::AlignedScratch<T> scratch;
     for (int64_t r = begin; r < end;) {
       const int64_t n = r / h, row = r - n * h;
       const int64_t rows = std::min(h - row, end - r);
-      MaskRows<S, T, O> mask_rows(p, masks + n * p.mh * p.mw, boxes[n], out + n * h * w, threshold, background);
+      MaskRows<S, T, O> mask_rows(p, masks + n * p.mh * p.mw, boxes[n], out + n * h * w, threshold, background,
+                                  stream);
       mask_rows.run(row, row + rows, scratch);
       r += rows;
     }
+    if (stream) cpu::stream_fence();
     scratch.trim(kKeptScratchBytes);
   });
 }
