@@ -23,10 +23,10 @@ constexpr int64_t kMaxPadding = int64_t(1) << 30;
 PasteProblem prepare(const at::Tensor& masks, const at::Tensor& boxes, int64_t image_h, int64_t image_w,
                      int64_t padding, std::optional<double> threshold, at::Tensor& masks_c, at::Tensor& boxes_c,
                      at::Tensor& out) {
-  TORCH_CHECK_TYPE(is_float(masks.scalar_type()), "paste_masks: masks must be float16, bfloat16, float32 or float64, got ",
-                   masks.scalar_type());
-  TORCH_CHECK_TYPE(is_float(boxes.scalar_type()), "paste_masks: boxes must be float16, bfloat16, float32 or float64, got ",
-                   boxes.scalar_type());
+  TORCH_CHECK_TYPE(is_float(masks.scalar_type()),
+                   "paste_masks: masks must be float16, bfloat16, float32 or float64, got ", masks.scalar_type());
+  TORCH_CHECK_TYPE(is_float(boxes.scalar_type()),
+                   "paste_masks: boxes must be float16, bfloat16, float32 or float64, got ", boxes.scalar_type());
   TORCH_CHECK_VALUE((masks.dim() == 4 && masks.size(1) == 1) || masks.dim() == 3,
                     "paste_masks: masks must have shape [N, 1, M, M] or [N, M, M], got ", masks.sizes());
   TORCH_CHECK_VALUE(masks.size(-1) >= 1 && masks.size(-2) >= 1,

@@ -27,12 +27,12 @@ namespace fastops::paste_masks {
 
 // What the checks found.
 struct PasteProblem {
-  int64_t n;                     // masks
-  int64_t mh, mw;                // mask size
-  int64_t image_h, image_w;      // output plane
+  int64_t n;                 // masks
+  int64_t mh, mw;            // mask size
+  int64_t image_h, image_w;  // output plane
   int64_t padding;
-  int64_t ph, pw;                // padded mask size: mh + 2 padding, mw + 2 padding
-  double scale;                  // expand_masks' scale: pw / mw
+  int64_t ph, pw;  // padded mask size: mh + 2 padding, mw + 2 padding
+  double scale;    // expand_masks' scale: pw / mw
   std::optional<double> threshold;
   c10::ScalarType mask_dtype, box_dtype;
 };

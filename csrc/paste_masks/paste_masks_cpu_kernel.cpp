@@ -54,8 +54,13 @@ class MaskRows {
  public:
   MaskRows(const PasteProblem& p, const S* mask, const PasteBox& box, O* plane, T threshold, unsigned char background,
            bool stream)
-      : p_(p), mask_(mask), rect_(paste_rect(box, p.image_h, p.image_w)), plane_(plane), threshold_(threshold),
-        background_(background), stream_(stream) {}
+      : p_(p),
+        mask_(mask),
+        rect_(paste_rect(box, p.image_h, p.image_w)),
+        plane_(plane),
+        threshold_(threshold),
+        background_(background),
+        stream_(stream) {}
 
   void run(int64_t row_begin, int64_t row_end, cpu::AlignedScratch<T>& scratch) {
     const int64_t w = p_.image_w;
@@ -138,8 +143,8 @@ class MaskRows {
     }
   }
 
-  void small_row(const T* __restrict a, const T* __restrict b, const T* __restrict c, const T* __restrict d, T h0,
-                 T h1, const T* __restrict w0, const T* __restrict w1, int64_t cols, O* __restrict dst) const {
+  void small_row(const T* __restrict a, const T* __restrict b, const T* __restrict c, const T* __restrict d, T h0, T h1,
+                 const T* __restrict w0, const T* __restrict w1, int64_t cols, O* __restrict dst) const {
     for (int64_t j = 0; j < cols; ++j) {
       const T v = cpu_small_value<S>(a[j], b[j], c[j], d[j], h0 * w0[j], h0 * w1[j], h1 * w0[j], h1 * w1[j]);
       dst[j] = store<S, O>(v, threshold_);
@@ -189,8 +194,7 @@ void paste_rows(const PasteKernelArgs& args, const std::vector<PasteBox>& boxes,
     for (int64_t r = begin; r < end;) {
       const int64_t n = r / h, row = r - n * h;
       const int64_t rows = std::min(h - row, end - r);
-      MaskRows<S, T, O> mask_rows(p, masks + n * p.mh * p.mw, boxes[n], out + n * h * w, threshold, background,
-                                  stream);
+      MaskRows<S, T, O> mask_rows(p, masks + n * p.mh * p.mw, boxes[n], out + n * h * w, threshold, background, stream);
       mask_rows.run(row, row + rows, scratch);
       r += rows;
     }
@@ -201,9 +205,8 @@ void paste_rows(const PasteKernelArgs& args, const std::vector<PasteBox>& boxes,
 
 void paste_forward(const PasteKernelArgs& args, void* out) {
   std::vector<PasteBox> boxes;
-  with_float_dtype(args.p.box_dtype, "paste_masks", [&](auto b, auto) {
-    boxes = expand_all<decltype(b)>(args.boxes, args.p.n, args.p.scale);
-  });
+  with_float_dtype(args.p.box_dtype, "paste_masks",
+                   [&](auto b, auto) { boxes = expand_all<decltype(b)>(args.boxes, args.p.n, args.p.scale); });
   with_float_dtype(args.p.mask_dtype, "paste_masks", [&](auto s, auto t) {
     using S = decltype(s);
     using T = decltype(t);

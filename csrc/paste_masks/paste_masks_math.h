@@ -123,9 +123,9 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE PasteBox expand_box(const S* box, double
 // Where a box lands: the resized mask's size and the image rectangle [row_begin, row_end) x
 // [col_begin, col_end) it covers (empty for an invalid box or one outside the image).
 struct PasteRect {
-  int64_t out_h, out_w;           // size of the resized mask
-  int64_t row_begin, row_end;     // image rows covered
-  int64_t col_begin, col_end;     // image columns covered
+  int64_t out_h, out_w;            // size of the resized mask
+  int64_t row_begin, row_end;      // image rows covered
+  int64_t col_begin, col_end;      // image columns covered
   int64_t row_origin, col_origin;  // image pixel of resized pixel (0, 0): the box's y1, x1
 };
 
@@ -240,9 +240,9 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE S padded_at(const S* mask, int64_t mh, i
 // rw = T(pw) / out_w. torch copies the input when the sizes are equal. The source indices are
 // capped at the last row / column, which torch's never pass.
 template <typename S, typename T>
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T cuda_value(const S* mask, int64_t mh, int64_t mw, int64_t padding,
-                                                     int64_t ph, int64_t pw, int64_t out_h, int64_t out_w, T rh, T rw,
-                                                     int64_t oy, int64_t ox) {
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T cuda_value(const S* mask, int64_t mh, int64_t mw, int64_t padding, int64_t ph,
+                                                     int64_t pw, int64_t out_h, int64_t out_w, T rh, T rw, int64_t oy,
+                                                     int64_t ox) {
   if (ph == out_h && pw == out_w) return static_cast<T>(padded_at(mask, mh, mw, padding, oy, ox));
   T h1r = rh * (static_cast<T>(oy) + static_cast<T>(0.5)) - static_cast<T>(0.5);
   h1r = h1r < T(0) ? T(0) : h1r;
