@@ -411,3 +411,14 @@ def test_cuda_matches_torchvision_on_cuda(dtype):
     assert torch.equal(
         fastops.paste_masks(masks, boxes, shape, threshold=0.5), fastops.paste_masks(masks, boxes, shape) > 0.5
     )
+
+
+@pytest.mark.cuda
+def test_cuda_more_rows_than_one_grid_dimension():
+    """N * H = 67500 output rows: more than a grid's 65535 blocks along y."""
+    shape = (750, 24)
+    masks, boxes = rand_problem(90, 28, *shape, seed=20)
+    out = fastops.paste_masks(masks.cuda(), boxes.cuda(), shape)
+    for i, e in enumerate(torchvision_or_none(masks.cuda(), boxes.cuda(), shape)):
+        if e is not None:
+            assert_torch_bits(out[i], e)
