@@ -71,3 +71,16 @@ def run_focal_family(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_every_isa_gives_the_same_focal_results(dtype, restore_isa):
     assert_same_across_isas(lambda: run_focal_family(dtype))
+
+
+def run_paste_masks(dtype):
+    g = torch.Generator().manual_seed(2)
+    masks = torch.rand(40, 1, 28, 28, generator=g).to(dtype)
+    xy = torch.rand(40, 2, generator=g) * 300 - 50
+    boxes = torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 200 + 1], dim=1)
+    return fastops.paste_masks(masks, boxes, (250, 270)), fastops.paste_masks(masks, boxes, (250, 270), threshold=0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_every_isa_gives_the_same_paste_masks(dtype, restore_isa):
+    assert_same_across_isas(lambda: run_paste_masks(dtype))
