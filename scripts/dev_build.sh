@@ -8,7 +8,7 @@
 # the main checkout's .venv through FASTOPS_VENV).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${FASTOPS_VENV:-.venv}
+venv=$(cd "${FASTOPS_VENV:-.venv}" && pwd)  # absolute: cmake runs ninja from its own folders
 py=${PYTHON:-$venv/bin/python}
 kind=$([ "${FASTOPS_CUDA:-}" = "0" ] && echo cpu || echo cuda)
 dir=build/inplace-$kind
