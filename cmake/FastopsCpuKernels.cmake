@@ -1,6 +1,7 @@
 # fastops_add_cpu_kernels(target sources): compile each raw CPU kernel source once per instruction
 # set (-fno-trapping-math lets the compiler evaluate both sides of a select, as vector code must;
-# it changes no result). Every copy defines FASTOPS_CPU_ISA (0 default, 1 AVX2, 2 AVX-512) and registers its functions
+# it changes no result; -Wno-psabi: the 16-float lanes of cpu_lanes.h are inlined, never passed
+# across an ABI boundary). Every copy defines FASTOPS_CPU_ISA (0 default, 1 AVX2, 2 AVX-512) and registers its functions
 # under that level; csrc/common/cpu_dispatch.h picks the best level the running CPU supports.
 set(FASTOPS_CPU_ISA_FLAGS_0 "")
 set(FASTOPS_CPU_ISA_FLAGS_1 "-mavx2;-mfma;-mf16c;-mbmi2")
@@ -17,7 +18,7 @@ function(fastops_add_cpu_kernels target sources)
     target_include_directories(${_lib} SYSTEM PRIVATE ${TORCH_INCLUDE_DIRS})
     target_compile_definitions(${_lib} PRIVATE ${TORCH_COMPILE_DEFINITIONS} FASTOPS_CPU_ISA=${_level})
     target_compile_options(${_lib} PRIVATE -O3 -ffp-contract=off -fno-math-errno -fno-trapping-math -Wall -Wextra
-                           -Wno-unused-parameter ${FASTOPS_CPU_ISA_FLAGS_${_level}})
+                           -Wno-unused-parameter -Wno-psabi ${FASTOPS_CPU_ISA_FLAGS_${_level}})
     target_link_libraries(${_lib} PRIVATE OpenMP::OpenMP_CXX)
     target_sources(${target} PRIVATE $<TARGET_OBJECTS:${_lib}>)
   endforeach()

@@ -544,3 +544,48 @@ def test_cuda_nms_matches_cpu(n):
         fastops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
         fastops.batched_nms(boxes, scores, idxs, 0.5),
     )
+
+
+# ---- many kept boxes: the spatial grid ------------------------------------------------------------
+
+
+def spread_boxes(n: int, image: float, seed: int, big_every: int = 0):
+    """n boxes of 4-40 pixels spread over an image x image square (sparse overlaps: most kept),
+    every big_every-th one (when given) a box of a third of the image."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * image
+    wh = 4 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 36
+    if big_every:
+        wh[::big_every] = image / 3
+    boxes = torch.cat([xy, xy + wh], 1).float()
+    return boxes, torch.rand(n, generator=g)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7])
+@pytest.mark.parametrize("big_every", [0, 97])
+def test_nms_with_many_kept_boxes_matches_torchvision(threshold, big_every):
+    # 20k boxes: the first blocks keep over a thousand and over 16k remain, so the grid takes over
+    boxes, scores = spread_boxes(20_000, 15_000.0, seed=int(threshold * 10) + big_every, big_every=big_every)
+    expected = tvops.nms(boxes, scores, threshold)
+    assert expected.numel() > 2048  # most boxes survive: the grid ran
+    torch.testing.assert_close(fastops.nms(boxes, scores, threshold), expected, rtol=0, atol=0)
+
+
+def test_batched_nms_with_many_kept_boxes_matches_torchvision():
+    boxes, scores = spread_boxes(40_000, 6_000.0, seed=3)
+    idxs = torch.randint(0, 2, (40_000,), generator=torch.Generator().manual_seed(4))
+    expected = tvops.batched_nms(boxes, scores, idxs, 0.5)
+    torch.testing.assert_close(fastops.batched_nms(boxes, scores, idxs, 0.5), expected, rtol=0, atol=0)
+
+
+def test_nms_grid_keeps_touching_and_coincident_boxes_right():
+    # Boxes on a lattice that touch along edges (IoU 0: never suppress at threshold 0) and exact
+    # duplicates (IoU 1), tied scores: the keep list must still be torchvision's.
+    side = 150
+    y, x = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    cells = torch.stack([x, y, x + 1, y + 1], -1).reshape(-1, 4).float() * 8
+    boxes = torch.cat([cells, cells[::3]])
+    scores = torch.rand(boxes.shape[0], generator=torch.Generator().manual_seed(0)).round(decimals=2)
+    for threshold in (0.0, 0.5):
+        expected = tvops.nms(boxes, scores, threshold)
+        torch.testing.assert_close(fastops.nms(boxes, scores, threshold), expected, rtol=0, atol=0)

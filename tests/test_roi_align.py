@@ -479,6 +479,55 @@ def test_backward_ops_check_their_arguments():
     assert empty.shape == (1, 3, 8, 8) and (empty == 0).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("empty_axis", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_empty_feature_map_gives_zeros(device, empty_axis, channels_last):
+    """A map of height or width 0 has no pixel to sample: zeros forward, an empty gradient. Boxes
+    whose samples fall in [-1, 0] on the empty axis are the ones that would read pixel -1."""
+    shape = [2, 3, 6, 6]
+    shape[empty_axis] = 0
+    x = torch.randn(*shape, device=device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    rois = torch.tensor([[0, -1.0, -1, 0, 0], [1, -0.5, -0.5, 3, 3], [0, 0, 0, 5, 5]], device=device)
+    for fn in (
+        lambda t: fastops.roi_align(t, rois, 2, 1.0, 2),
+        lambda t: fastops.roi_align(t, rois, 2, 1.0, -1, aligned=True),
+        lambda t: fastops.roi_pool(t, rois, 2, 1.0),
+        lambda t: fastops.multi_scale_roi_align([t, t[..., ::2, ::2]], rois, 2, [1.0, 0.5], 2),
+    ):
+        y = fn(x)
+        assert y.shape == (3, 3, 2, 2) and (y == 0).all()
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert g.shape == x.shape
+
+
+def test_roi_pool_backward_rejects_argmax_outside_the_map():
+    rois = torch.tensor([[0, 1.0, 1, 4, 4]])
+    grad = torch.randn(1, 3, 2, 2)
+    for bad in (64, 1 << 30, -2):
+        argmax = torch.zeros(1, 3, 2, 2, dtype=torch.int32)
+        argmax[0, 1, 1, 0] = bad
+        with pytest.raises(ValueError, match=r"argmax values must lie in \[-1, height \* width = 64\)"):
+            torch.ops.fastops.roi_pool_backward(grad, rois, argmax, 1.0, 2, 2, 1, 3, 8, 8, False)
+
+
+def test_huge_sampling_ratio_and_tiny_scales_raise_clear_errors():
+    x = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1, 4, 4]])
+    for ratio in (1025, 2**31 - 1, 2**62):
+        with pytest.raises(ValueError, match="sampling_ratio must be at most 1024"):
+            fastops.roi_align(x, rois, 2, 1.0, ratio)
+    assert fastops.roi_align(x, rois, 2, 1.0, 1024).shape == (1, 2, 2, 2)  # the bound itself runs
+    for scales in ([2.0**-70, 2.0**-71], [2.0**70, 2.0**69]):
+        with pytest.raises(ValueError, match=r"spatial scales must lie in \[2\^-64, 2\^64\]"):
+            fastops.multi_scale_roi_align([x, x[..., ::2, ::2]], rois, 2, scales)
+    with pytest.raises(ValueError, match=r"got first 1(\.0)? \(k = 0\) and last 0\.125 \(k = 3\)"):
+        fastops.multi_scale_roi_align([x, x[..., ::2, ::2]], rois, 2, [1.0, 0.125])
+
+
 @pytest.mark.cuda
 def test_cuda_matches_cpu_and_is_deterministic():
     for channels_last in (False, True):

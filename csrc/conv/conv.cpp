@@ -9,6 +9,15 @@
 namespace fastops::conv {
 namespace {
 
+constexpr int64_t kMaxHyper = int64_t(1) << 40;
+
+// A stride along an axis with one output pixel reads nothing beyond that pixel's window: 1 then
+// gives the same sums, and the work never depends on the stride's value.
+void normalize_single_output_strides(Geometry& g) {
+  if (g.out_h == 1) g.stride_h = 1;
+  if (g.out_w == 1) g.stride_w = 1;
+}
+
 bool is_float(c10::ScalarType t) { return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16; }
 
 void check_hyper(const char* op, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -19,6 +28,13 @@ void check_hyper(const char* op, at::IntArrayRef stride, at::IntArrayRef padding
   for (int64_t s : stride) TORCH_CHECK_VALUE(s > 0, op, ": non-positive stride is not supported, got stride=", stride);
   for (int64_t d : dilation) TORCH_CHECK_VALUE(d > 0, op, ": dilation should be greater than zero, but got ", dilation);
   for (int64_t p : padding) TORCH_CHECK_VALUE(p >= 0, op, ": negative padding is not supported, got ", padding);
+  // Bounded so that products with a size or a kernel extent stay far inside int64.
+  for (at::IntArrayRef values : {stride, dilation, padding}) {
+    for (int64_t v : values) {
+      TORCH_CHECK_VALUE(v <= kMaxHyper, op, ": stride, padding and dilation must be at most 2^40, got stride=", stride,
+                        ", padding=", padding, ", dilation=", dilation);
+    }
+  }
   TORCH_CHECK_VALUE(groups > 0, op, ": non-positive groups is not supported, got groups=", groups);
 }
 
@@ -73,6 +89,7 @@ Geometry conv_geometry_of_sizes(const char* op, at::IntArrayRef input_size, at::
                     "). Kernel size can't be greater than actual input size");
   g.out_h = out_size(g.in_h, padding4[0] + padding4[2], g.kernel_h, g.stride_h, g.dilation_h);
   g.out_w = out_size(g.in_w, padding4[1] + padding4[3], g.kernel_w, g.stride_w, g.dilation_w);
+  normalize_single_output_strides(g);
   return g;
 }
 
@@ -124,6 +141,7 @@ Geometry transpose_geometry(const char* op, const at::Tensor& input, const at::T
   g.dilation_h = dilation[0];
   g.dilation_w = dilation[1];
   g.groups = groups;
+  normalize_single_output_strides(g);
   return g;
 }
 

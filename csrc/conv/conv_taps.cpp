@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -32,17 +33,19 @@ Range valid_outputs(int64_t offset, int64_t stride, int64_t in, int64_t out) {
 }
 
 // One kernel row kh of a column group: its valid output rows, and where they read in the
-// group's packed window (rows of input-row phase `phase`, row index = output row + shift).
+// group's packed window (rows of input-row phase `phase`, row index = output row + shift; the
+// group's window number `window`, one per distinct phase).
 struct RowTap {
   int64_t kh, phase, shift;
   Range rows;
+  int64_t window = 0;
 };
 
 // All taps of kernel column kw with a non-empty output rectangle: its output columns, the input
 // column of the first one, and the row taps ordered by phase then kh (a fixed order: the sums
 // are deterministic).
 struct ColumnGroup {
-  int64_t kw = 0, in_col0 = 0;
+  int64_t kw = 0, in_col0 = 0, windows = 0;
   Range cols;
   std::vector<RowTap> taps;
 };
@@ -54,16 +57,20 @@ ColumnGroup column_group(const Geometry& g, int64_t kw, bool skip_centre) {
   cg.cols = valid_outputs(dx, g.stride_w, g.in_w, g.out_w);
   if (cg.cols.size() == 0) return cg;
   cg.in_col0 = cg.cols.begin * g.stride_w + dx;
-  for (int64_t phase = 0; phase < g.stride_h; ++phase) {
-    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
-      if (skip_centre && kh == g.kernel_h / 2 && kw == g.kernel_w / 2) continue;
-      const int64_t dy = kh * g.dilation_h - g.pad_top;
-      const int64_t shift = floor_div(dy, g.stride_h);
-      if (dy - shift * g.stride_h != phase) continue;
-      const Range rows = valid_outputs(dy, g.stride_h, g.in_h, g.out_h);
-      if (rows.size() > 0) cg.taps.push_back({kh, phase, shift, rows});
-    }
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+    if (skip_centre && kh == g.kernel_h / 2 && kw == g.kernel_w / 2) continue;
+    const int64_t dy = kh * g.dilation_h - g.pad_top;
+    const int64_t shift = floor_div(dy, g.stride_h);
+    const Range rows = valid_outputs(dy, g.stride_h, g.in_h, g.out_h);
+    if (rows.size() > 0) cg.taps.push_back({kh, dy - shift * g.stride_h, shift, rows});
   }
+  // by phase, then kh; the work depends on the taps, never on the stride itself
+  std::stable_sort(cg.taps.begin(), cg.taps.end(), [](const RowTap& a, const RowTap& b) { return a.phase < b.phase; });
+  for (size_t t = 0; t < cg.taps.size(); ++t) {
+    if (t > 0 && cg.taps[t].phase != cg.taps[t - 1].phase) ++cg.windows;
+    cg.taps[t].window = cg.windows;
+  }
+  if (!cg.taps.empty()) ++cg.windows;
   return cg;
 }
 
@@ -150,13 +157,14 @@ std::vector<at::Tensor> tap_weights(const at::Tensor& weight, const std::vector<
   return w;
 }
 
-// Each column group's input windows, by row phase (undefined where no tap reads one).
+// Each column group's input windows, one per row phase its taps read (RowTap::window).
 std::vector<std::vector<at::Tensor>> pack_windows(const at::Tensor& x, const Geometry& g,
                                                   const std::vector<ColumnGroup>& plan) {
-  std::vector<std::vector<at::Tensor>> windows(plan.size(), std::vector<at::Tensor>(static_cast<size_t>(g.stride_h)));
+  std::vector<std::vector<at::Tensor>> windows(plan.size());
   for (size_t i = 0; i < plan.size(); ++i) {
+    windows[i].resize(static_cast<size_t>(plan[i].windows));
     for (const RowTap& tap : plan[i].taps) {
-      at::Tensor& w = windows[i][static_cast<size_t>(tap.phase)];
+      at::Tensor& w = windows[i][static_cast<size_t>(tap.window)];
       if (!w.defined()) w = flat_window(x, g, plan[i], tap.phase);
     }
   }
@@ -360,7 +368,7 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
       const at::Tensor acc = direct ? out_block : at::zeros({g.batch, m, g.out_h, cols}, out.options());
       for (const RowTap& tap : cg.taps) {
         const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
-        const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
+        const at::Tensor& window = windows[i][static_cast<size_t>(tap.window)];
         for (int64_t n = 0; n < g.batch; ++n) {
           gemm_rows(acc, n, 0, m, tap.rows.begin, tap.rows.size())
               .addmm_(wt, gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()));
@@ -435,7 +443,7 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
       const ColumnGroup& cg = plan[i];
       for (const RowTap& tap : cg.taps) {
         const at::Tensor gw = buffers[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
-        const at::Tensor& window = windows[i][static_cast<size_t>(tap.phase)];
+        const at::Tensor& window = windows[i][static_cast<size_t>(tap.window)];
         for (int64_t n = 0; n < g.batch; ++n) {
           gw.addmm_(gemm_rows(gouts[i], n, c0, m, tap.rows.begin, tap.rows.size()),
                     gemm_rows(window, n, k0, c_in_g, tap.rows.begin + tap.shift, tap.rows.size()).t(), n == 0 ? 0 : 1);

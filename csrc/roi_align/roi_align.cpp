@@ -55,6 +55,11 @@ void check_pooling(const char* op, int64_t pooled_h, int64_t pooled_w, c10::Arra
   }
 }
 
+void check_sampling_ratio(const char* op, int64_t sampling_ratio) {
+  TORCH_CHECK_VALUE(sampling_ratio <= kMaxSamplingRatio, op, ": sampling_ratio must be at most ", kMaxSamplingRatio,
+                    " (each bin takes sampling_ratio^2 samples) or <= 0 for the adaptive grid, got ", sampling_ratio);
+}
+
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t channels, int64_t pooled_h,
                 int64_t pooled_w) {
   TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": boxes must be [K, 5], got shape ", rois.sizes());

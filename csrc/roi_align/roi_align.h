@@ -48,6 +48,9 @@ struct Checked {
 // Every feature level [N, C, H, W] (one dtype, device, N and C) and rois [K, 5] in their dtype.
 Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const at::Tensor& rois);
 void check_pooling(const char* op, int64_t pooled_h, int64_t pooled_w, c10::ArrayRef<double> spatial_scales);
+// sampling_ratio <= 0 (adaptive) or at most kMaxSamplingRatio: a bin takes its square in samples.
+constexpr int64_t kMaxSamplingRatio = 1024;
+void check_sampling_ratio(const char* op, int64_t sampling_ratio);
 // The upstream gradient [K, C, PH, PW] in the boxes' dtype and device.
 void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t channels, int64_t pooled_h,
                 int64_t pooled_w);

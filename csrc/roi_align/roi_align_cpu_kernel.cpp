@@ -271,8 +271,10 @@ void align_forward_nchw(const Plan& p, S* out, const SampleTables<T>& tables) {
     const int64_t row_stride = p.levels[g / p.batch].width * kTile;
     for (int64_t j = p.group_begin[g]; j < p.group_begin[g + 1]; ++j) {
       const SampleTable<T>& t = tables[spatial[j]];
-      const int64_t y = t.row_begin[0] < t.row_begin[PH] ? t.rows[t.row_begin[0]].low / row_stride : 0;
-      const int64_t x = t.col_begin[0] < t.col_begin[PW] ? t.cols[t.col_begin[0]].low : 0;
+      // a RoI with samples on both axes reads a map of positive width, so row_stride > 0
+      const bool reads = t.row_begin[0] < t.row_begin[PH] && t.col_begin[0] < t.col_begin[PW];
+      const int64_t y = reads ? t.rows[t.row_begin[0]].low / row_stride : 0;
+      const int64_t x = reads ? t.cols[t.col_begin[0]].low : 0;
       key[spatial[j]] = {y / kBandRows, x};
     }
     std::sort(spatial.begin() + p.group_begin[g], spatial.begin() + p.group_begin[g + 1],

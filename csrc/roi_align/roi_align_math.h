@@ -78,7 +78,8 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T sample_coord(T start, T bin, int64_t p
 }
 
 // Bilinear interpolation along one axis: offsets (in elements, already times the axis stride) of
-// the two neighbours and their weights. valid is false outside [-1, size].
+// the two neighbours and their weights. valid is false outside [-1, size], and always on an
+// empty axis (size 0: no pixel to read).
 template <typename T>
 struct Axis {
   int64_t low, high;  // pixel indices
@@ -89,7 +90,7 @@ struct Axis {
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE Axis<T> axis_interp(T coord, int64_t size) {
   Axis<T> a{0, 0, T(0), T(0), false};
-  if (!(coord >= T(-1) && coord <= static_cast<T>(size))) return a;
+  if (size <= 0 || !(coord >= T(-1) && coord <= static_cast<T>(size))) return a;
   if (coord <= T(0)) coord = T(0);
   int64_t low = static_cast<int64_t>(coord), high;
   if (low >= size - 1) {

@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/DeviceGuard.h>
+#include <ATen/ops/aminmax.h>
 #include <ATen/ops/zeros.h>
 
 #include "common/cpu_alloc.h"
@@ -44,14 +45,17 @@ Plan base_plan(c10::ScalarType dtype, const at::Tensor& rois, int64_t batch, int
 void level_range(c10::ArrayRef<double> spatial_scales, int64_t& k_min, int64_t& k_max) {
   TORCH_CHECK_VALUE(!spatial_scales.empty(), "multi_scale_roi_align: expected at least one spatial scale");
   for (double s : spatial_scales) {
-    TORCH_CHECK_VALUE(std::isfinite(s) && s > 0, "multi_scale_roi_align: spatial scales must be positive, got ", s);
+    // 2^-64 .. 2^64 keeps -log2 of the scale (in float32, below) in int64's range
+    TORCH_CHECK_VALUE(std::isfinite(s) && s >= 0x1p-64 && s <= 0x1p64,
+                      "multi_scale_roi_align: spatial scales must lie in [2^-64, 2^64], got ", s);
   }
   // torchvision: int(-log2(scale)) of the first and last levels, in float32.
   k_min = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.front())));
   k_max = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.back())));
   TORCH_CHECK_VALUE(k_max - k_min + 1 == static_cast<int64_t>(spatial_scales.size()),
                     "multi_scale_roi_align: ", spatial_scales.size(),
-                    " levels need scales 2^-k for consecutive k; got first 2^-", k_min, " and last 2^-", k_max);
+                    " levels need scales 2^-k for consecutive k; got first ", spatial_scales.front(), " (k = ", k_min,
+                    ") and last ", spatial_scales.back(), " (k = ", k_max, ")");
 }
 
 at::Tensor empty_nchw_or_nhwc(c10::IntArrayRef sizes, const at::Tensor& like, c10::ScalarType dtype, bool channels_last,
@@ -89,6 +93,7 @@ at::Tensor align_forward_op(const Backend& b, const char* op, c10::ArrayRef<at::
                             const at::Tensor& rois, c10::ArrayRef<double> scales, int64_t pooled_h, int64_t pooled_w,
                             int64_t sampling_ratio, bool aligned, double canonical_scale, int64_t canonical_level) {
   check_pooling(op, pooled_h, pooled_w, scales);
+  check_sampling_ratio(op, sampling_ratio);
   const Checked ck = check_features(op, features, rois);
   TORCH_CHECK_VALUE(scales.size() == features.size(), op, ": one spatial scale per feature level is needed, got ",
                     scales.size(), " for ", features.size());
@@ -117,10 +122,14 @@ std::vector<at::Tensor> align_backward_op(const Backend& b, const char* op, cons
                                           c10::IntArrayRef widths, int64_t sampling_ratio, bool aligned,
                                           double canonical_scale, int64_t canonical_level, bool channels_last) {
   check_pooling(op, pooled_h, pooled_w, scales);
+  check_sampling_ratio(op, sampling_ratio);
   check_grad(op, grad, rois, channels, pooled_h, pooled_w);
   const at::OptionalDeviceGuard guard(at::device_of(grad));
   const c10::ScalarType dtype = grad.scalar_type(), acc = accumulation_dtype(dtype);
-  const bool empty = rois.size(0) == 0 || grad.numel() == 0;
+  bool empty = rois.size(0) == 0 || grad.numel() == 0;
+  bool no_pixels = true;  // then no map can receive a gradient
+  for (size_t l = 0; l < heights.size(); ++l) no_pixels &= heights[l] * widths[l] == 0;
+  empty |= no_pixels;
   std::vector<at::Tensor> grads;  // in the accumulation type; the kernels write every element
   for (size_t l = 0; l < heights.size(); ++l) {
     grads.push_back(empty_nchw_or_nhwc({batch, channels, heights[l], widths[l]}, grad, acc, channels_last, empty));
@@ -166,9 +175,15 @@ at::Tensor pool_backward_op(const Backend& b, const at::Tensor& grad, const at::
                     "must be int32 of the grad's shape ", grad.sizes(), ", got ", argmax.scalar_type(), " ",
                     argmax.sizes());
   TORCH_CHECK(argmax.device() == grad.device(), "roi_pool_backward: argmax must be on ", grad.device());
+  if (argmax.device().is_cpu() && argmax.numel() > 0) {  // the CPU loops index the map by it (CUDA ones test it)
+    const auto [lo, hi] = at::aminmax(argmax);
+    TORCH_CHECK_VALUE(lo.item<int32_t>() >= -1 && hi.item<int64_t>() < height * width,
+                      "roi_pool_backward: argmax values must lie in [-1, height * width = ", height * width, "), got [",
+                      lo.item<int32_t>(), ", ", hi.item<int32_t>(), "]");
+  }
   const at::OptionalDeviceGuard guard(at::device_of(grad));
   const c10::ScalarType dtype = grad.scalar_type(), acc = accumulation_dtype(dtype);
-  const bool empty = rois.size(0) == 0 || grad.numel() == 0;
+  const bool empty = rois.size(0) == 0 || grad.numel() == 0 || height * width == 0;
   at::Tensor gi = empty_nchw_or_nhwc({batch, channels, height, width}, grad, acc, channels_last, empty);
   if (!empty) {
     const at::Tensor am = argmax.contiguous(format_of(channels_last));
