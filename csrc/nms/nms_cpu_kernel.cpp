@@ -9,8 +9,8 @@
 // when no box is left undecided.
 //
 // That costs O(N x kept), which only matters when most boxes survive (many boxes spread over a
-// large image). Once a pass has kept kGridKept boxes and kGridMin are still undecided, the rest
-// runs through KeptGrid: each undecided box, in order, is tested only against the kept boxes that
+// large image). Once the blocks have kept kGridKept boxes and kGridMin are still undecided, the
+// rest runs through KeptGrid: each undecided box, in order, is tested only against the kept boxes that
 // share a grid cell with it, then kept and added to the grid. The keep list is the same: with a
 // threshold >= 0, boxes whose rectangles do not overlap never suppress each other (their IoU is
 // 0 or NaN), and two overlapping rectangles share a cell.
@@ -31,7 +31,7 @@ namespace {
 constexpr int64_t kBlock = 256;          // boxes resolved among themselves before they suppress the rest
 constexpr int64_t kTile = 2048;          // later boxes per task when the block suppresses them
 constexpr int64_t kParallelMin = 16384;  // fewer later boxes than this: one thread
-constexpr int64_t kGridKept = 1024;      // kept boxes before the grid takes over ...
+constexpr int64_t kGridKept = 128;       // kept boxes before the grid takes over ...
 constexpr int64_t kGridMin = 16384;      // ... the undecided boxes, if at least this many remain
 constexpr int64_t kGridMaxCells = int64_t(1) << 22;
 constexpr int64_t kGridBigCells = 64;  // a box covering more cells is tested against every kept box
@@ -83,22 +83,26 @@ bool all_regular(const BoxSoA<T>& s, int64_t n) {
 // Kept boxes indexed by a uniform grid whose cell is about the median box size. A kept box is
 // listed in every cell it covers (or, when that is more than kGridBigCells, in the `big` list that
 // every query reads); a query tests the kept boxes listed in its cells (or, when it covers more
-// than kGridBigCells, every kept box). Requires regular boxes (finite, x2 >= x1, y2 >= y1).
+// than kGridBigCells, every kept box). Entries hold their box, so a cell's list is read without
+// visiting the kept boxes themselves. Requires regular boxes (finite, x2 >= x1, y2 >= y1).
 template <typename T, bool kLabeled>
 class KeptGrid {
  public:
-  KeptGrid(const BoxSoA<T>& s, int64_t n, T thr) : thr_(thr) {
-    T x0 = s.x1[0], y0 = s.y1[0], x1 = s.x2[0], y1 = s.y2[0];
+  // Sized for the boxes at positions [lo, hi) of s, the ones still to be decided.
+  KeptGrid(const BoxSoA<T>& s, int64_t lo, int64_t hi, T thr) : thr_(thr) {
+    T x0 = s.x1[lo], y0 = s.y1[lo], x1 = s.x2[lo], y1 = s.y2[lo];
     std::vector<T> sizes;
-    const int64_t step = std::max<int64_t>(1, n / 4096);
-    for (int64_t i = 0; i < n; ++i) {
+    const int64_t step = std::max<int64_t>(1, (hi - lo) / 4096);
+    for (int64_t i = lo; i < hi; ++i) {
       x0 = std::min(x0, s.x1[i]), y0 = std::min(y0, s.y1[i]), x1 = std::max(x1, s.x2[i]), y1 = std::max(y1, s.y2[i]);
-      if (i % step == 0) sizes.push_back(std::max(s.x2[i] - s.x1[i], s.y2[i] - s.y1[i]));
+      if ((i - lo) % step == 0) sizes.push_back(std::max(s.x2[i] - s.x1[i], s.y2[i] - s.y1[i]));
     }
     std::nth_element(sizes.begin(), sizes.begin() + sizes.size() / 2, sizes.end());
     const double extent_x = static_cast<double>(x1) - x0, extent_y = static_cast<double>(y1) - y0;
+    // about one cell per box at most: the cell heads stay a small part of the memory touched
+    const double max_cells = std::min<double>(kGridMaxCells, std::max<double>(hi - lo, 1));
     double cell = std::max<double>(sizes[sizes.size() / 2], 1e-30);
-    while ((extent_x / cell + 1) * (extent_y / cell + 1) > static_cast<double>(kGridMaxCells)) cell *= 2;
+    while ((extent_x / cell + 1) * (extent_y / cell + 1) > max_cells) cell *= 2;
     x0_ = x0, y0_ = y0, inv_cell_ = 1.0 / cell;
     cols_ = static_cast<int64_t>(extent_x / cell) + 1;
     rows_ = static_cast<int64_t>(extent_y / cell) + 1;
@@ -108,21 +112,20 @@ class KeptGrid {
   // Whether a kept box suppresses b (label lb).
   bool suppressed(const NmsBox<T>& b, int64_t lb) const {
     const Cells c = cells_of(b);
-    if (c.count() > kGridBigCells) return any_of(b, lb, 0, static_cast<int64_t>(kept_.size()), nullptr);
+    if (c.count() > kGridBigCells) return any_hit(b, lb, kept_);
     for (int64_t r = c.r0; r <= c.r1; ++r) {
       for (int64_t q = c.c0; q <= c.c1; ++q) {
-        for (int64_t e = head_[r * cols_ + q]; e >= 0; e = next_[e]) {
-          if (hits(b, lb, ref_[e])) return true;
+        for (int64_t e = head_[r * cols_ + q]; e >= 0; e = entries_[e].next) {
+          if (hits(b, lb, entries_[e].kept)) return true;
         }
       }
     }
-    return any_of(b, lb, 0, static_cast<int64_t>(big_.size()), big_.data());
+    return any_hit(b, lb, big_);
   }
 
   void add(const NmsBox<T>& b, int64_t label) {
-    const int64_t k = static_cast<int64_t>(kept_.size());
-    kept_.push_back(b);
-    labels_.push_back(label);
+    const Kept k{b, label};
+    kept_.push_back(k);
     const Cells c = cells_of(b);
     if (c.count() > kGridBigCells) {
       big_.push_back(k);
@@ -130,14 +133,22 @@ class KeptGrid {
     }
     for (int64_t r = c.r0; r <= c.r1; ++r) {
       for (int64_t q = c.c0; q <= c.c1; ++q) {
-        next_.push_back(head_[r * cols_ + q]);
-        ref_.push_back(k);
-        head_[r * cols_ + q] = static_cast<int64_t>(next_.size()) - 1;
+        int64_t& head = head_[r * cols_ + q];
+        entries_.push_back({k, head});
+        head = static_cast<int64_t>(entries_.size()) - 1;
       }
     }
   }
 
  private:
+  struct Kept {
+    NmsBox<T> box;
+    int64_t label;
+  };
+  struct Entry {
+    Kept kept;
+    int64_t next;  // the cell's next entry, -1 at the end
+  };
   struct Cells {
     int64_t c0, c1, r0, r1;
     int64_t count() const { return (c1 - c0 + 1) * (r1 - r0 + 1); }
@@ -150,13 +161,12 @@ class KeptGrid {
   Cells cells_of(const NmsBox<T>& b) const {
     return {index(b.x1, x0_, cols_), index(b.x2, x0_, cols_), index(b.y1, y0_, rows_), index(b.y2, y0_, rows_)};
   }
-  bool hits(const NmsBox<T>& b, int64_t lb, int64_t k) const {
-    return nms_iou(kept_[k], b) > thr_ && (!kLabeled || labels_[k] == lb);
+  bool hits(const NmsBox<T>& b, int64_t lb, const Kept& k) const {
+    return nms_iou(k.box, b) > thr_ && (!kLabeled || k.label == lb);
   }
-  // Any kept box among positions [lo, hi) of `which` (or of every kept box when null).
-  bool any_of(const NmsBox<T>& b, int64_t lb, int64_t lo, int64_t hi, const int64_t* which) const {
-    for (int64_t i = lo; i < hi; ++i) {
-      if (hits(b, lb, which != nullptr ? which[i] : i)) return true;
+  bool any_hit(const NmsBox<T>& b, int64_t lb, const std::vector<Kept>& list) const {
+    for (const Kept& k : list) {
+      if (hits(b, lb, k)) return true;
     }
     return false;
   }
@@ -165,8 +175,9 @@ class KeptGrid {
   T x0_ = 0, y0_ = 0;
   double inv_cell_ = 1;
   int64_t cols_ = 1, rows_ = 1;
-  std::vector<NmsBox<T>> kept_;
-  std::vector<int64_t> labels_, head_, next_, ref_, big_;
+  std::vector<Kept> kept_, big_;
+  std::vector<Entry> entries_;
+  std::vector<int64_t> head_;
 };
 
 // Greedy NMS on positions [0, n) of `cur`, in priority order (cur is consumed). Calls
@@ -187,17 +198,6 @@ void greedy(BoxSoA<T>& cur, int64_t n, T thr, bool parallel, Keep&& keep) {
   std::vector<std::pair<NmsBox<T>, int64_t>> kept_boxes;
   int64_t cnt = n;
   while (cnt > 0) {
-    if (grid_ok && static_cast<int64_t>(kept_boxes.size()) >= kGridKept && cnt >= kGridMin) {
-      KeptGrid<T, kLabeled> grid(cur, cnt, thr);
-      for (const auto& [box, label] : kept_boxes) grid.add(box, label);
-      for (int64_t j = 0; j < cnt; ++j) {
-        const NmsBox<T> b = cur.get(j);
-        if (grid.suppressed(b, cur.label[j])) continue;
-        if (!keep(cur.id[j])) return;
-        grid.add(b, cur.label[j]);
-      }
-      return;
-    }
     const int64_t b = std::min(kBlock, cnt);
     std::fill(flag.begin(), flag.begin() + b, uint8_t(0));
     kept.clear();
@@ -209,6 +209,17 @@ void greedy(BoxSoA<T>& cur, int64_t n, T thr, bool parallel, Keep&& keep) {
       suppress_by<T, kLabeled>(cur.get(t), cur.label[t], cur, t + 1, b, thr, flag.data());
     }
     if (cnt == b) return;
+    if (grid_ok && static_cast<int64_t>(kept_boxes.size()) >= kGridKept && cnt - b >= kGridMin) {
+      KeptGrid<T, kLabeled> grid(cur, b, cnt, thr);
+      for (const auto& [box, label] : kept_boxes) grid.add(box, label);
+      for (int64_t j = b; j < cnt; ++j) {
+        const NmsBox<T> box = cur.get(j);
+        if (grid.suppressed(box, cur.label[j])) continue;
+        if (!keep(cur.id[j])) return;
+        grid.add(box, cur.label[j]);
+      }
+      return;
+    }
     auto body = [&](int64_t lo, int64_t hi) {
       for (int64_t j0 = lo; j0 < hi; j0 += kTile) {
         const int64_t j1 = std::min(hi, j0 + kTile);
@@ -259,7 +270,8 @@ void greedy_impl(const GreedyArgs& a) {
   if (runs == 1) {
     run(0, true);
   } else {
-    at::parallel_for(0, runs, 1, [&](int64_t begin, int64_t end) {
+    // a few thousand boxes in all take less time than waking the thread pool
+    at::parallel_for(0, runs, a.n < kParallelMin ? runs : 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) run(r, false);
     });
   }

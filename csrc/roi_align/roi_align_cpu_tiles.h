@@ -161,12 +161,24 @@ void zero_invalid(const Plan& p, S* out) {
   }
 }
 
+// Calls this small (elements of the maps plus four per output) run on the calling thread: waking
+// the thread pool costs more than the work.
+constexpr int64_t kSerialWork = int64_t(1) << 16;
+
+// The parallel_for grain for `tasks` tasks over the whole call: all of them when the call is small.
+inline int64_t task_grain(const Plan& p, int64_t tasks) {
+  int64_t pixels = 0;
+  for (int l = 0; l < p.num_levels; ++l) pixels += p.levels[l].height * p.levels[l].width;
+  const int64_t work = p.channels * (p.batch * pixels + 4 * p.num_rois * p.pooled_h * p.pooled_w);
+  return work < kSerialWork ? std::max<int64_t>(tasks, 1) : 1;
+}
+
 // Visits every (channel, level, image) plane as a task: fn(c, level, image, first, last) with the
 // group's RoIs order[first..last). Channels vary slowest, so a thread's tasks mix levels and images.
 template <typename Fn>
 void for_each_plane(const Plan& p, Fn&& fn) {
   const int64_t groups = p.num_levels * p.batch;
-  at::parallel_for(0, p.channels * groups, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, p.channels * groups, task_grain(p, p.channels * groups), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t c = t / groups, g = t - c * groups;
       fn(c, static_cast<int>(g / p.batch), g % p.batch, p.group_begin[g], p.group_begin[g + 1]);
@@ -179,7 +191,7 @@ void for_each_plane(const Plan& p, Fn&& fn) {
 template <typename T, typename Fn>
 void for_each_tile_task(const Plan& p, Fn&& fn) {
   const int64_t groups = p.num_levels * p.batch, blocks = (p.channels + kTile - 1) / kTile;
-  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, blocks * groups, task_grain(p, blocks * groups), [&](int64_t t0, int64_t t1) {
     thread_local TileBuffer<T> tile;
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / groups, g = task - b * groups, c0 = b * kTile;

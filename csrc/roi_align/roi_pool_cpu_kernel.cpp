@@ -149,7 +149,7 @@ void pool_backward_typed(const Plan& p, const S* grad, GradStrides gs, const int
     return;
   }
   const int64_t blocks = (C + kNhwcBlock - 1) / kNhwcBlock, groups = p.num_levels * p.batch;
-  at::parallel_for(0, blocks * groups, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, blocks * groups, task_grain(p, blocks * groups), [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / groups, grp = task - b * groups;
       const int level = static_cast<int>(grp / p.batch);

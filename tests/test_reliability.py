@@ -1,0 +1,125 @@
+"""Every op family under the conditions of a training job: several thread counts, several Python
+threads at once, thousands of repeated calls (memory stays flat)."""
+
+import gc
+import threading
+
+import pytest
+import torch
+
+import fastops
+
+
+def _boxes(n: int, seed: int, size: float = 100.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * size
+    return torch.cat([xy, xy + 1 + torch.rand(n, 2, generator=g) * size / 4], 1)
+
+
+def _case(seed: int, scale: int = 1) -> dict:
+    """Inputs of one call of each op family; at scale 1 big enough that the CPU kernels split
+    their work across threads, at a larger scale that many times smaller."""
+    g = torch.Generator().manual_seed(seed)
+    n, k = 3000 // scale, 200 // scale
+    rois = torch.cat([torch.randint(0, 2, (k, 1), generator=g).float(), _boxes(k, seed + 1, 60.0)], 1)
+    return {
+        "boxes": _boxes(n, seed),
+        "scores": torch.rand(n, generator=g),
+        "idxs": torch.randint(0, 5, (n,), generator=g),
+        "features": torch.randn(2, 32 // scale, 48, 48, generator=g),
+        "rois": rois,
+        "logits": torch.randn(4096 // scale, 20, generator=g),
+        "targets": (torch.rand(4096 // scale, 20, generator=g) > 0.9).float(),
+        "image": torch.randn(1, 32 // scale, 33, 33, generator=g),
+        "weight": torch.randn(16, 32 // scale, 3, 3, generator=g),
+        "masks": torch.rand(50 // scale, 28, 28, generator=g),
+    }
+
+
+OPS = {
+    "box_iou": lambda c: fastops.box_iou(c["boxes"], c["boxes"][:500]),
+    "generalized_box_iou_loss": lambda c: fastops.generalized_box_iou_loss(c["boxes"], c["boxes"].flip(0)),
+    "nms": lambda c: fastops.nms(c["boxes"], c["scores"], 0.5),
+    "batched_nms": lambda c: fastops.batched_nms(c["boxes"], c["scores"], c["idxs"], 0.5),
+    "roi_align": lambda c: fastops.roi_align(c["features"], c["rois"], 7, 0.5, 2, True),
+    "roi_pool": lambda c: fastops.roi_pool(c["features"], c["rois"], 7, 0.5),
+    "sigmoid_focal_loss": lambda c: fastops.sigmoid_focal_loss(c["logits"], c["targets"], reduction="none"),
+    "conv2d_atrous": lambda c: fastops.conv2d(c["image"], c["weight"], padding=12, dilation=12),
+    "paste_masks": lambda c: fastops.paste_masks(c["masks"], c["boxes"][: c["masks"].shape[0]], (120, 140)),
+}
+
+
+def _run_all(case: dict) -> dict:
+    return {name: op(case) for name, op in OPS.items()}
+
+
+def _assert_bitwise(got: dict, expected: dict) -> None:
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+
+def test_every_op_gives_the_same_bits_on_1_2_and_3_threads():
+    case = _case(0)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = _run_all(case)
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            _assert_bitwise(_run_all(case), expected)
+            _assert_bitwise(_run_all(case), expected)  # and again: run to run
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_ops_called_from_several_python_threads_at_once():
+    cases = [_case(seed) for seed in range(4)]
+    expected = [_run_all(c) for c in cases]
+    results: list = [None] * 6
+    errors: list = []
+    barrier = threading.Barrier(len(results))
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            out = []
+            for _ in range(2):
+                out.append(_run_all(cases[i % len(cases)]))
+            results[i] = out
+        except Exception as e:  # reported below, with the thread's index
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, runs in enumerate(results):
+        for got in runs:
+            _assert_bitwise(got, expected[i % len(cases)])
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_memory_stays_flat_over_thousands_of_calls():
+    small = _case(1, scale=8)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # what leaks does not depend on the threads; one keeps the loop fast
+    try:
+        for _ in range(50):  # warm up: the output cache, allocator arenas
+            _run_all(small)
+        gc.collect()
+        before = _rss_bytes()
+        for _ in range(1000):
+            _run_all(small)
+        gc.collect()
+        grown = _rss_bytes() - before
+    finally:
+        torch.set_num_threads(previous)
+    # A leak of one small output per call would be tens of MB over 1000 calls of nine ops.
+    assert grown < 16 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB over 1000 rounds of every op"
