@@ -17,6 +17,7 @@ from . import conv as _conv
 from . import errors as _errors
 from . import focal_loss as _focal_loss
 from . import nms as _nms
+from . import paste_masks as _paste_masks
 from . import quantized  # noqa: F401  (registers the QuantizedCPU kernels of nms and roi_align)
 from . import roi_align as _roi_align
 from .box_iou import *  # noqa: F403
@@ -24,6 +25,7 @@ from .conv import *  # noqa: F403
 from .errors import *  # noqa: F403
 from .focal_loss import *  # noqa: F403
 from .nms import *  # noqa: F403
+from .paste_masks import *  # noqa: F403
 from .roi_align import *  # noqa: F403
 
 _TORCHVISION_MODULES = ("MultiScaleRoIAlign", "RoIAlign", "RoIPool")
@@ -34,6 +36,7 @@ __all__ = [
     *_errors.__all__,
     *_focal_loss.__all__,
     *_nms.__all__,
+    *_paste_masks.__all__,
     *_roi_align.__all__,
     *_TORCHVISION_MODULES,
 ]
