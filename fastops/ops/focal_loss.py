@@ -5,17 +5,15 @@ weights (no intermediate of the forward).
 
 Sigmoid focal loss (Lin et al., 2017), per element, as torchvision:
 ``loss = alpha_t * (ce * (1 - p_t) ** gamma)`` with ``ce`` the binary cross-entropy with logits,
-``p_t = p t + (1 - p)(1 - t)``, ``alpha_t = alpha t + (1 - alpha)(1 - t)`` (alpha < 0: 1). The
-``ce`` term is torch's ``binary_cross_entropy_with_logits`` operation for operation (rounded in
-the logits' dtype as torch rounds), except that log1p(exp(-|x|)) is computed a few ulp below
-torch's own value, never above it; the modulating factor (1 - p_t) ** gamma and alpha_t are at
-most 1. So the loss never exceeds torch's cross-entropy of the same element, exactly, in every
-dtype and for every gamma (at gamma = 0 and alpha < 0 it is that cross-entropy, up to that
-rounding). Accuracy against torchvision: ``ce`` is within 6 ulp below torch's (0 ulp on most
-elements), the loss within a few ulp of torchvision's in float32 and float64 and within one
-float16/bfloat16 rounding of it (torchvision rounds every intermediate to float16; measured and
-tested in tests/test_torchvision_compat.py, with the exact figures in the README's compatibility
-section).
+``p_t = p t + (1 - p)(1 - t)``, ``alpha_t = alpha t + (1 - alpha)(1 - t)`` (alpha < 0: 1).
+``ce`` is torch's ``binary_cross_entropy_with_logits``, operation for operation and rounded in the
+logits' dtype as torch rounds, except that log1p(exp(-|x|)) is taken up to 2^-20 (relative) below
+torch's own value, never above it; the modulating factor ``(1 - p_t) ** gamma`` (1 - p formed as
+sigmoid(-x), without cancellation) and alpha_t are at most 1. So the loss never exceeds torch's
+cross-entropy of the same element, exactly, in every dtype and for every gamma. Accuracy: at
+gamma = 0, alpha < 0 the loss is torch's cross-entropy or below it by at most 2^-19 of it plus two
+units in the last place of |x| (tests/test_torchvision_compat.py; measured figures in the README's
+compatibility section).
 
 Targets are either dense (the inputs' shape, values in [0, 1], soft labels allowed) or class
 indices (int64, the inputs' shape without the last, class dimension), as detector heads produce
