@@ -24,6 +24,8 @@ BENCHMARKS = [
     "conv",
     "coco_eval",
     "paste_masks",
+    "patched_torchvision",
+    "python_layer",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
 
 

@@ -47,7 +47,14 @@ def test_sigmoid_matches_reference(alpha, gamma, reduction, dtype, soft, device)
     xr = x.detach().double().requires_grad_()
     ref = sigmoid_reference(xr, t.double(), alpha, gamma)
     ref = {"none": ref, "mean": ref.mean(), "sum": ref.sum()}[reduction]
-    torch.testing.assert_close(loss.double().cpu(), ref.detach(), **tolerance(dtype))
+    if dtype in (torch.float16, torch.bfloat16):
+        # the cross-entropy term rounds each operation in the logits' dtype, as torch's does: where
+        # (1 - t) x - log sigmoid(x) cancels, it is off by up to 1.5 units in the last place of |x|
+        slack = 2 * torch.finfo(dtype).eps * x.double().abs()
+        slack = {"none": slack, "mean": slack.mean(), "sum": slack.sum()}[reduction]
+        assert ((loss.double().cpu() - ref.detach()).abs() <= 1e-2 * ref.detach().abs() + 1e-3 + slack).all()
+    else:
+        torch.testing.assert_close(loss.double().cpu(), ref.detach(), **tolerance(dtype))
     weights = torch.linspace(0.5, 1.5, loss.numel(), dtype=torch.float64).reshape(loss.shape)
     (loss * weights.to(device, dtype)).sum().backward()
     (ref * weights).sum().backward()

@@ -47,7 +47,7 @@ FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t la
   const T* __restrict cw = static_cast<const T*>(a.class_weight);
   const T* __restrict pw = static_cast<const T*>(a.pos_weight);
   const T ws = static_cast<const T*>(a.sample_weight)[r];
-  const T alpha = static_cast<T>(a.alpha), gamma = static_cast<T>(a.gamma);
+  const T alpha = static_cast<T>(a.alpha), a_neg = static_cast<T>(1.0 - a.alpha), gamma = static_cast<T>(a.gamma);
   // Index targets: a one-hot row (one_hot is all zeros between rows), so the loop below reads a
   // target array either way; comparing the 64-bit class index per element would slow it down.
   const bool has_pos = kIndex && label != a.background_index;
@@ -55,7 +55,8 @@ FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t la
 #pragma GCC ivdep  // the arrays never alias; without this GCC gives up on its run-time alias checks
   for (int64_t c = 0; c < c_n; ++c) {
     const T t = kIndex ? one_hot[c] : static_cast<T>(dense[c]);
-    const SigmoidTerms<T> v = sigmoid_focal<kGamma>(static_cast<T>(x[c]), t, kWeighted ? pw[c] : T(1), alpha, gamma);
+    const SigmoidTerms<T> v =
+        sigmoid_focal<kGamma, S, kWeighted>(static_cast<T>(x[c]), t, kWeighted ? pw[c] : T(1), alpha, a_neg, gamma);
     const T value = kWeighted ? cw[c] * ws * (kGrad ? v.grad : v.loss) : (kGrad ? v.grad : v.loss);
     row[c] = static_cast<O>(value * (kElementwise ? elementwise[c] : scale));
   }

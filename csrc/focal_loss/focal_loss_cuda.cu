@@ -37,8 +37,8 @@ __device__ __forceinline__ T sigmoid_element(const SigmoidArgs& a, int64_t r, in
   const int64_t idx = r * a.classes + c;
   const T t = kIndex ? ((label != a.background_index && label == c) ? T(1) : T(0))
                      : static_cast<T>(static_cast<const S*>(a.targets)[idx]);
-  const SigmoidTerms<T> v =
-      sigmoid_focal<kGamma>(static_cast<T>(x[idx]), t, pw[c], static_cast<T>(a.alpha), static_cast<T>(a.gamma));
+  const SigmoidTerms<T> v = sigmoid_focal<kGamma, S, true>(static_cast<T>(x[idx]), t, pw[c], static_cast<T>(a.alpha),
+                                                           static_cast<T>(1.0 - a.alpha), static_cast<T>(a.gamma));
   return cw[c] * sw[r] * (kGrad ? v.grad : v.loss);
 }
 

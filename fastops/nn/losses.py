@@ -1,12 +1,14 @@
 """Loss modules over the fused losses of ``fastops.ops.focal_loss``. Class weights (and pos_weight)
 are buffers, so they follow ``.to(device)`` and are saved in state_dicts; sample weights and the
-normalizer are per call. Losses are computed the same in train and eval mode."""
+normalizer are per call. Losses are computed the same in train and eval mode. The modules script
+with TorchScript and trace with FX (one node per loss call)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 from ..ops import focal_loss as F
+from ..ops.reduction import reduction_code
 
 
 def _buffer(module: nn.Module, name: str, value: Tensor | None) -> None:
@@ -27,8 +29,8 @@ class SigmoidFocalLoss(nn.Module):
         ignore_index: int = -100,
     ):
         super().__init__()
-        F.reduction_code(reduction)  # fail at construction, not at the first call
-        self.alpha, self.gamma, self.reduction = alpha, gamma, reduction
+        reduction_code(reduction)  # fail at construction, not at the first call
+        self.alpha, self.gamma, self.reduction = float(alpha), float(gamma), reduction
         self.background_index, self.ignore_index = background_index, ignore_index
         _buffer(self, "class_weight", class_weight)
 
@@ -69,8 +71,9 @@ class SoftmaxFocalLoss(nn.Module):
         ignore_index: int = -100,
     ):
         super().__init__()
-        F.reduction_code(reduction)
-        self.gamma, self.alpha, self.reduction, self.ignore_index = gamma, alpha, reduction, ignore_index
+        reduction_code(reduction)
+        self.gamma, self.reduction, self.ignore_index = float(gamma), reduction, ignore_index
+        self.alpha = None if alpha is None else float(alpha)
         _buffer(self, "class_weight", class_weight)
 
     def forward(
@@ -110,7 +113,7 @@ class WeightedBCEWithLogitsLoss(nn.Module):
         ignore_index: int = -100,
     ):
         super().__init__()
-        F.reduction_code(reduction)
+        reduction_code(reduction)
         self.reduction, self.background_index, self.ignore_index = reduction, background_index, ignore_index
         _buffer(self, "pos_weight", pos_weight)
         _buffer(self, "class_weight", class_weight)

@@ -14,12 +14,15 @@ higher one; it is resolved on first access (``__getattr__``), so importing the o
 from .. import _library  # noqa: F401  (loads the compiled ops before their Python sides register)
 from . import box_iou as _box_iou
 from . import conv as _conv
+from . import errors as _errors
 from . import focal_loss as _focal_loss
 from . import nms as _nms
 from . import paste_masks as _paste_masks
+from . import quantized  # noqa: F401  (registers the QuantizedCPU kernels of nms and roi_align)
 from . import roi_align as _roi_align
 from .box_iou import *  # noqa: F403
 from .conv import *  # noqa: F403
+from .errors import *  # noqa: F403
 from .focal_loss import *  # noqa: F403
 from .nms import *  # noqa: F403
 from .paste_masks import *  # noqa: F403
@@ -30,6 +33,7 @@ _TORCHVISION_MODULES = ("MultiScaleRoIAlign", "RoIAlign", "RoIPool")
 __all__ = [
     *_box_iou.__all__,
     *_conv.__all__,
+    *_errors.__all__,
     *_focal_loss.__all__,
     *_nms.__all__,
     *_paste_masks.__all__,

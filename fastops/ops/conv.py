@@ -5,26 +5,27 @@ torch's convolution.
 ``conv2d`` and ``conv_transpose2d`` take the arguments of ``torch.nn.functional.conv2d`` and
 ``conv_transpose2d`` and give their results (float64 to rounding; float32 to a few ulp of the sum).
 
-How they run (per-tap decomposition, ``csrc/conv/conv.h``): a k_h x k_w convolution is the sum of
-its taps, each a 1x1 convolution of a shifted input, and each tap is computed only over the output
-rectangle whose input pixel lies inside the map, as one GEMM (ATen's BLAS on the CPU, cuBLAS on
-the GPU) on the input window. Taps that only see zero padding cost nothing: a 3x3 convolution at
-rate 36 on a 33x33 map is one 1x1 GEMM. The transposed convolution is the adjoint (the input
-gradient of ``conv2d``), so a k2s2 kernel is four GEMMs writing disjoint pixel phases and a
-general one is a sum of per-tap GEMMs scattered by the stride: no zeros are inserted.
+Semantics: a k_h x k_w convolution is computed as the sum of its taps, each a 1x1 convolution of
+the shifted input, over the output rectangle whose input pixel lies inside the map (a tap that
+lies wholly in the zero padding contributes nothing); the transposed convolution is the adjoint
+(conv2d's input gradient), with no zeros inserted. How the kernels are organised:
+docs/ARCHITECTURE.md ("Convolutions").
 
-Gradients: input, weight and bias (no double backward). Results and gradients are deterministic
-for a given thread count: every output element is summed by one thread in a fixed tap order (the
-CPU splits channels into one block per thread, so another thread count may change the last bits).
-Dtypes: float32 and float64, float16 and bfloat16 (meant for CUDA; they also run
-on the CPU): their taps accumulate in the input dtype, one rounding per tap, as torch's GEMM
-convolutions; weight gradients accumulate in float32. NaN and Inf propagate as in any sum of
-products: a NaN input pixel makes NaN every output it reaches through a tap that covers it, and a
-tap skipped because it lies in the padding never multiplies anything (so a NaN weight of a skipped
-tap does not reach the output, where torch's dense convolution would give NaN).
+Gradients: input, weight and bias (no double backward); saved for backward: the input and the
+weight(s). Results and gradients are deterministic for a given thread count: every output element
+is summed by one thread in a fixed tap order (the CPU splits channels into one block per thread, so
+another thread count may change the last bits). Dtypes: float32 and float64, float16 and bfloat16
+(meant for CUDA; they also run on the CPU): their taps accumulate in the input dtype, one rounding
+per tap, as torch's GEMM convolutions; weight gradients accumulate in float32. NaN and Inf
+propagate as in any sum of products: a NaN input pixel makes NaN every output it reaches through a
+tap that covers it, and a tap skipped because it lies in the padding never multiplies anything (so
+a NaN weight of a skipped tap does not reach the output, where torch's dense convolution would give
+NaN).
 
-Bad arguments raise ``ConvArgumentError`` (a ``ValueError`` and a ``RuntimeError``, torch's
-exception type) with torch's messages; dtype mismatches raise ``TypeError``.
+Bad arguments raise ``ConvArgumentError`` (an ``ArgumentError``: a ``ValueError`` and a
+``RuntimeError``, torch's exception type) with torch's messages; dtype mismatches raise
+``TypeError``. Under ``torch.fx.symbolic_trace`` each call is one node. (These functions are
+torch's, not torchvision's: they are not written for TorchScript.)
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._jit import trace_or_type_error
+from .errors import ArgumentError
+
 __all__ = ["ConvArgumentError", "aspp_conv", "conv2d", "conv_transpose2d"]
 
 
-class ConvArgumentError(ValueError, RuntimeError):
+class ConvArgumentError(ArgumentError):
     """Bad convolution arguments: a ValueError, and a RuntimeError as torch raises for them."""
 
 
@@ -340,6 +344,8 @@ def conv2d(
     Returns:
         Tensor[N, C_out, H_out, W_out] with H_out = (H + 2 p - d (KH - 1) - 1) // s + 1.
     """
+    if not isinstance(input, Tensor):
+        return trace_or_type_error(conv2d, (input, weight, bias, stride, padding, dilation, groups), "input", input)
     _check_operands(input, weight, bias, "conv2d")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     padding4 = resolve_padding(padding, weight.shape[2:], stride, dilation)
@@ -372,6 +378,9 @@ def conv_transpose2d(
     Returns:
         Tensor[N, C_out, H_out, W_out], H_out = (H - 1) s - 2 p + d (KH - 1) + output_padding + 1.
     """
+    if not isinstance(input, Tensor):
+        args = (input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return trace_or_type_error(conv_transpose2d, args, "input", input)
     _check_operands(input, weight, bias, "conv_transpose2d")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     padding, output_padding = _pair(padding, "padding"), _pair(output_padding, "output_padding")
@@ -399,8 +408,10 @@ def aspp_conv(input: Tensor, weights: Sequence[Tensor], rates: Sequence[int]) ->
     Returns:
         Tensor[N, (1 + len(rates)) C_out, H, W]: the 1x1 branch's channels, then each rate's.
     """
+    if not isinstance(input, Tensor):
+        return trace_or_type_error(aspp_conv, (input, weights, rates), "input", input)
     weights, rates = list(weights), [int(r) for r in rates]
-    if not isinstance(input, Tensor) or input.dim() != 4:
+    if input.dim() != 4:
         raise ConvArgumentError(f"aspp_conv: expected a 4D input, got {getattr(input, 'shape', type(input))}")
     if len(weights) != len(rates) + 1:
         raise ConvArgumentError(

@@ -1,27 +1,38 @@
-"""RoIAlign and RoIPool (``torchvision.ops.roi_align`` / ``roi_pool`` and their modules, same
-signatures and results), and multi-level FPN RoIAlign in one op (``MultiScaleRoIAlign``).
-
-Kernels: ``csrc/roi_align/``. What they add to torchvision's:
-
-- multi-threaded CPU forward and backward; NCHW features are copied 16 channels at a time into a
-  pixel-major tile that stays in cache while every RoI of that image reads it, one vector per
-  bilinear corner; outputs and gradients come from a small cache of freed large CPU outputs
-  (``fastops.release_output_cache``), so a training loop does not fault in fresh memory each step;
-- channels_last (NHWC) inputs are read in place: the output and the input gradient keep the
-  input's memory format (torchvision copies to NCHW);
-- deterministic backward on CPU and CUDA, always: each gradient element is summed by one thread in
-  a fixed order (RoI, bin, sample, corner: torchvision's CPU order, so float32/float64 CPU gradients
-  are its bits), no float atomics, no extra memory beyond the gradient;
-- float16 and bfloat16 computed in float32 (the gradient accumulated in float32);
-- ``multi_scale_roi_align``: level assignment (torchvision's LevelMapper) and pooling of every
-  level in one kernel launch, no per-level loop and no host sync, forward and backward;
-- bad input: a batch index that is not an integer in [0, N) raises ValueError on the CPU (on CUDA
-  it trips an asynchronous device assertion; the RoI is never read out of bounds); a box with a NaN
-  or infinite coordinate gives zeros and no gradient; K = 0 gives an empty output and a zero
-  gradient. NaN or Inf *feature values* propagate to the outputs whose samples read them.
+"""RoIAlign and RoIPool (``torchvision.ops.roi_align`` / ``roi_pool``: same signatures and
+results), and multi-level FPN RoIAlign in one op (``multi_scale_roi_align``). Their modules
+(``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``) are in ``fastops.nn.roi``.
 
 Boxes are ``Tensor[K, 5]`` (batch index, x1, y1, x2, y2) or a list of ``Tensor[L, 4]`` (one per
-image), in the input's dtype and on its device.
+image), in image coordinates, in the input's dtype and on its device. ``spatial_scale`` maps them to
+the feature map (1 / stride).
+
+RoIAlign (Mask R-CNN): each output bin averages ``sampling_ratio`` x ``sampling_ratio`` bilinear
+samples (``sampling_ratio <= 0``: ceil(bin size) per axis, per RoI) taken at the centres of a
+regular grid over the bin. ``aligned=False`` is the original: box corners map to pixel corners
+and a box is at least 1 x 1 feature pixel. ``aligned=True`` (detectron2's ROIAlignV2) shifts the
+box by -0.5 pixel so that coordinates name pixel centres, and takes the box size as it is (a
+degenerate box samples one point). A sample within one pixel outside the map is clamped to its
+border; further outside it counts as 0. RoIPool (Fast R-CNN): the max over each bin of the rounded
+box (0 for an empty bin), and its gradient goes to the arg-max pixel (saved by the forward).
+
+Values: float32 and float64 results and gradients are torchvision's bits on the CPU (its
+operations in its order); float16 and bfloat16 are computed in float32 (the gradient accumulated in
+float32) and rounded once. Saved for backward: the RoIs and the input's shape and layout (RoIPool:
+also the arg-max map); never the input. The backward is deterministic on CPU and CUDA (each
+gradient element summed by one thread in a fixed order). channels_last (NHWC) inputs are read in
+place; the output and the gradient keep the input's memory format.
+
+Edge rules: K = 0 gives an empty output and a zero gradient; a box with a NaN or infinite
+coordinate gives zeros and no gradient; NaN or Inf feature values propagate to the outputs whose
+samples read them. A batch index that is not an integer in [0, N) raises ``ArgumentError`` on the
+CPU (on CUDA it trips an asynchronous device assertion; the RoI is never read out of bounds).
+
+Quantized CPU tensors: ``roi_align`` gives torchvision's quantized results (``fastops.ops.quantized``).
+
+TorchScript and FX: the functions script (``output_size`` is TorchScript's ``BroadcastingList2``:
+an int or a pair), and ``torch.fx.symbolic_trace`` records each call as one node. Errors: boxes of
+the wrong shape raise ``BoxesShapeError`` (ValueError and torchvision's AssertionError), other bad
+arguments ``ArgumentError`` / ``ArgumentTypeError`` (torchvision's RuntimeError).
 """
 
 from __future__ import annotations
@@ -30,6 +41,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.jit.annotations import BroadcastingList2
+
+from ._jit import script_as, trace_or_type_error
+from .errors import ArgumentError, BoxesShapeError, as_torch_error
 
 __all__ = [
     "multi_scale_roi_align",
@@ -152,9 +167,12 @@ def _roi_pool_backward(ctx, grad, grad_argmax):
 torch.library.register_autograd("fastops::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup)
 
 # ---- public API ----------------------------------------------------------------------------------
+# Each public function is written for eager Python; the `_..._script` function named in its
+# @script_as is what TorchScript compiles for it (see fastops/ops/_jit.py).
 
 
-def _pair(output_size) -> tuple[int, int]:
+def _eager_pair(output_size) -> tuple[int, int]:
+    """(PH, PW) from an int or a sequence of one or two ints (eager Python)."""
     if isinstance(output_size, int):
         return output_size, output_size
     if isinstance(output_size, (torch.Size, tuple, list)):
@@ -162,33 +180,56 @@ def _pair(output_size) -> tuple[int, int]:
             return int(output_size[0]), int(output_size[0])
         if len(output_size) == 2:
             return int(output_size[0]), int(output_size[1])
-    raise ValueError(f"output_size must be an int or a pair of ints, got {output_size!r}")
+    raise ArgumentError(f"output_size must be an int or a pair of ints, got {output_size!r}")
 
 
-def _rois(boxes: Tensor | Sequence[Tensor]) -> Tensor:
+def _pair(output_size: BroadcastingList2[int]) -> tuple[int, int]:
+    """(PH, PW) from TorchScript's BroadcastingList2 (a list), or an int under torch.compile."""
+    if isinstance(output_size, int):
+        return output_size, output_size
+    return output_size[0], output_size[-1]
+
+
+def _rois(boxes: Tensor | list[Tensor]) -> Tensor:
     """Tensor[K, 5] as given, or a list of per-image Tensor[L, 4] -> Tensor[K, 5] (no host sync)."""
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(
-                f"boxes as a Tensor must be [K, 5] (batch index, x1, y1, x2, y2), got {tuple(boxes.shape)}"
+            raise BoxesShapeError(
+                "boxes as a Tensor must be [K, 5] (batch index, x1, y1, x2, y2), got " + str(list(boxes.shape))
             )
         return boxes
-    if not isinstance(boxes, (list, tuple)) or not all(isinstance(b, Tensor) for b in boxes):
-        raise TypeError("boxes must be a Tensor[K, 5] or a list of Tensor[L, 4]")
     if len(boxes) == 0:
-        raise ValueError("boxes: the list of per-image boxes is empty")
+        raise ArgumentError("boxes: the list of per-image boxes is empty")
+    ids: list[Tensor] = []
     for i, b in enumerate(boxes):
         if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"boxes[{i}] must be [L, 4], got {tuple(b.shape)}")
-    ids = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
-    return torch.cat([torch.cat(ids), torch.cat(list(boxes))], dim=1)
+            raise BoxesShapeError("boxes[" + str(i) + "] must be [L, 4], got " + str(list(b.shape)))
+        ids.append(torch.full((b.shape[0], 1), float(i), dtype=b.dtype, device=b.device))
+    return torch.cat([torch.cat(ids), torch.cat(boxes)], dim=1)
 
 
-def _check_input(input: Tensor, name: str = "input") -> None:
-    if not isinstance(input, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
+def _eager_rois(boxes) -> Tensor:
+    """_rois for eager Python: also a tuple of tensors, with a TypeError for anything else."""
+    if isinstance(boxes, Tensor):
+        return _rois(boxes)
+    if isinstance(boxes, (list, tuple)) and all(isinstance(b, Tensor) for b in boxes):
+        return _rois(list(boxes))
+    raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
 
 
+def _roi_align_script(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    ph, pw = _pair(output_size)
+    return torch.ops.fastops.roi_align(input, _rois(boxes), spatial_scale, ph, pw, sampling_ratio, aligned)
+
+
+@script_as(_roi_align_script)
 def roi_align(
     input: Tensor,
     boxes: Tensor | list[Tensor],
@@ -200,7 +241,8 @@ def roi_align(
     """RoIAlign of Mask R-CNN, as ``torchvision.ops.roi_align``.
 
     Args:
-        input: Tensor[N, C, H, W] (NCHW or channels_last), float16/bfloat16/float32/float64.
+        input: Tensor[N, C, H, W] (NCHW or channels_last), float16/bfloat16/float32/float64, or
+            quantized (N = 1).
         boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of N Tensor[L, 4]; image
             coordinates, the input's dtype and device.
         output_size: (PH, PW) or an int.
@@ -211,13 +253,29 @@ def roi_align(
     Returns:
         Tensor[K, C, PH, PW] in the input's dtype and memory format.
     """
-    _check_input(input)
+    if not isinstance(input, Tensor):
+        args = (input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+        return trace_or_type_error(roi_align, args, "input", input)
+    try:
+        ph, pw = _eager_pair(output_size)
+        return torch.ops.fastops.roi_align(
+            input, _eager_rois(boxes), float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
+        )
+    except (ValueError, TypeError) as e:
+        raise as_torch_error(e) from None
+
+
+def _roi_pool_script(
+    input: Tensor,
+    boxes: Tensor | list[Tensor],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+) -> Tensor:
     ph, pw = _pair(output_size)
-    return torch.ops.fastops.roi_align(
-        input, _rois(boxes), float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
-    )
+    return torch.ops.fastops.roi_pool(input, _rois(boxes), spatial_scale, ph, pw)[0]
 
 
+@script_as(_roi_pool_script)
 def roi_pool(
     input: Tensor,
     boxes: Tensor | list[Tensor],
@@ -229,12 +287,43 @@ def roi_pool(
 
     Args: as ``roi_align``. Returns Tensor[K, C, PH, PW] in the input's dtype and memory format.
     """
-    _check_input(input)
+    if not isinstance(input, Tensor):
+        return trace_or_type_error(roi_pool, (input, boxes, output_size, spatial_scale), "input", input)
+    try:
+        ph, pw = _eager_pair(output_size)
+        return torch.ops.fastops.roi_pool(input, _eager_rois(boxes), float(spatial_scale), ph, pw)[0]
+    except (ValueError, TypeError) as e:
+        raise as_torch_error(e) from None
+
+
+def _multi_scale_roi_align_script(
+    features: list[Tensor],
+    boxes: Tensor | list[Tensor],
+    output_size: BroadcastingList2[int],
+    spatial_scales: list[float],
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    canonical_scale: float = float(CANONICAL_SCALE),
+    canonical_level: int = CANONICAL_LEVEL,
+) -> Tensor:
     ph, pw = _pair(output_size)
-    out, _ = torch.ops.fastops.roi_pool(input, _rois(boxes), float(spatial_scale), ph, pw)
-    return out
+    rois = _rois(boxes)
+    if len(spatial_scales) != len(features):
+        raise ArgumentError(
+            "spatial_scales: one per feature level, got "
+            + str(len(spatial_scales))
+            + " for "
+            + str(len(features))
+            + " levels"
+        )
+    if len(features) == 1:
+        return torch.ops.fastops.roi_align(features[0], rois, spatial_scales[0], ph, pw, sampling_ratio, aligned)
+    return torch.ops.fastops.multi_scale_roi_align(
+        features, rois, spatial_scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level
+    )
 
 
+@script_as(_multi_scale_roi_align_script)
 def multi_scale_roi_align(
     features: Sequence[Tensor],
     boxes: Tensor | list[Tensor],
@@ -242,7 +331,6 @@ def multi_scale_roi_align(
     spatial_scales: Sequence[float],
     sampling_ratio: int = -1,
     aligned: bool = False,
-    *,
     canonical_scale: float = CANONICAL_SCALE,
     canonical_level: int = CANONICAL_LEVEL,
 ) -> Tensor:
@@ -254,29 +342,29 @@ def multi_scale_roi_align(
         features: the levels, finest first: Tensor[N, C, H_i, W_i], one dtype, device and layout.
         boxes: as ``roi_align`` (image coordinates).
         spatial_scales: one per level, consecutive powers of 1/2.
+        canonical_scale, canonical_level: LevelMapper's (best passed by keyword).
 
     Returns:
         Tensor[K, C, PH, PW] (the first level's dtype and memory format).
     """
     features = list(features)
     for i, f in enumerate(features):
-        _check_input(f, f"features[{i}]")
-    ph, pw = _pair(output_size)
-    if len(spatial_scales) != len(features):
-        raise ValueError(f"spatial_scales: one per feature level, got {len(spatial_scales)} for {len(features)}")
-    rois = _rois(boxes)
-    if len(features) == 1:
-        return torch.ops.fastops.roi_align(
-            features[0], rois, float(spatial_scales[0]), ph, pw, int(sampling_ratio), bool(aligned)
+        if not isinstance(f, Tensor):
+            args = (features, boxes, output_size, spatial_scales, sampling_ratio, aligned)
+            return trace_or_type_error(
+                multi_scale_roi_align, (*args, canonical_scale, canonical_level), f"features[{i}]", f
+            )
+    try:
+        ph, pw = _eager_pair(output_size)
+        return _multi_scale_roi_align_script(
+            features,
+            _eager_rois(boxes),
+            (ph, pw),
+            [float(s) for s in spatial_scales],
+            int(sampling_ratio),
+            bool(aligned),
+            float(canonical_scale),
+            int(canonical_level),
         )
-    return torch.ops.fastops.multi_scale_roi_align(
-        features,
-        rois,
-        [float(s) for s in spatial_scales],
-        ph,
-        pw,
-        int(sampling_ratio),
-        bool(aligned),
-        float(canonical_scale),
-        int(canonical_level),
-    )
+    except (ValueError, TypeError) as e:
+        raise as_torch_error(e) from None
