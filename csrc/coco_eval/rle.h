@@ -11,6 +11,10 @@
 
 namespace fastops::coco_eval::rle {
 
+// Polygon coordinates (pixels) must be finite and at most this in magnitude: the rasterizer's 5x grid
+// and its steps then stay exact in double and int64.
+constexpr double kMaxPolygonCoordinate = 1e14;
+
 struct Batch {
   const uint32_t* counts;
   const int64_t* offsets;  // [n + 1]
@@ -40,9 +44,11 @@ struct Kernels {
   void (*to_string)(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets);
   // rleFrPoly of polygon i = xy[poly_offsets[i]:poly_offsets[i + 1]] (x, y pairs) in an h x w image,
   // then, per annotation j, rleMerge (union) of polygons [ann_offsets[j], ann_offsets[j + 1]).
+  // Time and memory grow with the image and the number of vertices, not with the coordinates.
   void (*from_polygons)(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
                         int64_t n_ann, Out& out);
-  // rleMerge of all n RLEs (union or intersection).
+  // rleMerge of all n RLEs (union or intersection). The RLEs' runs must add up to h * w (checked
+  // by the op: maskApi.c loops forever on two RLEs whose runs add up to different totals).
   void (*merge)(const Batch& b, bool intersect, Out& out);
   // rleArea
   void (*area)(const Batch& b, uint32_t* out);

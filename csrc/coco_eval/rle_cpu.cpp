@@ -1,6 +1,7 @@
 // CPU ops of the RLE mask API (schemas in coco_eval.cpp): tensors in, tensors out. A batch of RLEs
 // is counts (int32 holding uint32 values), offsets [n + 1] (int64) and sizes hw [n, 2] (int64).
 #include <algorithm>
+#include <cmath>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -45,6 +46,18 @@ struct BatchArg {
     b = {reinterpret_cast<const uint32_t*>(counts.const_data_ptr<int32_t>()), off, s, n};
   }
 };
+
+// Every RLE's runs add up to its h * w (merge and IoU walk two RLEs' runs together and never end
+// when their totals differ; decode rejects such an RLE too).
+void check_runs(const char* op, const Batch& b, const char* which = "") {
+  for (int64_t i = 0; i < b.n; ++i) {
+    uint64_t total = 0;
+    for (int64_t j = b.offsets[i]; j < b.offsets[i + 1]; ++j) total += b.counts[j];
+    const uint64_t need = static_cast<uint64_t>(b.hw[2 * i]) * static_cast<uint64_t>(b.hw[2 * i + 1]);
+    TORCH_CHECK_VALUE(total == need, op, ": Invalid RLE mask representation: ", which, "RLE ", i, "'s runs add up to ",
+                      total, " pixels, but its size ", b.hw[2 * i], " x ", b.hw[2 * i + 1], " has ", need);
+  }
+}
 
 template <typename T>
 at::Tensor to_tensor(const std::vector<T>& v, at::ScalarType dtype) {
@@ -116,6 +129,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_from_polygons_cpu(const at::T
   TORCH_CHECK_VALUE(ok, op, ": poly_offsets / ann_offsets must be nondecreasing offsets into xy / the polygons");
   const int64_t* s = h.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < 2 * n_ann; ++i) TORCH_CHECK_VALUE(s[i] >= 0, op, ": image sizes must be >= 0");
+  const double* v = x.const_data_ptr<double>();
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    if (!(std::abs(v[i]) <= kMaxPolygonCoordinate)) {  // NaN fails too
+      const int64_t poly = std::upper_bound(pof, pof + n_poly + 1, i) - pof - 1;
+      TORCH_CHECK_VALUE(false, op, ": polygon ", poly, " has coordinate ", v[i],
+                        "; polygon coordinates must be finite and at most ", kMaxPolygonCoordinate, " in magnitude");
+    }
+  }
   Out out;
   K().from_polygons(x.const_data_ptr<double>(), pof, aof, s, n_ann, out);
   return out_tensors(out);
@@ -124,6 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_from_polygons_cpu(const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_merge_cpu(const at::Tensor& counts, const at::Tensor& offsets,
                                                              const at::Tensor& hw, bool intersect) {
   BatchArg a("rle_merge", counts, offsets, hw);
+  check_runs("rle_merge", a.b);
   Out out;
   K().merge(a.b, intersect, out);
   return out_tensors(out);
@@ -147,6 +169,8 @@ at::Tensor rle_iou_cpu(const at::Tensor& dt_counts, const at::Tensor& dt_offsets
                        const at::Tensor& gt_counts, const at::Tensor& gt_offsets, const at::Tensor& gt_hw,
                        const at::Tensor& crowd) {
   BatchArg d("rle_iou", dt_counts, dt_offsets, dt_hw), g("rle_iou", gt_counts, gt_offsets, gt_hw);
+  check_runs("rle_iou", d.b, "dt ");
+  check_runs("rle_iou", g.b, "gt ");
   check_t("rle_iou", crowd, "crowd", at::kBool, 1);
   TORCH_CHECK_VALUE(crowd.size(0) == g.b.n, "rle_iou: crowd must have one flag per ground truth (", g.b.n, "), got ",
                     crowd.size(0));
@@ -174,6 +198,8 @@ std::tuple<at::Tensor, at::Tensor> rle_grouped_iou_cpu(const at::Tensor& dt_coun
                                                        const at::Tensor& crowd) {
   const char* op = "rle_grouped_iou";
   BatchArg d(op, dt_counts, dt_offsets, dt_hw), g(op, gt_counts, gt_offsets, gt_hw);
+  check_runs(op, d.b, "dt ");
+  check_runs(op, g.b, "gt ");
   check_t(op, dt_groups, "dt_groups", at::kLong, 1);
   check_t(op, gt_groups, "gt_groups", at::kLong, 1);
   check_t(op, crowd, "crowd", at::kBool, 1);
