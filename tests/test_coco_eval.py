@@ -161,11 +161,6 @@ def test_bad_bbox_raises_clearly():
         E.evaluate()
 
 
-def test_keypoints_not_supported():
-    with pytest.raises(NotImplementedError, match="keypoints"):
-        fm.COCOeval(iouType="keypoints")
-
-
 def test_accumulate_before_evaluate_raises():
     gt, dt = random_dataset(4)
     cg = fm.COCO(gt)

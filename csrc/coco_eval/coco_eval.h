@@ -80,7 +80,7 @@ struct AccumulateArgs {
   int64_t num_rec_thrs;
   const double* rec_thrs;  // [R]
   int64_t T, K, A, M;      // output sizes
-  double* precision;       // [K, A, M, T, R], filled with -1 by the caller
+  double* precision;       // [K, A, M, T, R]: every cell of the listed (k, a, m) written, -1 without GT
   double* recall;          // [K, A, M, T]
   double* scores;          // [K, A, M, T, R]
 };

@@ -183,10 +183,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   const int64_t R = rec_thrs.size(0);
   auto opts = det_score.options();
   // computed cell-major (each cell's R values contiguous), returned in pycocotools' layout
-  at::Tensor precision = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
-  at::Tensor recall = at::full({num_cats, num_areas, num_max_dets, T}, -1.0, opts);
-  at::Tensor scores = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
-  if (P > 0 && cat_list.size(0) > 0) {
+  at::Tensor precision = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts);
+  at::Tensor recall = at::empty({num_cats, num_areas, num_max_dets, T}, opts);
+  at::Tensor scores = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts);
+  const bool run = P > 0 && cat_list.size(0) > 0;
+  // the kernel writes every cell of the listed categories, areas and maxDets; the others are -1
+  if (!run || num_cats > cat_list.size(0) || num_areas > area_list.size(0) || num_max_dets > max_dets.size(0)) {
+    precision.fill_(-1.0);
+    recall.fill_(-1.0);
+    scores.fill_(-1.0);
+  }
+  if (run) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
     accumulate_cpu.get()({num_images,
                           det_offsets.const_data_ptr<int64_t>(),

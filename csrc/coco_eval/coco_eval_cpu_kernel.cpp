@@ -18,6 +18,10 @@
 
 #include <ATen/Parallel.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "coco_eval/coco_eval.h"
 #include "coco_eval/coco_eval_math.h"
 
@@ -205,8 +209,21 @@ void evaluate_impl(const EvaluateArgs& a) {
   });
 }
 
+// Bits of the lanes set in a comparison mask (-1 / 0 per lane).
+FASTOPS_FORCEINLINE uint32_t lane_bits(LaneMask m) {
+#if defined(__SSE2__)
+  __m128i v;
+  std::memcpy(&v, &m, sizeof v);
+  return static_cast<uint32_t>(_mm_movemask_epi8(v));
+#else
+  uint32_t bits = 0;
+  for (int l = 0; l < kLanes; ++l) bits |= uint32_t(m[l] != 0) << l;
+  return bits;
+#endif
+}
+
 void accumulate_impl(const AccumulateArgs& a) {
-  const int64_t T = a.T, R = a.num_rec_thrs, K = a.K, A = a.A, M = a.M;
+  const int64_t T = a.T, R = a.num_rec_thrs, A = a.A, M = a.M;
   const int64_t I0 = a.num_images, A0 = a.num_area_rngs;
   // Outputs cell-major: precision/scores [k, a, m, t, r], recall [k, a, m, t], so each cell's
   // R values are written contiguously (the caller permutes to pycocotools' [t, r, k, a, m]).
@@ -214,9 +231,14 @@ void accumulate_impl(const AccumulateArgs& a) {
     return (((k * A + ar) * M + m) * T + t) * R + r;
   };
   auto ridx = [&](int64_t t, int64_t k, int64_t ar, int64_t m) { return ((k * A + ar) * M + m) * T + t; };
-  (void)K;
+  // maxDets from the largest: a smaller one that keeps as many detections keeps the same ones
+  // (each image's first max_det), so its cells are a copy.
+  std::vector<int64_t> m_order(a.num_max_dets);
+  std::iota(m_order.begin(), m_order.end(), 0);
+  std::stable_sort(m_order.begin(), m_order.end(), [&](int64_t x, int64_t y) { return a.max_dets[x] > a.max_dets[y]; });
   at::parallel_for(0, a.num_cat_list, 1, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> rows, rank, order, sel, npig, tp_pos, fp_at, need;
+    std::vector<std::pair<int64_t, int64_t>> done;  // (kept detections, m) of the maxDets computed
     std::vector<double> tp_pr;
     std::vector<uint8_t> local;
     std::vector<std::pair<uint64_t, int64_t>> keyed;
@@ -267,7 +289,8 @@ void accumulate_impl(const AccumulateArgs& a) {
           need[ar * R + ri] = c;
         }
       }
-      for (int64_t m = 0; m < a.num_max_dets; ++m) {
+      done.clear();
+      for (const int64_t m : m_order) {
         // the detections each image keeps at this maxDet, in the category's score order
         const int64_t max_det = a.max_dets[m];
         sel.clear();
@@ -281,6 +304,20 @@ void accumulate_impl(const AccumulateArgs& a) {
           if (rank[o] < limit) sel.push_back(rows[o]);
         }
         const int64_t nd = static_cast<int64_t>(sel.size());
+        int64_t same = -1;
+        for (const auto& [n_prev, m_prev] : done) {
+          if (n_prev == nd) same = m_prev;
+        }
+        if (same >= 0) {
+          for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
+            std::memcpy(&a.precision[pidx(0, 0, k, ar, m)], &a.precision[pidx(0, 0, k, ar, same)],
+                        T * R * sizeof(double));
+            std::memcpy(&a.scores[pidx(0, 0, k, ar, m)], &a.scores[pidx(0, 0, k, ar, same)], T * R * sizeof(double));
+            std::memcpy(&a.recall[ridx(0, k, ar, m)], &a.recall[ridx(0, k, ar, same)], T * sizeof(double));
+          }
+          continue;
+        }
+        done.emplace_back(nd, m);
         // This maxDet's flags, det-major, each (detection, area range) padded to a block of
         // kLanes IoU thresholds (padding reads as ignored) so one pass counts 16 thresholds.
         const int64_t AT = A0 * T;
@@ -292,7 +329,12 @@ void accumulate_impl(const AccumulateArgs& a) {
         fp_at.resize(kLanes * (nd + 1));
         tp_pr.resize(nd + 1);
         for (int64_t ar = 0; ar < a.num_area_list; ++ar) {
-          if (npig[ar] == 0) continue;  // no ground truth: the cells stay -1
+          if (npig[ar] == 0) {  // no ground truth: the cells are -1
+            std::fill_n(&a.precision[pidx(0, 0, k, ar, m)], T * R, -1.0);
+            std::fill_n(&a.scores[pidx(0, 0, k, ar, m)], T * R, -1.0);
+            std::fill_n(&a.recall[ridx(0, k, ar, m)], T, -1.0);
+            continue;
+          }
           const int64_t a0 = a.area_list[ar];
           const double npig_d = static_cast<double>(npig[ar]);
           for (int64_t t0 = 0; t0 < T; t0 += kLanes) {
@@ -310,17 +352,16 @@ void accumulate_impl(const AccumulateArgs& a) {
               const LaneMask is_tp = f == kFlagMatched, is_fp = f == 0;
               tpv -= __builtin_convertvector(is_tp, LaneCounts);  // masks are -1 / 0
               fpv -= __builtin_convertvector(is_fp, LaneCounts);
-              uint64_t any[2];
-              std::memcpy(any, &is_tp, sizeof any);
-              if (any[0] | any[1]) {
+              uint32_t bits = lane_bits(is_tp);
+              if (bits) {
                 std::memcpy(tpc, &tpv, sizeof tpc);
                 std::memcpy(fpc, &fpv, sizeof fpc);
-                for (int l = 0; l < kLanes; ++l) {
-                  if (is_tp[l]) {
-                    tp_pos[l * (nd + 1) + tpc[l] - 1] = i;
-                    fp_at[l * (nd + 1) + tpc[l] - 1] = fpc[l];
-                  }
-                }
+                do {
+                  const int l = __builtin_ctz(bits);
+                  bits &= bits - 1;
+                  tp_pos[l * (nd + 1) + tpc[l] - 1] = i;
+                  fp_at[l * (nd + 1) + tpc[l] - 1] = fpc[l];
+                } while (bits);
               }
             }
             std::memcpy(tpc, &tpv, sizeof tpc);
@@ -340,18 +381,19 @@ void accumulate_impl(const AccumulateArgs& a) {
               for (int64_t c = tp - 1; c > 0; --c) {
                 if (tp_pr[c] > tp_pr[c - 1]) tp_pr[c - 1] = tp_pr[c];
               }
+              double* prec_out = &a.precision[pidx(t, 0, k, ar, m)];
+              double* score_out = &a.scores[pidx(t, 0, k, ar, m)];
               int64_t ri = 0;
               for (; ri < R && nd > 0; ++ri) {
                 const int64_t c = need[ar * R + ri];
                 if (c > tp) break;  // pycocotools' try/except stops at the first index past the end
                 const int64_t pi = c == 0 ? 0 : pos_l[c - 1];
-                const double prec = c == 0 ? (tp > 0 ? tp_pr[0] : 0.0) : tp_pr[c - 1];
-                a.precision[pidx(t, ri, k, ar, m)] = prec;
-                a.scores[pidx(t, ri, k, ar, m)] = a.det_score[sel[pi]];
+                prec_out[ri] = c == 0 ? (tp > 0 ? tp_pr[0] : 0.0) : tp_pr[c - 1];
+                score_out[ri] = a.det_score[sel[pi]];
               }
               for (; ri < R; ++ri) {
-                a.precision[pidx(t, ri, k, ar, m)] = 0.0;
-                a.scores[pidx(t, ri, k, ar, m)] = 0.0;
+                prec_out[ri] = 0.0;
+                score_out[ri] = 0.0;
               }
             }
           }

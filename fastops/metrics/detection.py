@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .coco import AnnotationColumns, ArrayCOCO
+from .coco import ArrayCOCO
 from .cocoeval import COCOeval
+from .columns import AnnotationColumns
 from .rle import RleBatch
 
 __all__ = ["MeanAveragePrecision"]
@@ -201,10 +202,20 @@ class MeanAveragePrecision:
         # a given area is used where it is > 0 (torchmetrics' rule), else the box's or mask's
         g_area = np.where(np.nan_to_num(g_area, nan=0.0) > 0, g_area, box_area)
         gcols = AnnotationColumns.from_arrays(
-            np.arange(1, len(g_labels) + 1, dtype=np.int64), g_img, g_labels, g_box, g_area, iscrowd=g_crowd
+            id=np.arange(1, len(g_labels) + 1, dtype=np.int64),
+            image_id=g_img,
+            category_id=g_labels,
+            bbox=g_box,
+            area=g_area,
+            crowd=(g_crowd != 0, g_crowd != 0, np.zeros(len(g_crowd), bool)),
         )
         dcols = AnnotationColumns.from_arrays(
-            np.arange(1, len(d_score) + 1, dtype=np.int64), d_img, d_labels, d_box, d_area, score=d_score
+            id=np.arange(1, len(d_score) + 1, dtype=np.int64),
+            image_id=d_img,
+            category_id=d_labels,
+            bbox=d_box,
+            area=d_area,
+            score=d_score,
         )
         imgs = list(range(n_img))
         E = COCOeval(ArrayCOCO(gcols, imgs, classes, g_rles), ArrayCOCO(dcols, imgs, classes, d_rles), self.iou_type)
