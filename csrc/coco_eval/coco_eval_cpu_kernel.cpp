@@ -77,7 +77,7 @@ void sort_by_score(const double* score, int64_t begin, int64_t end, std::vector<
 }
 
 void evaluate_impl(const EvaluateArgs& a) {
-  const int64_t T = a.num_iou_thrs, A = a.num_area_rngs, N = a.num_kept;
+  const int64_t T = a.num_iou_thrs, A = a.num_area_rngs;
   at::parallel_for(0, a.num_groups, 64, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> order, gt_sorted;
     std::vector<double> iou, thr(T);

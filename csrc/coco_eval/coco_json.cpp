@@ -27,7 +27,7 @@ enum AnnField { kId, kImageId, kCategoryId, kArea, kIscrowd, kScore, kNumKeypoin
 enum ImgField { kImgId, kHeight, kWidth, kImgFields };
 
 // Kinds of the structured fields beyond json::Kind.
-constexpr uint8_t kPolygons = 10;  // segmentation: a list of lists of numbers
+constexpr uint8_t kPolygons = 10;   // segmentation: a list of lists of numbers
 constexpr uint8_t kRleString = 11;  // segmentation: {"counts": string, "size": [h, w]}
 constexpr uint8_t kRleList = 12;    // segmentation: {"counts": [numbers], "size": [h, w]}
 enum Shape { kBbox, kSegmentation, kKeypoints, kCaption, kShapes };
@@ -78,7 +78,7 @@ struct File {
 };
 
 // Reads an array of numbers, appending them to `out`; false (the rest skipped) if an element is
-// not a number.
+// not a number or an integer past int64.
 bool numbers(json::Reader& r, std::vector<double>& out) {
   bool ok = true;
   json::Number x;
@@ -86,6 +86,7 @@ bool numbers(json::Reader& r, std::vector<double>& out) {
     if (ok && r.next_kind() == json::kFloat) {
       r.number(x);
       out.push_back(x.value);
+      ok = x.kind != json::kBigInt;  // Python computes with the exact integer: its reading decides
     } else {
       ok = false;
       r.skip();
@@ -95,7 +96,7 @@ bool numbers(json::Reader& r, std::vector<double>& out) {
 }
 
 // Reads an array of numbers, the first `cap` into out[]; returns their count, or -1 if an element
-// is not a number.
+// is not a number or an integer past int64.
 int64_t small_numbers(json::Reader& r, double* out, int64_t cap) {
   int64_t count = 0;
   json::Number x;
@@ -103,7 +104,7 @@ int64_t small_numbers(json::Reader& r, double* out, int64_t cap) {
     if (count >= 0 && r.next_kind() == json::kFloat) {
       r.number(x);
       if (count < cap) out[count] = x.value;
-      ++count;
+      count = x.kind == json::kBigInt ? -1 : count + 1;  // Python computes with the exact integer
     } else {
       count = -1;
       r.skip();
@@ -268,7 +269,8 @@ void read_record(json::Reader& r, File& f, Columns& c, int fields) {
   uint32_t seen = 0;
   json::Number x;
   r.object([&](std::string_view key) {
-    const int field = key == "id" ? kImgId : (fields > 1 && key == "height" ? kHeight : (fields > 1 && key == "width" ? kWidth : -1));
+    const int field =
+        key == "id" ? kImgId : (fields > 1 && key == "height" ? kHeight : (fields > 1 && key == "width" ? kWidth : -1));
     if (field < 0) {
       r.skip();
       return;

@@ -62,8 +62,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_oks_terms_cpu(
   const int64_t *go = gt_groups.const_data_ptr<int64_t>(), *dgo = dt_groups.const_data_ptr<int64_t>();
   const int64_t *gro = gr.const_data_ptr<int64_t>(), *dro = dr.const_data_ptr<int64_t>();
   const int64_t *gko = gt_kpt_offsets.const_data_ptr<int64_t>(), *dko = dt_kpt_offsets.const_data_ptr<int64_t>();
-  for (int64_t i = 0; i < gt_rows.size(0); ++i) TORCH_CHECK_INDEX(gro[i] >= 0 && gro[i] < G, "coco_oks: gt_rows out of range");
-  for (int64_t i = 0; i < dt_rows.size(0); ++i) TORCH_CHECK_INDEX(dro[i] >= 0 && dro[i] < D, "coco_oks: dt_rows out of range");
+  for (int64_t i = 0; i < gt_rows.size(0); ++i)
+    TORCH_CHECK_INDEX(gro[i] >= 0 && gro[i] < G, "coco_oks: gt_rows out of range");
+  for (int64_t i = 0; i < dt_rows.size(0); ++i)
+    TORCH_CHECK_INDEX(dro[i] >= 0 && dro[i] < D, "coco_oks: dt_rows out of range");
   // Pairs per group, each pair's term count (visible GT keypoints, or all K), and the layout.
   at::Tensor iou_offsets = at::empty({P + 1}, gt_groups.options());
   int64_t* io = iou_offsets.mutable_data_ptr<int64_t>();
