@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "RleBatch",
     "from_boxes",
+    "from_dicts",
     "from_parsed",
     "from_polygon_lists",
     "from_polygons",
@@ -310,6 +311,20 @@ def from_parsed(p, hw: np.ndarray) -> RleBatch:
                 torch.from_numpy(size),
             )
         order[rows] = np.stack([np.full_like(rows, part), np.arange(rows.size)], 1)
+    return _assemble(parts, order)
+
+
+def from_dicts(objs: list) -> RleBatch:
+    """RLE dicts, compressed ("counts" a string) or uncompressed ("counts" a list), in order."""
+    comp = [i for i, o in enumerate(objs) if not isinstance(o.get("counts"), list)]
+    if len(comp) == len(objs):
+        return RleBatch.from_objects(objs)
+    unc = [i for i, o in enumerate(objs) if isinstance(o.get("counts"), list)]
+    order = np.zeros((len(objs), 2), np.int64)
+    order[comp] = np.stack([np.zeros(len(comp), np.int64), np.arange(len(comp))], 1)
+    order[unc] = np.stack([np.ones(len(unc), np.int64), np.arange(len(unc))], 1)
+    compressed = RleBatch.from_objects([objs[i] for i in comp]) if comp else None
+    parts = [compressed, from_uncompressed([objs[i] for i in unc])]
     return _assemble(parts, order)
 
 
