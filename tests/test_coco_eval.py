@@ -203,10 +203,11 @@ def _tiny_op_inputs():
         torch.tensor([False, True]),
         torch.tensor([1, 2], dtype=i64),
         torch.tensor([0, 3], dtype=i64),
-        torch.tensor([[0, 0, 10, 9], [21, 21, 2, 2], [50, 50, 3, 3]], dtype=f64),
-        torch.tensor([90.0, 4.0, 9.0], dtype=f64),
-        torch.tensor([0.9, 0.8, 0.7], dtype=f64),
-        torch.tensor([1, 2, 3], dtype=i64),
+        torch.tensor([2, 0, 1], dtype=i64),  # dt_rows: the group's detections are rows 2, 0, 1
+        torch.tensor([[21, 21, 2, 2], [50, 50, 3, 3], [0, 0, 10, 9]], dtype=f64),
+        torch.tensor([4.0, 9.0, 90.0], dtype=f64),
+        torch.tensor([0.8, 0.7, 0.9], dtype=f64),
+        torch.tensor([2, 3, 1], dtype=i64),
         None,
         None,
         torch.tensor([0.5, 0.75], dtype=f64),
@@ -219,14 +220,20 @@ def _tiny_op_inputs():
 def test_opcheck_coco_ops():
     args = _tiny_op_inputs()
     torch.library.opcheck(torch.ops.fastops.coco_evaluate.default, args, test_utils=("test_schema", "test_faketensor"))
-    det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
-    assert det_index.tolist() == [0, 1, 2]
+    det_off, det_index, det_score, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
+    assert det_index.tolist() == [0, 1, 2] and det_score.tolist() == [0.9, 0.8, 0.7]
     # det 0 matches GT 1 at both thresholds (IoU 0.9); det 1 lies in the crowd GT: ignored
     assert det_flags[0, 0, :].tolist() == [1, 1] and (det_flags[1, 0, :] & 2).all()
+    # the same without dt_rows, the columns given in group order
+    same = list(args)
+    same[7], same[8] = None, args[8][args[7]]
+    same[9], same[10], same[11] = args[9][args[7]], args[10][args[7]], args[11][args[7]]
+    again = torch.ops.fastops.coco_evaluate(*same)
+    assert all(torch.equal(x, y) for x, y in zip(again, torch.ops.fastops.coco_evaluate(*args)))
     acc_args = (
         det_off,
         args[0],
-        args[9][det_index],
+        det_score,
         det_flags,
         npos,
         1,
@@ -259,6 +266,14 @@ def test_op_input_errors_name_the_argument():
     bad[3] = torch.tensor([0, 1], dtype=torch.uint8)
     with pytest.raises(TypeError, match="gt_crowd"):
         torch.ops.fastops.coco_evaluate(*bad)
+    bad = list(args)
+    bad[7] = torch.tensor([2, 0, 3])
+    with pytest.raises(IndexError, match="dt_rows"):
+        torch.ops.fastops.coco_evaluate(*bad)
+    bad = list(args)
+    bad[9] = torch.tensor([4.0, 0, 9.0, 0, 90.0], dtype=torch.float64)[::2]  # not contiguous
+    with pytest.raises(ValueError, match="dt_area must be contiguous"):
+        torch.ops.fastops.coco_evaluate(*bad)
 
 
 def test_same_bits_on_every_isa():
@@ -277,11 +292,11 @@ def test_same_bits_on_every_isa():
 def test_torch_compile_fullgraph_accumulate():
     """coco_accumulate has static output shapes: it traces under torch.compile(fullgraph=True)."""
     args = _tiny_op_inputs()
-    det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
+    det_off, _, det_score, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
     acc_args = (
         det_off,
         args[0],
-        args[9][det_index],
+        det_score,
         det_flags,
         npos,
         1,

@@ -89,7 +89,7 @@ def test_similarities_equal_compute_oks():
     d = grouping.dt_groups(cd, img_ids, cat_ids, True, "keypoints")
     ious, iou_off = keypoints.grouped_oks(cg.columns(), g, cd.columns(), d, E.params.kpt_oks_sigmas)
     ious, iou_off, d_off = ious.numpy(), iou_off.numpy(), d.offsets.numpy()
-    score = d.score.numpy()
+    score = d.score.numpy()[d.rows.numpy()]  # by group position
     compared = 0
     for k, cat in enumerate(E.params.catIds):
         for i, img in enumerate(E.params.imgIds):

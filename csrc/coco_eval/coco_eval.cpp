@@ -7,9 +7,10 @@ namespace fastops::coco_eval {
 TORCH_LIBRARY_FRAGMENT(fastops, m) {
   m.def(
       "coco_evaluate(Tensor gt_offsets, Tensor gt_boxes, Tensor gt_area, Tensor gt_crowd, Tensor gt_ignore, "
-      "Tensor gt_id, Tensor dt_offsets, Tensor dt_boxes, Tensor dt_area, Tensor dt_score, Tensor dt_id, "
-      "Tensor? ious, Tensor? iou_offsets, Tensor iou_thrs, Tensor area_rng, int max_det, bool with_matches) "
-      "-> (Tensor det_offsets, Tensor det_index, Tensor det_flags, Tensor num_positive, Tensor det_match)",
+      "Tensor gt_id, Tensor dt_offsets, Tensor? dt_rows, Tensor dt_boxes, Tensor dt_area, Tensor dt_score, "
+      "Tensor dt_id, Tensor? ious, Tensor? iou_offsets, Tensor iou_thrs, Tensor area_rng, int max_det, "
+      "bool with_matches) -> (Tensor det_offsets, Tensor det_index, Tensor det_score, Tensor det_flags, "
+      "Tensor num_positive, Tensor det_match)",
       {at::Tag::pt2_compliant_tag});
   m.def(
       "voc_match(Tensor gt_offsets, Tensor gt_boxes, Tensor gt_difficult, Tensor dt_offsets, Tensor dt_boxes, "

@@ -13,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
 #include "coco_eval/json_reader.h"
@@ -312,12 +313,32 @@ void read_file(json::Reader& r, File& f) {
   if (!r.at_end()) r.fail("extra data after the JSON value");
 }
 
+// A tensor that takes over a vector's buffer (no copy).
 template <typename T>
-at::Tensor to_tensor(const std::vector<T>& v, at::ScalarType dtype, std::initializer_list<int64_t> shape = {}) {
-  at::Tensor t = at::empty({static_cast<int64_t>(v.size())}, at::TensorOptions().dtype(dtype));
-  if (!v.empty()) std::memcpy(t.mutable_data_ptr(), v.data(), v.size() * sizeof(T));
-  if (shape.size() > 0) return t.view(shape);
-  return t;
+at::Tensor to_tensor(std::vector<T>& v, at::ScalarType dtype, std::initializer_list<int64_t> shape = {}) {
+  std::vector<int64_t> sizes(shape);
+  if (sizes.empty()) sizes.push_back(static_cast<int64_t>(v.size()));
+  if (v.empty()) return at::empty(sizes, at::TensorOptions().dtype(dtype));
+  auto* owner = new std::vector<T>(std::move(v));
+  return at::from_blob(owner->data(), sizes, [owner](void*) { delete owner; }, at::TensorOptions().dtype(dtype));
+}
+
+// Room for the records a file of `size` bytes can hold (a record takes 40 bytes or more), reserved
+// up front: untouched pages cost nothing, and the vectors never move their contents.
+void reserve(File& f, int64_t size) {
+  const size_t n = static_cast<size_t>(size / 40 + 16);
+  Annotations& a = f.anns;
+  a.scalars.val.reserve(n * kAnnFields);
+  a.scalars.ival.reserve(n * kAnnFields);
+  a.scalars.kind.reserve(n * kAnnFields);
+  a.shape.reserve(n * kShapes);
+  a.bbox.reserve(n * 4);
+  a.bbox_len.reserve(n);
+  a.rle_size.reserve(n * 2);
+  a.ann_polys.reserve(n + 1);
+  a.rle_char_offsets.reserve(n + 1);
+  a.rle_count_offsets.reserve(n + 1);
+  a.keypoint_offsets.reserve(n + 1);
 }
 
 std::vector<at::Tensor> coco_json_read_cpu(const at::Tensor& data) {
@@ -326,11 +347,12 @@ std::vector<at::Tensor> coco_json_read_cpu(const at::Tensor& data) {
   TORCH_CHECK(data.device().is_cpu(), "coco_json_read: data must be a CPU tensor, got ", data.device());
   const at::Tensor bytes = data.contiguous();
   File f;
+  reserve(f, bytes.size(0));
   json::Reader r(bytes.const_data_ptr<uint8_t>(), bytes.size(0));
   read_file(r, f);
-  const Annotations& a = f.anns;
+  Annotations& a = f.anns;
   const int64_t n = a.scalars.n, m = f.images.n, k = f.categories.n;
-  const std::vector<int64_t> info{f.top_kind, f.has_images, f.has_annotations, f.has_categories, f.fallback};
+  std::vector<int64_t> info{f.top_kind, f.has_images, f.has_annotations, f.has_categories, f.fallback};
   return {
       to_tensor(info, at::kLong),
       to_tensor(a.scalars.val, at::kDouble, {n, kAnnFields}),

@@ -161,17 +161,35 @@ class Reader {
       }
     }
     bool integral = true;
+    // the decimal digits as an integer mantissa and a power of ten, while they fit (fast path)
+    uint64_t mantissa = mag;
+    int64_t exp10 = 0;
+    bool exact = !big;
     if (p_ < end_ && *p_ == '.') {
       ++p_;
       if (p_ == end_ || !is_digit(*p_)) fail("expected digits after '.'");
-      while (p_ < end_ && is_digit(*p_)) ++p_;
+      while (p_ < end_ && is_digit(*p_)) {
+        if (mantissa < kMantissaLimit) {
+          mantissa = mantissa * 10 + (*p_ - '0');
+          --exp10;
+        } else {
+          exact = false;
+        }
+        ++p_;
+      }
       integral = false;
     }
     if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
       ++p_;
+      const bool eneg = p_ < end_ && *p_ == '-';
       if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
       if (p_ == end_ || !is_digit(*p_)) fail("expected digits in an exponent");
-      while (p_ < end_ && is_digit(*p_)) ++p_;
+      int64_t e = 0;
+      while (p_ < end_ && is_digit(*p_)) {
+        if (e < 100000) e = e * 10 + (*p_ - '0');
+        ++p_;
+      }
+      exp10 += eneg ? -e : e;
       integral = false;
     }
     const uint64_t limit = neg ? uint64_t(1) << 63 : (uint64_t(1) << 63) - 1;
@@ -183,6 +201,14 @@ class Reader {
     }
     n.kind = integral ? kBigInt : kFloat;
     n.integer = 0;
+    // Clinger's fast path: a mantissa below 2^53 and a power of ten up to 22 are both exact doubles,
+    // so one multiplication or division rounds correctly, as Python's float() does.
+    if (exact && !integral && mantissa <= (uint64_t(1) << 53) && exp10 >= -22 && exp10 <= 22) {
+      const double m = static_cast<double>(mantissa);
+      const double v = exp10 < 0 ? m / kPow10[-exp10] : m * kPow10[exp10];
+      n.value = neg ? -v : v;
+      return;
+    }
     n.value = to_double(s, p_);
   }
 
@@ -277,6 +303,9 @@ class Reader {
 
  private:
   static constexpr int kMaxDepth = 900;
+  static constexpr uint64_t kMantissaLimit = 1000000000000000000ull;  // 10^18: room for one more digit
+  static constexpr double kPow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
   static bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
 
   bool literal(const char* word) {

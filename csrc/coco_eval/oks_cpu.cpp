@@ -9,12 +9,12 @@
 //
 // A group's pairs are [n_dt, n_gt] row-major, detections and ground truths in load order (the
 // layout coco_evaluate's `ious` reads).
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "coco_eval/coco_eval_math.h"
+#include "coco_eval/work_sharing.h"
 
 namespace fastops::coco_eval {
 namespace {
@@ -106,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_oks_terms_cpu(
   const double* v = vars.const_data_ptr<double>();
   const double* box = gb.const_data_ptr<double>();
   const double* area = gt_area.const_data_ptr<double>();
-  at::parallel_for(0, P, 256, [&](int64_t lo, int64_t hi) {
+  share_work(P, 256, [&](int64_t lo, int64_t hi) {
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t ng = go[p + 1] - go[p];
       for (int64_t a = dgo[p]; a < dgo[p + 1]; ++a) {
@@ -147,7 +147,7 @@ at::Tensor coco_oks_reduce_cpu(const at::Tensor& exp_terms, const at::Tensor& te
   const double* e = x.const_data_ptr<double>();
   at::Tensor out = at::empty({n}, exp_terms.options());
   double* o = out.mutable_data_ptr<double>();
-  at::parallel_for(0, n, 4096, [&](int64_t lo, int64_t hi) {
+  share_work(n, 4096, [&](int64_t lo, int64_t hi) {
     for (int64_t q = lo; q < hi; ++q) {
       const int64_t k = to[q + 1] - to[q];
       o[q] = numpy_sum(e + to[q], k) / static_cast<double>(k);  // np.sum(np.exp(-e)) / e.shape[0]

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <limits>
 
-#include <ATen/Parallel.h>
+#include "coco_eval/work_sharing.h"
 
 #include "coco_eval/coco_eval_math.h"
 #include "coco_eval/rle.h"
@@ -36,7 +36,7 @@ void chunked(int64_t n, int64_t grain, Out& out, F f) {
     return;
   }
   std::vector<Out> parts(nchunks);
-  at::parallel_for(0, nchunks, 1, [&](int64_t lo, int64_t hi) {
+  share_work(nchunks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t c = lo; c < hi; ++c) f(c * grain, std::min(n, (c + 1) * grain), parts[c]);
   });
   for (const Out& part : parts) {
@@ -460,7 +460,7 @@ void iou_block(const Batch& dt, const int64_t* dt_rows, int64_t d0, int64_t nd, 
 }
 
 void iou_impl(const Batch& dt, const Batch& gt, const uint8_t* crowd, double* out) {
-  at::parallel_for(0, dt.n, 64, [&](int64_t lo, int64_t hi) {
+  share_work(dt.n, 64, [&](int64_t lo, int64_t hi) {
     std::vector<double> boxes;
     iou_block(dt, nullptr, lo, hi - lo, gt, nullptr, 0, gt.n, crowd, out + lo * gt.n, boxes);
   });
@@ -487,7 +487,7 @@ bool decode_impl(const Batch& b, uint8_t* out) {
 void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt_groups, const Batch& gt,
                       const int64_t* gt_rows, const int64_t* gt_groups, const uint8_t* crowd, int64_t num_groups,
                       const int64_t* iou_offsets, double* out) {
-  at::parallel_for(0, num_groups, 256, [&](int64_t lo, int64_t hi) {
+  share_work(num_groups, 256, [&](int64_t lo, int64_t hi) {
     std::vector<double> boxes;
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t nd = dt_groups[p + 1] - dt_groups[p], ng = gt_groups[p + 1] - gt_groups[p];

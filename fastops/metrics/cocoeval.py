@@ -193,6 +193,7 @@ class COCOeval:
             g.ignore,
             g.ids,
             d.offsets,
+            d.rows,
             d.boxes if d.boxes is not None else no_boxes,
             d.area,
             d.score,
@@ -203,13 +204,13 @@ class COCOeval:
             _t(area_rng),
             max_det,
         )
-        det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args, False)
+        det_off, _, det_score, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args, False)
         self._evalImgs = None
         self._evaluated = {
             "args": args,
             "det_offsets": det_off,
             "gt_offsets": g.offsets,
-            "det_score": d.score[det_index],
+            "det_score": det_score,
             "det_flags": det_flags,
             "num_positive": npos,
             "num_images": len(img_ids),
@@ -232,11 +233,12 @@ class COCOeval:
     def _build_eval_imgs(self) -> list:
         ev = self._evaluated
         args = ev["args"]
-        det_off, det_index, det_flags, _, det_match = torch.ops.fastops.coco_evaluate(*args, True)
+        det_off, det_index, _, det_flags, _, det_match = torch.ops.fastops.coco_evaluate(*args, True)
         det_off, det_index = det_off.numpy(), det_index.numpy()
         det_flags, det_match = det_flags.numpy(), det_match.numpy()
         g_off, g_area, g_ignore, g_ids = args[0].numpy(), args[2].numpy(), args[4].numpy(), args[5].numpy()
-        d_off, d_score, d_ids = args[6].numpy(), args[9].numpy(), args[10].numpy()
+        d_off, d_rows = args[6].numpy(), args[7].numpy()
+        d_score, d_ids = args[10].numpy()[d_rows], args[11].numpy()[d_rows]  # by position
         p = self._paramsEval
         cat_ids = p.catIds if p.useCats else [-1]
         I, T = len(p.imgIds), len(p.iouThrs)

@@ -78,13 +78,14 @@ def group_rows(cols: AnnotationColumns, img_ids: np.ndarray, cat_ids: np.ndarray
 
 @dataclass
 class Groups:
-    """One side's grouped rows and the columns coco_evaluate reads, in group order (tensors)."""
+    """One side's grouped rows and the columns coco_evaluate reads (tensors): the ground truth's
+    gathered in group order (built once), the detections' whole, read through ``rows``."""
 
     rows: torch.Tensor  # int64 [n]: the annotation row of each grouped entry
     offsets: torch.Tensor  # int64 [P + 1]
     area: torch.Tensor
     ids: torch.Tensor
-    boxes: torch.Tensor | None = None  # bbox evaluation: float64 [n, 4]
+    boxes: torch.Tensor | None = None  # bbox evaluation: float64 [*, 4]
     crowd: torch.Tensor | None = None  # ground truth: int(iscrowd) != 0
     ignore: torch.Tensor | None = None  # ground truth: ignore before area ranges
     score: torch.Tensor | None = None  # detections
@@ -139,8 +140,8 @@ def dt_groups(coco, img_ids: np.ndarray, cat_ids: np.ndarray, use_cats: bool, io
     return Groups(
         _t(rows),
         _t(offsets),
-        _t(cols.area()[rows]),
-        _t(cols.id[rows]),
-        boxes=_t(cols.bbox()[rows]) if iou_type == "bbox" else None,
-        score=_t(cols.score()[rows]),
+        _t(cols.area()),
+        _t(cols.id),
+        boxes=_t(cols.bbox()) if iou_type == "bbox" else None,
+        score=_t(cols.score()),
     )
