@@ -306,10 +306,14 @@ def test_non_integer_ids_elsewhere(tmp_path):
         for src in (g3, write(tmp_path, "g3.json", g3)):
             with pytest.raises(ValueError, match="integers"):
                 ours(fm.COCO(src), copy.deepcopy(ok), "bbox")
+    # an annotation's category or image id that is no number is no key either: it matches nothing
     g4 = copy.deepcopy(gt)
     g4["annotations"][0]["category_id"] = "2"
-    with pytest.raises(ValueError, match="numbers"):
-        ours(fm.COCO(g4), copy.deepcopy(ok), "bbox")
+    g4["annotations"][1]["image_id"] = None
+    odd = [{"image_id": 1, "category_id": "2", "bbox": [0, 0, 8, 8], "score": 0.9}, *copy.deepcopy(ok)]
+    assert_same_eval(ours(fm.COCO(copy.deepcopy(g4)), copy.deepcopy(odd), "bbox"), ref_eval(g4, odd, "bbox"))
+    with pytest.raises(AssertionError, match="do not correspond"):
+        fm.COCO(copy.deepcopy(gt)).loadRes([{"image_id": "1", "category_id": 2, "bbox": [0, 0, 1, 1], "score": 1}])
 
 
 # ---- bad input in every flow ----------------------------------------------------------------------

@@ -216,7 +216,15 @@ class COCO:
         cols = self.columns()
         if self._rles is None or self._rles[0] is not cols:
             hw, known = self.image_table().sizes(cols.image_id)
-            hw = np.where(known[:, None] & np.isfinite(hw), hw, -1).astype(np.int64)
+            usable = known[:, None] & np.isfinite(hw)
+            bad = usable & ((hw < 0) | (hw >= 2**31) | (hw != np.floor(hw)))
+            if bad.any():
+                i = int(np.flatnonzero(bad.any(1))[0])
+                raise ValueError(
+                    f"image {int(cols.image_id[i])}: height and width must be integers in [0, 2**31), "
+                    f"got {hw[i].tolist()}"
+                )
+            hw = np.where(usable, hw, -1).astype(np.int64)
             if self._results is not None:
                 batch = self._results.rle_batch(hw)
             elif self._parsed is not None:

@@ -9,6 +9,7 @@ pycocotools reads it, with json, to give pycocotools' results and errors.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass
@@ -36,13 +37,20 @@ SHAPES = ("bbox", "segmentation", "keypoints", "caption")
 
 def loads(data: bytes):
     """The Python value of JSON bytes (orjson when installed: the same dicts, lists, ints and
-    floats as json)."""
-    if orjson is not None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # NaN / Infinity literals, which json accepts
-    return json.loads(data)
+    floats as json). The garbage collector pauses meanwhile: a file makes millions of containers,
+    and each collection it would trigger walks all of them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if orjson is not None:
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass  # NaN / Infinity literals, which json accepts
+        return json.loads(data)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass

@@ -3,15 +3,16 @@ crowd flags, scores, keypoints), read once per annotation list from the annotati
 file's parsed columns (``cocojson``) or from arrays, and the evaluation state that depends on it.
 
 Ids follow pycocotools, which looks them up as dict keys: an integral float id (2.0) is the int
-(2); an image or category id that is no integer (2.5, NaN) matches nothing (``INVALID_ID``); an
-annotation id that is no integer, an id that is no number, or a GT image or category id that is no
-integer raises ValueError.
+(2); an annotation's image or category id that is no integer (2.5, NaN, "2", None) matches nothing
+(``INVALID_ID``); an annotation id, or a GT image or category id, that is no integer raises
+ValueError.
 """
 
 from __future__ import annotations
 
 import array
 import itertools
+import math
 from operator import itemgetter
 
 import numpy as np
@@ -53,8 +54,20 @@ def ids_from_values(values: list, what: str, exact: bool = False) -> np.ndarray:
         return np.zeros(0, np.int64)
     if arr.dtype.kind == "f" and arr.ndim == 1:
         return _integral_ids(arr.astype(np.float64, copy=False), what, exact)
-    bad = next((v for v in values if not isinstance(v, (int, float, np.integer, np.floating))), values[0])
-    raise ValueError(f"{what} must be numbers, got {bad!r} ({type(bad).__name__})")
+    if exact:
+        bad = next((v for v in values if not isinstance(v, (int, float, np.integer, np.floating))), values[0])
+        raise ValueError(f"{what} must be numbers, got {bad!r} ({type(bad).__name__})")
+    # an id that is no number (a string, None, a list) is no key of pycocotools' index: it matches nothing
+    return np.fromiter(map(_as_id, values), np.int64, len(values))
+
+
+def _as_id(v) -> int:
+    """One id value as pycocotools' index would find it: the integer, or INVALID_ID."""
+    if isinstance(v, (int, np.integer)):
+        return int(v) if -(2**63) <= v < 2**63 else INVALID_ID
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and v == math.floor(v) and abs(v) < _INT64_RANGE:
+        return int(v)
+    return INVALID_ID
 
 
 def ids_from_parsed(cols: cocojson.ScalarColumns, name: str, what: str, exact: bool = False) -> np.ndarray:

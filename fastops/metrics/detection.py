@@ -183,7 +183,8 @@ class MeanAveragePrecision:
             raise ValueError(
                 f"MeanAveragePrecision.update: {what}[{i}]['{key}'] has {v.shape[0]} entries, expected {n}"
             )
-        if dtype == torch.int64 and v.is_floating_point() and not bool((v == torch.floor(v)).all()):
+        integral = bool(((v == torch.floor(v)) & (v.abs() < 2**62)).all()) if v.is_floating_point() else True
+        if dtype == torch.int64 and not integral:
             raise ValueError(f"MeanAveragePrecision.update: {what}[{i}]['{key}'] must be integers")
         return v.to(dtype)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import cocojson, rle
-from .columns import AnnotationColumns, DictFields, ParsedFields, ids_from_parsed, ids_from_values
+from .columns import INVALID_ID, AnnotationColumns, DictFields, ParsedFields, ids_from_parsed, ids_from_values
 
 __all__ = ["Results", "load", "numpy_annotations"]
 
@@ -119,14 +119,6 @@ def _check_images(gt, image_id: np.ndarray) -> None:
         raise AssertionError(f"Results do not correspond to current coco set ({detail} is not an image of it)")
 
 
-def _result_ids(values, what):
-    """Result image ids: anything that is no number is no image of the set (pycocotools' set test)."""
-    try:
-        return ids_from_values(values, what)
-    except ValueError as e:
-        raise AssertionError(f"Results do not correspond to current coco set ({e})") from None
-
-
 def _keypoint_extent(flat: np.ndarray, offsets: np.ndarray):
     """x0, y0, x1, y1 of each row's keypoints s: np.min / np.max of s[0::3] and s[1::3] (NaN
     propagating)."""
@@ -183,7 +175,7 @@ def _from_dicts(gt, anns: list) -> Results:
     assert type(anns) is list, "results in not an array of objects"
     n = len(anns)
     fields = DictFields(anns)
-    image_id = _result_ids(fields.values("image_id"), "result image ids")
+    image_id = ids_from_values(fields.values("image_id"), "result image ids")
     _check_images(gt, image_id)
     kind = _kind(anns[0]) if n else "empty"
     cols = {"id": np.arange(1, n + 1, dtype=np.int64), "image_id": image_id, "crowd": (np.zeros(n, bool),) * 3}
@@ -295,7 +287,9 @@ def _truncated_ids(col: np.ndarray, what: str) -> np.ndarray:
         return col.astype(np.int64)
     if not np.isfinite(col).all():
         raise ValueError(f"loadRes: the array's {what} column must be finite numbers (int() of each is taken)")
-    return np.trunc(col).astype(np.int64)
+    t = np.trunc(col)
+    fits = np.abs(t) < 2.0**63  # beyond int64 no id can match: pycocotools' int() gives such a number
+    return np.where(fits, np.where(fits, t, 0).astype(np.int64), INVALID_ID)
 
 
 def _from_array(gt, data: np.ndarray) -> Results:

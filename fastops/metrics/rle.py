@@ -177,8 +177,19 @@ def from_polygon_lists(polys: list, h, w, merge_all: bool) -> RleBatch:
     return from_polygons(xy, poly_offsets, ann_offsets, np.tile([h, w], (len(ann_offsets) - 1, 1)))
 
 
+def _uncompressed_counts(c) -> np.ndarray:
+    """An uncompressed RLE's counts as uint32 (numbers in [0, 2**32), truncated as numpy does)."""
+    try:
+        a = np.asarray(c, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"uncompressed RLE counts must be a list of numbers, got {c!r}") from None
+    if not (np.isfinite(a).all() and (a >= 0).all() and (a < 2**32).all()):
+        raise ValueError("uncompressed RLE counts must be numbers in [0, 2**32)")
+    return np.asarray(c).astype(np.uint32).reshape(-1) if a.size else np.zeros(0, np.uint32)
+
+
 def from_uncompressed(objs) -> RleBatch:
-    counts = [np.asarray(o["counts"], dtype=np.uint32).reshape(-1) for o in objs]
+    counts = [_uncompressed_counts(o["counts"]) for o in objs]
     lengths = [len(c) for c in counts]
     offsets = np.zeros(len(objs) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -285,8 +296,9 @@ def from_parsed(p, hw: np.ndarray) -> RleBatch:
         if not rows.size:
             continue
         size = p.rle_size[rows]
-        if not (np.isfinite(size).all() and (size == np.floor(size)).all() and (size >= 0).all()):
-            raise TypeError("an RLE's size must be [h, w] (two non-negative ints)")
+        integral = np.isfinite(size) & (size == np.floor(size))
+        if not (integral & (size >= 0) & (size < 2**31)).all():
+            raise TypeError("an RLE's size must be [h, w] (two non-negative ints below 2**31)")
         size = size.astype(np.int64)
         if k == SEGM_RLE_STRING:
             off = p.rle_char_offsets

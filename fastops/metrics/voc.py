@@ -42,7 +42,7 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> fl
 def _labels(v, what: str) -> np.ndarray:
     """Integer class labels (int or bool tensors, or floats that are integers) -> int64."""
     if v.is_floating_point():
-        if not bool(torch.all(v == torch.floor(v))):  # NaN fails too
+        if not bool(torch.all((v == torch.floor(v)) & (v.abs() < 2**62))):  # NaN fails too
             bad = v[v != torch.floor(v)][0].item()
             raise ValueError(f"voc_evaluate: {what} must be integer class labels, got {bad}")
     elif v.is_complex():
@@ -60,7 +60,10 @@ def _image(item, i: int, what: str, keys: tuple) -> dict:
             if k == "difficult":
                 continue
             raise KeyError(f"voc_evaluate: {what}[{i}] has no {k!r}")
-        v = torch.as_tensor(item[k]).detach().cpu()
+        try:
+            v = torch.as_tensor(item[k]).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"voc_evaluate: {what}[{i}][{k!r}] must be a tensor or array of numbers: {e}") from None
         if k == "boxes":
             if not (v.dim() == 2 and v.shape[1] == 4) and not (v.numel() == 0):
                 raise ValueError(f"voc_evaluate: {what}[{i}]['boxes'] must have shape [N, 4], got {tuple(v.shape)}")
