@@ -111,6 +111,12 @@ def test_segm_rle_results_every_flow(tmp_path):
         assert_same_eval(ours(cg, res, "segm"), ref)
         # segm results evaluated as boxes: their given or mask boxes
         assert_same_eval(ours(cg, res, "bbox"), ref_eval(gt, dt, "bbox"))
+    # results that carry their own box (detectron2 writes both): bbox evaluation reads it
+    with_box = copy.deepcopy(dt)
+    for i, d in enumerate(with_box[1::2]):  # (the first has none: these are segm results)
+        d["bbox"] = [float(i % 7), 2.0, 20.0, 15.5]
+    for res in (write(tmp_path, "wb.json", with_box), copy.deepcopy(with_box)):
+        assert_same_eval(ours(cg, res, "bbox"), ref_eval(gt, with_box, "bbox"))
     r_ref = quiet(lambda: RefCOCO(gt_path).loadRes(copy.deepcopy(dt)))
     r_ours = cg.loadRes(dt_path)
     for a, b in zip(r_ours.dataset["annotations"], r_ref.dataset["annotations"]):

@@ -19,7 +19,15 @@ import numpy as np
 
 from . import cocojson
 
-__all__ = ["INVALID_ID", "AnnotationColumns", "DictFields", "ParsedFields", "ids_from_parsed", "ids_from_values"]
+__all__ = [
+    "INVALID_ID",
+    "AnnotationColumns",
+    "DictFields",
+    "ParsedFields",
+    "boxes_of",
+    "ids_from_parsed",
+    "ids_from_values",
+]
 
 INVALID_ID = np.iinfo(np.int64).min  # an image or category id that matches nothing
 _INT64_RANGE = 2.0**63
@@ -129,7 +137,7 @@ class DictFields:
             return _floats(self.values(name), n, "annotation 'num_keypoints'")
         if name == "bbox":
             boxes = self.values("bbox")
-            return _boxes(boxes, n)
+            return boxes_of(boxes, n)
         if name == "crowd":
             flags = _floats(map(_get_iscrowd, self.anns), n, "annotation 'iscrowd' flags")
             missing = np.fromiter(map(_lacks_iscrowd, self.anns), bool, n)
@@ -146,7 +154,8 @@ class DictFields:
         raise KeyError(name)
 
 
-def _boxes(boxes: list, n: int) -> np.ndarray:
+def boxes_of(boxes: list, n: int) -> np.ndarray:
+    """n [x, y, w, h] lists -> float64 [n, 4] (ValueError naming the first that is not 4 numbers)."""
     try:
         lengths = np.fromiter(map(len, boxes), np.int64, n)
     except TypeError:

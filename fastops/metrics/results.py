@@ -14,13 +14,23 @@ ground truth (AssertionError).
 from __future__ import annotations
 
 import copy
+import itertools
 import os
+from operator import methodcaller
 
 import numpy as np
 import torch
 
 from . import cocojson, rle
-from .columns import INVALID_ID, AnnotationColumns, DictFields, ParsedFields, ids_from_parsed, ids_from_values
+from .columns import (
+    INVALID_ID,
+    AnnotationColumns,
+    DictFields,
+    ParsedFields,
+    boxes_of,
+    ids_from_parsed,
+    ids_from_values,
+)
 
 __all__ = ["Results", "load", "numpy_annotations"]
 
@@ -95,6 +105,10 @@ class Results:
                 ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
         res["annotations"] = anns
         return res
+
+
+_get_segmentation = methodcaller("get", "segmentation")
+_get_bbox = methodcaller("get", "bbox")
 
 
 def _box_polygon(bb):
@@ -190,11 +204,11 @@ def _from_dicts(gt, anns: list) -> Results:
     if kind == "bbox":
         box = fields.fetch("bbox")
         cols.update(bbox=box, area=box[:, 2] * box[:, 3])
-        box_segm = lambda: [a.get("segmentation") for a in anns]
+        box_segm = lambda: list(map(_get_segmentation, anns))
     elif kind == "segm":
         rles = rle.RleBatch.from_objects(fields.values("segmentation"))
         cols["area"] = _ops.rle_area(rles.counts, rles.offsets, rles.hw).numpy().view(np.uint32).astype(np.float64)
-        lazy["bbox"] = lambda: _segm_boxes(rles, [a.get("bbox") for a in anns])
+        lazy["bbox"] = lambda: _segm_boxes(rles, list(map(_get_bbox, anns)))
     elif kind == "keypoints":
         flat, offsets = fields.fetch("keypoints")
         _keypoint_fetch(cols, flat, offsets)
@@ -204,12 +218,15 @@ def _from_dicts(gt, anns: list) -> Results:
 def _segm_boxes(rles: rle.RleBatch, given: list) -> np.ndarray:
     """Each segmentation result's box: its own bbox, else the mask's (toBbox)."""
     boxes = _ops.rle_to_bbox(rles.counts, rles.offsets, rles.hw).numpy().copy()
-    for i, b in enumerate(given):
-        if b is not None:
-            if len(b) != 4:
-                raise ValueError(f"every result's bbox must be [x, y, w, h]: result {i} has {b!r}")
-            boxes[i] = np.asarray(b, np.float64)
+    has = np.fromiter(map(_is_not_none, given), bool, len(given))
+    if has.any():
+        rows = np.flatnonzero(has)
+        boxes[rows] = boxes_of(list(itertools.compress(given, has)), len(rows))
     return boxes
+
+
+def _is_not_none(x) -> bool:
+    return x is not None
 
 
 def _from_parsed(gt, p: cocojson.ParsedFile, data) -> Results:
@@ -240,7 +257,7 @@ def _from_parsed(gt, p: cocojson.ParsedFile, data) -> Results:
         box = fields.fetch("bbox")
         cols.update(bbox=box, area=box[:, 2] * box[:, 3])
         if (shape[:, 1] != cocojson.KIND_ABSENT).any():  # rows with their own segmentation
-            box_segm = lambda: [a.get("segmentation") for a in cocojson.loads(data)]
+            box_segm = lambda: list(map(_get_segmentation, cocojson.loads(data)))
     elif kind == "segm":
         if not (shape[:, 1] == cocojson.SEGM_RLE_STRING).all():
             raise TypeError(
