@@ -38,8 +38,12 @@ struct Out {
 struct Kernels {
   // rleEncode of n masks [n, w, h] (column-major per mask).
   void (*encode)(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out);
-  // rleFrString of n strings chars[char_offsets[i]:char_offsets[i + 1]].
-  void (*from_string)(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out);
+  // rleFrString of n strings chars[char_offsets[i]:char_offsets[i + 1]], in two passes so the counts
+  // are written once, in place: string_counts gives each string's number of counts (m[i]), and
+  // from_string decodes string i to counts[offsets[i]:offsets[i + 1]].
+  void (*string_counts)(const uint8_t* chars, const int64_t* char_offsets, int64_t n, int64_t* m);
+  void (*from_string)(const uint8_t* chars, const int64_t* char_offsets, int64_t n, const int64_t* offsets,
+                      uint32_t* counts);
   // rleToString: chars and char offsets [n + 1].
   void (*to_string)(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets);
   // rleFrPoly of polygon i = xy[poly_offsets[i]:poly_offsets[i + 1]] (x, y pairs) in an h x w image,

@@ -59,14 +59,16 @@ void check_runs(const char* op, const Batch& b, const char* which = "") {
   }
 }
 
+// A 1-D tensor that takes over a vector's buffer (no copy).
 template <typename T>
-at::Tensor to_tensor(const std::vector<T>& v, at::ScalarType dtype) {
-  at::Tensor t = at::empty({static_cast<int64_t>(v.size())}, at::TensorOptions().dtype(dtype));
-  if (!v.empty()) std::memcpy(t.mutable_data_ptr(), v.data(), v.size() * sizeof(T));
-  return t;
+at::Tensor to_tensor(std::vector<T>& v, at::ScalarType dtype) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  if (n == 0) return at::empty({0}, at::TensorOptions().dtype(dtype));
+  auto* owner = new std::vector<T>(std::move(v));
+  return at::from_blob(owner->data(), {n}, [owner](void*) { delete owner; }, at::TensorOptions().dtype(dtype));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> out_tensors(const Out& out) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> out_tensors(Out& out) {
   return {to_tensor(out.counts, at::kInt), to_tensor(out.offsets, at::kLong),
           to_tensor(out.hw, at::kLong).view({-1, 2})};
 }
@@ -93,9 +95,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_from_string_cpu(const at::Ten
   bool ok = off[0] == 0 && off[n] == c.size(0);
   for (int64_t i = 0; ok && i < n; ++i) ok = off[i] <= off[i + 1];
   TORCH_CHECK_VALUE(ok, op, ": char_offsets must be nondecreasing from 0 to len(chars)");
-  Out out;
-  K().from_string(c.const_data_ptr<uint8_t>(), off, h.const_data_ptr<int64_t>(), n, out);
-  return out_tensors(out);
+  at::Tensor offsets = at::empty({n + 1}, o.options());
+  int64_t* offs = offsets.mutable_data_ptr<int64_t>();
+  offs[0] = 0;
+  K().string_counts(c.const_data_ptr<uint8_t>(), off, n, offs + 1);
+  for (int64_t i = 0; i < n; ++i) offs[i + 1] += offs[i];
+  at::Tensor counts = at::empty({offs[n]}, at::TensorOptions().dtype(at::kInt));
+  K().from_string(c.const_data_ptr<uint8_t>(), off, n, offs,
+                  reinterpret_cast<uint32_t*>(counts.mutable_data_ptr<int32_t>()));
+  return {counts, offsets, h.clone()};
 }
 
 std::tuple<at::Tensor, at::Tensor> rle_to_string_cpu(const at::Tensor& counts, const at::Tensor& offsets,

@@ -66,38 +66,56 @@ void encode_impl(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out
   }
 }
 
-void from_string_range(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t begin, int64_t end,
-                       Out& out) {
-  for (int64_t i = begin; i < end; ++i) {
-    const uint8_t* s = chars + char_offsets[i];
-    const int64_t len = char_offsets[i + 1] - char_offsets[i];
-    const int64_t base = static_cast<int64_t>(out.counts.size());
-    int64_t p = 0, m = 0;
-    while (p < len && s[p] != 0) {
-      int64_t x = 0;
-      int k = 0;
-      bool more = true;
-      while (more) {
-        const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
-        // (c & 0x1f) << 5k and -1 << 5k in C's int, as x86 computes them (shift count mod 32)
-        x |= static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(c & 0x1f) << ((5 * k) & 31)));
-        more = (c & 0x20) != 0;
-        ++p;
-        ++k;
-        if (!more && (c & 0x10)) {
-          x |= static_cast<int64_t>(static_cast<int32_t>(0xffffffffu << ((5 * k) & 31)));
-        }
-      }
-      if (m > 2) x += static_cast<int64_t>(out.counts[base + m - 2]);
-      out.counts.push_back(static_cast<uint32_t>(x));
-      ++m;
+// The number of counts rleFrString reads from one string (its loops, without the values).
+int64_t string_count(const uint8_t* s, int64_t len) {
+  int64_t p = 0, m = 0;
+  while (p < len && s[p] != 0) {
+    bool more = true;
+    while (more) {
+      const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
+      more = (c & 0x20) != 0;
+      ++p;
     }
-    out.close(hw[2 * i], hw[2 * i + 1]);
+    ++m;
   }
+  return m;
 }
 
-void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out) {
-  chunked(n, 2048, out, [&](int64_t b, int64_t e, Out& o) { from_string_range(chars, char_offsets, hw, b, e, o); });
+void string_counts_impl(const uint8_t* chars, const int64_t* char_offsets, int64_t n, int64_t* m) {
+  share_work(n, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      m[i] = string_count(chars + char_offsets[i], char_offsets[i + 1] - char_offsets[i]);
+  });
+}
+
+void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, int64_t n, const int64_t* offsets,
+                      uint32_t* counts) {
+  share_work(n, 2048, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const uint8_t* s = chars + char_offsets[i];
+      const int64_t len = char_offsets[i + 1] - char_offsets[i];
+      uint32_t* out = counts + offsets[i];
+      int64_t p = 0, m = 0;
+      while (p < len && s[p] != 0) {
+        int64_t x = 0;
+        int k = 0;
+        bool more = true;
+        while (more) {
+          const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
+          // (c & 0x1f) << 5k and -1 << 5k in C's int, as x86 computes them (shift count mod 32)
+          x |= static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(c & 0x1f) << ((5 * k) & 31)));
+          more = (c & 0x20) != 0;
+          ++p;
+          ++k;
+          if (!more && (c & 0x10)) {
+            x |= static_cast<int64_t>(static_cast<int32_t>(0xffffffffu << ((5 * k) & 31)));
+          }
+        }
+        if (m > 2) x += static_cast<int64_t>(out[m - 2]);
+        out[m++] = static_cast<uint32_t>(x);
+      }
+    }
+  });
 }
 
 void to_string_impl(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets) {
@@ -497,8 +515,9 @@ void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt
   });
 }
 
-Kernels kKernels{&encode_impl, &from_string_impl, &to_string_impl, &from_polygons_impl, &merge_impl,
-                 &area_impl,   &to_bbox_impl,     &iou_impl,       &decode_impl,        &grouped_iou_impl};
+Kernels kKernels{&encode_impl,        &string_counts_impl, &from_string_impl, &to_string_impl,
+                 &from_polygons_impl, &merge_impl,         &area_impl,        &to_bbox_impl,
+                 &iou_impl,           &decode_impl,        &grouped_iou_impl};
 
 FASTOPS_REGISTER_CPU_KERNEL(kernels_cpu, &kKernels);
 

@@ -150,6 +150,10 @@ class DictFields:
                 raise TypeError("every annotation's keypoints must be a list of numbers") from None
             offsets = np.zeros(n + 1, np.int64)
             np.cumsum(lengths, out=offsets[1:])
+            if n and (lengths == lengths[0]).all():  # one length (the usual case): numpy's 2-D conversion
+                arr = np.array(kps)
+                if arr.dtype.kind in "fiub" and arr.shape == (n, lengths[0]):
+                    return arr.astype(np.float64, copy=False).reshape(-1), offsets
             return _floats(itertools.chain.from_iterable(kps), int(offsets[-1]), "keypoints"), offsets
         raise KeyError(name)
 
