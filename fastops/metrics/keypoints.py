@@ -49,9 +49,11 @@ def grouped_oks(gt_cols, g: Groups, dt_cols, d: Groups, sigmas) -> tuple[torch.T
         d.offsets,
         _t(kpt_vars),
     )
+    exp_terms = terms.numpy()
     with np.errstate(over="ignore", under="ignore"):
-        exp_terms = np.exp(-terms.numpy())
-    return torch.ops.fastops.coco_oks_reduce(torch.from_numpy(exp_terms), term_offsets), iou_offsets
+        np.negative(exp_terms, out=exp_terms)
+        np.exp(exp_terms, out=exp_terms)  # np.exp(-e), in place
+    return torch.ops.fastops.coco_oks_reduce(terms, term_offsets), iou_offsets
 
 
 def no_ious(g: Groups, d: Groups) -> tuple[torch.Tensor, torch.Tensor]:

@@ -139,10 +139,10 @@ def _keypoint_extent(flat: np.ndarray, offsets: np.ndarray):
     lengths = np.diff(offsets)
     if len(lengths) and lengths.min() < 2:
         raise ValueError("every keypoint result needs at least one (x, y) pair: zero-size min/max in pycocotools")
-    if len(lengths) and (lengths == lengths[0]).all():  # the usual case: one length, a 2-D view
-        kp = flat.reshape(len(lengths), int(lengths[0]))
-        x, y = kp[:, 0::3], kp[:, 1::3]
-        return x.min(1), y.min(1), x.max(1), y.max(1)
+    if len(lengths) and lengths[0] % 3 == 0 and (lengths == lengths[0]).all():  # the usual case: one length
+        xy = flat.reshape(len(lengths), int(lengths[0]) // 3, 3)[:, :, :2]
+        lo, hi = xy.min(1), xy.max(1)  # [n, 2]: x and y at once
+        return lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]
     row = np.repeat(np.arange(len(lengths)), lengths)
     pos = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
     out = []
