@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from coco_common import FIXTURE_CASES, FIXTURES, assert_same_eval, load_json, random_dataset
+from coco_common import FIXTURE_CASES, FIXTURES, assert_same_eval, load_json, random_dataset, random_keypoint_dataset
 
 import fastops.metrics as fm
 
@@ -388,3 +388,72 @@ def test_masks_of_the_wrong_size(tmp_path):
     for res in (unc, write(tmp_path, "unc.json", unc)):
         with pytest.raises(TypeError, match="compressed"):
             cg.loadRes(res)
+
+
+def test_result_lists_of_mixed_number_types():
+    """Boxes and keypoints as lists of ints, bools and numpy scalars, keypoints also as tuples: the
+    C-API row reader takes floats, ints and bools, numpy takes the rest; both give pycocotools'
+    result."""
+    gt, dt = random_dataset(21, n_images=20, max_dt=10)
+    rng = np.random.default_rng(0)
+    for d in dt:
+        kind = rng.integers(0, 4)
+        if kind == 1:
+            d["bbox"] = [round(v) for v in d["bbox"]]
+        elif kind == 2:
+            d["bbox"] = [True, *d["bbox"][1:]]
+        elif kind == 3:
+            d["bbox"] = [np.float64(v) for v in d["bbox"]]
+    for rows in (dt, [d for d in dt if not isinstance(d["bbox"][0], np.float64)]):
+        assert_same_eval(ours(fm.COCO(copy.deepcopy(gt)), copy.deepcopy(rows), "bbox"), ref_eval(gt, rows, "bbox"))
+
+    gt, dt = random_keypoint_dataset(22, n_images=15)
+    for i, d in enumerate(dt):
+        kp = d["keypoints"]
+        kind = i % 5
+        if kind == 1:
+            d["keypoints"] = tuple(kp)
+        elif kind == 2:
+            d["keypoints"] = [round(v) for v in kp]
+        elif kind == 3:
+            d["keypoints"] = [bool(v > 0.5) if j % 3 == 2 else v for j, v in enumerate(kp)]
+        elif kind == 4:
+            d["keypoints"] = [np.float64(v) for v in kp]
+    for rows in (dt, [d for i, d in enumerate(dt) if i % 5 != 4]):
+        ref = ref_eval(gt, rows, "keypoints")
+        assert_same_eval(ours(fm.COCO(copy.deepcopy(gt)), copy.deepcopy(rows), "keypoints"), ref)
+    bad = copy.deepcopy(dt)
+    bad[3]["keypoints"] = [str(v) for v in bad[3]["keypoints"]]
+    with pytest.raises(TypeError, match="keypoints"):
+        fm.COCO(copy.deepcopy(gt)).loadRes(bad)
+
+
+def test_row_reader_equals_numpy():
+    """fastops._C.float_rows: the rows concatenated as numpy converts them, or None (numpy's path)
+    for any other row or element type and for lengths that do not add up."""
+    from fastops import _C
+
+    rng = np.random.default_rng(1)
+    rows = [
+        [float(v) for v in rng.normal(0, 1e6, 7)],
+        [int(v) for v in rng.integers(-(2**62), 2**62, 5)],
+        [True, False, 3, -0.0, float("nan"), float("inf")],
+        (1.5, 2**53 + 1),
+        [],
+    ]
+    flat = _C.float_rows(rows, sum(map(len, rows)))
+    want = np.concatenate([np.asarray(r, np.float64) for r in rows])
+    assert flat.dtype == np.float64 and flat.tobytes() == want.tobytes()
+    assert _C.float_rows([], 0).shape == (0,)
+    for bad_rows, total in (
+        ([[1.0, "2"]], 2),
+        ([[1.0, None]], 2),
+        ([[1.0, 2**63]], 2),
+        ([[1.0, np.float32(2)]], 2),
+        ([[1.0, [2.0]]], 2),
+        ([np.zeros(2)], 2),
+        ([{"a": 1.0}], 1),
+        ([[1.0, 2.0]], 1),
+        ([[1.0, 2.0]], 3),
+    ):
+        assert _C.float_rows(bad_rows, total) is None, bad_rows

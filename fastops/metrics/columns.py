@@ -17,6 +17,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from .. import _C
 from . import cocojson
 
 __all__ = [
@@ -150,7 +151,10 @@ class DictFields:
                 raise TypeError("every annotation's keypoints must be a list of numbers") from None
             offsets = np.zeros(n + 1, np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            if n and (lengths == lengths[0]).all():  # one length (the usual case): numpy's 2-D conversion
+            flat = _C.float_rows(kps, int(offsets[-1]))  # lists of floats / ints / bools, else None
+            if flat is not None:
+                return flat, offsets
+            if n and (lengths == lengths[0]).all():  # one length: numpy's 2-D conversion
                 arr = np.array(kps)
                 if arr.dtype.kind in "fiub" and arr.shape == (n, lengths[0]):
                     return arr.astype(np.float64, copy=False).reshape(-1), offsets
@@ -167,7 +171,10 @@ def boxes_of(boxes: list, n: int) -> np.ndarray:
     if n and not (lengths == 4).all():
         i = int(np.flatnonzero(lengths != 4)[0])
         raise ValueError(f"every annotation's bbox must be [x, y, w, h]: annotation {i} has {boxes[i]!r}")
-    return _floats(itertools.chain.from_iterable(boxes), 4 * n, "bbox values").reshape(n, 4)
+    flat = _C.float_rows(boxes, 4 * n) if type(boxes) is list else None  # floats / ints / bools, else None
+    if flat is None:
+        flat = _floats(itertools.chain.from_iterable(boxes), 4 * n, "bbox values")
+    return flat.reshape(n, 4)
 
 
 def _crowd(iscrowd: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -140,9 +140,11 @@ def _keypoint_extent(flat: np.ndarray, offsets: np.ndarray):
     if len(lengths) and lengths.min() < 2:
         raise ValueError("every keypoint result needs at least one (x, y) pair: zero-size min/max in pycocotools")
     if len(lengths) and lengths[0] % 3 == 0 and (lengths == lengths[0]).all():  # the usual case: one length
-        xy = flat.reshape(len(lengths), int(lengths[0]) // 3, 3)[:, :, :2]
-        lo, hi = xy.min(1), xy.max(1)  # [n, 2]: x and y at once
-        return lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]
+        # [k, 2, n] in memory: the reductions over k become elementwise passes over contiguous rows
+        # (numpy's reduction of a short strided axis per row is ~15x slower)
+        xy = np.ascontiguousarray(flat.reshape(len(lengths), int(lengths[0]) // 3, 3)[:, :, :2].transpose(1, 2, 0))
+        lo, hi = xy.min(0), xy.max(0)  # [2, n]: x and y at once
+        return lo[0], lo[1], hi[0], hi[1]
     row = np.repeat(np.arange(len(lengths)), lengths)
     pos = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
     out = []
