@@ -2,13 +2,16 @@
 fixtures in ../shared/fixtures/coco (with the stats their README lists) and seeded random datasets
 built to hit every documented pycocotools quirk."""
 
+import concurrent.futures
+import contextlib
+import io
 import math
 import types
 
 import numpy as np
 import pytest
 import torch
-from coco_common import FIXTURE_CASES, assert_same_eval, load_json, random_dataset, run_eval
+from coco_common import FIXTURE_CASES, assert_same_eval, load_json, random_dataset, random_keypoint_dataset, run_eval
 
 import fastops.metrics as fm
 
@@ -495,3 +498,33 @@ def test_no_images_or_no_categories():
         E = run_eval(fm, gt, [], "bbox")
         assert (E.stats == -1).all()
         assert (E.eval["precision"] == -1).all() and E.eval["precision"].shape[2] == len(gt["categories"])
+
+
+def test_concurrent_threads_give_the_sequential_results():
+    """Evaluations from several Python threads at once (the ops' parallel loops share their work
+    counters with no other call; one ground-truth object shared by every thread, its cached state
+    built by whichever thread comes first) equal the same evaluations run one after another."""
+    gt, _ = random_dataset(30, n_images=150, max_gt=8, max_dt=30)
+    kgt, _ = random_keypoint_dataset(31, n_images=60)
+    jobs = [("bbox", random_dataset(30, n_images=150, max_gt=8, max_dt=30 + s)[1]) for s in range(4)]
+    jobs += [("keypoints", random_keypoint_dataset(31 + s, n_images=60)[1]) for s in range(0, 3)]
+
+    def run(shared, job):
+        iou_type, dt = job
+        with contextlib.redirect_stdout(io.StringIO()):
+            E = fm.COCOeval(shared[iou_type], shared[iou_type].loadRes(dt), iou_type)
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+        return E
+
+    def fresh():
+        return {"bbox": fm.COCO(gt), "keypoints": fm.COCO(kgt)}
+
+    alone = [run(fresh(), job) for job in jobs]
+    shared = fresh()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            together = list(pool.map(lambda job: run(shared, job), jobs * 2))
+            for ours, want in zip(together, alone * 2):
+                assert_same_eval(ours, want)
