@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import io
 import math
+import os
 import types
 
 import numpy as np
@@ -528,3 +529,40 @@ def test_concurrent_threads_give_the_sequential_results():
             together = list(pool.map(lambda job: run(shared, job), jobs * 2))
             for ours, want in zip(together, alone * 2):
                 assert_same_eval(ours, want)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_memory_flat_over_repeated_evaluations():
+    """Hundreds of epochs (new results each, from dicts, arrays and keypoint lists; one GT object
+    kept) leave the process' resident memory where the first epochs put it: nothing is kept per
+    call and the readers drop every reference they take."""
+
+    gt, dt = random_dataset(40, n_images=40, max_dt=30)
+    kgt, kdt = random_keypoint_dataset(41, n_images=30)
+    cg, kcg = fm.COCO(gt), fm.COCO(kgt)
+    arr = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in dt])
+
+    def epoch():
+        with contextlib.redirect_stdout(io.StringIO()):
+            for coco, res, iou_type in (
+                (cg, [dict(d) for d in dt], "bbox"),
+                (cg, arr.copy(), "bbox"),
+                (kcg, [dict(d) for d in kdt], "keypoints"),
+            ):
+                E = fm.COCOeval(coco, coco.loadRes(res), iou_type)
+                E.evaluate()
+                E.accumulate()
+                E.summarize()
+
+    for _ in range(60):
+        epoch()
+    before = _rss_bytes()
+    for _ in range(400):
+        epoch()
+    grown = _rss_bytes() - before
+    assert grown < 4 << 20, f"resident memory grew by {grown / 2**20:.1f} MB over 400 epochs"

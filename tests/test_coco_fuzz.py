@@ -33,6 +33,8 @@ FUZZ = settings(
 CLEAR = (ValueError, TypeError, KeyError, AssertionError, IndexError)
 MISSING = object()
 JUNK = [None, "1", "x", [], {}, [1], float("nan"), float("inf"), -float("inf"), True, 2**70, 1.5, -3, 0]
+# one element of a box or keypoint list: other number types (each reader's fast path or fallback) and junk
+ELEMENT_JUNK = [True, False, 2**70, -(2**63), np.float64(3.5), np.float32(2.5), np.int64(7), None, "1", [1.0]]
 
 
 def clear_error(e: BaseException) -> bool:
@@ -49,7 +51,8 @@ poly = st.lists(st.lists(st.floats(0, 64, allow_nan=False), min_size=6, max_size
 @st.composite
 def datasets(draw, iou_type):
     """A small well-formed GT and result list (with the legal oddities: ids 2.0 / 2.5, NaN scores and
-    coordinates, far boxes, unknown categories), then up to three fields made missing or junk."""
+    coordinates, far boxes, unknown categories), then maybe one box or keypoint element of another
+    type, and up to three fields made missing or junk."""
     n_img = draw(st.integers(1, 3))
     images = [{"id": i + 1, "height": 64, "width": 64} for i in range(n_img)]
     cats = [{"id": c + 1} for c in range(draw(st.integers(1, 2)))]
@@ -90,6 +93,11 @@ def datasets(draw, iou_type):
     if iou_type != "segm":  # a result id beyond the GT's images: pycocotools' assertion
         dets += draw(st.lists(st.just({**(dets[0] if dets else {}), "image_id": 9}), max_size=1))
     gt = {"images": images, "categories": cats, "annotations": anns}
+    for _ in range(draw(st.sampled_from([0, 0, 1]))):
+        lists = [r[k] for r in anns + dets for k in ("bbox", "keypoints") if isinstance(r.get(k), list) and r[k]]
+        if lists:
+            target = draw(st.sampled_from(lists))
+            target[draw(st.integers(0, len(target) - 1))] = draw(st.sampled_from(ELEMENT_JUNK))
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3]))):
         records = [("images", r) for r in images] + [("categories", r) for r in cats]
         records += [("annotations", r) for r in anns] + [("dets", r) for r in dets]
