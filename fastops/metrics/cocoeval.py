@@ -43,7 +43,7 @@ import torch
 
 from . import keypoints, rle
 from .coco import COCO
-from .columns import INVALID_ID, ids_from_values
+from .columns import INVALID_ID, ids_from_values, sorted_unique
 from .grouping import dt_groups, gt_groups
 
 __all__ = ["COCOeval", "Params"]
@@ -158,9 +158,9 @@ class COCOeval:
             p.iouType = "segm" if p.useSegm == 1 else "bbox"
         if p.iouType not in ("bbox", "segm", "keypoints"):
             raise Exception(f"unknown iouType for iou computation: {p.iouType!r}")
-        p.imgIds = list(np.unique(p.imgIds))
+        p.imgIds = list(sorted_unique(p.imgIds))
         if p.useCats:
-            p.catIds = list(np.unique(p.catIds))
+            p.catIds = list(sorted_unique(p.catIds))
         p.maxDets = sorted(p.maxDets)
         self.params = p
 

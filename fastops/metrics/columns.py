@@ -28,6 +28,7 @@ __all__ = [
     "boxes_of",
     "ids_from_parsed",
     "ids_from_values",
+    "sorted_unique",
 ]
 
 INVALID_ID = np.iinfo(np.int64).min  # an image or category id that matches nothing
@@ -68,6 +69,12 @@ def ids_from_values(values: list, what: str, exact: bool = False) -> np.ndarray:
         raise ValueError(f"{what} must be numbers, got {bad!r} ({type(bad).__name__})")
     # an id that is no number (a string, None, a list) is no key of pycocotools' index: it matches nothing
     return np.fromiter(map(_as_id, values), np.int64, len(values))
+
+
+def sorted_unique(values) -> np.ndarray:
+    """np.unique(values) by its sort path: plain np.unique asks np.ma.is_masked, whose first call in
+    a process imports numpy.ma (~25 ms, more than a small evaluation takes)."""
+    return np.unique(values, return_index=True)[0]
 
 
 def _as_id(v) -> int:
@@ -295,7 +302,7 @@ class AnnotationColumns:
             ids = self.id
             # loadRes numbers results 1..N: unique without a sort
             sequential = self.n == 0 or (ids[0] == 1 and np.array_equal(ids, np.arange(1, self.n + 1)))
-            if not sequential and np.unique(ids).size != self.n:
+            if not sequential and sorted_unique(ids).size != self.n:
                 last = {}
                 for row, i in enumerate(ids.tolist()):
                     last[i] = row

@@ -33,7 +33,7 @@ from torch import Tensor
 from . import rle
 from .coco import ArrayCOCO
 from .cocoeval import COCOeval
-from .columns import AnnotationColumns
+from .columns import AnnotationColumns, sorted_unique
 from .rle import RleBatch
 
 __all__ = ["MeanAveragePrecision"]
@@ -236,7 +236,7 @@ class MeanAveragePrecision:
         cat = lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype)
         d_labels = cat([lab for _, _, lab in dets], np.int64)
         g_labels = cat([lab for _, lab, _, _ in gts], np.int64)
-        classes = np.unique(np.concatenate([d_labels, g_labels]))
+        classes = sorted_unique(np.concatenate([d_labels, g_labels]))
         d_img = np.repeat(np.arange(n_img, dtype=np.int64), det_counts)
         g_img = np.repeat(np.arange(n_img, dtype=np.int64), gt_counts)
         d_score = cat([s for _, s, _ in dets], np.float64)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .columns import sorted_unique
+
 __all__ = ["detection_confusion_matrix", "plot_pr_curves", "voc_ap", "voc_evaluate"]
 
 
@@ -128,7 +130,7 @@ def voc_evaluate(
     g_lab = g["labels"].numpy() if g["labels"] is not None else np.zeros(0, np.int64)
     d_score = d["scores"].numpy() if d["scores"] is not None else np.zeros(0)
     g_diff = g["difficult"].numpy() if g["difficult"] is not None else np.zeros(0, bool)
-    classes = np.unique(np.concatenate([d_lab, g_lab]))
+    classes = sorted_unique(np.concatenate([d_lab, g_lab]))
     C = len(classes)
     d_cls = np.searchsorted(classes, d_lab)
     g_cls = np.searchsorted(classes, g_lab)
