@@ -209,6 +209,7 @@ void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<
   // A pair can give a point only when its smaller column is in [lo, hi]; consecutive columns of a
   // walk differ by at most 1.
   const int64_t lo = 2, hi = 5 * (w - 1) + 2;
+  auto mod5 = [](int64_t v) { return ((v % 5) + 5) % 5; };
   int64_t pu = 0, pv = 0;  // the previous edge's last point: pycocotools walks all edges as one sequence
   // (an image of width 0 has no column, so no boundary point; maskApi.c's w - 1 wraps around there)
   for (int64_t j = 0; w > 0 && j < k; ++j) {
@@ -259,7 +260,16 @@ void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<
       e.point(d, ub, vb);
       pair(ua, va, ub, vb);
       if (inc ? ub >= hi + 1 : ub <= lo) break;  // every later pair's smaller column is outside
-      d = first_where(d + 1, [&](int64_t u) { return u != ub; });
+      // Only a pair whose smaller column c is 2 mod 5 gives a point: (c + .5) / 5 - .5 is an integer
+      // then and only then for every column of the grid (|c| < 2^50). The next such pair is where
+      // the column first passes the next such c (it moves by at most 1 per step).
+      if (inc) {
+        const int64_t c = ub + mod5(2 - ub);  // the smallest >= ub
+        d = first_where(d + 1, [&](int64_t u) { return u > c; });
+      } else {
+        const int64_t c = ub - 1 - mod5(ub - 3);  // the largest <= ub - 1
+        d = first_where(d + 1, [&](int64_t u) { return u <= c; });
+      }
     }
     e.point(D, pu, pv);
   }
