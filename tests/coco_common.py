@@ -186,3 +186,65 @@ def random_dataset(
     rng.shuffle(dets)
     gt = {"images": images, "annotations": anns, "categories": cats}
     return gt, dets
+
+
+def random_keypoint_dataset(seed: int, *, n_images=10, n_cats=2, n_kpts=17, max_gt=5, max_dt=8, int_coords=False):
+    """A random person-keypoint ground truth and result list hitting computeOks' cases: visible and
+    invisible keypoints (v 0 / 1 / 2), GTs without visible keypoints (the box-distance branch) and
+    with num_keypoints 0 (ignored), crowds, areas on the 32^2 / 96^2 boundaries, tied scores,
+    detections of categories without GT."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": int(i), "height": 300, "width": 400} for i in range(1, n_images + 1)]
+    cats = [{"id": c, "name": f"k{c}", "supercategory": "person"} for c in range(1, n_cats + 1)]
+    num = (lambda v: float(round(v))) if int_coords else float
+    anns, dets = [], []
+    next_id = 1
+    for img in images:
+        for _ in range(int(rng.integers(0, max_gt + 1))):
+            x0, y0 = rng.uniform(0, 300), rng.uniform(0, 200)
+            w, h = rng.uniform(4, 120), rng.uniform(4, 150)
+            kp = []
+            for _ in range(n_kpts):
+                v = int(rng.choice([0, 1, 2], p=[0.3, 0.2, 0.5]))
+                x, y = (num(x0 + rng.uniform(0, w)), num(y0 + rng.uniform(0, h))) if v else (0.0, 0.0)
+                kp += [x, y, v]
+            if rng.random() < 0.15:  # no visible keypoint: box distance
+                kp = [0.0 if i % 3 == 2 else kp[i] for i in range(len(kp))]
+            nk = sum(1 for i in range(2, len(kp), 3) if kp[i] > 0)
+            area = float(rng.choice([1024.0, 9216.0, 1023.5, w * h * 0.7])) if rng.random() < 0.3 else w * h * 0.6
+            anns.append(
+                {
+                    "id": next_id,
+                    "image_id": img["id"],
+                    "category_id": int(rng.integers(1, n_cats + 1)),
+                    "bbox": [num(x0), num(y0), num(w), num(h)],
+                    "area": area,
+                    "iscrowd": int(rng.random() < 0.1),
+                    "keypoints": kp,
+                    "num_keypoints": nk if rng.random() < 0.9 else 0,
+                }
+            )
+            next_id += 1
+    for img in images:
+        own = [a for a in anns if a["image_id"] == img["id"]]
+        for _ in range(int(rng.integers(0, max_dt + 1))):
+            if own and rng.random() < 0.7:
+                src = own[int(rng.integers(0, len(own)))]
+                sd = float(rng.choice([0.5, 3.0, 15.0]))
+                kp = []
+                for i in range(n_kpts):
+                    gx, gy = src["keypoints"][3 * i], src["keypoints"][3 * i + 1]
+                    if gx == 0 and gy == 0:
+                        gx, gy = src["bbox"][0] + src["bbox"][2] / 2, src["bbox"][1] + src["bbox"][3] / 2
+                    kp += [num(gx + rng.normal(0, sd)), num(gy + rng.normal(0, sd)), float(rng.random())]
+                cat = src["category_id"] if rng.random() < 0.9 else int(rng.integers(1, n_cats + 2))
+            else:
+                cx, cy = rng.uniform(0, 400), rng.uniform(0, 300)
+                kp = []
+                for _ in range(n_kpts):
+                    kp += [num(cx + rng.normal(0, 30)), num(cy + rng.normal(0, 30)), 1.0]
+                cat = int(rng.integers(1, n_cats + 2))
+            score = float(rng.integers(0, 8)) / 8 if rng.random() < 0.4 else float(rng.random())
+            dets.append({"image_id": img["id"], "category_id": cat, "keypoints": kp, "score": score})
+    rng.shuffle(dets)
+    return {"images": images, "annotations": anns, "categories": cats}, dets

@@ -2,13 +2,17 @@
 fixtures in ../shared/fixtures/coco (with the stats their README lists) and seeded random datasets
 built to hit every documented pycocotools quirk."""
 
+import concurrent.futures
+import contextlib
+import io
 import math
+import os
 import types
 
 import numpy as np
 import pytest
 import torch
-from coco_common import FIXTURE_CASES, assert_same_eval, load_json, random_dataset, run_eval
+from coco_common import FIXTURE_CASES, assert_same_eval, load_json, random_dataset, random_keypoint_dataset, run_eval
 
 import fastops.metrics as fm
 
@@ -161,11 +165,6 @@ def test_bad_bbox_raises_clearly():
         E.evaluate()
 
 
-def test_keypoints_not_supported():
-    with pytest.raises(NotImplementedError, match="keypoints"):
-        fm.COCOeval(iouType="keypoints")
-
-
 def test_accumulate_before_evaluate_raises():
     gt, dt = random_dataset(4)
     cg = fm.COCO(gt)
@@ -208,10 +207,11 @@ def _tiny_op_inputs():
         torch.tensor([False, True]),
         torch.tensor([1, 2], dtype=i64),
         torch.tensor([0, 3], dtype=i64),
-        torch.tensor([[0, 0, 10, 9], [21, 21, 2, 2], [50, 50, 3, 3]], dtype=f64),
-        torch.tensor([90.0, 4.0, 9.0], dtype=f64),
-        torch.tensor([0.9, 0.8, 0.7], dtype=f64),
-        torch.tensor([1, 2, 3], dtype=i64),
+        torch.tensor([2, 0, 1], dtype=i64),  # dt_rows: the group's detections are rows 2, 0, 1
+        torch.tensor([[21, 21, 2, 2], [50, 50, 3, 3], [0, 0, 10, 9]], dtype=f64),
+        torch.tensor([4.0, 9.0, 90.0], dtype=f64),
+        torch.tensor([0.8, 0.7, 0.9], dtype=f64),
+        torch.tensor([2, 3, 1], dtype=i64),
         None,
         None,
         torch.tensor([0.5, 0.75], dtype=f64),
@@ -224,14 +224,20 @@ def _tiny_op_inputs():
 def test_opcheck_coco_ops():
     args = _tiny_op_inputs()
     torch.library.opcheck(torch.ops.fastops.coco_evaluate.default, args, test_utils=("test_schema", "test_faketensor"))
-    det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
-    assert det_index.tolist() == [0, 1, 2]
+    det_off, det_index, det_score, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
+    assert det_index.tolist() == [0, 1, 2] and det_score.tolist() == [0.9, 0.8, 0.7]
     # det 0 matches GT 1 at both thresholds (IoU 0.9); det 1 lies in the crowd GT: ignored
     assert det_flags[0, 0, :].tolist() == [1, 1] and (det_flags[1, 0, :] & 2).all()
+    # the same without dt_rows, the columns given in group order
+    same = list(args)
+    same[7], same[8] = None, args[8][args[7]]
+    same[9], same[10], same[11] = args[9][args[7]], args[10][args[7]], args[11][args[7]]
+    again = torch.ops.fastops.coco_evaluate(*same)
+    assert all(torch.equal(x, y) for x, y in zip(again, torch.ops.fastops.coco_evaluate(*args)))
     acc_args = (
         det_off,
         args[0],
-        args[9][det_index],
+        det_score,
         det_flags,
         npos,
         1,
@@ -264,6 +270,14 @@ def test_op_input_errors_name_the_argument():
     bad[3] = torch.tensor([0, 1], dtype=torch.uint8)
     with pytest.raises(TypeError, match="gt_crowd"):
         torch.ops.fastops.coco_evaluate(*bad)
+    bad = list(args)
+    bad[7] = torch.tensor([2, 0, 3])
+    with pytest.raises(IndexError, match="dt_rows"):
+        torch.ops.fastops.coco_evaluate(*bad)
+    bad = list(args)
+    bad[9] = torch.tensor([4.0, 0, 9.0, 0, 90.0], dtype=torch.float64)[::2]  # not contiguous
+    with pytest.raises(ValueError, match="dt_area must be contiguous"):
+        torch.ops.fastops.coco_evaluate(*bad)
 
 
 def test_same_bits_on_every_isa():
@@ -282,11 +296,11 @@ def test_same_bits_on_every_isa():
 def test_torch_compile_fullgraph_accumulate():
     """coco_accumulate has static output shapes: it traces under torch.compile(fullgraph=True)."""
     args = _tiny_op_inputs()
-    det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
+    det_off, _, det_score, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args)
     acc_args = (
         det_off,
         args[0],
-        args[9][det_index],
+        det_score,
         det_flags,
         npos,
         1,
@@ -485,3 +499,70 @@ def test_no_images_or_no_categories():
         E = run_eval(fm, gt, [], "bbox")
         assert (E.stats == -1).all()
         assert (E.eval["precision"] == -1).all() and E.eval["precision"].shape[2] == len(gt["categories"])
+
+
+def test_concurrent_threads_give_the_sequential_results():
+    """Evaluations from several Python threads at once (the ops' parallel loops share their work
+    counters with no other call; one ground-truth object shared by every thread, its cached state
+    built by whichever thread comes first) equal the same evaluations run one after another."""
+    gt, _ = random_dataset(30, n_images=150, max_gt=8, max_dt=30)
+    kgt, _ = random_keypoint_dataset(31, n_images=60)
+    jobs = [("bbox", random_dataset(30, n_images=150, max_gt=8, max_dt=30 + s)[1]) for s in range(4)]
+    jobs += [("keypoints", random_keypoint_dataset(31 + s, n_images=60)[1]) for s in range(0, 3)]
+
+    def run(shared, job):
+        iou_type, dt = job
+        with contextlib.redirect_stdout(io.StringIO()):
+            E = fm.COCOeval(shared[iou_type], shared[iou_type].loadRes(dt), iou_type)
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+        return E
+
+    def fresh():
+        return {"bbox": fm.COCO(gt), "keypoints": fm.COCO(kgt)}
+
+    alone = [run(fresh(), job) for job in jobs]
+    shared = fresh()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            together = list(pool.map(lambda job: run(shared, job), jobs * 2))
+            for ours, want in zip(together, alone * 2):
+                assert_same_eval(ours, want)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_memory_flat_over_repeated_evaluations():
+    """Hundreds of epochs (new results each, from dicts, arrays and keypoint lists; one GT object
+    kept) leave the process' resident memory where the first epochs put it: nothing is kept per
+    call and the readers drop every reference they take."""
+
+    gt, dt = random_dataset(40, n_images=40, max_dt=30)
+    kgt, kdt = random_keypoint_dataset(41, n_images=30)
+    cg, kcg = fm.COCO(gt), fm.COCO(kgt)
+    arr = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in dt])
+
+    def epoch():
+        with contextlib.redirect_stdout(io.StringIO()):
+            for coco, res, iou_type in (
+                (cg, [dict(d) for d in dt], "bbox"),
+                (cg, arr.copy(), "bbox"),
+                (kcg, [dict(d) for d in kdt], "keypoints"),
+            ):
+                E = fm.COCOeval(coco, coco.loadRes(res), iou_type)
+                E.evaluate()
+                E.accumulate()
+                E.summarize()
+
+    for _ in range(60):
+        epoch()
+    before = _rss_bytes()
+    for _ in range(400):
+        epoch()
+    grown = _rss_bytes() - before
+    assert grown < 4 << 20, f"resident memory grew by {grown / 2**20:.1f} MB over 400 epochs"

@@ -285,3 +285,122 @@ def test_opcheck_every_rle_op_and_grouping_ops():
     assert rows_.tolist() == [0, 1, 2] and offs.tolist() == [0, 1, 2, 2, 3]
     tp, fp = torch.ops.fastops.voc_match(*cases[11][1])
     assert tp.tolist() == [1, 0] and fp.tolist() == [0, 1]
+
+
+# ---- adversarial inputs: far-away vertices, RLEs whose runs do not add up --------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(
+    h=st.integers(3, 40),
+    w=st.integers(3, 40),
+    far=st.sampled_from([10.0, 1e3, 1e5, 2e5]),
+    n=st.integers(3, 7),
+    seed=st.integers(0, 2**31 - 1),
+    rounded=st.booleans(),
+)
+def test_polygons_with_far_vertices_bit_exact(h, w, far, n, seed, rounded):
+    """Vertices far outside the image (pycocotools walks every step of such an edge; we visit only
+    the image's columns): the same RLE, for steep, flat and repeated edges on either side."""
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(-far, far, (n, 2))
+    pts[0] = rng.uniform(0, w, 2)  # at least one vertex near the image
+    if rounded:
+        pts = np.round(pts)
+    if rng.random() < 0.3:
+        pts[1] = pts[0]  # a repeated vertex: a zero-length edge
+    polys = [pts.reshape(-1).tolist(), random_polygon(rng, h, w)]
+    assert fmask.frPyObjects(polys, h, w) == pmask.frPyObjects(polys, h, w)
+
+
+def test_polygon_vertex_beyond_the_grid_is_bounded_and_nan_is_rejected():
+    """A vertex at 1e7 .. 1e14 costs what a vertex next to the image costs (pycocotools allocates
+    in proportion to the coordinate, and past 4e8 overflows its int grid); NaN and inf are an error
+    in every path that rasterizes polygons."""
+    import time
+
+    h, w = 50, 60
+    for far in (1e7, 4.3e8, 1e9, 1e12, 1e14):
+        t0 = time.perf_counter()
+        # a triangle whose hypotenuse lies far away covers the whole image
+        tri = fmask.frPyObjects([[-1.0, -1.0, far, -1.0, -1.0, far]], h, w)[0]
+        assert time.perf_counter() - t0 < 1.0
+        assert fmask.area(tri) == h * w
+        # a horizontal band from -far to +far equals the band drawn from just outside the image
+        band = fmask.frPyObjects([[-far, 10.0, far, 10.0, far, 20.5, -far, 20.5]], h, w)[0]
+        near = pmask.frPyObjects([[-3.0, 10.0, w + 3.0, 10.0, w + 3.0, 20.5, -3.0, 20.5]], h, w)[0]
+        assert band == near
+    gt = {
+        "images": [{"id": 1, "height": h, "width": w}],
+        "categories": [{"id": 1}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 10, 10],
+                "area": 100.0,
+                "iscrowd": 0,
+                "segmentation": [[0.0, 0.0, 1e9, 0.0, 0.0, 1e9]],
+            },
+        ],
+    }
+    dt = [{"image_id": 1, "category_id": 1, "segmentation": fmask.encode(np.ones((h, w), np.uint8)), "score": 0.5}]
+    assert run_eval(fm, gt, dt, "segm").stats[0] > 0.99  # the far triangle covers the image
+    for bad in (float("nan"), float("inf"), -float("inf"), 1e15):
+        with pytest.raises(ValueError, match="finite"):
+            fmask.frPyObjects([[0.0, 0.0, bad, 0.0, 0.0, 5.0]], h, w)
+        with pytest.raises(ValueError, match="finite"):
+            fmask.frPyObjects(np.array([[0.0, 0.0, bad, 5.0]]), h, w)
+        gt["annotations"][0]["segmentation"] = [[0.0, 0.0, bad, 0.0, 0.0, 5.0]]
+        with pytest.raises(ValueError, match="finite"):
+            fm.COCO(gt).annToRLE(gt["annotations"][0])
+        with pytest.raises(ValueError, match="finite"):
+            run_eval(fm, gt, dt, "segm")
+
+
+def _runs(counts, h, w):
+    return fmask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [[0, 5], [0, 30], [2, 3, 100], [], [0, 19, 1, 4294967295]],
+    ids=["short", "long", "overrun", "empty", "wraps"],
+)
+def test_merge_and_iou_reject_runs_that_do_not_add_up(counts):
+    """An RLE whose runs do not add up to h * w: pycocotools' merge and iou loop forever on it (decode
+    rejects it); every fastops path that walks two RLEs together raises instead."""
+    h, w = 4, 5
+    good = fmask.encode(np.ones((h, w), np.uint8))
+    bad = _runs(counts, h, w)
+    with pytest.raises(ValueError, match="Invalid RLE"):
+        fmask.merge([good, bad])
+    with pytest.raises(ValueError, match="Invalid RLE"):
+        fmask.merge([bad, good], intersect=1)
+    with pytest.raises(ValueError, match="Invalid RLE"):
+        fmask.iou([good], [bad], [0])
+    with pytest.raises(ValueError, match="Invalid RLE"):
+        fmask.iou([bad], [good], [1])
+    gt = {
+        "images": [{"id": 1, "height": h, "width": w}],
+        "categories": [{"id": 1}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 5, 4],
+                "area": 20.0,
+                "iscrowd": 0,
+                "segmentation": good,
+            },
+        ],
+    }
+    dt = [{"image_id": 1, "category_id": 1, "segmentation": bad, "score": 0.5, "bbox": [0, 0, 5, 4]}]
+    with pytest.raises(ValueError, match="Invalid RLE"):
+        run_eval(fm, gt, dt, "segm")
+    # what pycocotools computes stays computable
+    assert fmask.merge([good, good]) == pmask.merge([good, good])

@@ -326,3 +326,141 @@ def test_cuda_inputs_give_the_cpu_result():
     ra, rb = a.compute(), b.compute()
     for k in ra:
         assert torch.equal(ra[k], rb[k]), k
+
+
+def boxes_and_masks(seed, n_images=12, h=40, w=50, with_area=False):
+    """Images with GT masks and boxes (crowds, optional given areas) and detections that are shifted
+    copies of them (some relabelled) plus random ones."""
+    rng = np.random.default_rng(seed)
+    preds, targets = [], []
+    for _ in range(n_images):
+        n = int(rng.integers(0, 5))
+        gm, gb = np.zeros((n, h, w), bool), np.zeros((n, 4))
+        for i in range(n):
+            y, x = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+            hh, ww = int(rng.integers(3, 30)), int(rng.integers(3, 30))
+            gm[i, y : y + hh, x : x + ww] = True
+            gm[i] &= rng.random((h, w)) < 0.85
+            gb[i] = [x, y, min(x + ww, w), min(y + hh, h)]
+        labels = rng.integers(1, 4, n)
+        dm, db, dl = [], [], []
+        for i in range(n):
+            for _ in range(int(rng.integers(0, 3))):
+                dm.append(np.roll(gm[i], tuple(rng.integers(-2, 3, 2)), (0, 1)))
+                b = gb[i] + rng.normal(0, 1.5, 4)
+                db.append([b[0], b[1], max(b[2], b[0] + 1), max(b[3], b[1] + 1)])
+                dl.append(labels[i] if rng.random() < 0.85 else int(rng.integers(1, 4)))
+        for _ in range(int(rng.integers(0, 2))):
+            m = np.zeros((h, w), bool)
+            y, x = int(rng.integers(0, h - 5)), int(rng.integers(0, w - 5))
+            m[y : y + 6, x : x + 9] = True
+            dm.append(m)
+            db.append([x, y, x + 9, y + 6])
+            dl.append(int(rng.integers(1, 4)))
+        t = {
+            "masks": torch.from_numpy(gm),
+            "boxes": torch.from_numpy(gb).float(),
+            "labels": torch.tensor(labels),
+            "iscrowd": torch.tensor((rng.random(n) < 0.15).astype(int)),
+        }
+        if with_area:
+            t["area"] = torch.tensor(np.where(rng.random(n) < 0.5, rng.uniform(10, 2000, n), 0.0))
+        targets.append(t)
+        k = len(dm)
+        preds.append(
+            {
+                "masks": torch.from_numpy(np.array(dm, bool).reshape(k, h, w)),
+                "boxes": torch.tensor(np.array(db, np.float64).reshape(k, 4)).float(),
+                "scores": torch.tensor(rng.integers(0, 10, k) / 10.0).float(),
+                "labels": torch.tensor(np.array(dl, np.int64)),
+            }
+        )
+    return preds, targets
+
+
+@pytest.mark.parametrize("with_area", [False, True])
+def test_bbox_and_segm_in_one_object_equal_torchmetrics(with_area):
+    """iou_type=("bbox", "segm"): torchmetrics' keys (prefixed) and values, its area rules included
+    (a detection's area per iou type, a ground truth's given area or else its mask's for both)."""
+    tm = pytest.importorskip("torchmetrics.detection")
+    preds, targets = boxes_and_masks(3, with_area=with_area)
+    kw = {"iou_thresholds": np.linspace(0.5, 0.95, 10).tolist(), "rec_thresholds": np.linspace(0, 1, 101).tolist()}
+    theirs = tm.MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools", class_metrics=True, **kw)
+    theirs.update(preds, targets)
+    ours = MeanAveragePrecision(iou_type=("bbox", "segm"), class_metrics=True)
+    for i in range(0, len(preds), 5):
+        ours.update(preds[i : i + 5], targets[i : i + 5])
+    a, b = ours.compute(), theirs.compute()
+    assert sorted(a) == sorted(b)
+    assert a["bbox_map"].item() > 0.05 and a["segm_map"].item() > 0.02  # matches happen
+    for k in b:
+        assert torch.equal(a[k].to(b[k].dtype).reshape(-1), b[k].reshape(-1)), k
+    # each half equals the single-type metric where the area rules agree (segm always does)
+    single = MeanAveragePrecision(iou_type="segm", class_metrics=True)
+    single.update(preds, targets)
+    s = single.compute()
+    for k in KEYS:
+        assert a["segm_" + k].item() == s[k].item(), k
+
+
+def test_masks_as_rle_dicts():
+    """Masks may arrive as RLEs (compressed, as str or bytes, or uncompressed): the same result as
+    boolean masks."""
+    from fastops.metrics import mask
+
+    preds, targets = boxes_and_masks(8)
+    want = MeanAveragePrecision(iou_type=("bbox", "segm"))
+    want.update(preds, targets)
+    want = want.compute()
+
+    def as_rles(items, kind):
+        out = []
+        for it in items:
+            m = it["masks"].numpy().astype(np.uint8)
+            rles = [mask.encode(np.asfortranarray(x)) for x in m]
+            if kind == "str":
+                rles = [{"size": r["size"], "counts": r["counts"].decode()} for r in rles]
+            elif kind == "uncompressed":
+                rles = [{"size": r["size"], "counts": _uncompressed(x)} for r, x in zip(rles, m)]
+            out.append({**it, "masks": rles})
+        return out
+
+    for kind in ("bytes", "str", "uncompressed"):
+        m = MeanAveragePrecision(iou_type=("bbox", "segm"))
+        m.update(as_rles(preds, kind), as_rles(targets, kind))
+        got = m.compute()
+        for k in want:
+            assert torch.equal(got[k], want[k]), (kind, k)
+
+
+def _uncompressed(m):
+    flat = np.asfortranarray(m).reshape(-1, order="F")
+    change = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])))
+    return np.diff(np.concatenate([[0], change])).tolist()
+
+
+def test_bad_masks_and_labels_raise_clearly():
+    preds, targets = boxes_and_masks(9, n_images=6)
+    m = MeanAveragePrecision(iou_type=("bbox", "segm"))
+    i = next(i for i, p in enumerate(preds) if len(p["labels"]))
+    j = next(j for j, t in enumerate(targets) if len(t["labels"]))
+    bad = [dict(p) for p in preds]
+    bad[i]["masks"] = bad[i]["masks"].float() * 0.5
+    with pytest.raises(ValueError, match="boolean"):
+        m.update(bad, targets)
+    bad = [dict(p) for p in preds]
+    bad[0]["masks"] = torch.zeros(len(bad[0]["boxes"]) + 1, 40, 50, dtype=torch.bool)
+    with pytest.raises(ValueError, match="masks"):
+        m.update(bad, targets)
+    bad = [dict(t) for t in targets]
+    del bad[2]["masks"]
+    with pytest.raises(ValueError, match="masks"):
+        m.update(preds, bad)
+    bad = [dict(t) for t in targets]
+    bad[j]["labels"] = bad[j]["labels"].double() + 0.5
+    with pytest.raises(ValueError, match="integers"):
+        m.update(preds, bad)
+    for iou_type in ("keypoints", ("bbox", "bbox"), ()):
+        with pytest.raises(ValueError, match="iou_type"):
+            MeanAveragePrecision(iou_type=iou_type)
+    assert m.compute()["bbox_map"].item() == -1.0  # nothing was added by the failed updates

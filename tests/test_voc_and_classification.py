@@ -301,3 +301,55 @@ def test_voc_published_example():
     cv = out["curves"][0]
     assert [f"{p:.2f}" for p in cv["precision"]] == _PADILLA_PREC
     assert [f"{r:.2f}" for r in cv["recall"]] == _PADILLA_REC
+
+
+def test_voc_rejects_fields_of_another_length():
+    """Every image's boxes, labels, scores and difficult flags must line up: a mismatch used to shift
+    later boxes onto other images (mAP 1.0 -> 0.5) or drop every image's difficult flags."""
+    good_t = [_img([[0, 0, 10, 10]], [0]), _img([[5, 5, 20, 20], [30, 30, 40, 40]], [0, 1])]
+    good_p = [_img([[0, 0, 10, 10]], [0], [0.9]), _img([[5, 5, 20, 20], [30, 30, 40, 40]], [0, 1], [0.8, 0.7])]
+    assert fm.voc_evaluate(good_p, good_t)["map"] == 1.0
+    cases = [
+        ("targets", 1, "labels", torch.tensor([0])),  # 2 boxes, 1 label
+        ("targets", 0, "labels", torch.tensor([0, 1])),  # 1 box, 2 labels
+        ("targets", 1, "difficult", torch.tensor([True])),
+        ("targets", 0, "difficult", torch.tensor([False, False, True])),
+        ("preds", 1, "scores", torch.tensor([0.8])),
+        ("preds", 0, "labels", torch.tensor([0, 0])),
+    ]
+    for side, i, key, value in cases:
+        t, p = [dict(x) for x in good_t], [dict(x) for x in good_p]
+        (t if side == "targets" else p)[i][key] = value
+        with pytest.raises(ValueError, match=rf"{side}\[{i}\]"):
+            fm.voc_evaluate(p, t)
+    # boxes of another shape, fractional labels, missing fields: clear errors
+    for bad in (torch.zeros(2, 5), torch.zeros(8)):
+        t = [dict(x) for x in good_t]
+        t[1]["boxes"] = bad
+        with pytest.raises(ValueError, match="boxes"):
+            fm.voc_evaluate(good_p, t)
+    t = [dict(x) for x in good_t]
+    t[1]["labels"] = torch.tensor([0.0, 1.5])
+    with pytest.raises(ValueError, match="integer"):
+        fm.voc_evaluate(good_p, t)
+    p = [dict(x) for x in good_p]
+    del p[0]["scores"]
+    with pytest.raises(KeyError, match="scores"):
+        fm.voc_evaluate(p, good_t)
+    # difficult given for some images only: the others have none
+    t = [dict(x) for x in good_t]
+    t[1]["difficult"] = torch.tensor([True, False])
+    out = fm.voc_evaluate(good_p, t)
+    assert out["ap"][1] == 1.0 and out["ap"][0] == 1.0
+
+
+def test_average_precision_checks_its_inputs():
+    with pytest.raises(ValueError, match="3 scores but 2 labels"):
+        fm.average_precision([0.9, 0.8, 0.7], [1, 0])
+    with pytest.raises(ValueError, match="NaN"):
+        fm.average_precision([0.9, float("nan")], [1, 0])
+    with pytest.raises(ValueError, match="0 / 1"):
+        fm.average_precision([0.9, 0.8], [2, 0])
+    assert fm.average_precision(np.array([0.9, 0.8]), np.array([True, False])) == 1.0
+    with pytest.raises(ValueError, match="scores and target"):
+        fm.multilabel_average_precision(torch.rand(4, 3), torch.ones(4, 2))

@@ -18,6 +18,9 @@
 
 namespace fastops::coco_eval {
 
+// A detection as coco_evaluate's loops read it: score, area, whether its id is > 0, box (xywh).
+constexpr int64_t kPacked = 8, kPackedScore = 0, kPackedArea = 1, kPackedPositive = 2, kPackedBox = 3;
+
 // Bits of coco_evaluate's det_flags.
 constexpr uint8_t kFlagMatched = 1;  // matched to a ground truth whose id is nonzero (dtm != 0)
 constexpr uint8_t kFlagIgnored = 2;  // dtIgnore
@@ -34,11 +37,10 @@ struct EvaluateArgs {
   const uint8_t* gt_crowd;    // [G] int(iscrowd) != 0: crowd IoU rule, may match many detections
   const uint8_t* gt_ignore;   // [G] bool(iscrowd): the ignore flag before area ranges
   const int64_t* gt_id;       // [G]
-  const int64_t* dt_offsets;  // [P + 1]
-  const double* dt_boxes;     // [D, 4] xywh, or null when `ious` is given
-  const double* dt_area;      // [D]
-  const double* dt_score;     // [D]
-  const int64_t* dt_id;       // [D]
+  const int64_t* dt_offsets;  // [P + 1]: positions of the groups' detections
+  // [D, kPacked] per position: what the matching reads of a detection, gathered by the op from the
+  // columns into one cache line (the rows of a group's detections are scattered in the columns).
+  const double* dt_packed;
   // Precomputed IoU (segm): group p's matrix [n_dt_p, n_gt_p] row-major in load order, at
   // ious + iou_offsets[p]. Null: bbox IoU from the boxes (maskApi.c bbIou).
   const double* ious;
@@ -51,7 +53,8 @@ struct EvaluateArgs {
   // Outputs. det_offsets[p] = sum over earlier groups of min(n_dt, max_det) (caller computes).
   const int64_t* det_offsets;  // [P + 1]
   int64_t num_kept;            // det_offsets[P]
-  int64_t* det_index;          // [num_kept] dt row of each kept detection, by decreasing score per group
+  int64_t* det_index;          // [num_kept] dt position of each kept detection, by decreasing score per group
+  double* det_score;           // [num_kept] its score
   uint8_t* det_flags;          // [num_kept, A, T]
   int32_t* num_positive;       // [G, A]: row gt_offsets[p] holds group p's ground truths not ignored
   int32_t* det_match;          // [num_kept, A, T] matched GT (index within its group, load order) or -1; may be null
@@ -80,9 +83,9 @@ struct AccumulateArgs {
   int64_t num_rec_thrs;
   const double* rec_thrs;  // [R]
   int64_t T, K, A, M;      // output sizes
-  double* precision;       // [K, A, M, T, R], filled with -1 by the caller
-  double* recall;          // [K, A, M, T]
-  double* scores;          // [K, A, M, T, R]
+  double* precision;       // [T, R, K, A, M]: every cell of the listed (k, a, m) written, -1 without GT
+  double* recall;          // [T, K, A, M]
+  double* scores;          // [T, R, K, A, M]
 };
 using AccumulateFn = void(const AccumulateArgs&);
 

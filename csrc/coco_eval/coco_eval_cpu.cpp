@@ -2,16 +2,16 @@
 // its argument), output allocation, and the calls into coco_eval_cpu_kernel.cpp.
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "coco_eval/coco_eval.h"
 #include "common/cpu_alloc.h"
+#include "coco_eval/work_sharing.h"
 
 namespace fastops::coco_eval {
 
@@ -21,11 +21,27 @@ constinit cpu::KernelTable<VocFn> voc_cpu{};
 
 namespace {
 
+// A 1-D CPU tensor of the given dtype (and length), contiguous: the loops read it by pointer.
 void check_1d(const char* op, const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t n = -1) {
   TORCH_CHECK_TYPE(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.dim() == 1 && (n < 0 || t.size(0) == n), op, ": ", name, " must have shape [",
                     n < 0 ? "N" : std::to_string(n), "], got ", t.sizes());
   TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// A new tensor filled with `value` on this thread: ATen's fill runs an OpenMP region past 32k
+// elements, and on a busy machine a region waits a scheduler time slice for its other threads.
+template <typename T>
+at::Tensor filled(at::IntArrayRef sizes, const at::TensorOptions& options, T value) {
+  at::Tensor t = at::empty(sizes, options);
+  std::fill_n(t.mutable_data_ptr<T>(), t.numel(), value);
+  return t;
+}
+
+template <typename T>
+void fill(at::Tensor& t, T value) {
+  std::fill_n(t.mutable_data_ptr<T>(), t.numel(), value);
 }
 
 void check_boxes(const char* op, const at::Tensor& t, const char* name, int64_t n) {
@@ -44,27 +60,37 @@ void check_offsets(const char* op, const at::Tensor& t, const char* name, int64_
   TORCH_CHECK_VALUE(ok, op, ": ", name, " must be nondecreasing offsets from 0 to ", n);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
     const at::Tensor& gt_offsets, const at::Tensor& gt_boxes, const at::Tensor& gt_area, const at::Tensor& gt_crowd,
-    const at::Tensor& gt_ignore, const at::Tensor& gt_id, const at::Tensor& dt_offsets, const at::Tensor& dt_boxes,
-    const at::Tensor& dt_area, const at::Tensor& dt_score, const at::Tensor& dt_id,
-    const std::optional<at::Tensor>& ious, const std::optional<at::Tensor>& iou_offsets, const at::Tensor& iou_thrs,
-    const at::Tensor& area_rng, int64_t max_det, bool with_matches) {
+    const at::Tensor& gt_ignore, const at::Tensor& gt_id, const at::Tensor& dt_offsets,
+    const std::optional<at::Tensor>& dt_rows, const at::Tensor& dt_boxes, const at::Tensor& dt_area,
+    const at::Tensor& dt_score, const at::Tensor& dt_id, const std::optional<at::Tensor>& ious,
+    const std::optional<at::Tensor>& iou_offsets, const at::Tensor& iou_thrs, const at::Tensor& area_rng,
+    int64_t max_det, bool with_matches) {
   const char* op = "coco_evaluate";
   TORCH_CHECK_VALUE(gt_offsets.dim() == 1 && gt_offsets.size(0) >= 1, op, ": gt_offsets must have shape [P + 1], got ",
                     gt_offsets.sizes());
   const int64_t P = gt_offsets.size(0) - 1;
   const int64_t G = gt_area.dim() == 1 ? gt_area.size(0) : -1;
-  const int64_t D = dt_area.dim() == 1 ? dt_area.size(0) : -1;
+  const int64_t N = dt_area.dim() == 1 ? dt_area.size(0) : -1;  // rows of the detections' columns
   check_1d(op, gt_area, "gt_area", at::kDouble);
   check_1d(op, dt_area, "dt_area", at::kDouble);
   check_offsets(op, gt_offsets, "gt_offsets", P, G);
-  check_offsets(op, dt_offsets, "dt_offsets", P, D);
   check_1d(op, gt_crowd, "gt_crowd", at::kBool, G);
   check_1d(op, gt_ignore, "gt_ignore", at::kBool, G);
   check_1d(op, gt_id, "gt_id", at::kLong, G);
-  check_1d(op, dt_score, "dt_score", at::kDouble, D);
-  check_1d(op, dt_id, "dt_id", at::kLong, D);
+  check_1d(op, dt_score, "dt_score", at::kDouble, N);
+  check_1d(op, dt_id, "dt_id", at::kLong, N);
+  // positions: the grouped detections, through dt_rows into the columns (or the columns' rows)
+  int64_t D = N;
+  if (dt_rows.has_value()) {
+    check_1d(op, *dt_rows, "dt_rows", at::kLong);
+    D = dt_rows->size(0);
+    const int64_t* r = dt_rows->const_data_ptr<int64_t>();
+    TORCH_CHECK_INDEX(std::all_of(r, r + D, [N](int64_t x) { return x >= 0 && x < N; }), op,
+                      ": dt_rows entries must be in [0, ", N, ")");
+  }
+  check_offsets(op, dt_offsets, "dt_offsets", P, D);
   TORCH_CHECK_VALUE(ious.has_value() == iou_offsets.has_value(), op, ": ious and iou_offsets must be given together");
   if (ious.has_value()) {
     check_1d(op, *ious, "ious", at::kDouble);
@@ -78,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
                       ": iou_offsets must give each group n_dt * n_gt entries of ious");
   } else {
     check_boxes(op, gt_boxes, "gt_boxes", G);
-    check_boxes(op, dt_boxes, "dt_boxes", D);
+    check_boxes(op, dt_boxes, "dt_boxes", N);
   }
   check_1d(op, iou_thrs, "iou_thrs", at::kDouble);
   TORCH_CHECK_TYPE(area_rng.scalar_type() == at::kDouble, op, ": area_rng must be float64, got ",
@@ -101,15 +127,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
   }
   const int64_t kept = det_offsets.const_data_ptr<int64_t>()[P];
   at::Tensor det_index = at::empty({kept}, gt_offsets.options());
+  at::Tensor det_score = at::empty({kept}, dt_score.options());
   // every flag is written by the kernel
   at::Tensor det_flags = cpu::cached_output({kept, A, T}, gt_offsets.options().dtype(at::kByte));
-  at::Tensor num_positive = at::zeros({G, A}, gt_offsets.options().dtype(at::kInt));
+  at::Tensor num_positive = filled<int32_t>({G, A}, gt_offsets.options().dtype(at::kInt), 0);
   // the matched GT of every kept detection, for COCOeval.evalImgs (only when asked)
   at::Tensor det_match = at::empty({with_matches ? kept : 0, A, T}, gt_offsets.options().dtype(at::kInt));
   const at::Tensor gb = ious.has_value() ? at::Tensor() : gt_boxes.contiguous();
   const at::Tensor db = ious.has_value() ? at::Tensor() : dt_boxes.contiguous();
   const at::Tensor io = ious.has_value() ? ious->contiguous() : at::Tensor();
   const at::Tensor ar = area_rng.contiguous();
+  // the detections' columns gathered by position into one line each (independent loads: the
+  // gather overlaps its cache misses, which the matching's dependent reads would not)
+  std::unique_ptr<double[]> packed(new double[kPacked * std::max<int64_t>(D, 1)]);  // every read slot is written
+  {
+    const int64_t* r = dt_rows.has_value() ? dt_rows->const_data_ptr<int64_t>() : nullptr;
+    const double* box = db.defined() ? db.const_data_ptr<double>() : nullptr;
+    const double *area = dt_area.const_data_ptr<double>(), *score = dt_score.const_data_ptr<double>();
+    const int64_t* id = dt_id.const_data_ptr<int64_t>();
+    share_work(D, 8192, [&](int64_t lo, int64_t hi) {
+      for (int64_t pos = lo; pos < hi; ++pos) {
+        const int64_t row = r != nullptr ? r[pos] : pos;
+        double* out = packed.get() + kPacked * pos;
+        out[kPackedScore] = score[row];
+        out[kPackedArea] = area[row];
+        out[kPackedPositive] = id[row] > 0 ? 1.0 : 0.0;
+        for (int c = 0; c < 4; ++c) out[kPackedBox + c] = box != nullptr ? box[4 * row + c] : 0.0;
+      }
+    });
+  }
   if (P > 0) {
     evaluate_cpu.get()({P,
                         gt_offsets.const_data_ptr<int64_t>(),
@@ -119,10 +165,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
                         reinterpret_cast<const uint8_t*>(gt_ignore.const_data_ptr<bool>()),
                         gt_id.const_data_ptr<int64_t>(),
                         dt_offsets.const_data_ptr<int64_t>(),
-                        db.defined() ? db.const_data_ptr<double>() : nullptr,
-                        dt_area.const_data_ptr<double>(),
-                        dt_score.const_data_ptr<double>(),
-                        dt_id.const_data_ptr<int64_t>(),
+                        packed.get(),
                         io.defined() ? io.const_data_ptr<double>() : nullptr,
                         io.defined() ? iou_offsets->const_data_ptr<int64_t>() : nullptr,
                         T,
@@ -133,11 +176,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
                         det_offsets.const_data_ptr<int64_t>(),
                         kept,
                         det_index.mutable_data_ptr<int64_t>(),
+                        det_score.mutable_data_ptr<double>(),
                         det_flags.mutable_data_ptr<uint8_t>(),
                         num_positive.mutable_data_ptr<int32_t>(),
                         with_matches ? det_match.mutable_data_ptr<int32_t>() : nullptr});
   }
-  return {det_offsets, det_index, det_flags, num_positive, det_match};
+  return {det_offsets, det_index, det_score, det_flags, num_positive, det_match};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
@@ -182,11 +226,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
   TORCH_CHECK_INDEX(in_range(img_list, num_images), op, ": img_list entries must be in [0, ", num_images, ")");
   const int64_t R = rec_thrs.size(0);
   auto opts = det_score.options();
-  // computed cell-major (each cell's R values contiguous), returned in pycocotools' layout
-  at::Tensor precision = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
-  at::Tensor recall = at::full({num_cats, num_areas, num_max_dets, T}, -1.0, opts);
-  at::Tensor scores = cpu::cached_output({num_cats, num_areas, num_max_dets, T, R}, opts).fill_(-1.0);
-  if (P > 0 && cat_list.size(0) > 0) {
+  // pycocotools' layout: precision and scores [T, R, K, A, M], recall [T, K, A, M]
+  at::Tensor precision = cpu::cached_output({T, R, num_cats, num_areas, num_max_dets}, opts);
+  at::Tensor recall = at::empty({T, num_cats, num_areas, num_max_dets}, opts);
+  at::Tensor scores = cpu::cached_output({T, R, num_cats, num_areas, num_max_dets}, opts);
+  const bool run = P > 0 && cat_list.size(0) > 0;
+  // the kernel writes every cell of the listed categories, areas and maxDets; the others are -1
+  if (!run || num_cats > cat_list.size(0) || num_areas > area_list.size(0) || num_max_dets > max_dets.size(0)) {
+    fill(precision, -1.0);
+    fill(recall, -1.0);
+    fill(scores, -1.0);
+  }
+  if (run) {
     const at::Tensor flags = det_flags.contiguous(), npos = num_positive.contiguous();
     accumulate_cpu.get()({num_images,
                           det_offsets.const_data_ptr<int64_t>(),
@@ -215,13 +266,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_accumulate_cpu(
                           recall.mutable_data_ptr<double>(),
                           scores.mutable_data_ptr<double>()});
   }
-  auto to_layout = [](const at::Tensor& cells) {  // [K, A, M, T, R] -> [T, R, K, A, M]
-    at::Tensor out = cpu::cached_output({cells.size(3), cells.size(4), cells.size(0), cells.size(1), cells.size(2)},
-                                        cells.options());
-    out.copy_(cells.permute({3, 4, 0, 1, 2}));
-    return out;
-  };
-  return {to_layout(precision), recall.permute({3, 0, 1, 2}).contiguous(), to_layout(scores)};
+  return {precision, recall, scores};
 }
 
 // Index of each id in the sorted unique `ids`, or -1: a lookup table when the ids are dense
@@ -270,7 +315,7 @@ std::tuple<at::Tensor, at::Tensor> coco_group_cpu(const at::Tensor& image_id, co
   TORCH_CHECK_VALUE(strictly_increasing(cats), op, ": cat_ids must be sorted and unique");
   const std::vector<int64_t> ii = index_of(iid.const_data_ptr<int64_t>(), n, imgs.const_data_ptr<int64_t>(), I);
   const std::vector<int64_t> kk = index_of(cid.const_data_ptr<int64_t>(), n, cats.const_data_ptr<int64_t>(), K);
-  at::Tensor offsets = at::zeros({K * I + 1}, iid.options());
+  at::Tensor offsets = filled<int64_t>({K * I + 1}, iid.options(), 0);
   int64_t* off = offsets.mutable_data_ptr<int64_t>();
   int64_t kept = 0;
   for (int64_t r = 0; r < n; ++r) {
@@ -308,8 +353,8 @@ std::tuple<at::Tensor, at::Tensor> voc_match_cpu(const at::Tensor& gt_offsets, c
   TORCH_CHECK_INDEX(std::all_of(im, im + D, [&](int64_t v) { return v >= 0 && v < num_images; }), op,
                     ": dt_image entries must be in [0, num_images)");
   TORCH_CHECK_VALUE(!std::isnan(iou_threshold), op, ": iou_threshold must be a number");
-  at::Tensor tp = at::zeros({D}, dt_image.options().dtype(at::kByte));
-  at::Tensor fp = at::zeros({D}, dt_image.options().dtype(at::kByte));
+  at::Tensor tp = filled<uint8_t>({D}, dt_image.options().dtype(at::kByte), 0);
+  at::Tensor fp = filled<uint8_t>({D}, dt_image.options().dtype(at::kByte), 0);
   const at::Tensor gb = gt_boxes.contiguous(), db = dt_boxes.contiguous();
   if (D > 0) {
     voc_cpu.get()({C, num_images, gt_offsets.const_data_ptr<int64_t>(), gb.const_data_ptr<double>(),

@@ -39,5 +39,39 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double match_floor(double t) {
   return cap < t ? cap : t;
 }
 
+// COCOeval.computeOks' exponent for one keypoint, before np.exp(-e):
+// (dx**2 + dy**2) / vars / (gt['area'] + np.spacing(1)) / 2, in numpy's order.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double oks_term(double dx, double dy, double var, double area_eps) {
+  return (dx * dx + dy * dy) / var / area_eps / 2;
+}
+
+// np.max((0, v)) of computeOks' distance to the doubled GT box: numpy's maximum, NaN propagating.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double max0(double v) { return v != v ? v : (0.0 >= v ? 0.0 : v); }
+
+// np.sum of a float64 array of n values: numpy's pairwise summation (DOUBLE_pairwise_sum: fewer than
+// 8 values in order; up to 128 in 8 running sums combined as a tree, then the rest; beyond that,
+// the two halves, split at a multiple of 8).
+inline double numpy_sum(const double* a, int64_t n) {
+  if (n < 8) {
+    double r = -0.0;
+    for (int64_t i = 0; i < n; ++i) r += a[i];
+    return r;
+  }
+  if (n <= 128) {
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = a[j];
+    int64_t i = 8;
+    for (; i < n - (n % 8); i += 8) {
+      for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+    }
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+  }
+  int64_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return numpy_sum(a, n2) + numpy_sum(a + n2, n - n2);
+}
+
 }  // namespace FASTOPS_ISA_NAMESPACE
 }  // namespace fastops::coco_eval

@@ -11,6 +11,10 @@
 
 namespace fastops::coco_eval::rle {
 
+// Polygon coordinates (pixels) must be finite and at most this in magnitude: the rasterizer's 5x grid
+// and its steps then stay exact in double and int64.
+constexpr double kMaxPolygonCoordinate = 1e14;
+
 struct Batch {
   const uint32_t* counts;
   const int64_t* offsets;  // [n + 1]
@@ -34,15 +38,21 @@ struct Out {
 struct Kernels {
   // rleEncode of n masks [n, w, h] (column-major per mask).
   void (*encode)(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out);
-  // rleFrString of n strings chars[char_offsets[i]:char_offsets[i + 1]].
-  void (*from_string)(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out);
+  // rleFrString of n strings chars[char_offsets[i]:char_offsets[i + 1]], in two passes so the counts
+  // are written once, in place: string_counts gives each string's number of counts (m[i]), and
+  // from_string decodes string i to counts[offsets[i]:offsets[i + 1]].
+  void (*string_counts)(const uint8_t* chars, const int64_t* char_offsets, int64_t n, int64_t* m);
+  void (*from_string)(const uint8_t* chars, const int64_t* char_offsets, int64_t n, const int64_t* offsets,
+                      uint32_t* counts);
   // rleToString: chars and char offsets [n + 1].
   void (*to_string)(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets);
   // rleFrPoly of polygon i = xy[poly_offsets[i]:poly_offsets[i + 1]] (x, y pairs) in an h x w image,
   // then, per annotation j, rleMerge (union) of polygons [ann_offsets[j], ann_offsets[j + 1]).
+  // Time and memory grow with the image and the number of vertices, not with the coordinates.
   void (*from_polygons)(const double* xy, const int64_t* poly_offsets, const int64_t* ann_offsets, const int64_t* hw,
                         int64_t n_ann, Out& out);
-  // rleMerge of all n RLEs (union or intersection).
+  // rleMerge of all n RLEs (union or intersection). The RLEs' runs must add up to h * w (checked
+  // by the op: maskApi.c loops forever on two RLEs whose runs add up to different totals).
   void (*merge)(const Batch& b, bool intersect, Out& out);
   // rleArea
   void (*area)(const Batch& b, uint32_t* out);

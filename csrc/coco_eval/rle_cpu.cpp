@@ -1,11 +1,12 @@
 // CPU ops of the RLE mask API (schemas in coco_eval.cpp): tensors in, tensors out. A batch of RLEs
 // is counts (int32 holding uint32 values), offsets [n + 1] (int64) and sizes hw [n, 2] (int64).
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "coco_eval/rle.h"
@@ -46,14 +47,28 @@ struct BatchArg {
   }
 };
 
-template <typename T>
-at::Tensor to_tensor(const std::vector<T>& v, at::ScalarType dtype) {
-  at::Tensor t = at::empty({static_cast<int64_t>(v.size())}, at::TensorOptions().dtype(dtype));
-  if (!v.empty()) std::memcpy(t.mutable_data_ptr(), v.data(), v.size() * sizeof(T));
-  return t;
+// Every RLE's runs add up to its h * w (merge and IoU walk two RLEs' runs together and never end
+// when their totals differ; decode rejects such an RLE too).
+void check_runs(const char* op, const Batch& b, const char* which = "") {
+  for (int64_t i = 0; i < b.n; ++i) {
+    uint64_t total = 0;
+    for (int64_t j = b.offsets[i]; j < b.offsets[i + 1]; ++j) total += b.counts[j];
+    const uint64_t need = static_cast<uint64_t>(b.hw[2 * i]) * static_cast<uint64_t>(b.hw[2 * i + 1]);
+    TORCH_CHECK_VALUE(total == need, op, ": Invalid RLE mask representation: ", which, "RLE ", i, "'s runs add up to ",
+                      total, " pixels, but its size ", b.hw[2 * i], " x ", b.hw[2 * i + 1], " has ", need);
+  }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> out_tensors(const Out& out) {
+// A 1-D tensor that takes over a vector's buffer (no copy).
+template <typename T>
+at::Tensor to_tensor(std::vector<T>& v, at::ScalarType dtype) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  if (n == 0) return at::empty({0}, at::TensorOptions().dtype(dtype));
+  auto* owner = new std::vector<T>(std::move(v));
+  return at::from_blob(owner->data(), {n}, [owner](void*) { delete owner; }, at::TensorOptions().dtype(dtype));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> out_tensors(Out& out) {
   return {to_tensor(out.counts, at::kInt), to_tensor(out.offsets, at::kLong),
           to_tensor(out.hw, at::kLong).view({-1, 2})};
 }
@@ -80,9 +95,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_from_string_cpu(const at::Ten
   bool ok = off[0] == 0 && off[n] == c.size(0);
   for (int64_t i = 0; ok && i < n; ++i) ok = off[i] <= off[i + 1];
   TORCH_CHECK_VALUE(ok, op, ": char_offsets must be nondecreasing from 0 to len(chars)");
-  Out out;
-  K().from_string(c.const_data_ptr<uint8_t>(), off, h.const_data_ptr<int64_t>(), n, out);
-  return out_tensors(out);
+  at::Tensor offsets = at::empty({n + 1}, o.options());
+  int64_t* offs = offsets.mutable_data_ptr<int64_t>();
+  offs[0] = 0;
+  K().string_counts(c.const_data_ptr<uint8_t>(), off, n, offs + 1);
+  for (int64_t i = 0; i < n; ++i) offs[i + 1] += offs[i];
+  at::Tensor counts = at::empty({offs[n]}, at::TensorOptions().dtype(at::kInt));
+  K().from_string(c.const_data_ptr<uint8_t>(), off, n, offs,
+                  reinterpret_cast<uint32_t*>(counts.mutable_data_ptr<int32_t>()));
+  return {counts, offsets, h.clone()};
 }
 
 std::tuple<at::Tensor, at::Tensor> rle_to_string_cpu(const at::Tensor& counts, const at::Tensor& offsets,
@@ -116,6 +137,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_from_polygons_cpu(const at::T
   TORCH_CHECK_VALUE(ok, op, ": poly_offsets / ann_offsets must be nondecreasing offsets into xy / the polygons");
   const int64_t* s = h.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < 2 * n_ann; ++i) TORCH_CHECK_VALUE(s[i] >= 0, op, ": image sizes must be >= 0");
+  const double* v = x.const_data_ptr<double>();
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    if (!(std::abs(v[i]) <= kMaxPolygonCoordinate)) {  // NaN fails too
+      const int64_t poly = std::upper_bound(pof, pof + n_poly + 1, i) - pof - 1;
+      TORCH_CHECK_VALUE(false, op, ": polygon ", poly, " has coordinate ", v[i],
+                        "; polygon coordinates must be finite and at most ", kMaxPolygonCoordinate, " in magnitude");
+    }
+  }
   Out out;
   K().from_polygons(x.const_data_ptr<double>(), pof, aof, s, n_ann, out);
   return out_tensors(out);
@@ -124,6 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_from_polygons_cpu(const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rle_merge_cpu(const at::Tensor& counts, const at::Tensor& offsets,
                                                              const at::Tensor& hw, bool intersect) {
   BatchArg a("rle_merge", counts, offsets, hw);
+  check_runs("rle_merge", a.b);
   Out out;
   K().merge(a.b, intersect, out);
   return out_tensors(out);
@@ -147,6 +177,8 @@ at::Tensor rle_iou_cpu(const at::Tensor& dt_counts, const at::Tensor& dt_offsets
                        const at::Tensor& gt_counts, const at::Tensor& gt_offsets, const at::Tensor& gt_hw,
                        const at::Tensor& crowd) {
   BatchArg d("rle_iou", dt_counts, dt_offsets, dt_hw), g("rle_iou", gt_counts, gt_offsets, gt_hw);
+  check_runs("rle_iou", d.b, "dt ");
+  check_runs("rle_iou", g.b, "gt ");
   check_t("rle_iou", crowd, "crowd", at::kBool, 1);
   TORCH_CHECK_VALUE(crowd.size(0) == g.b.n, "rle_iou: crowd must have one flag per ground truth (", g.b.n, "), got ",
                     crowd.size(0));
@@ -161,7 +193,8 @@ at::Tensor rle_iou_cpu(const at::Tensor& dt_counts, const at::Tensor& dt_offsets
 at::Tensor rle_decode_cpu(const at::Tensor& counts, const at::Tensor& offsets, const at::Tensor& hw) {
   BatchArg a("rle_decode", counts, offsets, hw);
   const int64_t h = a.b.n ? a.b.hw[0] : 0, w = a.b.n ? a.b.hw[1] : 0;
-  at::Tensor out = at::zeros({a.b.n, w, h}, at::TensorOptions().dtype(at::kByte));
+  at::Tensor out = at::empty({a.b.n, w, h}, at::TensorOptions().dtype(at::kByte));
+  std::memset(out.mutable_data_ptr<uint8_t>(), 0, out.numel());  // on this thread (see coco_eval_cpu.cpp)
   TORCH_CHECK_VALUE(K().decode(a.b, out.mutable_data_ptr<uint8_t>()), "rle_decode: Invalid RLE mask representation");
   return out;
 }
@@ -174,6 +207,8 @@ std::tuple<at::Tensor, at::Tensor> rle_grouped_iou_cpu(const at::Tensor& dt_coun
                                                        const at::Tensor& crowd) {
   const char* op = "rle_grouped_iou";
   BatchArg d(op, dt_counts, dt_offsets, dt_hw), g(op, gt_counts, gt_offsets, gt_hw);
+  check_runs(op, d.b, "dt ");
+  check_runs(op, g.b, "gt ");
   check_t(op, dt_groups, "dt_groups", at::kLong, 1);
   check_t(op, gt_groups, "gt_groups", at::kLong, 1);
   check_t(op, crowd, "crowd", at::kBool, 1);

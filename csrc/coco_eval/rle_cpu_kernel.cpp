@@ -7,20 +7,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
-#include <ATen/Parallel.h>
+#include "coco_eval/work_sharing.h"
 
 #include "coco_eval/coco_eval_math.h"
 #include "coco_eval/rle.h"
 
 namespace fastops::coco_eval::rle {
 namespace {
-
-// C's (int)d on x86-64 (cvttsd2si): truncation, and INT_MIN where the value does not fit.
-FASTOPS_FORCEINLINE int32_t c_int(double d) {
-  if (!(d > -2147483649.0 && d < 2147483648.0)) return INT32_MIN;
-  return static_cast<int32_t>(d);
-}
 
 // One RLE of a batch.
 struct View {
@@ -41,7 +36,7 @@ void chunked(int64_t n, int64_t grain, Out& out, F f) {
     return;
   }
   std::vector<Out> parts(nchunks);
-  at::parallel_for(0, nchunks, 1, [&](int64_t lo, int64_t hi) {
+  share_work(nchunks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t c = lo; c < hi; ++c) f(c * grain, std::min(n, (c + 1) * grain), parts[c]);
   });
   for (const Out& part : parts) {
@@ -71,38 +66,56 @@ void encode_impl(const uint8_t* masks, int64_t n, int64_t h, int64_t w, Out& out
   }
 }
 
-void from_string_range(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t begin, int64_t end,
-                       Out& out) {
-  for (int64_t i = begin; i < end; ++i) {
-    const uint8_t* s = chars + char_offsets[i];
-    const int64_t len = char_offsets[i + 1] - char_offsets[i];
-    const int64_t base = static_cast<int64_t>(out.counts.size());
-    int64_t p = 0, m = 0;
-    while (p < len && s[p] != 0) {
-      int64_t x = 0;
-      int k = 0;
-      bool more = true;
-      while (more) {
-        const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
-        // (c & 0x1f) << 5k and -1 << 5k in C's int, as x86 computes them (shift count mod 32)
-        x |= static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(c & 0x1f) << ((5 * k) & 31)));
-        more = (c & 0x20) != 0;
-        ++p;
-        ++k;
-        if (!more && (c & 0x10)) {
-          x |= static_cast<int64_t>(static_cast<int32_t>(0xffffffffu << ((5 * k) & 31)));
-        }
-      }
-      if (m > 2) x += static_cast<int64_t>(out.counts[base + m - 2]);
-      out.counts.push_back(static_cast<uint32_t>(x));
-      ++m;
+// The number of counts rleFrString reads from one string (its loops, without the values).
+int64_t string_count(const uint8_t* s, int64_t len) {
+  int64_t p = 0, m = 0;
+  while (p < len && s[p] != 0) {
+    bool more = true;
+    while (more) {
+      const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
+      more = (c & 0x20) != 0;
+      ++p;
     }
-    out.close(hw[2 * i], hw[2 * i + 1]);
+    ++m;
   }
+  return m;
 }
 
-void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, const int64_t* hw, int64_t n, Out& out) {
-  chunked(n, 2048, out, [&](int64_t b, int64_t e, Out& o) { from_string_range(chars, char_offsets, hw, b, e, o); });
+void string_counts_impl(const uint8_t* chars, const int64_t* char_offsets, int64_t n, int64_t* m) {
+  share_work(n, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      m[i] = string_count(chars + char_offsets[i], char_offsets[i + 1] - char_offsets[i]);
+  });
+}
+
+void from_string_impl(const uint8_t* chars, const int64_t* char_offsets, int64_t n, const int64_t* offsets,
+                      uint32_t* counts) {
+  share_work(n, 2048, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const uint8_t* s = chars + char_offsets[i];
+      const int64_t len = char_offsets[i + 1] - char_offsets[i];
+      uint32_t* out = counts + offsets[i];
+      int64_t p = 0, m = 0;
+      while (p < len && s[p] != 0) {
+        int64_t x = 0;
+        int k = 0;
+        bool more = true;
+        while (more) {
+          const int8_t c = static_cast<int8_t>((p < len ? s[p] : 0) - 48);
+          // (c & 0x1f) << 5k and -1 << 5k in C's int, as x86 computes them (shift count mod 32)
+          x |= static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(c & 0x1f) << ((5 * k) & 31)));
+          more = (c & 0x20) != 0;
+          ++p;
+          ++k;
+          if (!more && (c & 0x10)) {
+            x |= static_cast<int64_t>(static_cast<int32_t>(0xffffffffu << ((5 * k) & 31)));
+          }
+        }
+        if (m > 2) x += static_cast<int64_t>(out[m - 2]);
+        out[m++] = static_cast<uint32_t>(x);
+      }
+    }
+  });
 }
 
 void to_string_impl(const Batch& b, std::vector<uint8_t>& chars, std::vector<int64_t>& char_offsets) {
@@ -125,55 +138,63 @@ void to_string_impl(const Batch& b, std::vector<uint8_t>& chars, std::vector<int
   }
 }
 
-// rleFrPoly for one polygon of k points: counts appended to `cnts`.
+// One point of maskApi.c's walk along a polygon edge at 5x resolution: step d (0..D) of the edge
+// from (xs, ys) to (xe, ye) after its flip, as rleFrPoly computes it (u the column, v the row).
+struct EdgeWalk {
+  int64_t xs, ys, dx, dy, D;
+  bool flip;
+  double s;
+  FASTOPS_FORCEINLINE void point(int64_t d, int64_t& u, int64_t& v) const {
+    const int64_t t = flip ? D - d : d;
+    if (D == 0) {  // a repeated vertex: maskApi.c's slope is 0 / 0 and its row (int)NaN = INT_MIN
+      u = xs;
+      v = std::numeric_limits<int32_t>::min();
+    } else if (dx >= dy) {
+      u = t + xs;
+      v = static_cast<int64_t>(static_cast<double>(ys) + s * static_cast<double>(t) + .5);
+    } else {
+      v = t + ys;
+      u = static_cast<int64_t>(static_cast<double>(xs) + s * static_cast<double>(t) + .5);
+    }
+  }
+  FASTOPS_FORCEINLINE int64_t column(int64_t d) const {
+    int64_t u, v;
+    point(d, u, v);
+    return u;
+  }
+};
+
+// rleFrPoly (maskApi.c) of one polygon of k points, its counts appended to `cnts`. maskApi.c walks
+// every edge at 5x resolution, one point per step (memory in proportion to the coordinates: a
+// vertex at 1e8 needs gigabytes), and keeps the points where the column changes to a column of
+// the image. Here the same points are computed by the same formulas, but along each edge only
+// the column changes that can land inside the image are visited: the column along an edge is
+// monotone, so the walk jumps (binary search) to where it enters the image's columns and stops
+// where it leaves them. Coordinates are integers of the 5x grid in int64 (maskApi.c's int32
+// overflows past |5x| = 2^31; within that range the results are the same).
 void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<uint32_t>& cnts,
-                 std::vector<int32_t>& x, std::vector<int32_t>& y, std::vector<int32_t>& u, std::vector<int32_t>& v,
-                 std::vector<uint32_t>& a) {
+                 std::vector<int64_t>& x, std::vector<int64_t>& y, std::vector<uint32_t>& a) {
   const double scale = 5;
   x.resize(k + 1);
   y.resize(k + 1);
-  for (int64_t j = 0; j < k; ++j) x[j] = c_int(scale * xy[j * 2 + 0] + .5);
-  for (int64_t j = 0; j < k; ++j) y[j] = c_int(scale * xy[j * 2 + 1] + .5);
+  // the caller checks |coordinate| <= kMaxPolygonCoordinate: these conversions are exact truncations
+  for (int64_t j = 0; j < k; ++j) x[j] = static_cast<int64_t>(scale * xy[j * 2 + 0] + .5);
+  for (int64_t j = 0; j < k; ++j) y[j] = static_cast<int64_t>(scale * xy[j * 2 + 1] + .5);
   if (k > 0) {
     x[k] = x[0];
     y[k] = y[0];
   }
-  u.clear();
-  v.clear();
-  for (int64_t j = 0; j < k; ++j) {
-    int32_t xs = x[j], xe = x[j + 1], ys = y[j], ye = y[j + 1];
-    const int32_t dx = std::abs(xe - xs), dy = std::abs(ys - ye);
-    const bool flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
-    if (flip) {
-      std::swap(xs, xe);
-      std::swap(ys, ye);
-    }
-    const double s = dx >= dy ? static_cast<double>(ye - ys) / dx : static_cast<double>(xe - xs) / dy;
-    if (dx >= dy) {
-      for (int32_t d = 0; d <= dx; ++d) {
-        const int32_t t = flip ? dx - d : d;
-        u.push_back(t + xs);
-        v.push_back(c_int(ys + s * t + .5));
-      }
-    } else {
-      for (int32_t d = 0; d <= dy; ++d) {
-        const int32_t t = flip ? dy - d : d;
-        v.push_back(t + ys);
-        u.push_back(c_int(xs + s * t + .5));
-      }
-    }
-  }
-  // points along the y-boundary, downsampled
-  const int64_t np = static_cast<int64_t>(u.size());
+  a.clear();
   const double w_max = static_cast<double>(static_cast<uint64_t>(w) - 1);  // size_t w - 1
   const double h_d = static_cast<double>(static_cast<uint64_t>(h));
-  a.clear();
-  for (int64_t j = 1; j < np; ++j) {
-    if (u[j] == u[j - 1]) continue;
-    double xd = static_cast<double>(u[j] < u[j - 1] ? u[j] : u[j] - 1);
+  // maskApi.c's downsampling of one pair of consecutive walk points p, q: a boundary point when the
+  // column changes to one whose (column - 2) / 5 is an image column.
+  auto pair = [&](int64_t up, int64_t vp, int64_t uq, int64_t vq) {
+    if (uq == up) return;
+    double xd = static_cast<double>(uq < up ? uq : uq - 1);
     xd = (xd + .5) / scale - .5;
-    if (std::floor(xd) != xd || xd < 0 || xd > w_max) continue;
-    double yd = static_cast<double>(v[j] < v[j - 1] ? v[j] : v[j - 1]);
+    if (std::floor(xd) != xd || xd < 0 || xd > w_max) return;
+    double yd = static_cast<double>(vq < vp ? vq : vp);
     yd = (yd + .5) / scale - .5;
     if (yd < 0) {
       yd = 0;
@@ -181,17 +202,85 @@ void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<
       yd = h_d;
     }
     yd = std::ceil(yd);
-    a.push_back(static_cast<uint32_t>(c_int(xd) * static_cast<int32_t>(h) + c_int(yd)));
+    // (uint)(x * (siz)h + y)
+    a.push_back(
+        static_cast<uint32_t>(static_cast<uint64_t>(xd) * static_cast<uint64_t>(h) + static_cast<uint64_t>(yd)));
+  };
+  // A pair can give a point only when its smaller column is in [lo, hi]; consecutive columns of a
+  // walk differ by at most 1.
+  const int64_t lo = 2, hi = 5 * (w - 1) + 2;
+  auto mod5 = [](int64_t v) { return ((v % 5) + 5) % 5; };
+  int64_t pu = 0, pv = 0;  // the previous edge's last point: pycocotools walks all edges as one sequence
+  // (an image of width 0 has no column, so no boundary point; maskApi.c's w - 1 wraps around there)
+  for (int64_t j = 0; w > 0 && j < k; ++j) {
+    EdgeWalk e;
+    e.xs = x[j], e.ys = y[j];
+    int64_t xe = x[j + 1], ye = y[j + 1];
+    e.dx = std::abs(xe - e.xs), e.dy = std::abs(e.ys - ye);
+    e.flip = (e.dx >= e.dy && e.xs > xe) || (e.dx < e.dy && e.ys > ye);
+    if (e.flip) {
+      std::swap(e.xs, xe);
+      std::swap(e.ys, ye);
+    }
+    e.D = std::max(e.dx, e.dy);
+    e.s = e.D == 0 ? 0.0
+                   : (e.dx >= e.dy ? static_cast<double>(ye - e.ys) / static_cast<double>(e.dx)
+                                   : static_cast<double>(xe - e.xs) / static_cast<double>(e.dy));
+    int64_t u0, v0;
+    e.point(0, u0, v0);
+    if (j > 0) pair(pu, pv, u0, v0);
+    const int64_t D = e.D;
+    const bool inc = e.column(D) >= u0;  // the column is monotone along the walk
+    // first step d >= d0 where pred(column(d)) holds (pred monotone along the walk), or D + 1
+    auto first_where = [&](int64_t d0, auto pred) {
+      int64_t step = 1, last = d0 - 1;  // gallop, then bisect
+      int64_t d = d0;
+      while (d <= D && !pred(e.column(d))) {
+        last = d;
+        d = d0 + step;
+        step *= 2;
+      }
+      int64_t lo_d = last + 1, hi_d = std::min(d, D + 1);
+      while (lo_d < hi_d) {
+        const int64_t mid = lo_d + (hi_d - lo_d) / 2;
+        if (pred(e.column(mid))) {
+          hi_d = mid;
+        } else {
+          lo_d = mid + 1;
+        }
+      }
+      return lo_d;
+    };
+    // enter the image's columns: pairs before it have both columns <= lo (rising) or >= hi + 1
+    int64_t d =
+        inc ? first_where(1, [&](int64_t u) { return u > lo; }) : first_where(1, [&](int64_t u) { return u <= hi; });
+    while (d <= D) {
+      int64_t ua, va, ub, vb;
+      e.point(d - 1, ua, va);
+      e.point(d, ub, vb);
+      pair(ua, va, ub, vb);
+      if (inc ? ub >= hi + 1 : ub <= lo) break;  // every later pair's smaller column is outside
+      // Only a pair whose smaller column c is 2 mod 5 gives a point: (c + .5) / 5 - .5 is an integer
+      // then and only then for every column of the grid (|c| < 2^50). The next such pair is where
+      // the column first passes the next such c (it moves by at most 1 per step).
+      if (inc) {
+        const int64_t c = ub + mod5(2 - ub);  // the smallest >= ub
+        d = first_where(d + 1, [&](int64_t u) { return u > c; });
+      } else {
+        const int64_t c = ub - 1 - mod5(ub - 3);  // the largest <= ub - 1
+        d = first_where(d + 1, [&](int64_t u) { return u <= c; });
+      }
+    }
+    e.point(D, pu, pv);
   }
   a.push_back(static_cast<uint32_t>(h * w));
   std::sort(a.begin(), a.end());
   uint32_t p = 0;
-  for (auto& e : a) {
-    const uint32_t t = e;
-    e -= p;
+  for (auto& q : a) {
+    const uint32_t t = q;
+    q -= p;
     p = t;
   }
-  const size_t start = cnts.size();
   size_t j = 0;
   cnts.push_back(a[j++]);
   while (j < a.size()) {
@@ -202,7 +291,6 @@ void poly_to_rle(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<
       if (j < a.size()) cnts.back() += a[j++];
     }
   }
-  (void)start;
 }
 
 // rleMerge of `n` RLEs given by views; the result appended to out (counts) with its h, w.
@@ -266,7 +354,7 @@ void from_polygons_range(const double* xy, const int64_t* poly_offsets, const in
                          int64_t begin, int64_t end, Out& out) {
   std::vector<uint32_t> polys, acc, tmp;
   std::vector<int64_t> poly_start;
-  std::vector<int32_t> x, y, u, v;
+  std::vector<int64_t> x, y;
   std::vector<uint32_t> a;
   for (int64_t j = begin; j < end; ++j) {
     const int64_t h = hw[2 * j], w = hw[2 * j + 1];
@@ -274,7 +362,7 @@ void from_polygons_range(const double* xy, const int64_t* poly_offsets, const in
     poly_start.assign(1, 0);
     for (int64_t q = ann_offsets[j]; q < ann_offsets[j + 1]; ++q) {
       const int64_t k = (poly_offsets[q + 1] - poly_offsets[q]) / 2;
-      poly_to_rle(xy + poly_offsets[q], k, h, w, polys, x, y, u, v, a);
+      poly_to_rle(xy + poly_offsets[q], k, h, w, polys, x, y, a);
       poly_start.push_back(static_cast<int64_t>(polys.size()));
     }
     const int64_t n = ann_offsets[j + 1] - ann_offsets[j];
@@ -400,7 +488,7 @@ void iou_block(const Batch& dt, const int64_t* dt_rows, int64_t d0, int64_t nd, 
 }
 
 void iou_impl(const Batch& dt, const Batch& gt, const uint8_t* crowd, double* out) {
-  at::parallel_for(0, dt.n, 64, [&](int64_t lo, int64_t hi) {
+  share_work(dt.n, 64, [&](int64_t lo, int64_t hi) {
     std::vector<double> boxes;
     iou_block(dt, nullptr, lo, hi - lo, gt, nullptr, 0, gt.n, crowd, out + lo * gt.n, boxes);
   });
@@ -427,7 +515,7 @@ bool decode_impl(const Batch& b, uint8_t* out) {
 void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt_groups, const Batch& gt,
                       const int64_t* gt_rows, const int64_t* gt_groups, const uint8_t* crowd, int64_t num_groups,
                       const int64_t* iou_offsets, double* out) {
-  at::parallel_for(0, num_groups, 256, [&](int64_t lo, int64_t hi) {
+  share_work(num_groups, 256, [&](int64_t lo, int64_t hi) {
     std::vector<double> boxes;
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t nd = dt_groups[p + 1] - dt_groups[p], ng = gt_groups[p + 1] - gt_groups[p];
@@ -437,8 +525,9 @@ void grouped_iou_impl(const Batch& dt, const int64_t* dt_rows, const int64_t* dt
   });
 }
 
-Kernels kKernels{&encode_impl, &from_string_impl, &to_string_impl, &from_polygons_impl, &merge_impl,
-                 &area_impl,   &to_bbox_impl,     &iou_impl,       &decode_impl,        &grouped_iou_impl};
+Kernels kKernels{&encode_impl,        &string_counts_impl, &from_string_impl, &to_string_impl,
+                 &from_polygons_impl, &merge_impl,         &area_impl,        &to_bbox_impl,
+                 &iou_impl,           &decode_impl,        &grouped_iou_impl};
 
 FASTOPS_REGISTER_CPU_KERNEL(kernels_cpu, &kKernels);
 

@@ -1,11 +1,13 @@
 // The Python module fastops._C. Importing it runs the static TORCH_LIBRARY registrations of every
-// op compiled into it; the functions here only describe the build.
+// op compiled into it; the functions here describe the build, and metrics' readers of Python lists
+// are added from their family.
 #include <pybind11/pybind11.h>
 
 #include <ATen/Parallel.h>
 
 #include "common/cpu_alloc.h"
 #include "common/cpu_dispatch.h"
+#include "coco_eval/py_rows.h"
 
 namespace py = pybind11;
 
@@ -38,4 +40,5 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "output_cache_bytes", [] { return fastops::cpu::output_cache_bytes(); },
       "Bytes of freed large CPU outputs held for reuse.");
+  fastops::coco::register_python_readers(m);
 }

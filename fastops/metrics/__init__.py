@@ -1,8 +1,9 @@
 """Evaluation metrics.
 
 - COCO detection evaluation: pycocotools-compatible ``COCO``/``COCOeval`` (bit-exact ``stats`` and
-  ``eval`` arrays, bbox and segm), its RLE mask API (``fastops.metrics.mask``), and
-  ``MeanAveragePrecision`` for training loops (torchmetrics' interface, torch.distributed sync).
+  ``eval`` arrays, bbox, segm and keypoints; files read by C++), its RLE mask API
+  (``fastops.metrics.mask``), and ``MeanAveragePrecision`` for training loops (torchmetrics'
+  interface, bbox and segm together, torch.distributed sync).
 - PASCAL VOC: ``voc_evaluate`` (11-point / all-point AP, difficult flag), ``voc_ap``,
   ``plot_pr_curves``, ``detection_confusion_matrix``.
 - Classification and segmentation: ``precision_recall_f1``, ``confusion_matrix``,

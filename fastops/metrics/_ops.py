@@ -13,6 +13,7 @@ def _coco_evaluate_fake(
     gt_ignore,
     gt_id,
     dt_offsets,
+    dt_rows,
     dt_boxes,
     dt_area,
     dt_score,
@@ -26,10 +27,11 @@ def _coco_evaluate_fake(
 ):
     p = gt_offsets.shape[0] - 1
     kept = torch.library.get_ctx().new_dynamic_size()
-    torch._check(kept <= dt_score.shape[0])
+    torch._check(kept <= (dt_rows if dt_rows is not None else dt_score).shape[0])
     return (
         gt_offsets.new_empty(p + 1),
         gt_offsets.new_empty(kept),
+        dt_score.new_empty(kept),
         gt_offsets.new_empty(kept, area_rng.shape[0], iou_thrs.shape[0], dtype=torch.uint8),
         gt_offsets.new_empty(gt_area.shape[0], area_rng.shape[0], dtype=torch.int32),
         gt_offsets.new_empty(kept if with_matches else 0, area_rng.shape[0], iou_thrs.shape[0], dtype=torch.int32),

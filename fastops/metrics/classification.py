@@ -137,9 +137,17 @@ class SegmentationMetrics:
 
 def average_precision(scores, labels) -> float:
     """Average precision of one binary problem, as sklearn's average_precision_score: the sum over
-    the distinct score thresholds (decreasing) of (R_n - R_{n-1}) * P_n. NaN without positives."""
+    the distinct score thresholds (decreasing) of (R_n - R_{n-1}) * P_n. NaN without positives.
+    scores and labels (0 / 1) must have the same length; NaN scores raise ValueError."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1).astype(bool)
+    y_in = np.asarray(labels).reshape(-1)
+    if s.size != y_in.size:
+        raise ValueError(f"average_precision: {s.size} scores but {y_in.size} labels")
+    if np.isnan(s).any():
+        raise ValueError("average_precision: scores contain NaN")
+    if y_in.dtype.kind not in "biuf" or not np.isin(y_in, (0, 1)).all():
+        raise ValueError("average_precision: labels must be 0 / 1 (or bool)")
+    y = y_in.astype(bool)
     if y.sum() == 0:
         return float("nan")
     order = np.argsort(-s, kind="mergesort")

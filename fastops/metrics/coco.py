@@ -1,129 +1,85 @@
-"""pycocotools' ``COCO``: the annotation index of a COCO-format dataset (a drop-in, same attributes
-and methods), plus the column form of its annotations that the evaluation (``cocoeval.py``) reads.
+"""pycocotools' ``COCO``: the annotation index of a COCO-format dataset (a drop-in: same attributes
+and methods), and what the evaluation reads of it (``columns()``, ``rle_batch()``, the image table).
 
     gt = COCO("instances_val.json")          # or COCO(dataset_dict)
     dt = gt.loadRes("results.json")          # or a list of result dicts, or an [N, 7] array
 
-``loadRes`` decides the result kind from the first result, numbers results 1..N and sets their
-area (w * h for boxes, the mask's area for segmentations) and iscrowd 0, as pycocotools does.
-Duplicate annotation ids resolve as ``COCO.loadAnns`` does (the last annotation with that id).
-``loadRes([])`` gives an empty result set (pycocotools raises IndexError). Results must refer to
-images of the ground-truth set (AssertionError, as pycocotools).
+A file is read by C++ straight into the columns the evaluation needs (``cocojson``); ``dataset``
+and the index (``anns``, ``imgs``, ``cats``, ``imgToAnns``, ``catToImgs``) are built from it on
+first access. ``loadRes`` follows pycocotools' rules (``results.py``) and builds the result dicts
+on first access as well: a list of result dicts given to it gets its ids, areas and iscrowd flags
+then, not at loadRes.
 
-Runtime needs numpy and torch only.
+The evaluation reads a COCO object's annotations once and keeps what depends only on them (columns,
+RLEs, their grouping): ``createIndex()``, assigning ``dataset``, or replacing or resizing
+``dataset["annotations"]`` makes it read them again. After editing annotation dicts in place, call
+``createIndex()``, as after any change to ``dataset``.
+
+Runtime needs numpy and torch only (orjson, when installed, builds the dicts faster).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 from collections import defaultdict
-from operator import itemgetter
 
 import numpy as np
 
+from . import cocojson, results, rle
 from . import mask as maskUtils
-from . import rle
+from .columns import AnnotationColumns, ids_from_parsed, ids_from_values
 
-__all__ = ["COCO", "AnnotationColumns", "ArrayCOCO"]
+__all__ = ["COCO", "ArrayCOCO", "ImageTable"]
 
 
 def _isArrayLike(obj):
     return hasattr(obj, "__iter__") and hasattr(obj, "__len__")
 
 
-def _id_array(anns: list, key: str) -> np.ndarray:
-    """ann[key] of every annotation as an int64 array (COCO ids are integers; anything else raises
-    ValueError naming the key)."""
-    try:
-        return np.fromiter(map(itemgetter(key), anns), dtype=np.int64, count=len(anns))
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ValueError(f"COCO annotations' {key!r} must be integers: {e}") from None
+class ImageTable:
+    """A dataset's images as arrays: ids (int64, unique, in order of first appearance, as the keys
+    of ``COCO.imgs``) and each id's height and width (the last image with that id, as ``imgs``;
+    NaN where absent)."""
 
+    def __init__(self, ids: np.ndarray, heights: np.ndarray, widths: np.ndarray):
+        n = len(ids)
+        last = np.empty(0, np.int64)
+        if n:
+            rev_unique, rev_index = np.unique(ids[::-1], return_index=True)
+            last = n - 1 - rev_index  # per sorted unique id: its last row
+            _, first = np.unique(ids, return_index=True)
+            order = np.argsort(first, kind="stable")
+            self.ids = rev_unique[order]  # first-appearance order
+            self._sorted = rev_unique
+        else:
+            self.ids = self._sorted = np.zeros(0, np.int64)
+        self._hw = np.stack([heights[last], widths[last]], 1) if n else np.zeros((0, 2))
 
-class AnnotationColumns:
-    """One COCO object's annotations as columns, in ``dataset['annotations']`` order."""
-
-    def __init__(self, anns: list):
-        n = len(anns)
-        self.n = n
-        self.id = _id_array(anns, "id")
-        self.image_id = _id_array(anns, "image_id")
-        self.category_id = _id_array(anns, "category_id")
-        # area and iscrowd are read only when an evaluation needs them (pycocotools likewise)
-        self._anns = anns
-        self._bbox = None
-        self._area = None
-        self._crowd = None
-        self._score = None
-        self._loaded = False  # not computed yet
+    def sizes(self, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float64 [n, 2] height and width, bool [n] known) of each image id."""
+        pos = np.searchsorted(self._sorted, image_ids)
+        pos = np.minimum(pos, max(len(self._sorted) - 1, 0))
+        known = self._sorted[pos] == image_ids if len(self._sorted) else np.zeros(len(image_ids), bool)
+        hw = self._hw[pos] if len(self._sorted) else np.zeros((len(image_ids), 2))
+        return np.where(known[:, None], hw, np.nan), known
 
     @staticmethod
-    def from_arrays(ids, image_id, category_id, bbox, area, iscrowd=None, score=None) -> AnnotationColumns:
-        """Columns given directly (int64 ids, float64 boxes [n, 4] xywh and areas, int iscrowd)."""
-        c = AnnotationColumns([])
-        c.n = len(ids)
-        c.id, c.image_id, c.category_id = ids, image_id, category_id
-        c._bbox, c._area = bbox, area
-        if iscrowd is not None:
-            c._crowd = (iscrowd != 0, iscrowd != 0)
-        c._score = score
-        c._anns = None
-        return c
+    def from_dicts(images: list) -> ImageTable:
+        ids = ids_from_values([img["id"] for img in images], "image ids", exact=True)
+        size = lambda key: np.array([_number(img.get(key)) for img in images], np.float64).reshape(-1)
+        return ImageTable(ids, size("height"), size("width"))
 
-    def bbox(self) -> np.ndarray:
-        if self._bbox is None:
-            if self.n == 0:
-                self._bbox = np.zeros((0, 4), np.float64)
-            else:
-                try:
-                    b = np.array(list(map(itemgetter("bbox"), self._anns)), dtype=np.float64)
-                except (ValueError, TypeError) as e:
-                    raise ValueError(f"every annotation's bbox must be [x, y, w, h]: {e}") from None
-                if b.ndim != 2 or b.shape[1] != 4:
-                    raise ValueError(f"every annotation's bbox must be [x, y, w, h], got shape {b.shape}")
-                self._bbox = b
-        return self._bbox
+    @staticmethod
+    def from_parsed(p: cocojson.ParsedFile) -> ImageTable:
+        ids = ids_from_parsed(p.images, "id", "image ids", exact=True)
+        (h, _, hk), (w, _, wk) = p.images.col("height"), p.images.col("width")
+        h = np.where(hk == cocojson.KIND_ABSENT, np.nan, h)
+        w = np.where(wk == cocojson.KIND_ABSENT, np.nan, w)
+        return ImageTable(ids, h, w)
 
-    def area(self) -> np.ndarray:
-        if self._area is None:
-            self._area = np.fromiter(map(itemgetter("area"), self._anns), dtype=np.float64, count=self.n)
-        return self._area
 
-    def crowd(self) -> tuple[np.ndarray, np.ndarray]:
-        """(int(iscrowd) != 0 for the IoU and matching, bool(iscrowd) for the ignore flag)."""
-        if self._crowd is None:
-            values = [a.get("iscrowd", 0) for a in self._anns]
-            missing = [i for i, a in enumerate(self._anns) if "iscrowd" not in a]
-            if missing:
-                raise KeyError(
-                    f"annotation id {self._anns[missing[0]]['id']} has no 'iscrowd' (pycocotools needs it too)"
-                )
-            as_int = np.array([int(v) for v in values], dtype=np.int64).reshape(self.n)
-            as_bool = np.array([bool(v) for v in values], dtype=bool).reshape(self.n)
-            self._crowd = (as_int != 0, as_bool)
-        return self._crowd
-
-    def score(self) -> np.ndarray:
-        if self._score is None:
-            self._score = np.fromiter(map(itemgetter("score"), self._anns), dtype=np.float64, count=self.n)
-        return self._score
-
-    def loaded_rows(self) -> np.ndarray | None:
-        """Row loadAnns returns for each row's id (the last annotation with that id), or None
-        when the ids are unique."""
-        if self._loaded is False:
-            self._loaded = None
-            ids = self.id
-            # loadRes numbers results 1..N: unique without a sort
-            if self.n and not (ids[0] == 1 and np.array_equal(ids, np.arange(1, self.n + 1))):
-                if np.unique(ids).size != self.n:
-                    last = {}
-                    for row, i in enumerate(ids.tolist()):
-                        last[i] = row
-                    self._loaded = np.array([last[i] for i in ids.tolist()], dtype=np.int64)
-        return self._loaded
+def _number(v) -> float:
+    return float(v) if isinstance(v, (int, float, np.integer, np.floating)) else np.nan
 
 
 class COCO:
@@ -135,18 +91,28 @@ class COCO:
     """
 
     def __init__(self, annotation_file=None):
-        self.dataset, self.anns, self.cats, self.imgs = dict(), dict(), dict(), dict()
-        self.imgToAnns, self.catToImgs = defaultdict(list), defaultdict(list)
-        self._cols = None
-        if annotation_file is not None:
-            if isinstance(annotation_file, dict):
-                dataset = annotation_file
-            else:
-                with open(annotation_file) as f:
-                    dataset = json.load(f)
+        self._dataset = {}
+        self._build_dataset = None  # while the dicts are not built: makes them
+        self._parsed = None  # a file's columns, while its dicts are not built (or not handed out)
+        self._results = None  # results.Results of loadRes
+        self._gt = None  # the ground truth a result set belongs to
+        self._index = None
+        self._cols = self._cols_anns = self._rles = self._images = None
+        if annotation_file is None:
+            return
+        if isinstance(annotation_file, dict):
+            self.dataset = annotation_file
+            return
+        data, parsed = cocojson.read(annotation_file)
+        if parsed is None:  # an unusual file: Python's json reads it, as pycocotools
+            dataset = cocojson.loads(data)
             assert type(dataset) is dict, f"annotation file format {type(dataset)} not supported"
             self.dataset = dataset
-            self.createIndex()
+            return
+        assert not parsed.top_is_list, f"annotation file format {list} not supported"
+        self._dataset = None
+        self._build_dataset = lambda: cocojson.loads(data)
+        self._parsed = parsed
 
     @classmethod
     def from_other(cls, coco):
@@ -158,43 +124,117 @@ class COCO:
             raise TypeError(f"COCOeval: expected a COCO object, got {type(coco).__name__}")
         ours = cls()
         ours.dataset = coco.dataset
-        ours.createIndex()
-        if coco.dataset.get("annotations") and "bbox" in coco.dataset["annotations"][0]:
-            ours._bbox_results = True  # results loaded by pycocotools already carry their polygons
         return ours
 
-    def createIndex(self):
-        anns, cats, imgs = {}, {}, {}
-        imgToAnns, catToImgs = defaultdict(list), defaultdict(list)
-        if "annotations" in self.dataset:
-            for ann in self.dataset["annotations"]:
-                imgToAnns[ann["image_id"]].append(ann)
-                anns[ann["id"]] = ann
-        if "images" in self.dataset:
-            for img in self.dataset["images"]:
-                imgs[img["id"]] = img
-        if "categories" in self.dataset:
-            for cat in self.dataset["categories"]:
-                cats[cat["id"]] = cat
-        if "annotations" in self.dataset and "categories" in self.dataset:
-            for ann in self.dataset["annotations"]:
-                catToImgs[ann["category_id"]].append(ann["image_id"])
-        self.anns = anns
-        self.imgToAnns = imgToAnns
-        self.catToImgs = catToImgs
-        self.imgs = imgs
-        self.cats = cats
-        self._cols = None  # the evaluation's columns and RLEs are read once; createIndex() resets them
-        self._rles = None
+    # ---- the dicts, built on first access ---------------------------------------------------------
+    @property
+    def dataset(self) -> dict:
+        if self._dataset is None:
+            self._dataset = self._build_dataset()
+            self._build_dataset = None
+        return self._dataset
 
+    @dataset.setter
+    def dataset(self, value):
+        self._dataset, self._build_dataset, self._parsed, self._results = value, None, None, None
+        self.createIndex()
+
+    def createIndex(self):
+        """The index (anns, imgs, cats, imgToAnns, catToImgs) is built on first access; the
+        evaluation reads the annotations again (the dicts may have been edited)."""
+        self._index = None
+        self._cols = self._cols_anns = self._rles = self._images = None
+        if self._dataset is not None and self._build_dataset is None:
+            # the dicts exist and may have been edited: read them, not the file or loadRes columns
+            if self._parsed is not None or self._results is not None:
+                self._parsed = self._results = None
+
+    def _build_index(self):
+        if self._index is None:
+            anns, cats, imgs = {}, {}, {}
+            imgToAnns, catToImgs = defaultdict(list), defaultdict(list)
+            dataset = self.dataset
+            if "annotations" in dataset:
+                for ann in dataset["annotations"]:
+                    imgToAnns[ann["image_id"]].append(ann)
+                    anns[ann["id"]] = ann
+            if "images" in dataset:
+                for img in dataset["images"]:
+                    imgs[img["id"]] = img
+            if "categories" in dataset:
+                for cat in dataset["categories"]:
+                    cats[cat["id"]] = cat
+            if "annotations" in dataset and "categories" in dataset:
+                for ann in dataset["annotations"]:
+                    catToImgs[ann["category_id"]].append(ann["image_id"])
+            self._index = {"anns": anns, "imgs": imgs, "cats": cats, "imgToAnns": imgToAnns, "catToImgs": catToImgs}
+        return self._index
+
+    def _index_attr(name):
+        def get(self):
+            return self._build_index()[name]
+
+        def set_(self, value):
+            self._build_index()[name] = value
+
+        return property(get, set_)
+
+    anns = _index_attr("anns")
+    imgs = _index_attr("imgs")
+    cats = _index_attr("cats")
+    imgToAnns = _index_attr("imgToAnns")
+    catToImgs = _index_attr("catToImgs")
+    del _index_attr
+
+    # ---- what the evaluation reads ----------------------------------------------------------------
     def columns(self) -> AnnotationColumns:
-        """The annotations as columns for the evaluation (built once, rebuilt when the annotation list
-        changes)."""
+        """The annotations as columns (built once; see the module doc for when they are read again)."""
+        if self._results is not None:
+            return self._results.columns
+        if self._parsed is not None:
+            if self._cols is None:
+                self._cols = AnnotationColumns.from_parsed(self._parsed)
+            return self._cols
         anns = self.dataset.get("annotations", [])
-        if self._cols is None or self._cols._anns is not anns or self._cols.n != len(anns):
-            self._cols = AnnotationColumns(anns)
+        if self._cols is None or self._cols_anns is not anns or self._cols.n != len(anns):
+            self._cols, self._cols_anns, self._rles = AnnotationColumns.from_dicts(anns), anns, None
         return self._cols
 
+    def image_table(self) -> ImageTable:
+        if self._gt is not None:
+            return self._gt.image_table()
+        if self._images is None:
+            if self._parsed is not None:
+                self._images = ImageTable.from_parsed(self._parsed)
+            else:
+                self._images = ImageTable.from_dicts(self.dataset.get("images", []))
+        return self._images
+
+    def rle_batch(self) -> rle.RleBatch:
+        """Every annotation's RLE (as annToRLE gives it), in annotation order, converted once per
+        COCO object (as other evaluators convert at load time) and kept."""
+        cols = self.columns()
+        if self._rles is None or self._rles[0] is not cols:
+            hw, known = self.image_table().sizes(cols.image_id)
+            usable = known[:, None] & np.isfinite(hw)
+            bad = usable & ((hw < 0) | (hw >= 2**31) | (hw != np.floor(hw)))
+            if bad.any():
+                i = int(np.flatnonzero(bad.any(1))[0])
+                raise ValueError(
+                    f"image {int(cols.image_id[i])}: height and width must be integers in [0, 2**31), "
+                    f"got {hw[i].tolist()}"
+                )
+            hw = np.where(usable, hw, -1).astype(np.int64)
+            if self._results is not None:
+                batch = self._results.rle_batch(hw)
+            elif self._parsed is not None:
+                batch = rle.from_parsed(self._parsed, hw)
+            else:
+                batch = rle.segmentations(self.dataset.get("annotations", []), hw)
+            self._rles = (cols, batch)
+        return self._rles[1]
+
+    # ---- pycocotools' queries ---------------------------------------------------------------------
     def info(self):
         for key, value in self.dataset["info"].items():
             print(f"{key}: {value}")
@@ -226,6 +266,11 @@ class COCO:
         catNms = catNms if _isArrayLike(catNms) else [catNms]
         supNms = supNms if _isArrayLike(supNms) else [supNms]
         catIds = catIds if _isArrayLike(catIds) else [catIds]
+        if len(catNms) == len(supNms) == len(catIds) == 0:
+            if self._gt is not None and self._dataset is None:
+                return self._gt.getCatIds()
+            if self._parsed is not None and self._dataset is None:
+                return self._parsed.categories.python_values("id")
         cats = self.dataset.get("categories", [])
         if not len(catNms) == len(supNms) == len(catIds) == 0:
             cats = cats if len(catNms) == 0 else [cat for cat in cats if cat["name"] in catNms]
@@ -237,6 +282,8 @@ class COCO:
         imgIds = imgIds if _isArrayLike(imgIds) else [imgIds]
         catIds = catIds if _isArrayLike(catIds) else [catIds]
         if len(imgIds) == len(catIds) == 0:
+            if self._index is None and (self._parsed is not None or self._gt is not None):
+                return self.image_table().ids.tolist()
             ids = self.imgs.keys()
         else:
             ids = set(imgIds)
@@ -269,117 +316,47 @@ class COCO:
         """Loads detection results (a JSON path, a list of dicts, or an [N, 7] array of image_id,
         x, y, w, h, score, category_id) as pycocotools does: ids 1..N, and, when the first result has
         a bbox, every result's area = w * h and iscrowd = 0; for segmentation results the mask's
-        area (and its bounding box when absent)."""
+        area (and its bounding box when absent); for keypoints the keypoints' extent. Results must
+        refer to images of this set (AssertionError). An empty list gives an empty result set
+        (pycocotools raises IndexError)."""
         res = COCO()
-        res.dataset["info"] = copy.deepcopy(self.dataset.get("info", {}))
-        res.dataset["images"] = [img for img in self.dataset["images"]]
-        if isinstance(resFile, str):
-            with open(resFile) as f:
-                anns = json.load(f)
-        elif isinstance(resFile, np.ndarray):
-            anns = self.loadNumpyAnnotations(resFile)
-        else:
-            anns = resFile
-        assert type(anns) is list, "results in not an array of objects"
-        annsImgIds = [ann["image_id"] for ann in anns]
-        assert set(annsImgIds) == (set(annsImgIds) & set(self.getImgIds())), (
-            "Results do not correspond to current coco set"
-        )
-        if len(anns) == 0:
-            res.dataset["categories"] = copy.deepcopy(self.dataset.get("categories", []))
-        elif "caption" in anns[0]:
-            imgIds = set([img["id"] for img in res.dataset["images"]]) & set([ann["image_id"] for ann in anns])
-            res.dataset["images"] = [img for img in res.dataset["images"] if img["id"] in imgIds]
-            for id, ann in enumerate(anns):
-                ann["id"] = id + 1
-        elif "bbox" in anns[0] and not anns[0]["bbox"] == []:
-            res.dataset["categories"] = copy.deepcopy(self.dataset["categories"])
-            for id, ann in enumerate(anns):
-                bb = ann["bbox"]
-                if len(bb) != 4:
-                    raise ValueError(f"loadRes: result {id} has bbox {bb!r}; a bbox is [x, y, w, h]")
-                ann["area"] = bb[2] * bb[3]
-                ann["id"] = id + 1
-                ann["iscrowd"] = 0
-            res._bbox_results = True  # segmentation, when absent, is the box's polygon (annToRLE)
-        elif "segmentation" in anns[0]:
-            res.dataset["categories"] = copy.deepcopy(self.dataset["categories"])
-            segms = [ann["segmentation"] for ann in anns]
-            areas = maskUtils.area(segms)
-            missing = [i for i, ann in enumerate(anns) if "bbox" not in ann]
-            boxes = maskUtils.toBbox([segms[i] for i in missing]) if missing else None
-            for id, ann in enumerate(anns):
-                ann["area"] = areas[id]
-                ann["id"] = id + 1
-                ann["iscrowd"] = 0
-            for j, i in enumerate(missing):
-                anns[i]["bbox"] = boxes[j]
-        elif "keypoints" in anns[0]:
-            res.dataset["categories"] = copy.deepcopy(self.dataset["categories"])
-            for id, ann in enumerate(anns):
-                s = ann["keypoints"]
-                x = s[0::3]
-                y = s[1::3]
-                x0, x1, y0, y1 = np.min(x), np.max(x), np.min(y), np.max(y)
-                ann["area"] = (x1 - x0) * (y1 - y0)
-                ann["id"] = id + 1
-                ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
-        res.dataset["annotations"] = anns
-        res.createIndex()
+        res._results = results.load(self, resFile)
+        res._gt = self if res._results.kind != "caption" else None  # caption results keep their own images
+        res._dataset = None
+        res._build_dataset = lambda: res._results.dataset(self)
         return res
 
     def loadNumpyAnnotations(self, data):
         """[N, 7] array of (image_id, x, y, w, h, score, category_id) -> list of result dicts."""
-        assert type(data) is np.ndarray
-        assert data.shape[1] == 7
-        return [
-            {
-                "image_id": int(row[0]),
-                "bbox": [row[1], row[2], row[3], row[4]],
-                "score": row[5],
-                "category_id": int(row[6]),
-            }
-            for row in data
-        ]
+        return results.numpy_annotations(data)
 
     def annToRLE(self, ann):
         """An annotation's segmentation (polygons, uncompressed or compressed RLE) as compressed RLE."""
         t = self.imgs[ann["image_id"]]
         h, w = t["height"], t["width"]
-        segm = ann.get("segmentation")
-        if segm is None and getattr(self, "_bbox_results", False):
-            bb = ann["bbox"]
-            x1, x2, y1, y2 = [bb[0], bb[0] + bb[2], bb[1], bb[1] + bb[3]]
-            segm = ann["segmentation"] = [[x1, y1, x1, y2, x2, y2, x2, y1]]
+        segm = ann["segmentation"]
         if type(segm) is list:
             rles = maskUtils.frPyObjects(segm, h, w)
-            rle = maskUtils.merge(rles)
+            rle_ = maskUtils.merge(rles)
         elif type(segm["counts"]) is list:
-            rle = maskUtils.frPyObjects(segm, h, w)
+            rle_ = maskUtils.frPyObjects(segm, h, w)
         else:
-            rle = segm
-        return rle
+            rle_ = segm
+        return rle_
 
     def annToMask(self, ann):
         return maskUtils.decode(self.annToRLE(ann))
 
-    def rle_batch(self):
-        """Every annotation's RLE (as annToRLE gives it), batched in annotation order; converted
-        once per COCO object (as other evaluators convert at load time) and kept."""
-        anns = self.dataset.get("annotations", [])
-        cached = getattr(self, "_rles", None)
-        if cached is None or cached[0] is not anns or cached[1] != len(anns):
-            batch = rle.segmentations(anns, self.imgs, getattr(self, "_bbox_results", False))
-            self._rles = cached = (anns, len(anns), batch)
-        return cached[2]
-
 
 class ArrayCOCO:
     """What COCOeval reads of a COCO object (``columns()``, ``getImgIds()``, ``getCatIds()``,
-    ``rle_batch()``), built from arrays rather than annotation dicts (``MeanAveragePrecision``'s path)."""
+    ``rle_batch()``, ``image_table()``), built from arrays rather than annotation dicts
+    (``MeanAveragePrecision``'s path)."""
 
     def __init__(self, cols: AnnotationColumns, img_ids, cat_ids, rles=None):
         self._cols, self._img_ids, self._cat_ids, self._rles = cols, list(img_ids), list(cat_ids), rles
+        ids = np.asarray(self._img_ids, np.int64).reshape(-1)
+        self._table = ImageTable(ids, np.full(len(ids), np.nan), np.full(len(ids), np.nan))
 
     def columns(self):
         return self._cols
@@ -392,3 +369,6 @@ class ArrayCOCO:
 
     def rle_batch(self):
         return self._rles
+
+    def image_table(self):
+        return self._table

@@ -1,28 +1,34 @@
-"""pycocotools' ``COCOeval`` for boxes and masks, with the same results to the last bit (``stats``
-and the ``eval`` arrays), computed in C++ (``csrc/coco_eval/``).
+"""pycocotools' ``COCOeval`` for boxes, masks and keypoints, with the same results to the last bit
+(``stats`` and the ``eval`` arrays), computed in C++ (``csrc/coco_eval/``).
 
 Usage is pycocotools'::
 
     gt = COCO("instances_val.json")          # or COCO(dataset_dict)
     dt = gt.loadRes("results.json")          # or a list of result dicts, or an [N, 7] array
-    E = COCOeval(gt, dt, "bbox")             # or "segm"
+    E = COCOeval(gt, dt, "bbox")             # or "segm", "keypoints"
     E.evaluate(); E.accumulate(); E.summarize()
-    E.stats                                  # the 12 numbers; E.eval["precision"] [T, R, K, A, M]
+    E.stats                                  # the 12 numbers (10 for keypoints); E.eval["precision"] [T, R, K, A, M]
 
 What is reproduced (``tests/test_coco_eval.py`` checks each against pycocotools): the float64
 thresholds ``np.linspace(.5, .95, 10)`` and ``np.linspace(0, 1, 101)``; GT ``ignore`` replaced by
-``iscrowd``; GT area read from the annotation (even for bbox); ``loadRes`` deciding from the first
-result; the crowd IoU rule (intersection over the detection's area) and crowd regions absorbing
-many detections; greedy matching in stable score order where IoU equal to the threshold matches,
-on tied IoU the later GT wins and a regular match is never replaced by an ignored GT; inclusive
-area ranges; a match on GT id 0 counting as unmatched; ``tp / (tp + fp + np.spacing(1))``, the
-right-to-left envelope and ``searchsorted(..., 'left')``; -1 for cells without GT; duplicate
-annotation ids resolved as ``COCO.loadAnns`` does (the last annotation with that id).
+``iscrowd`` (and, for keypoints, set where ``num_keypoints`` is 0); GT area read from the
+annotation (even for bbox); ``loadRes`` deciding from the first result; the crowd IoU rule
+(intersection over the detection's area) and crowd regions absorbing many detections; greedy
+matching in stable score order where IoU equal to the threshold matches, on tied IoU the later GT
+wins and a regular match is never replaced by an ignored GT; inclusive area ranges; a match on GT
+id 0 counting as unmatched; ``tp / (tp + fp + np.spacing(1))``, the right-to-left envelope and
+``searchsorted(..., 'left')``; -1 for cells without GT; duplicate annotation ids resolved as
+``COCO.loadAnns`` does (the last annotation with that id); keypoint similarity with per-keypoint
+sigmas (``params.kpt_oks_sigmas``), numpy's exp and sum (``keypoints.py``), and, with useCats=0,
+no keypoint match at all (pycocotools looks the similarities up under category -1).
+
+What depends only on the ground truth (its columns, RLEs and grouping) is computed on the first
+evaluation and reused for every new set of detections (``grouping.py``).
 
 Differences, deliberate: evaluating no detections gives AP 0 where GT exist; ``evalImgs`` (pycocotools'
-per-cell dicts, what makes it slow) is built only when first read, and ``ious`` is not kept;
-keypoints are not supported. Detection scores may be NaN: such detections sort last, as in numpy. Results must
-refer to images of the GT set (AssertionError, as pycocotools).
+per-cell dicts, what makes it slow) is built only when first read, and ``ious`` is not kept. Detection
+scores may be NaN: such detections sort last, as in numpy. Results must refer to images of the GT set
+(AssertionError, as pycocotools).
 
 Runtime needs numpy and torch only.
 """
@@ -35,8 +41,10 @@ import datetime
 import numpy as np
 import torch
 
-from . import rle
-from .coco import COCO, AnnotationColumns
+from . import keypoints, rle
+from .coco import COCO
+from .columns import INVALID_ID, ids_from_values, sorted_unique
+from .grouping import dt_groups, gt_groups
 
 __all__ = ["COCOeval", "Params"]
 
@@ -55,75 +63,26 @@ class Params:
         self.areaRngLbl = ["all", "small", "medium", "large"]
         self.useCats = 1
 
+    def setKpParams(self):
+        self.imgIds = []
+        self.catIds = []
+        self.iouThrs = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+        self.recThrs = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+        self.maxDets = [20]
+        self.areaRng = [[0**2, 1e5**2], [32**2, 96**2], [96**2, 1e5**2]]
+        self.areaRngLbl = ["all", "medium", "large"]
+        self.useCats = 1
+        self.kpt_oks_sigmas = keypoints.SIGMAS.copy()
+
     def __init__(self, iouType="segm"):
         if iouType == "segm" or iouType == "bbox":
             self.setDetParams()
         elif iouType == "keypoints":
-            raise NotImplementedError("fastops COCOeval: iouType 'keypoints' is not supported (bbox and segm are)")
+            self.setKpParams()
         else:
             raise Exception("iouType not supported")
         self.iouType = iouType
         self.useSegm = None
-
-
-def _group_rows(cols: AnnotationColumns, img_ids: np.ndarray, cat_ids: list, use_cats: bool):
-    """Rows of one COCO object in pycocotools' evaluation order, grouped by (category, image).
-
-    Returns (rows, offsets): group p = k * I + i (useCats) or i (useCats=0) holds rows
-    rows[offsets[p]:offsets[p + 1]], in the order COCOeval._prepare collects them.
-    """
-    loaded = cols.loaded_rows()
-    if use_cats and loaded is None:
-        rows, offsets = torch.ops.fastops.coco_group(
-            _t(cols.image_id), _t(cols.category_id), _t(img_ids), _t(np.asarray(cat_ids, dtype=np.int64).reshape(-1))
-        )
-        return rows.numpy(), offsets.numpy()
-    I = len(img_ids)
-    img_idx = np.searchsorted(img_ids, cols.image_id) if I else np.zeros(cols.n, np.int64)
-    img_idx = np.minimum(img_idx, max(I - 1, 0))
-    img_ok = (img_ids[img_idx] == cols.image_id) if I else np.zeros(cols.n, bool)
-    cat_arr = np.asarray(cat_ids, dtype=np.int64).reshape(-1)
-    if use_cats:
-        K = len(cat_arr)  # unique and sorted by evaluate()
-        cat_idx = np.minimum(np.searchsorted(cat_arr, cols.category_id), max(K - 1, 0))
-        cat_ok = (cat_arr[cat_idx] == cols.category_id) if K else np.zeros(cols.n, bool)
-        if loaded is None:
-            sel = np.flatnonzero(img_ok & cat_ok)
-            key = cat_idx[sel] * I + img_idx[sel]
-        else:
-            # getAnnIds walks the images in order, filtering by each annotation's own category;
-            # loadAnns then returns the last annotation with each id, grouped by its own keys.
-            seq = np.flatnonzero(img_ok & cat_ok)
-            seq = seq[np.argsort(img_idx[seq], kind="stable")]
-            sel = loaded[seq]
-            keep = img_ok[sel] & cat_ok[sel]
-            sel = sel[keep]
-            key = cat_idx[sel] * I + img_idx[sel]
-        order = np.argsort(key, kind="stable")
-        rows = sel[order]
-        counts = np.bincount(key, minlength=K * I) if K * I else np.zeros(0, np.int64)
-    else:
-        # one group per image: categories in p.catIds order (duplicates repeat), then load order
-        C = len(cat_arr)
-        base = np.flatnonzero(img_ok)
-        if loaded is not None:
-            base = base[np.argsort(img_idx[base], kind="stable")]
-            base = loaded[base]
-            base = base[img_ok[base]]
-        cid = cols.category_id[base]
-        rows_list, keys_list = [], []
-        for pos, c in enumerate(cat_arr.tolist()):  # a category listed twice is collected twice
-            b = base[cid == c]
-            rows_list.append(b)
-            keys_list.append(img_idx[b] * C + pos)
-        rows_all = np.concatenate(rows_list) if rows_list else np.zeros(0, np.int64)
-        keys = np.concatenate(keys_list) if keys_list else np.zeros(0, np.int64)
-        order = np.argsort(keys, kind="stable")
-        rows = rows_all[order]
-        counts = np.bincount(keys // max(C, 1), minlength=I) if I else np.zeros(0, np.int64)
-    offsets = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return rows.astype(np.int64, copy=False), offsets
 
 
 def _copy_params(p: Params) -> Params:
@@ -143,8 +102,30 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
+def _positions_in(values, value_set: set, evaluated) -> list:
+    """[n for n, v in enumerate(values) if v in value_set] (accumulate's lists), in numpy when the
+    ids are plain numbers."""
+    try:
+        v = np.asarray(values)
+        e = np.asarray(list(evaluated))
+        if v.dtype.kind in "iuf" and e.dtype.kind in "iuf" and v.ndim == 1 and e.ndim == 1:
+            return np.flatnonzero(np.isin(v, e)).tolist()
+    except (ValueError, TypeError):
+        pass
+    return [n for n, x in enumerate(values) if x in value_set]
+
+
+def _param_ids(values, what: str) -> np.ndarray:
+    """params.imgIds / catIds (sorted and unique, or catIds with useCats=0) -> int64; ids that are no
+    integer match no annotation (pycocotools looks them up as keys)."""
+    ids = ids_from_values(list(values), what)
+    if (ids == INVALID_ID).any():
+        raise ValueError(f"{what} must be integers (an id that is no integer matches no annotation)")
+    return ids
+
+
 class COCOeval:
-    """pycocotools' ``COCOeval`` for iouType "bbox" and "segm": same parameters, same
+    """pycocotools' ``COCOeval`` for iouType "bbox", "segm" and "keypoints": same parameters, same
     ``evaluate()``/``accumulate()``/``summarize()``, same ``eval`` arrays and ``stats``, bit for
     bit; the per-image matching and the accumulation run in C++ threads.
 
@@ -175,72 +156,67 @@ class COCOeval:
         p = self.params
         if p.useSegm is not None:
             p.iouType = "segm" if p.useSegm == 1 else "bbox"
-        if p.iouType not in ("bbox", "segm"):
-            raise NotImplementedError(f"fastops COCOeval: iouType {p.iouType!r} is not supported")
-        p.imgIds = list(np.unique(p.imgIds))
+        if p.iouType not in ("bbox", "segm", "keypoints"):
+            raise Exception(f"unknown iouType for iou computation: {p.iouType!r}")
+        p.imgIds = list(sorted_unique(p.imgIds))
         if p.useCats:
-            p.catIds = list(np.unique(p.catIds))
+            p.catIds = list(sorted_unique(p.catIds))
         p.maxDets = sorted(p.maxDets)
         self.params = p
 
-        img_ids = np.asarray(p.imgIds, dtype=np.int64).reshape(-1)
-        gcols = self.cocoGt.columns()
-        dcols = self.cocoDt.columns()
+        img_ids = _param_ids(p.imgIds, "params.imgIds")
+        cat_ids = _param_ids(p.catIds, "params.catIds")
         use_cats = bool(p.useCats)
-        g_rows, g_off = _group_rows(gcols, img_ids, p.catIds, use_cats)
-        d_rows, d_off = _group_rows(dcols, img_ids, p.catIds, use_cats)
-        crowd, ignore = gcols.crowd()
-        g_crowd, g_ignore = crowd[g_rows], ignore[g_rows]
-        g_area = gcols.area()[g_rows]
-        d_area = dcols.area()[d_rows]
-        d_score = dcols.score()[d_rows]
+        g = gt_groups(self.cocoGt, img_ids, cat_ids, use_cats, p.iouType)
+        d = dt_groups(self.cocoDt, img_ids, cat_ids, use_cats, p.iouType)
         iou_thrs = np.asarray(p.iouThrs, dtype=np.float64).reshape(-1)
         area_rng = np.asarray(p.areaRng, dtype=np.float64).reshape(-1, 2)
         max_det = int(p.maxDets[-1])
-        if p.iouType == "bbox":
-            g_box, d_box = gcols.bbox()[g_rows], dcols.bbox()[d_rows]
-            ious = iou_off = None
-        else:
-            g_box = np.zeros((len(g_rows), 4))
-            d_box = np.zeros((len(d_rows), 4))
-            ious, iou_off = self._segm_ious(g_rows, g_off, d_rows, d_off, g_crowd)
+        ious = iou_off = None
+        if p.iouType == "segm":
+            ious, iou_off = rle.grouped_iou(
+                self.cocoDt.rle_batch(), d.rows, d.offsets, self.cocoGt.rle_batch(), g.rows, g.offsets, g.crowd
+            )
+        elif p.iouType == "keypoints":
+            if use_cats:
+                ious, iou_off = keypoints.grouped_oks(
+                    self.cocoGt.columns(), g, self.cocoDt.columns(), d, getattr(p, "kpt_oks_sigmas", keypoints.SIGMAS)
+                )
+            else:
+                ious, iou_off = keypoints.no_ious(g, d)
+        no_boxes = torch.zeros(0, 4, dtype=torch.float64)
         args = (
-            _t(g_off),
-            _t(g_box),
-            _t(g_area),
-            _t(g_crowd),
-            _t(g_ignore),
-            _t(gcols.id[g_rows]),
-            _t(d_off),
-            _t(d_box),
-            _t(d_area),
-            _t(d_score),
-            _t(dcols.id[d_rows]),
+            g.offsets,
+            g.boxes if g.boxes is not None else no_boxes,
+            g.area,
+            g.crowd,
+            g.ignore,
+            g.ids,
+            d.offsets,
+            d.rows,
+            d.boxes if d.boxes is not None else no_boxes,
+            d.area,
+            d.score,
+            d.ids,
             ious,
             iou_off,
             _t(iou_thrs),
             _t(area_rng),
             max_det,
         )
-        det_off, det_index, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args, False)
+        det_off, _, det_score, det_flags, npos, _ = torch.ops.fastops.coco_evaluate(*args, False)
         self._evalImgs = None
         self._evaluated = {
             "args": args,
             "det_offsets": det_off,
-            "gt_offsets": _t(g_off),
-            "det_score": _t(d_score)[det_index],
+            "gt_offsets": g.offsets,
+            "det_score": det_score,
             "det_flags": det_flags,
             "num_positive": npos,
             "num_images": len(img_ids),
             "num_iou_thrs": len(iou_thrs),
         }
         self._paramsEval = _copy_params(self.params)
-
-    def _segm_ious(self, g_rows, g_off, d_rows, d_off, g_crowd):
-        """Mask IoU of every (category, image) group, [n_dt, n_gt] row-major per group (maskApi.c rleIou)."""
-        grles = self.cocoGt.rle_batch()
-        drles = self.cocoDt.rle_batch()
-        return rle.grouped_iou(drles, _t(d_rows), _t(d_off), grles, _t(g_rows), _t(g_off), _t(g_crowd))
 
     @property
     def evalImgs(self) -> list:
@@ -257,11 +233,12 @@ class COCOeval:
     def _build_eval_imgs(self) -> list:
         ev = self._evaluated
         args = ev["args"]
-        det_off, det_index, det_flags, _, det_match = torch.ops.fastops.coco_evaluate(*args, True)
+        det_off, det_index, _, det_flags, _, det_match = torch.ops.fastops.coco_evaluate(*args, True)
         det_off, det_index = det_off.numpy(), det_index.numpy()
         det_flags, det_match = det_flags.numpy(), det_match.numpy()
         g_off, g_area, g_ignore, g_ids = args[0].numpy(), args[2].numpy(), args[4].numpy(), args[5].numpy()
-        d_off, d_score, d_ids = args[6].numpy(), args[9].numpy(), args[10].numpy()
+        d_off, d_rows = args[6].numpy(), args[7].numpy()
+        d_score, d_ids = args[10].numpy()[d_rows], args[11].numpy()[d_rows]  # by position
         p = self._paramsEval
         cat_ids = p.catIds if p.useCats else [-1]
         I, T = len(p.imgIds), len(p.iouThrs)
@@ -326,10 +303,10 @@ class COCOeval:
         setA = set(map(tuple, _pe.areaRng))
         setM = set(_pe.maxDets)
         setI = set(_pe.imgIds)
-        k_list = [n for n, k in enumerate(p.catIds) if k in setK]
+        k_list = _positions_in(p.catIds, setK, catIds)
         m_list = [m for n, m in enumerate(p.maxDets) if m in setM]
         a_list = [n for n, a in enumerate(map(lambda x: tuple(x), p.areaRng)) if a in setA]
-        i_list = [n for n, i in enumerate(p.imgIds) if i in setI]
+        i_list = _positions_in(p.imgIds, setI, _pe.imgIds)
         ev = self._evaluated
         if ev["num_iou_thrs"] != T:
             raise ValueError(
@@ -363,7 +340,8 @@ class COCOeval:
 
     # ---- summarize (pycocotools' code: numpy's mean over the cells > -1) ------------------------
     def summarize(self, verbose: bool = True):
-        """The 12 COCO numbers in self.stats (float64), printed as pycocotools prints them."""
+        """The 12 COCO numbers (10 for keypoints) in self.stats (float64), printed as pycocotools
+        prints them."""
 
         def _summarize(ap=1, iouThr=None, areaRng="all", maxDets=100):
             p = self.params
@@ -409,9 +387,23 @@ class COCOeval:
             stats[11] = _summarize(0, areaRng="large", maxDets=self.params.maxDets[2])
             return stats
 
+        def _summarizeKps():
+            stats = np.zeros((10,))
+            stats[0] = _summarize(1, maxDets=20)
+            stats[1] = _summarize(1, maxDets=20, iouThr=0.5)
+            stats[2] = _summarize(1, maxDets=20, iouThr=0.75)
+            stats[3] = _summarize(1, maxDets=20, areaRng="medium")
+            stats[4] = _summarize(1, maxDets=20, areaRng="large")
+            stats[5] = _summarize(0, maxDets=20)
+            stats[6] = _summarize(0, maxDets=20, iouThr=0.5)
+            stats[7] = _summarize(0, maxDets=20, iouThr=0.75)
+            stats[8] = _summarize(0, maxDets=20, areaRng="medium")
+            stats[9] = _summarize(0, maxDets=20, areaRng="large")
+            return stats
+
         if not self.eval:
             raise Exception("Please run accumulate() first")
-        self.stats = _summarizeDets()
+        self.stats = _summarizeKps() if self.params.iouType == "keypoints" else _summarizeDets()
 
     def __str__(self):
         self.summarize()

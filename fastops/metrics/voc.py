@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .columns import sorted_unique
+
 __all__ = ["detection_confusion_matrix", "plot_pr_curves", "voc_ap", "voc_evaluate"]
 
 
@@ -39,13 +41,61 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> fl
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def _flatten(items: list, keys: tuple):
-    counts = [len(it["labels"]) for it in items]
+def _labels(v, what: str) -> np.ndarray:
+    """Integer class labels (int or bool tensors, or floats that are integers) -> int64."""
+    if v.is_floating_point():
+        if not bool(torch.all((v == torch.floor(v)) & (v.abs() < 2**62))):  # NaN fails too
+            bad = v[v != torch.floor(v)][0].item()
+            raise ValueError(f"voc_evaluate: {what} must be integer class labels, got {bad}")
+    elif v.is_complex():
+        raise TypeError(f"voc_evaluate: {what} must be integer class labels, got {v.dtype}")
+    return v.long().numpy()
+
+
+def _image(item, i: int, what: str, keys: tuple) -> dict:
+    """One image's dict checked: boxes [N, 4] and every other field with N entries."""
+    if not isinstance(item, dict):
+        raise TypeError(f"voc_evaluate: {what}[{i}] must be a dict, got {type(item).__name__}")
+    out = {}
+    for k in keys:
+        if k not in item:
+            if k == "difficult":
+                continue
+            raise KeyError(f"voc_evaluate: {what}[{i}] has no {k!r}")
+        try:
+            v = torch.as_tensor(item[k]).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"voc_evaluate: {what}[{i}][{k!r}] must be a tensor or array of numbers: {e}") from None
+        if k == "boxes":
+            if not (v.dim() == 2 and v.shape[1] == 4) and not (v.numel() == 0):
+                raise ValueError(f"voc_evaluate: {what}[{i}]['boxes'] must have shape [N, 4], got {tuple(v.shape)}")
+            v = v.reshape(-1, 4)
+        elif v.dim() > 1:
+            raise ValueError(f"voc_evaluate: {what}[{i}][{k!r}] must be 1-D, got shape {tuple(v.shape)}")
+        out[k] = v.reshape(-1, 4) if k == "boxes" else v.reshape(-1)
+    n = len(out["boxes"])
+    for k, v in out.items():
+        if len(v) != n:
+            raise ValueError(
+                f"voc_evaluate: {what}[{i}] has {n} boxes but {len(v)} {k!r}; every field needs one entry per box"
+            )
+    return out
+
+
+def _flatten(items: list, what: str, keys: tuple):
+    """(image index per box, concatenated fields) of a list of per-image dicts, each checked."""
+    checked = [_image(it, i, what, keys) for i, it in enumerate(items)]
+    counts = [len(c["boxes"]) for c in checked]
     img = np.repeat(np.arange(len(items), dtype=np.int64), counts)
     out = {}
     for k in keys:
-        vals = [torch.as_tensor(it[k]).detach().cpu() for it in items if k in it]
-        out[k] = torch.cat([v.reshape(-1, 4) if k == "boxes" else v.reshape(-1) for v in vals]) if vals else None
+        if k == "difficult":  # per image, absent: none is difficult
+            vals = [c.get(k, torch.zeros(n, dtype=torch.bool)).bool() for c, n in zip(checked, counts)]
+        elif k == "labels":
+            vals = [torch.from_numpy(_labels(c[k], f"{what}[{i}]['labels']")) for i, c in enumerate(checked)]
+        else:
+            vals = [c[k].double() for c in checked]
+        out[k] = torch.cat(vals) if vals else None
     return img, out
 
 
@@ -62,6 +112,8 @@ def voc_evaluate(
     Args:
         preds: one dict per image: "boxes" [N, 4] x1 y1 x2 y2, "scores" [N], "labels" [N] int.
         targets: one dict per image: "boxes" [M, 4], "labels" [M], optional "difficult" [M] bool.
+        Each image's fields must have one entry per box (ValueError naming the image otherwise);
+        labels must be integers.
 
     Returns dict: "classes" (int64 [C], every label seen), "ap" (float64 [C]; NaN for a class with no
     non-difficult ground truth), "map" (mean over the classes with ground truth), and "curves":
@@ -70,21 +122,15 @@ def voc_evaluate(
     if len(preds) != len(targets):
         raise ValueError(f"voc_evaluate: {len(preds)} predictions but {len(targets)} targets")
     n_img = len(targets)
-    d_img, d = _flatten(preds, ("boxes", "scores", "labels"))
-    g_img, g = _flatten(targets, ("boxes", "labels", "difficult"))
-    d_box = d["boxes"].double().numpy().reshape(-1, 4) if d["boxes"] is not None else np.zeros((0, 4))
-    g_box = g["boxes"].double().numpy().reshape(-1, 4) if g["boxes"] is not None else np.zeros((0, 4))
-    d_lab = d["labels"].long().numpy() if d["labels"] is not None else np.zeros(0, np.int64)
-    g_lab = g["labels"].long().numpy() if g["labels"] is not None else np.zeros(0, np.int64)
-    d_score = d["scores"].double().numpy() if d["scores"] is not None else np.zeros(0)
-    g_diff = (
-        g["difficult"].bool().numpy()
-        if g["difficult"] is not None and len(g["difficult"]) == len(g_lab)
-        else np.zeros(len(g_lab), bool)
-    )
-    if len(d_score) != len(d_lab) or len(d_box) != len(d_lab):
-        raise ValueError("voc_evaluate: every prediction needs as many boxes, scores and labels")
-    classes = np.unique(np.concatenate([d_lab, g_lab]))
+    d_img, d = _flatten(preds, "preds", ("boxes", "scores", "labels"))
+    g_img, g = _flatten(targets, "targets", ("boxes", "labels", "difficult"))
+    d_box = d["boxes"].numpy().reshape(-1, 4) if d["boxes"] is not None else np.zeros((0, 4))
+    g_box = g["boxes"].numpy().reshape(-1, 4) if g["boxes"] is not None else np.zeros((0, 4))
+    d_lab = d["labels"].numpy() if d["labels"] is not None else np.zeros(0, np.int64)
+    g_lab = g["labels"].numpy() if g["labels"] is not None else np.zeros(0, np.int64)
+    d_score = d["scores"].numpy() if d["scores"] is not None else np.zeros(0)
+    g_diff = g["difficult"].numpy() if g["difficult"] is not None else np.zeros(0, bool)
+    classes = sorted_unique(np.concatenate([d_lab, g_lab]))
     C = len(classes)
     d_cls = np.searchsorted(classes, d_lab)
     g_cls = np.searchsorted(classes, g_lab)
