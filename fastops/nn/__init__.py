@@ -8,15 +8,31 @@ from .aspp import ASPP
 from .conv import Conv2d, ConvTranspose2d
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
 from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
+from .segmentation_losses import (
+    PixelCrossEntropyLoss,
+    PixelFocalLoss,
+    SoftDiceLoss,
+    WeightedSumLoss,
+    pixel_cross_entropy,
+    pixel_focal_loss,
+    soft_dice_loss,
+)
 
 __all__ = [
     "ASPP",
     "Conv2d",
     "ConvTranspose2d",
     "MultiScaleRoIAlign",
+    "PixelCrossEntropyLoss",
+    "PixelFocalLoss",
     "RoIAlign",
     "RoIPool",
     "SigmoidFocalLoss",
+    "SoftDiceLoss",
     "SoftmaxFocalLoss",
     "WeightedBCEWithLogitsLoss",
+    "WeightedSumLoss",
+    "pixel_cross_entropy",
+    "pixel_focal_loss",
+    "soft_dice_loss",
 ]
