@@ -10,7 +10,8 @@ Forward, and forward plus backward (gradients of input and weight).
 Floor: the useful FLOPs (2 per multiply-add, only the taps whose input pixel lies inside the map;
 backward: twice the forward, input and weight gradients) at the GEMM rate measured here in the same
 run (float32 at::mm of the fused ASPP centre GEMM's shape, 1024x2048 @ 2048x1089). The rows named
-"module auto" time fastops.nn's path rule (torch's kernels where they are faster).
+"module auto" time fastops.nn's path="auto" (measured on the module's first call: torch's kernels
+where they are faster).
 
 Timing: fastops and torch alternate call by call, and each reports its fastest call. The
 development machine is shared with other builds and tests, and a second process on one of its two
@@ -122,7 +123,6 @@ def _kernel_and_module_rows(
     ours,
     theirs,
     module,
-    module_uses_fastops,
     x,
     w,
     flops,
@@ -135,18 +135,20 @@ def _kernel_and_module_rows(
     basis,
 ):
     """Four rows for one case: fastops' kernels (ours(input, weight)) and the module's auto path
-    (module, given the weight w), each forward then forward plus backward, against theirs."""
-    path = "fastops" if module_uses_fastops else "torch"
+    (module, given the weight w; measured on its first call, the label says what it chose), each
+    forward then forward plus backward, against theirs."""
     module.weight.data.copy_(w)
     ms, ref = paired_ms(lambda: ours(x, w), lambda: theirs(x, w), device, repeat)
     rows.append(Row(f"{title} fwd", ms, ref_name, ref, floor(flops), basis, extra or {}))
     module.weight.requires_grad_(False)  # as w: forward only, no graph
+    path = module.selected_path(x)
     ms, ref = paired_ms(lambda: module(x), lambda: theirs(x, w), device, repeat)
     rows.append(Row(f"{short} fwd, module auto ({path})", ms, ref_name, ref, floor(flops), basis))
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     ms, ref = paired_ms(_step(ours, xg, wg), _step(theirs, xg, wg), device, repeat)
     rows.append(Row(f"{short} fwd+bwd", ms, ref_name, ref, floor(3 * flops), basis))
     module.weight.requires_grad_(True)
+    path = module.selected_path(xg)
     ms, ref = paired_ms(_module_step(module, xg), _step(theirs, xg, wg), device, repeat)
     rows.append(Row(f"{short} fwd+bwd, module auto ({path})", ms, ref_name, ref, floor(3 * flops), basis))
 
@@ -228,7 +230,6 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
             lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r),
             lambda a, b: F.conv2d(a, b, padding=r, dilation=r),
             module,
-            module._uses_fastops(x2),
             x2,
             w,
             flops,
@@ -251,7 +252,6 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
             lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p),
             lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p),
             module,
-            module._uses_fastops(x3),
             x3,
             w,
             flops,

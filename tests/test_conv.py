@@ -743,8 +743,16 @@ def test_conv_transpose2d_module_state_dict_round_trip(path, kernel, stride, pad
     torch.testing.assert_close(back(x), torch_conv(x), **F64)
 
 
-def test_auto_path_rule():
-    """The documented rule: our kernels where at most 0.6 of the dense work sees the map."""
+@pytest.fixture
+def fixed_rule():
+    """path="auto" without measurement: the fixed rule alone."""
+    previous = fastops.nn.set_conv_autotune(False)
+    yield
+    fastops.nn.set_conv_autotune(previous)
+
+
+def test_auto_path_rule(fixed_rule):
+    """The documented fixed rule: our kernels where at most 0.6 of the dense work sees the map."""
     assert useful_fraction((33, 33), (33, 33), (3, 3), (1, 1), (36, 36), (36, 36)) == pytest.approx(1 / 9)
     assert useful_fraction((33, 33), (33, 33), (3, 3), (1, 1), (12, 12), (12, 12)) == pytest.approx((75 / 99) ** 2)
     assert useful_fraction((64, 64), (64, 64), (3, 3), (1, 1), (1, 1), (1, 1)) == pytest.approx((190 / 192) ** 2)
@@ -812,7 +820,7 @@ def test_aspp_module_matches_torchvision(path):
     torch.testing.assert_close(back(x), ours(x), **F64)
 
 
-def test_aspp_uses_the_fused_op_when_auto():
+def test_aspp_uses_the_fused_op_when_auto(fixed_rule):
     ours = fastops.nn.ASPP(8, 4, [12, 24, 36])
     assert ours._uses_fused(torch.randn(1, 8, 33, 33))
     assert not ours._uses_fused(torch.randn(1, 8, 256, 256))

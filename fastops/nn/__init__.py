@@ -6,6 +6,13 @@ line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign`` (torchvision's), ``Conv2
 
 from .aspp import ASPP
 from .conv import Conv2d, ConvTranspose2d
+from .conv_autotune import (
+    autotune_choices,
+    clear_autotune_choices,
+    conv_autotune_enabled,
+    load_autotune_choices,
+    set_conv_autotune,
+)
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
 from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
 from .segmentation_losses import (
@@ -32,7 +39,12 @@ __all__ = [
     "SoftmaxFocalLoss",
     "WeightedBCEWithLogitsLoss",
     "WeightedSumLoss",
+    "autotune_choices",
+    "clear_autotune_choices",
+    "conv_autotune_enabled",
+    "load_autotune_choices",
     "pixel_cross_entropy",
     "pixel_focal_loss",
+    "set_conv_autotune",
     "soft_dice_loss",
 ]
