@@ -1,7 +1,7 @@
 """Modules: each wraps a fastops op with its hyper-parameters fixed at construction
 (keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``.
 The drop-ins keep their originals' constructors instead, so they replace them with one import
-line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign`` (torchvision's), ``Conv2d`` and
+line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``, ``FrozenBatchNorm2d`` (torchvision's), ``Conv2d`` and
 ``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
 from .aspp import ASPP
@@ -14,6 +14,7 @@ from .conv_autotune import (
     set_conv_autotune,
 )
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
+from .norm import FrozenBatchNorm2d
 from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
 from .segmentation_losses import (
     PixelCrossEntropyLoss,
@@ -29,6 +30,7 @@ __all__ = [
     "ASPP",
     "Conv2d",
     "ConvTranspose2d",
+    "FrozenBatchNorm2d",
     "MultiScaleRoIAlign",
     "PixelCrossEntropyLoss",
     "PixelFocalLoss",

@@ -1,0 +1,6 @@
+"""Feature extractors: each returns ``dict[str, Tensor]`` and reports ``out_channels`` and
+``strides`` per output name."""
+
+from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, small_resnet
+
+__all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "small_resnet"]
