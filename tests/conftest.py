@@ -12,6 +12,11 @@ settings.register_profile(
 settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# The convolution modules' path="auto" times both implementations on a problem's first call; the
+# suite tests correctness, so it takes the fixed rule unless a test turns measuring on
+# (tests/test_conv_autotune.py). Read when fastops is first imported, after this file.
+os.environ.setdefault("FASTOPS_CONV_AUTOTUNE", "0")
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

@@ -112,7 +112,9 @@ class _PathChoice:
         super().__init__(*args, **kwargs)
         self.path = check_path(path)
 
-    def _uses_fastops(self, input: Tensor, *extra) -> bool:
+    def _uses_fastops(self, input: Tensor, *extra, weight: Tensor | None = None, bias: Tensor | None = None) -> bool:
+        """The choice for a call on ``input`` with ``weight`` and ``bias`` (default: the module's;
+        a caller may convolve with other tensors, as a batch norm folded into the weight)."""
         if self.path != "auto":
             return self.path == "fastops"
         if self.groups != 1:
@@ -120,20 +122,22 @@ class _PathChoice:
         rule = self._auto_rule(input, *extra)
         if rule is None:  # no valid output: our kernels raise torch's error
             return True
-        grads = needed_grads(input, self.weight, self.bias)
+        if weight is None:
+            weight, bias = self.weight, self.bias
+        grads = needed_grads(input, weight, bias)
         key = problem_key(
             type(self).__name__,
             input,
             grads,
-            tuple(self.weight.shape),
-            self.bias is not None,
+            tuple(weight.shape),
+            bias is not None,
             tuple(self.stride),
             str(self.padding),
             tuple(self.dilation),
             self.padding_mode,
             *extra,
         )
-        tensors = (input, self.weight, self.bias)
+        tensors = (input, weight, bias)
         candidates = {
             name: timing_run(lambda x, w, b, f=(name == "fastops"): self._run(f, x, w, b, *extra), tensors, grads)
             for name in ("fastops", "torch")
@@ -186,7 +190,7 @@ class Conv2d(_PathChoice, nn.Conv2d):
         return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return self._run(self._uses_fastops(input), input, weight, bias)
+        return self._run(self._uses_fastops(input, weight=weight, bias=bias), input, weight, bias)
 
 
 class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
