@@ -2,5 +2,6 @@
 ``strides`` per output name."""
 
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, small_resnet
+from .vgg import VGG, vgg16
 
-__all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "small_resnet"]
+__all__ = ["VGG", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "small_resnet", "vgg16"]
