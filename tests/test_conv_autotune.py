@@ -237,3 +237,19 @@ def test_real_timer_picks_a_path():
     finally:
         fastops.nn.set_conv_autotune(previous)
         conv_autotune.clear_autotune_choices()
+
+
+@pytest.mark.parametrize("path", ["fastops", "torch"])
+def test_channels_last_in_channels_last_out(path):
+    """Both implementations keep a channels_last network in channels_last (same values)."""
+    conv = fastops.nn.Conv2d(4, 6, 3, padding=2, dilation=2, path=path).double()
+    up = fastops.nn.ConvTranspose2d(6, 3, 2, stride=2, path=path).double()
+    aspp = fastops.nn.ASPP(4, 2, [1, 2], path=path).double().eval()
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    for module, inp in [(conv, x), (up, conv(x)), (aspp, x)]:
+        ref = module(inp)
+        out = module(inp.contiguous(memory_format=torch.channels_last))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, ref, **F64)
+    assert conv(xc).is_contiguous(memory_format=torch.channels_last) and conv(x).is_contiguous()

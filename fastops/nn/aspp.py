@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import conv as ops
-from .conv import AUTO_USEFUL_FRACTION, Conv2d, check_path, needed_grads, timing_run, useful_fraction
+from .conv import (
+    AUTO_USEFUL_FRACTION,
+    Conv2d,
+    check_path,
+    like_input_layout,
+    needed_grads,
+    timing_run,
+    useful_fraction,
+)
 from .conv_autotune import measured_choice, problem_key
 
 __all__ = ["ASPP"]
@@ -112,7 +120,9 @@ class ASPP(nn.Module):
             return torch.cat(outs, 1)
 
         candidates = {
-            "fastops": timing_run(lambda x, *ws: ops.aspp_conv(x, ws, rates), (x, *weights), grads),
+            "fastops": timing_run(
+                lambda x, *ws: like_input_layout(ops.aspp_conv(x, ws, rates), x), (x, *weights), grads
+            ),
             "torch": timing_run(torch_branches, (x, *weights), grads),
         }
         return measured_choice(key, candidates, x.device, "fastops" if rule else "torch") == "fastops"
@@ -126,13 +136,13 @@ class ASPP(nn.Module):
         branches = self.convs[: len(self.rates) + 1]
         if self._uses_fused(x):
             weights = self._branch_weights()
-            fused = ops.aspp_conv(x, weights, self.rates)
+            fused = like_input_layout(ops.aspp_conv(x, weights, self.rates), x)
             c = weights[0].shape[0]
             res = [branch[2](branch[1](fused[:, i * c : (i + 1) * c])) for i, branch in enumerate(branches)]
         else:
             res = [branch(x) for branch in branches]
         res.append(self.convs[-1](x))
-        return self.project(torch.cat(res, dim=1))
+        return self.project(like_input_layout(torch.cat(res, dim=1), x))
 
     def extra_repr(self) -> str:
         return f"rates={self.rates}, path={self.path!r}"

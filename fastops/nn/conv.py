@@ -21,6 +21,9 @@ choice) and what a measurement must beat by a margin:
   passes all run on our direct kernels (``fastops.ops.conv.direct_passes`` asks the C++ side);
 - torch's convolution otherwise.
 
+Our kernels return the input's memory format (channels_last in, channels_last out), as torch's
+convolution does, so a network keeps its layout whichever path a layer takes.
+
 Either way a problem's path is fixed after its first call, so results are deterministic; under
 torch.compile the choice is made at trace time. The measurements behind the fixed rule are in
 ``benchmarks/results/`` and the README's speed section.
@@ -41,6 +44,7 @@ __all__ = [
     "Conv2d",
     "ConvTranspose2d",
     "check_path",
+    "like_input_layout",
     "needed_grads",
     "useful_fraction",
 ]
@@ -78,6 +82,20 @@ def needed_grads(*tensors: Tensor | None) -> tuple[bool, ...]:
     """Which of the tensors a call under the current grad mode will give gradients to."""
     enabled = torch.is_grad_enabled()
     return tuple(enabled and t is not None and t.requires_grad for t in tensors)
+
+
+def like_input_layout(output: Tensor, input: Tensor) -> Tensor:
+    """``output`` in channels_last memory when ``input`` is in it (and not also NCHW-contiguous),
+    as torch's convolution returns: our kernels write NCHW, and a network in channels_last should
+    stay in it whichever implementation a layer takes."""
+    if (
+        input.dim() == 4
+        and not input.is_contiguous()
+        and input.is_contiguous(memory_format=torch.channels_last)
+        and output.dim() == 4
+    ):
+        return output.contiguous(memory_format=torch.channels_last)
+    return output
 
 
 def timing_run(run, tensors: tuple[Tensor | None, ...], grads: tuple[bool, ...]):
@@ -178,7 +196,7 @@ class Conv2d(_PathChoice, nn.Conv2d):
         if not use_fastops:
             return super()._conv_forward(input, weight, bias)
         if self.padding_mode != "zeros":
-            return ops.conv2d(
+            out = ops.conv2d(
                 F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
                 weight,
                 bias,
@@ -187,7 +205,9 @@ class Conv2d(_PathChoice, nn.Conv2d):
                 self.dilation,
                 self.groups,
             )
-        return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            out = ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return like_input_layout(out, input)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return self._run(self._uses_fastops(input, weight=weight, bias=bias), input, weight, bias)
@@ -235,8 +255,14 @@ class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
     def _run(
         self, use_fastops: bool, input: Tensor, weight: Tensor, bias: Tensor | None, output_padding: tuple[int, int]
     ) -> Tensor:
-        conv = ops.conv_transpose2d if use_fastops else F.conv_transpose2d
-        return conv(input, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation)
+        if not use_fastops:
+            return F.conv_transpose2d(
+                input, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+            )
+        out = ops.conv_transpose2d(
+            input, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+        )
+        return like_input_layout(out, input)
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         if self.padding_mode != "zeros":
