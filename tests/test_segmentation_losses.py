@@ -107,14 +107,26 @@ def _assert_matches(ours, ref, logits, *args, **kwargs):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_cross_entropy_matches_torch_and_definition(reduction, weighted):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cross_entropy_matches_torch_and_definition(reduction, weighted, layout):
+    """NCHW logits take torch's kernel, channels_last ones the fused kernel: both as defined."""
     logits, target, g = _case()
     class_weight = torch.rand(5, generator=g, dtype=torch.float64) + 0.5 if weighted else None
+    pixel_weight = torch.rand(target.shape, generator=g, dtype=torch.float64) if weighted else None
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
     ours = lambda x: pixel_cross_entropy(x, target, class_weight=class_weight, reduction=reduction)
     torch_ce = lambda x: F.cross_entropy(x, target, weight=class_weight, ignore_index=255, reduction=reduction)
     reference = lambda x: softmax_focal_reference(x, target, 0.0, None, class_weight, None, 255, reduction)
     _assert_matches(ours, torch_ce, logits)
     _assert_matches(ours, reference, logits)
+    _assert_matches(
+        lambda x: pixel_cross_entropy(
+            x, target, class_weight=class_weight, pixel_weight=pixel_weight, reduction=reduction
+        ),
+        lambda x: softmax_focal_reference(x, target, 0.0, None, class_weight, pixel_weight, 255, reduction),
+        logits,
+    )
 
 
 @given(
@@ -338,3 +350,19 @@ def test_class_weights_from_pixel_counts():
     w = fastops.class_weights(counts)
     assert w[1] == pytest.approx(5 * w[0]) and w[2] == pytest.approx(5 * w[0])
     PixelCrossEntropyLoss(class_weight=w)(torch.randn(1, 3, 2, 4), target)
+
+
+def test_cross_entropy_kernel_follows_the_layout(monkeypatch):
+    """channels_last logits go to the fused kernel (no copy), NCHW ones to torch's cross-entropy."""
+    from fastops.ops import focal_loss
+
+    calls = []
+    original = focal_loss.softmax_focal_loss
+    monkeypatch.setattr(focal_loss, "softmax_focal_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+    logits, target, _ = _case()
+    pixel_cross_entropy(logits, target)
+    assert calls == []
+    pixel_cross_entropy(logits.contiguous(memory_format=torch.channels_last), target)
+    assert calls == [1]
+    pixel_focal_loss(logits, target)  # no torch kernel for the focal loss: fused, with a copy
+    assert calls == [1, 1]

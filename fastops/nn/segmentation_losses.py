@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import focal_loss as focal
@@ -110,8 +111,22 @@ def _weight_sum(target: Tensor, ignore_index: int, class_weight: Tensor | None, 
 def _softmax_pixels(logits, target, *, gamma, alpha, class_weight, pixel_weight, ignore_index, reduction) -> Tensor:
     _check_weights(logits, class_weight, pixel_weight)
     focal.reduction_code(reduction)
+    rows = _channels_last(logits)
+    if gamma == 0 and alpha is None and not rows.is_contiguous():
+        # Class-major logits (NCHW): torch's cross-entropy reads them in place, where the fused
+        # kernel would first copy them to pixel-major rows (channels_last logits need no copy).
+        weight = None if class_weight is None else class_weight.to(logits.dtype)
+        loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
+        if pixel_weight is not None:
+            loss = loss * pixel_weight
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        if reduction == "sum":
+            return total
+        return total / _weight_sum(target, ignore_index, class_weight, pixel_weight).to(total.dtype)
     loss = focal.softmax_focal_loss(
-        _channels_last(logits),
+        rows,
         target,
         gamma,
         alpha=alpha,
@@ -135,8 +150,10 @@ def pixel_cross_entropy(
     reduction: str = "mean",
 ) -> Tensor:
     """Per-pixel softmax cross-entropy, ``F.cross_entropy(logits, target, weight=class_weight,
-    ignore_index=ignore_index, reduction=reduction)`` with a per-pixel weight map, on the fused
-    softmax kernel (module docstring: targets, weights, the weighted mean).
+    ignore_index=ignore_index, reduction=reduction)`` with a per-pixel weight map (module
+    docstring: targets, weights, the weighted mean). Logits in channels_last memory (pixel-major,
+    as fastops' FCN and DeepLab produce them) run on the fused softmax kernel in place; class-major
+    (NCHW) logits on torch's cross-entropy, which reads that layout in place.
 
     Args:
         logits: [N, C, *spatial], float16/bfloat16/float32/float64.
