@@ -84,7 +84,7 @@ def test_same_logits_and_gradients_training(name, pairs):
     for m in [*model.modules(), *tv.modules()]:
         if isinstance(m, nn.Dropout):
             m.p = 0.0
-    x = torch.randn(2, 3, 41, 38, dtype=torch.float64)
+    x = torch.randn(2, 3, 29, 26, dtype=torch.float64)
     xs, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours, theirs = model(xs), tv(xt)
     torch.testing.assert_close(ours["out"], theirs["out"], **F64)
@@ -106,6 +106,10 @@ def test_builder_defaults_follow_torchvision(tmp_path):
         seg.deeplabv3_resnet50(weights=path, num_classes=3)
     with pytest.raises(ValueError, match="classifier"):
         seg.deeplabv3_resnet50(weights={"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)})
+    assert seg.deeplabv3_resnet50(weights=path, aux_loss=False).aux_classifier is None
+    no_aux = {k: v for k, v in tv.state_dict().items() if not k.startswith("aux_classifier.")}
+    with pytest.raises(ValueError, match="aux_loss"):
+        seg.deeplabv3_resnet50(weights=no_aux, aux_loss=True)
 
 
 def test_weights_backbone_from_a_torchvision_resnet():

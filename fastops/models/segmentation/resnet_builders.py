@@ -21,8 +21,8 @@ def resolve_classes(
 ) -> tuple[dict | None, int, bool]:
     """(state_dict or None, num_classes, aux_loss) as torchvision decides them: with full-model
     weights, the classes come from their classifier (``classifier_key``, the last layer's weight) and
-    the auxiliary classifier is built when the weights have one; otherwise 21 classes (VOC) and no
-    auxiliary classifier unless asked."""
+    the auxiliary classifier is built when the weights have one (``aux_loss=False`` drops it);
+    otherwise 21 classes (VOC) and no auxiliary classifier unless asked."""
     state = None
     if weights is not None:
         state = read_state_dict(weights)
@@ -33,6 +33,10 @@ def resolve_classes(
             raise ValueError(f"num_classes={num_classes} does not match the weights' {found} classes")
         num_classes = found
         has_aux = any(k.startswith("aux_classifier.") for k in state)
+        if aux_loss and not has_aux:
+            raise ValueError("aux_loss=True, but the weights have no auxiliary classifier (aux_classifier.*)")
+        if aux_loss is False:  # the auxiliary head is not wanted: its weights are dropped
+            state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
         aux_loss = has_aux if aux_loss is None else aux_loss
     elif num_classes is None:
         num_classes = 21
