@@ -15,12 +15,13 @@ F64 = dict(rtol=1e-10, atol=1e-12)
 
 @pytest.fixture
 def timer(monkeypatch):
-    """Scripted times: ``timer.times[name]`` seconds per call of that candidate; every call is
-    recorded in ``timer.calls`` and the candidate runs (so it must work)."""
+    """Scripted times: ``timer.times[name]`` seconds per call of that candidate (by default
+    fastops faster, but not clearly enough to stop measuring early); every call is recorded in
+    ``timer.calls`` and the candidate runs (so it must work)."""
 
     class Timer:
         def __init__(self):
-            self.times = {"fastops": 1.0, "torch": 2.0}
+            self.times = {"fastops": 1.0, "torch": 1.2}
             self.calls: list[str] = []
 
         def __call__(self, name, run, device):
@@ -53,6 +54,14 @@ def test_the_faster_path_wins_and_is_cached(timer):
     conv_autotune.clear_autotune_choices()
     with torch.no_grad():
         assert conv.selected_path(x) == "torch"
+
+
+def test_a_clear_winner_ends_the_measurement_early(timer):
+    timer.times = {"fastops": 1.0, "torch": conv_autotune.CLEAR_RATIO * 1.01}
+    conv, x = _dense()
+    with torch.no_grad():
+        assert conv.selected_path(x) == "fastops"
+    assert timer.calls == ["fastops", "torch"]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +119,8 @@ def test_each_candidate_runs_its_implementation_and_results_match(timer, monkeyp
     conv, x = _dense()
     with torch.no_grad():
         first = conv(x)
-    assert len(calls) == 1 + conv_autotune.REPEATS + (winner == "fastops")  # warm-up, timed, the real call
+    # warm-up, one timed round (a clear winner ends the measurement), the real call
+    assert len(calls) == 1 + 1 + (winner == "fastops")
     calls.clear()
     with torch.no_grad():
         second = conv(x)

@@ -119,17 +119,19 @@ class ASPP(nn.Module):
             outs += [F.conv2d(x, w, padding=r, dilation=r) for w, r in zip(ws[1:], rates)]
             return torch.cat(outs, 1)
 
-        candidates = {
-            "fastops": timing_run(
-                lambda x, *ws: like_input_layout(ops.aspp_conv(x, ws, rates), x), (x, *weights), grads
-            ),
-            "torch": timing_run(torch_branches, (x, *weights), grads),
-        }
+        def candidates():
+            return {
+                "fastops": timing_run(
+                    lambda x, *ws: like_input_layout(ops.aspp_conv(x, ws, rates), x), (x, *weights), grads
+                ),
+                "torch": timing_run(torch_branches, (x, *weights), grads),
+            }
+
         return measured_choice(key, candidates, x.device, "fastops" if rule else "torch") == "fastops"
 
     def selected_path(self, x: Tensor) -> str:
-        """ "fastops" (the fused op) or "torch" (branch by branch) for a call on ``x`` under the
-        current grad mode (measuring it now if "auto" has not met this problem yet)."""
+        """The implementation a call on ``x`` under the current grad mode runs: "fastops" (the fused
+        op) or "torch" (branch by branch), measuring it now if "auto" has not met this problem yet."""
         return "fastops" if self._uses_fused(x) else "torch"
 
     def forward(self, x: Tensor) -> Tensor:

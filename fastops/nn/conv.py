@@ -156,10 +156,13 @@ class _PathChoice:
             *extra,
         )
         tensors = (input, weight, bias)
-        candidates = {
-            name: timing_run(lambda x, w, b, f=(name == "fastops"): self._run(f, x, w, b, *extra), tensors, grads)
-            for name in ("fastops", "torch")
-        }
+
+        def candidates():
+            return {
+                name: timing_run(lambda x, w, b, f=(name == "fastops"): self._run(f, x, w, b, *extra), tensors, grads)
+                for name in ("fastops", "torch")
+            }
+
         return measured_choice(key, candidates, input.device, "fastops" if rule else "torch") == "fastops"
 
     def selected_path(self, input: Tensor, *extra) -> str:

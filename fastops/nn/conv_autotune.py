@@ -6,9 +6,10 @@ A problem is everything the speed depends on: the module kind, the input's shape
 dtype and device, the module's hyper-parameters, which gradients the call will need (a forward
 under ``torch.no_grad`` and a training forward whose backward follows are different problems), the
 CPU thread count and the CPU instruction set in use. Each candidate runs once untimed (first-call
-allocations, weight packing), then the candidates alternate ``REPEATS`` times and each keeps its
-fastest call; one replaces the fixed rule's choice (the fallback) only when it is more than
-``MARGIN`` faster, so noise does not flip a tie. The choice is cached for the process.
+allocations, weight packing), then the candidates alternate up to ``REPEATS`` times (stopping early
+once one is ``CLEAR_RATIO`` times faster than the other) and each keeps its fastest call; one
+replaces the fixed rule's choice (the fallback) only when it is more than ``MARGIN`` faster, so
+noise does not flip a tie. The choice is cached for the process.
 
 Results stay deterministic: both implementations are deterministic, and a problem's path never
 changes after its first call, so every later call gives the same bits. Two processes can choose
@@ -31,6 +32,7 @@ import torch
 from .. import _library
 
 __all__ = [
+    "CLEAR_RATIO",
     "MARGIN",
     "REPEATS",
     "autotune_choices",
@@ -46,6 +48,7 @@ __all__ = [
 
 REPEATS = 3
 MARGIN = 0.05
+CLEAR_RATIO = 1.5
 
 _state = {"enabled": os.environ.get("FASTOPS_CONV_AUTOTUNE", "1") != "0"}
 _choices: dict[tuple, str] = {}
@@ -126,11 +129,14 @@ def _cached(key: tuple, fallback: str) -> str:
     return _choices.get(key, fallback)
 
 
-def measured_choice(key: tuple, candidates: Mapping[str, Callable[[], object]], device, fallback: str) -> str:
+def measured_choice(
+    key: tuple, make_candidates: Callable[[], Mapping[str, Callable[[], object]]], device, fallback: str
+) -> str:
     """The path for the problem ``key``: cached, else measured by running each candidate
-    (name -> a call of that path on the problem's tensors; module docstring), else ``fallback``
-    (autotuning off, tracing under torch.compile, or a candidate that raises: then nothing is
-    cached and the real call reports the error)."""
+    (``make_candidates()`` returns name -> a call of that path on the problem's tensors, built
+    only when measuring; module docstring), else ``fallback`` (autotuning off, tracing under
+    torch.compile, or a candidate that raises: then nothing is cached and the real call reports the
+    error)."""
     if not _state["enabled"] or torch.compiler.is_compiling():
         return _cached(key, fallback)
     if key in _choices:
@@ -138,12 +144,15 @@ def measured_choice(key: tuple, candidates: Mapping[str, Callable[[], object]], 
     device = torch.device(device)
     times: dict[str, float] = {}
     try:
+        candidates = make_candidates()
         for run in candidates.values():
             run()
         for _ in range(REPEATS):
             for name, run in candidates.items():
                 elapsed = time_candidate(name, run, device)
                 times[name] = min(times.get(name, elapsed), elapsed)
+            if max(times.values()) > CLEAR_RATIO * min(times.values()):
+                break  # a clear winner: no more rounds
     except Exception:
         return fallback
     best = min(times, key=times.get)
