@@ -24,6 +24,7 @@ BENCHMARKS = [
     "conv",
     "coco_eval",
     "segmentation",
+    "paste_masks",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
 
 
