@@ -1,11 +1,12 @@
-"""Segmentation losses (fastops.nn.segmentation_losses) against float64 references written from
-their definitions, with gradients; torch's cross-entropy as an oracle; bad input; compile."""
+"""Segmentation losses (fastops.nn.segmentation_losses) against the float64 references of
+`reference.segmentation`, with gradients; torch's cross-entropy as an oracle; bad input; compile."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from reference.segmentation import pixel_sigmoid_focal, pixel_softmax_focal, soft_dice
 
 import fastops
 from fastops.nn import (
@@ -19,64 +20,6 @@ from fastops.nn import (
 )
 
 F64 = dict(rtol=1e-10, atol=1e-12)
-
-# ---- float64 references ------------------------------------------------------------------------
-
-
-def _pixels(logits):
-    """[N, C, *spatial] -> [P, C] rows, one per pixel, in the target's flattening order."""
-    return logits.double().movedim(1, -1).reshape(-1, logits.shape[1])
-
-
-def softmax_focal_reference(logits, target, gamma, alpha, class_weight, pixel_weight, ignore_index, reduction):
-    x, y = _pixels(logits), target.reshape(-1)
-    keep = y != ignore_index
-    y0 = torch.where(keep, y, 0)
-    log_p = torch.log_softmax(x, 1)[torch.arange(len(y)), y0]
-    w = torch.full_like(log_p, 1.0 if alpha is None else alpha)
-    if class_weight is not None:
-        w = w * class_weight.double()[y0]
-    if pixel_weight is not None:
-        w = w * pixel_weight.double().reshape(-1)
-    terms = torch.where(keep, -w * (1 - log_p.exp()) ** gamma * log_p, 0.0)
-    if reduction == "none":
-        return terms.reshape(target.shape)
-    if reduction == "sum":
-        return terms.sum()
-    w_mean = w / (1.0 if alpha is None else alpha)  # alpha scales the loss, not the denominator
-    return terms.sum() / torch.where(keep, w_mean, 0.0).sum()
-
-
-def sigmoid_focal_reference(logits, masks, gamma, alpha, reduction):
-    x, t = logits.double(), masks.double()
-    p = torch.sigmoid(x)
-    ce = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))
-    p_t = p * t + (1 - p) * (1 - t)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha is not None:
-        loss = loss * (alpha * t + (1 - alpha) * (1 - t))
-    return {"none": loss, "sum": loss.sum(), "mean": loss.mean()}[reduction]
-
-
-def dice_reference(logits, target, smooth, per_image, class_weight, ignore_index):
-    """Per-class Dice loss [C] (or [N, C]) from one-hot targets, looping over classes."""
-    x = logits.double()
-    c = x.shape[1]
-    if target.is_floating_point() or target.dtype == torch.bool:
-        p, g, keep = torch.sigmoid(x), target.double(), torch.ones_like(x)
-    else:
-        keep = (target != ignore_index).unsqueeze(1).double()
-        g = F.one_hot(torch.where(target == ignore_index, 0, target), c).movedim(-1, 1).double() * keep
-        p = torch.softmax(x, 1) * keep
-    dims = tuple(range(2, x.dim())) if per_image else (0, *range(2, x.dim()))
-    losses = []
-    for k in range(c):
-        inter = (p[:, k : k + 1] * g[:, k : k + 1]).sum(dims)
-        denom = p[:, k : k + 1].sum(dims) + g[:, k : k + 1].sum(dims)
-        losses.append(1 - (2 * inter + smooth) / (denom + smooth))
-    loss = torch.cat(losses, -1) if per_image else torch.cat(losses)
-    w = torch.ones(c, dtype=torch.float64) if class_weight is None else class_weight.double()
-    return loss, (loss * w).sum(-1).div(w.sum()).mean()
 
 
 def _case(n=2, c=5, hw=(7, 9), ignore_fraction=0.2, seed=0):
@@ -117,14 +60,14 @@ def test_cross_entropy_matches_torch_and_definition(reduction, weighted, layout)
         logits = logits.contiguous(memory_format=torch.channels_last)
     ours = lambda x: pixel_cross_entropy(x, target, class_weight=class_weight, reduction=reduction)
     torch_ce = lambda x: F.cross_entropy(x, target, weight=class_weight, ignore_index=255, reduction=reduction)
-    reference = lambda x: softmax_focal_reference(x, target, 0.0, None, class_weight, None, 255, reduction)
+    reference = lambda x: pixel_softmax_focal(x, target, 0.0, None, class_weight, None, 255, reduction)
     _assert_matches(ours, torch_ce, logits)
     _assert_matches(ours, reference, logits)
     _assert_matches(
         lambda x: pixel_cross_entropy(
             x, target, class_weight=class_weight, pixel_weight=pixel_weight, reduction=reduction
         ),
-        lambda x: softmax_focal_reference(x, target, 0.0, None, class_weight, pixel_weight, 255, reduction),
+        lambda x: pixel_softmax_focal(x, target, 0.0, None, class_weight, pixel_weight, 255, reduction),
         logits,
     )
 
@@ -149,7 +92,7 @@ def test_focal_matches_definition(n, c, h, w, gamma, alpha, weights, ignore_frac
     kw = dict(gamma=gamma, alpha=alpha, class_weight=class_weight, pixel_weight=pixel_weight, reduction=reduction)
     _assert_matches(
         lambda x: pixel_focal_loss(x, target, **kw),
-        lambda x: softmax_focal_reference(x, target, gamma, alpha, class_weight, pixel_weight, 255, reduction),
+        lambda x: pixel_softmax_focal(x, target, gamma, alpha, class_weight, pixel_weight, 255, reduction),
         logits,
     )
 
@@ -170,7 +113,7 @@ def test_focal_dense_masks_is_sigmoid_focal(reduction, alpha):
     masks = torch.rand(logits.shape, generator=g, dtype=torch.float64) > 0.6
     _assert_matches(
         lambda x: pixel_focal_loss(x, masks, gamma=2.0, alpha=alpha, reduction=reduction),
-        lambda x: sigmoid_focal_reference(x, masks, 2.0, alpha, reduction),
+        lambda x: pixel_sigmoid_focal(x, masks, 2.0, alpha, reduction),
         logits,
     )
 
@@ -195,7 +138,7 @@ def test_ignore_index_inside_the_class_range():
     )
     _assert_matches(
         lambda x: soft_dice_loss(x, target, ignore_index=0, reduction="none"),
-        lambda x: dice_reference(x, target, 1.0, False, None, 0)[0],
+        lambda x: soft_dice(x, target, 1.0, False, None, 0)[0],
         logits,
     )
 
@@ -236,7 +179,7 @@ def test_dice_matches_definition(n, c, h, w, smooth, per_image, weighted, ignore
     for reduction, index in [("none", 0), ("mean", 1)]:
         _assert_matches(
             lambda x: soft_dice_loss(x, target, reduction=reduction, **kw),
-            lambda x: dice_reference(x, target, smooth, per_image, class_weight, 255)[index],
+            lambda x: soft_dice(x, target, smooth, per_image, class_weight, 255)[index],
             logits,
         )
 
@@ -247,7 +190,7 @@ def test_dice_dense_masks(per_image):
     masks = (torch.rand(logits.shape, generator=g) > 0.5).double()
     _assert_matches(
         lambda x: soft_dice_loss(x, masks, per_image=per_image),
-        lambda x: dice_reference(x, masks, 1.0, per_image, None, 255)[1],
+        lambda x: soft_dice(x, masks, 1.0, per_image, None, 255)[1],
         logits,
     )
 
@@ -289,9 +232,9 @@ def test_modules_and_weighted_sum():
 
 def _expected_sum(x, t, w):
     return (
-        softmax_focal_reference(x, t, 0.0, None, w, None, 255, "mean")
-        + 0.25 * softmax_focal_reference(x, t, 1.0, None, None, None, 255, "mean")
-        + 0.5 * dice_reference(x, t, 1.0, True, None, 255)[1]
+        pixel_softmax_focal(x, t, 0.0, None, w, None, 255, "mean")
+        + 0.25 * pixel_softmax_focal(x, t, 1.0, None, None, None, 255, "mean")
+        + 0.5 * soft_dice(x, t, 1.0, True, None, 255)[1]
     )
 
 
