@@ -284,9 +284,8 @@ def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
         order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
         if not device.startswith("cuda"):
             wait_until_quiet()
-            # after the wait the thread pool sleeps and the caches are cold: the first call after
-            # it ran up to 4x slower (k4s2p1: 5.6 vs 1.4 ms for the same torch call), so it is
-            # not timed, and the order alternates
+            # after the wait the thread pool sleeps and the caches are cold, so the first call
+            # after it is not timed, and the order alternates
             order[0][0]()
         for fn, times in order:
             synchronize(device)
