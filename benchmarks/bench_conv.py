@@ -11,7 +11,8 @@ Floor: the useful FLOPs (2 per multiply-add, only the taps whose input pixel lie
 backward: twice the forward, input and weight gradients) at the float32 peak measured here by
 fastops' FMA micro-kernel (common.peak_gflops); the basis also names the rate torch's GEMM reaches
 on the fused ASPP centre GEMM's shape (1024x2048 @ 2048x1089), for scale. The rows named
-"module auto" time fastops.nn's path rule (torch's kernels where they are faster).
+"module auto" time fastops.nn's path="auto" (measured on the module's first call: torch's kernels
+where they are faster).
 
 Timing: fastops and torch alternate call by call, and each reports its fastest call. The
 development machine is shared with other builds and tests, and a second process on one of its two
@@ -24,62 +25,13 @@ of a quiet machine, for both.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
-from common import Row, bench_main, peak_gflops, synchronize
+from common import Row, bench_main, paired_ms, peak_gflops
 
 import fastops
 import fastops.nn
 from fastops.nn.conv import useful_fraction
-
-
-def _cpu_ticks() -> tuple[int, int, int]:
-    """(busy ticks of the whole machine, all ticks, this process's ticks) from /proc."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(values) - idle, sum(values), int(fields[11]) + int(fields[12])
-
-
-def wait_until_quiet(max_wait_s: float = 10.0, window_s: float = 0.1, share: float = 0.1) -> None:
-    """Waits (at most max_wait_s) for a window in which other processes use under `share` of the
-    machine's CPU time, so that a timing does not run beside someone else's build or test."""
-    try:
-        deadline = time.perf_counter() + max_wait_s
-        while time.perf_counter() < deadline:
-            busy0, total0, own0 = _cpu_ticks()
-            time.sleep(window_s)
-            busy1, total1, own1 = _cpu_ticks()
-            if total1 > total0 and (busy1 - busy0 - (own1 - own0)) / (total1 - total0) < share:
-                return
-    except (OSError, ValueError, IndexError):
-        return  # not Linux: time as it comes
-
-
-def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
-    """The fastest call of fn_a and of fn_b in milliseconds, timed alternately (see the notes)."""
-    for _ in range(2):
-        fn_a()
-        fn_b()
-    times_a, times_b = [], []
-    for i in range(repeat):
-        order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
-        if not device.startswith("cuda"):
-            wait_until_quiet()
-            # after the wait the thread pool sleeps and the caches are cold, so the first call after
-            # it is not timed, and the order alternates
-            order[0][0]()
-        for fn, times in order:
-            synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return min(times_a), min(times_b)
 
 
 def gemm_gflops(device: str, repeat: int) -> float:
@@ -122,7 +74,6 @@ def _kernel_and_module_rows(
     ours,
     theirs,
     module,
-    module_uses_fastops,
     x,
     w,
     flops,
@@ -135,18 +86,20 @@ def _kernel_and_module_rows(
     basis,
 ):
     """Four rows for one case: fastops' kernels (ours(input, weight)) and the module's auto path
-    (module, given the weight w), each forward then forward plus backward, against theirs."""
-    path = "fastops" if module_uses_fastops else "torch"
+    (module, given the weight w; measured on its first call, the label says what it chose), each
+    forward then forward plus backward, against theirs."""
     module.weight.data.copy_(w)
     ms, ref = paired_ms(lambda: ours(x, w), lambda: theirs(x, w), device, repeat)
     rows.append(Row(f"{title} fwd", ms, ref_name, ref, floor(flops), basis, extra or {}))
     module.weight.requires_grad_(False)  # as w: forward only, no graph
+    path = module.selected_path(x)
     ms, ref = paired_ms(lambda: module(x), lambda: theirs(x, w), device, repeat)
     rows.append(Row(f"{short} fwd, module auto ({path})", ms, ref_name, ref, floor(flops), basis))
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     ms, ref = paired_ms(_step(ours, xg, wg), _step(theirs, xg, wg), device, repeat)
     rows.append(Row(f"{short} fwd+bwd", ms, ref_name, ref, floor(3 * flops), basis))
     module.weight.requires_grad_(True)
+    path = module.selected_path(xg)
     ms, ref = paired_ms(_module_step(module, xg), _step(theirs, xg, wg), device, repeat)
     rows.append(Row(f"{short} fwd+bwd, module auto ({path})", ms, ref_name, ref, floor(3 * flops), basis))
 
@@ -228,7 +181,6 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
             lambda a, b: fastops.conv2d(a, b, padding=r, dilation=r),
             lambda a, b: F.conv2d(a, b, padding=r, dilation=r),
             module,
-            module._uses_fastops(x2),
             x2,
             w,
             flops,
@@ -251,7 +203,6 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
             lambda a, b: fastops.conv_transpose2d(a, b, stride=s, padding=p),
             lambda a, b: F.conv_transpose2d(a, b, stride=s, padding=p),
             module,
-            module._uses_fastops(x3),
             x3,
             w,
             flops,

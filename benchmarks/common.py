@@ -244,3 +244,53 @@ def bench_main(name: str, doc: str, run: Callable[[str, bool], list[Row]], notes
     if not args.no_save and not args.quick:
         print("saved to", save(name, machine, rows, notes))
     return rows
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(busy ticks of the whole machine, all ticks, this process's ticks) from /proc."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(values) - idle, sum(values), int(fields[11]) + int(fields[12])
+
+
+def wait_until_quiet(max_wait_s: float = 10.0, window_s: float = 0.1, share: float = 0.1) -> None:
+    """Waits (at most max_wait_s) for a window in which other processes use under `share` of the
+    machine's CPU time, so that a timing does not run beside someone else's build or test."""
+    try:
+        deadline = time.perf_counter() + max_wait_s
+        while time.perf_counter() < deadline:
+            busy0, total0, own0 = _cpu_ticks()
+            time.sleep(window_s)
+            busy1, total1, own1 = _cpu_ticks()
+            if total1 > total0 and (busy1 - busy0 - (own1 - own0)) / (total1 - total0) < share:
+                return
+    except (OSError, ValueError, IndexError):
+        return  # not Linux: time as it comes
+
+
+def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
+    """The fastest call of fn_a and of fn_b in milliseconds, timed alternately after two untimed
+    calls of each. On the CPU each pair waits for a quiet moment (``wait_until_quiet``: on a
+    shared machine a second process on one of the cores stalls every multi-threaded region at its
+    barrier), makes one untimed call, and alternates which function goes first."""
+    for _ in range(2):
+        fn_a()
+        fn_b()
+    times_a, times_b = [], []
+    for i in range(repeat):
+        order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
+        if not device.startswith("cuda"):
+            wait_until_quiet()
+            # after the wait the thread pool sleeps and the caches are cold, so the first call
+            # after it is not timed, and the order alternates
+            order[0][0]()
+        for fn, times in order:
+            synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return min(times_a), min(times_b)

@@ -23,6 +23,7 @@ BENCHMARKS = [
     "roi_align",
     "conv",
     "coco_eval",
+    "segmentation",
     "paste_masks",
     "patched_torchvision",
     "python_layer",

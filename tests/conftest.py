@@ -1,10 +1,16 @@
 import os
 
+# The convolution modules' path="auto" times both implementations on a problem's first call; the
+# suite tests correctness, so it takes the fixed rule unless a test turns measuring on
+# (tests/test_conv_autotune.py). Read when fastops.nn is first imported, so set before the imports.
+os.environ.setdefault("FASTOPS_CONV_AUTOTUNE", "0")
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 import fastops
+import fastops.nn
 
 # "default" (CI): the same examples every run, so a red CI always points at a change.
 # "thorough" (HYPOTHESIS_PROFILE=thorough): fresh random examples, ten times as many.
@@ -33,3 +39,11 @@ def _seed():
 def restore_isa():
     yield
     fastops.set_cpu_isa("avx512")  # back to the best available
+
+
+@pytest.fixture
+def fixed_rule():
+    """The convolution modules' path="auto" without measurement: the fixed rule alone."""
+    previous = fastops.nn.set_conv_autotune(False)
+    yield
+    fastops.nn.set_conv_autotune(previous)

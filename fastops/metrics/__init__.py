@@ -25,6 +25,7 @@ from .classification import (
 from .coco import COCO
 from .cocoeval import COCOeval, Params
 from .detection import MeanAveragePrecision
+from .thresholds import f1_optimal_thresholds
 from .voc import detection_confusion_matrix, plot_pr_curves, voc_ap, voc_evaluate
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "average_precision",
     "confusion_matrix",
     "detection_confusion_matrix",
+    "f1_optimal_thresholds",
     "mask",
     "multilabel_average_precision",
     "multilabel_precision_recall_f1",

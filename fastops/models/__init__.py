@@ -7,3 +7,7 @@ that only compose those parts), ``classification``. Every model is built by a pl
 function and has one surface: ``forward`` (losses in training mode, predictions in eval mode, as
 torchvision's), ``loss(...)`` and ``predict(...)`` working in either mode.
 """
+
+from .fc_to_conv import convert_fc_to_conv
+
+__all__ = ["convert_fc_to_conv"]

@@ -1,22 +1,52 @@
 """Modules: each wraps a fastops op with its hyper-parameters fixed at construction
 (keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``.
 The drop-ins keep their originals' constructors instead, so they replace them with one import
-line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign`` (torchvision's), ``Conv2d`` and
+line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``, ``FrozenBatchNorm2d`` (torchvision's), ``Conv2d`` and
 ``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
 from .aspp import ASPP
 from .conv import Conv2d, ConvTranspose2d
+from .conv_autotune import (
+    autotune_choices,
+    clear_autotune_choices,
+    conv_autotune_enabled,
+    load_autotune_choices,
+    set_conv_autotune,
+)
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
+from .norm import FrozenBatchNorm2d
 from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
+from .segmentation_losses import (
+    PixelCrossEntropyLoss,
+    PixelFocalLoss,
+    SoftDiceLoss,
+    WeightedSumLoss,
+    pixel_cross_entropy,
+    pixel_focal_loss,
+    soft_dice_loss,
+)
 
 __all__ = [
     "ASPP",
     "Conv2d",
     "ConvTranspose2d",
+    "FrozenBatchNorm2d",
     "MultiScaleRoIAlign",
+    "PixelCrossEntropyLoss",
+    "PixelFocalLoss",
     "RoIAlign",
     "RoIPool",
     "SigmoidFocalLoss",
+    "SoftDiceLoss",
     "SoftmaxFocalLoss",
     "WeightedBCEWithLogitsLoss",
+    "WeightedSumLoss",
+    "autotune_choices",
+    "clear_autotune_choices",
+    "conv_autotune_enabled",
+    "load_autotune_choices",
+    "pixel_cross_entropy",
+    "pixel_focal_loss",
+    "set_conv_autotune",
+    "soft_dice_loss",
 ]

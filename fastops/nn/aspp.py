@@ -10,7 +10,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import conv as ops
-from .conv import AUTO_USEFUL_FRACTION, Conv2d, check_path, useful_fraction
+from .conv import (
+    AUTO_USEFUL_FRACTION,
+    Conv2d,
+    check_path,
+    like_input_layout,
+    needed_grads,
+    timing_run,
+    useful_fraction,
+)
+from .conv_autotune import measured_choice, problem_key
 
 __all__ = ["ASPP"]
 
@@ -46,11 +55,14 @@ class ASPP(nn.Module):
     a 1x1 branch, one 3x3 atrous branch per rate, image pooling, each with BatchNorm and ReLU, then
     a 1x1 projection with BatchNorm, ReLU and dropout.
 
-    With ``path`` "fastops" (or "auto", where at least one rate leaves a useful fraction at most
-    ``AUTO_USEFUL_FRACTION`` on the input's map), the 1x1 and atrous convolutions run as one
-    ``fastops.aspp_conv`` call: the 1x1 weight and every branch's centre tap in one GEMM, the
-    off-centre taps over their valid rectangles only. "torch" runs each branch through torch's
-    convolution (as torchvision does).
+    With ``path`` "fastops" the 1x1 and atrous convolutions run as one ``fastops.aspp_conv`` call:
+    the 1x1 weight and every branch's centre tap in one GEMM, the off-centre taps over their valid
+    rectangles only. "torch" runs each branch through torch's convolution (as torchvision does).
+    "auto" measures the fused op against torch's branch convolutions on the first call with a new
+    problem and keeps the faster (``fastops.nn.conv``'s module docstring); its fixed rule, the
+    fallback, fuses where at least one rate leaves a useful fraction at most
+    ``AUTO_USEFUL_FRACTION`` on the input's map. Unfused branches are ``fastops.nn.Conv2d``
+    modules with this ``path``, so under "auto" each chooses its own kernels.
 
     Args (keyword-only after the first three):
         in_channels, out_channels: channels of the input and of each branch and the output.
@@ -84,25 +96,55 @@ class ASPP(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def _uses_fused(self, x: Tensor) -> bool:
-        if self.path != "auto":
-            return self.path == "fastops"
+    def _fixed_rule(self, x: Tensor) -> bool:
         h, w = x.shape[-2:]
         return any(
             useful_fraction((h, w), (h, w), (3, 3), (1, 1), (r, r), (r, r)) <= AUTO_USEFUL_FRACTION for r in self.rates
         )
 
+    def _branch_weights(self) -> list[Tensor]:
+        return [branch[0].weight for branch in self.convs[: len(self.rates) + 1]]
+
+    def _uses_fused(self, x: Tensor) -> bool:
+        if self.path != "auto":
+            return self.path == "fastops"
+        rule = self._fixed_rule(x)
+        weights = self._branch_weights()
+        grads = needed_grads(x, *weights)
+        key = problem_key("ASPP", x, grads, tuple(weights[0].shape), self.rates)
+        rates = self.rates
+
+        def torch_branches(x, *ws):
+            outs = [F.conv2d(x, ws[0])]
+            outs += [F.conv2d(x, w, padding=r, dilation=r) for w, r in zip(ws[1:], rates)]
+            return torch.cat(outs, 1)
+
+        def candidates():
+            return {
+                "fastops": timing_run(
+                    lambda x, *ws: like_input_layout(ops.aspp_conv(x, ws, rates), x), (x, *weights), grads
+                ),
+                "torch": timing_run(torch_branches, (x, *weights), grads),
+            }
+
+        return measured_choice(key, candidates, x.device, "fastops" if rule else "torch") == "fastops"
+
+    def selected_path(self, x: Tensor) -> str:
+        """The implementation a call on ``x`` under the current grad mode runs: "fastops" (the fused
+        op) or "torch" (branch by branch), measuring it now if "auto" has not met this problem yet."""
+        return "fastops" if self._uses_fused(x) else "torch"
+
     def forward(self, x: Tensor) -> Tensor:
         branches = self.convs[: len(self.rates) + 1]
         if self._uses_fused(x):
-            weights = [branch[0].weight for branch in branches]
-            fused = ops.aspp_conv(x, weights, self.rates)
+            weights = self._branch_weights()
+            fused = like_input_layout(ops.aspp_conv(x, weights, self.rates), x)
             c = weights[0].shape[0]
             res = [branch[2](branch[1](fused[:, i * c : (i + 1) * c])) for i, branch in enumerate(branches)]
         else:
             res = [branch(x) for branch in branches]
         res.append(self.convs[-1](x))
-        return self.project(torch.cat(res, dim=1))
+        return self.project(like_input_layout(torch.cat(res, dim=1), x))
 
     def extra_repr(self) -> str:
         return f"rates={self.rates}, path={self.path!r}"

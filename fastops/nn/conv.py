@@ -1,9 +1,17 @@
 """Convolution modules over ``fastops.ops.conv``: drop-ins for ``torch.nn.Conv2d`` and
 ``torch.nn.ConvTranspose2d`` (subclasses: same constructor, parameters ``weight`` and ``bias``,
-state_dicts load both ways), and the rule that sends each call to our kernels or to torch's.
+state_dicts load both ways), and the choice that sends each call to our kernels or to torch's.
 
 Path selection (``path=``): "fastops" always runs our kernels, "torch" always torch's convolution
-(oneDNN on the CPU, cuDNN on the GPU), "auto" (default) picks per call:
+(oneDNN on the CPU, cuDNN on the GPU), "auto" (default) measures: the first call with a new
+problem (shapes, layout, dtype, device, the gradients it needs, threads, instruction set) times
+both implementations on its own tensors and keeps the faster for every later call
+(``fastops.nn.conv_autotune``: cuDNN's benchmark mode, on by default, ``set_conv_autotune(False)``
+or FASTOPS_CONV_AUTOTUNE=0 to turn it off). Grouped convolutions always take torch's (one small
+GEMM per group and tap in ours).
+
+The fixed rule is the fallback (autotuning off, tracing under torch.compile without a cached
+choice) and what a measurement must beat by a margin:
 
 - our kernels when the taps that can see the input cover at most ``AUTO_USEFUL_FRACTION`` of
   the dense tap-by-output work (``useful_fraction``): large atrous rates on small maps, where
@@ -11,22 +19,35 @@ Path selection (``path=``): "fastops" always runs our kernels, "torch" always to
 - our kernels for a transposed convolution whose kernel equals its stride (four GEMMs writing
   disjoint pixel phases, no overlap), and for an ungrouped transposed convolution whose three
   passes all run on our direct kernels (``fastops.ops.conv.direct_passes`` asks the C++ side);
-- torch's convolution otherwise: dense convolutions, where the two tie, other transposed ones,
-  and grouped convolutions (one small GEMM per group and tap in ours).
+- torch's convolution otherwise.
 
-The rule depends on shapes, dtype and device only, so the choice is the same on every call with
-the same inputs (under torch.compile it is made at trace time). The measurements behind it are in
+Our kernels return the input's memory format (channels_last in, channels_last out), as torch's
+convolution does, so a network keeps its layout whichever path a layer takes.
+
+Either way a problem's path is fixed after its first call, so results are deterministic; under
+torch.compile the choice is made at trace time. The measurements behind the fixed rule are in
 ``benchmarks/results/`` and the README's speed section.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import conv as ops
+from .conv_autotune import measured_choice, problem_key
 
-__all__ = ["AUTO_USEFUL_FRACTION", "PATHS", "Conv2d", "ConvTranspose2d", "check_path", "useful_fraction"]
+__all__ = [
+    "AUTO_USEFUL_FRACTION",
+    "PATHS",
+    "Conv2d",
+    "ConvTranspose2d",
+    "check_path",
+    "like_input_layout",
+    "needed_grads",
+    "useful_fraction",
+]
 
 PATHS = ("auto", "fastops", "torch")
 AUTO_USEFUL_FRACTION = 0.6
@@ -57,19 +78,97 @@ def useful_fraction(in_hw, out_hw, kernel, stride, padding_begin, dilation) -> f
     return useful
 
 
+def needed_grads(*tensors: Tensor | None) -> tuple[bool, ...]:
+    """Which of the tensors a call under the current grad mode will give gradients to."""
+    enabled = torch.is_grad_enabled()
+    return tuple(enabled and t is not None and t.requires_grad for t in tensors)
+
+
+def like_input_layout(output: Tensor, input: Tensor) -> Tensor:
+    """``output`` in channels_last memory when ``input`` is in it (and not also NCHW-contiguous),
+    as torch's convolution returns: our kernels write NCHW, and a network in channels_last should
+    stay in it whichever implementation a layer takes."""
+    if (
+        input.dim() == 4
+        and not input.is_contiguous()
+        and input.is_contiguous(memory_format=torch.channels_last)
+        and output.dim() == 4
+    ):
+        return output.contiguous(memory_format=torch.channels_last)
+    return output
+
+
+def timing_run(run, tensors: tuple[Tensor | None, ...], grads: tuple[bool, ...]):
+    """A call of ``run(*tensors)`` for timing: a forward without a graph when no gradient is
+    needed, else forward and backward to the tensors that need one, on detached copies (the
+    caller's graph is untouched)."""
+    if not any(grads):
+
+        def forward():
+            with torch.no_grad():
+                run(*tensors)
+
+        return forward
+    leaves = tuple(None if t is None else t.detach().requires_grad_(g) for t, g in zip(tensors, grads))
+    wanted = [t for t, g in zip(leaves, grads) if g]
+
+    def forward_backward():
+        with torch.enable_grad():
+            out = run(*leaves)
+            torch.autograd.grad(out, wanted, torch.ones_like(out))
+
+    return forward_backward
+
+
 class _PathChoice:
     """The ``path`` argument of the convolution modules (a mixin before the torch module class):
-    "fastops" and "torch" force one implementation, "auto" asks the subclass's ``_auto_rule``
-    (ungrouped convolutions only; module docstring)."""
+    "fastops" and "torch" force one implementation, "auto" measures, with the subclass's
+    ``_auto_rule`` as the fallback (ungrouped convolutions only; module docstring). A subclass
+    supplies ``_run(use_fastops, input, weight, bias, *extra)``."""
 
     def __init__(self, *args, path: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.path = check_path(path)
 
-    def _uses_fastops(self, input: Tensor) -> bool:
+    def _uses_fastops(self, input: Tensor, *extra, weight: Tensor | None = None, bias: Tensor | None = None) -> bool:
+        """The choice for a call on ``input`` with ``weight`` and ``bias`` (default: the module's;
+        a caller may convolve with other tensors, as a batch norm folded into the weight)."""
         if self.path != "auto":
             return self.path == "fastops"
-        return self.groups == 1 and self._auto_rule(input)
+        if self.groups != 1:
+            return False
+        rule = self._auto_rule(input, *extra)
+        if rule is None:  # no valid output: our kernels raise torch's error
+            return True
+        if weight is None:
+            weight, bias = self.weight, self.bias
+        grads = needed_grads(input, weight, bias)
+        key = problem_key(
+            type(self).__name__,
+            input,
+            grads,
+            tuple(weight.shape),
+            bias is not None,
+            tuple(self.stride),
+            str(self.padding),
+            tuple(self.dilation),
+            self.padding_mode,
+            *extra,
+        )
+        tensors = (input, weight, bias)
+
+        def candidates():
+            return {
+                name: timing_run(lambda x, w, b, f=(name == "fastops"): self._run(f, x, w, b, *extra), tensors, grads)
+                for name in ("fastops", "torch")
+            }
+
+        return measured_choice(key, candidates, input.device, "fastops" if rule else "torch") == "fastops"
+
+    def selected_path(self, input: Tensor, *extra) -> str:
+        """The implementation ("fastops" or "torch") a call on ``input`` under the current grad
+        mode runs (measuring it now if "auto" has not met this problem yet)."""
+        return "fastops" if self._uses_fastops(input, *extra) else "torch"
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", path={self.path!r}"
@@ -79,7 +178,7 @@ class Conv2d(_PathChoice, nn.Conv2d):
     """``torch.nn.Conv2d`` (same arguments, parameters and results) computed by ``fastops.conv2d``
     where that is faster; ``path`` ("auto", "fastops", "torch") picks the kernels (module docstring)."""
 
-    def _auto_rule(self, input: Tensor) -> bool:
+    def _auto_rule(self, input: Tensor) -> bool | None:
         if isinstance(self.padding, str):
             padding_begin = ops.resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)[:2]
         else:
@@ -92,15 +191,15 @@ class Conv2d(_PathChoice, nn.Conv2d):
             for i in range(2)
         ]
         if min(out_hw) <= 0:
-            return True  # our kernels raise torch's error
+            return None
         fraction = useful_fraction(in_hw, out_hw, self.kernel_size, self.stride, padding_begin, self.dilation)
         return fraction <= AUTO_USEFUL_FRACTION
 
-    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if not self._uses_fastops(input):
+    def _run(self, use_fastops: bool, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if not use_fastops:
             return super()._conv_forward(input, weight, bias)
         if self.padding_mode != "zeros":
-            return ops.conv2d(
+            out = ops.conv2d(
                 F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
                 weight,
                 bias,
@@ -109,14 +208,21 @@ class Conv2d(_PathChoice, nn.Conv2d):
                 self.dilation,
                 self.groups,
             )
-        return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            out = ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return like_input_layout(out, input)
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return self._run(self._uses_fastops(input, weight=weight, bias=bias), input, weight, bias)
 
 
 class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
     """``torch.nn.ConvTranspose2d`` (same arguments, parameters and results) computed by
-    ``fastops.conv_transpose2d`` where that is faster; ``path`` picks the kernels (module docstring)."""
+    ``fastops.conv_transpose2d`` where that is faster; ``path`` picks the kernels (module docstring).
+    ``selected_path(input, output_padding)`` takes the output padding that ``output_size`` implies
+    (default: the module's)."""
 
-    def _auto_rule(self, input: Tensor) -> bool:
+    def _auto_rule(self, input: Tensor, output_padding: tuple[int, int]) -> bool | None:
         if (
             tuple(self.kernel_size) == tuple(self.stride)
             and tuple(self.dilation) == (1, 1)
@@ -128,11 +234,11 @@ class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
         out_hw = [
             (size - 1) * s - 2 * p + d * (k - 1) + op + 1
             for size, s, p, d, k, op in zip(
-                (h, w), self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding
+                (h, w), self.stride, self.padding, self.dilation, self.kernel_size, output_padding
             )
         ]
         if min(out_hw) <= 0:
-            return True  # our kernels raise torch's error
+            return None
         padding4 = [self.padding[0], self.padding[1], self.padding[0], self.padding[1]]
         passes = ops.direct_passes(
             [n, self.out_channels, *out_hw],
@@ -146,14 +252,25 @@ class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
         )
         return passes == ops.DIRECT_ALL
 
+    def _uses_fastops(self, input: Tensor, output_padding: tuple[int, int] | None = None) -> bool:
+        return super()._uses_fastops(input, tuple(self.output_padding if output_padding is None else output_padding))
+
+    def _run(
+        self, use_fastops: bool, input: Tensor, weight: Tensor, bias: Tensor | None, output_padding: tuple[int, int]
+    ) -> Tensor:
+        if not use_fastops:
+            return F.conv_transpose2d(
+                input, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+            )
+        out = ops.conv_transpose2d(
+            input, weight, bias, self.stride, self.padding, output_padding, self.groups, self.dilation
+        )
+        return like_input_layout(out, input)
+
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if not self._uses_fastops(input):
-            return super().forward(input, output_size)
         if self.padding_mode != "zeros":
             raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(
-            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        output_padding = tuple(
+            self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation)
         )
-        return ops.conv_transpose2d(
-            input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation
-        )
+        return self._run(self._uses_fastops(input, output_padding), input, self.weight, self.bias, output_padding)
