@@ -123,3 +123,42 @@ def test_memory_stays_flat_over_thousands_of_calls():
         torch.set_num_threads(previous)
     # A leak of one small output per call would be tens of MB over 1000 calls of nine ops.
     assert grown < 16 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB over 1000 rounds of every op"
+
+
+def _meta(t: torch.Tensor) -> torch.Tensor:
+    return t.to("meta")
+
+
+_B = torch.tensor([[0, 0, 10, 10.0], [1, 1, 5, 5]])
+_X, _W = torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3, 3)
+_LOGITS, _TARGETS = torch.randn(4, 3), (torch.rand(4, 3) > 0.5).float()
+MIXED_DEVICE_CALLS = {
+    "box_iou": lambda: fastops.box_iou(_B, _meta(_B)),
+    "generalized_box_iou_loss": lambda: fastops.generalized_box_iou_loss(_meta(_B), _B),
+    "nms": lambda: fastops.nms(_B, _meta(torch.rand(2)), 0.5),
+    "batched_nms idxs": lambda: fastops.batched_nms(_B, torch.rand(2), _meta(torch.tensor([0, 1])), 0.5),
+    "multiclass_nms": lambda: fastops.multiclass_nms(_B[None], _meta(torch.rand(1, 2, 3)), max_detections=3),
+    "sigmoid_focal_loss class_weight": lambda: fastops.sigmoid_focal_loss(
+        _LOGITS, _TARGETS, class_weight=_meta(torch.rand(3))
+    ),
+    "weighted_bce_with_logits pos_weight": lambda: fastops.weighted_bce_with_logits(
+        _LOGITS, _TARGETS, pos_weight=_meta(torch.rand(3))
+    ),
+    "softmax_focal_loss class_weight": lambda: fastops.softmax_focal_loss(
+        _LOGITS, torch.tensor([0, 1, 2, 1]), class_weight=_meta(torch.rand(3))
+    ),
+    "conv2d bias": lambda: fastops.conv2d(_X, _W, _meta(torch.rand(2))),
+    "conv_transpose2d weight": lambda: fastops.conv_transpose2d(_X, _meta(_W)),
+    "aspp_conv weight": lambda: fastops.aspp_conv(_X, [_W[:, :, :1, :1], _meta(_W)], [6]),
+    "roi_align boxes": lambda: fastops.roi_align(_X, [_meta(torch.tensor([[1, 1, 4, 4.0]]))], 2),
+    "roi_pool boxes": lambda: fastops.roi_pool(_X, _meta(torch.tensor([[0, 1, 1, 4, 4.0]])), 2),
+    "paste_masks boxes": lambda: fastops.paste_masks(torch.rand(2, 1, 5, 5), _meta(_B), (10, 10)),
+}
+
+
+@pytest.mark.parametrize("name", list(MIXED_DEVICE_CALLS))
+def test_a_tensor_on_another_device_is_rejected(name):
+    """A meta tensor beside CPU ones would send the call to the fake kernel, which would return an
+    uninitialised CPU tensor: every op rejects the mix instead."""
+    with pytest.raises(RuntimeError, match="must be on one device, got tensors on cpu, meta"):
+        MIXED_DEVICE_CALLS[name]()

@@ -67,6 +67,8 @@ def _script_calls():
         ("softmax_focal_loss", lambda f: f(logits, labels.clamp(max=3), alpha=0.5, reduction="none")),
         ("weighted_bce_with_logits", lambda f: f(logits, targets, pos_weight=pos_weight)),
         ("class_weights", lambda f: f(torch.tensor([3, 0, 10, 5]), "effective_number", beta=0.9)),
+        ("paste_masks", lambda f: f(torch.rand(3, 1, 7, 7), b1[:3] * 2, (20, 24))),
+        ("paste_masks", lambda f: f(torch.rand(3, 7, 7).double(), b1[:3].int(), (9, 11), 2, threshold=0.5)),
     ]
 
 
@@ -203,7 +205,9 @@ class Detector(torch.nn.Module):
             + fastops.generalized_box_iou_loss(boxes, boxes.flip(0), reduction="sum")
         )
         conv = fastops.conv2d(x, self.conv.weight, None, 1, 2, 2)
-        return pooled.sum() + fpn.sum() + keep.sum() + iou.sum() + losses + conv.sum() + fastops.nms(boxes, scores, 0.3)
+        pasted = fastops.paste_masks(pooled[:, 0], boxes[: pooled.shape[0]], (20, 24), threshold=0.5)
+        total = pooled.sum() + fpn.sum() + keep.sum() + iou.sum() + losses + conv.sum() + pasted.sum()
+        return total + fastops.nms(boxes, scores, 0.3)
 
 
 def test_symbolic_trace_of_a_module_holding_the_ops():
@@ -230,6 +234,7 @@ def test_symbolic_trace_of_a_module_holding_the_ops():
         fastops.sigmoid_focal_loss,
         fastops.generalized_box_iou_loss,
         fastops.conv2d,
+        fastops.paste_masks,
     ):
         assert fn in targets, fn.__name__
 

@@ -12,13 +12,16 @@ higher one; it is resolved on first access (``__getattr__``), so importing the o
 """
 
 from .. import _library  # noqa: F401  (loads the compiled ops before their Python sides register)
+from . import (
+    _double_backward,  # noqa: F401  (second-order gradients raise, never come out zero)
+    quantized,  # noqa: F401  (registers the QuantizedCPU kernels of nms and roi_align)
+)
 from . import box_iou as _box_iou
 from . import conv as _conv
 from . import errors as _errors
 from . import focal_loss as _focal_loss
 from . import nms as _nms
 from . import paste_masks as _paste_masks
-from . import quantized  # noqa: F401  (registers the QuantizedCPU kernels of nms and roi_align)
 from . import roi_align as _roi_align
 from .box_iou import *  # noqa: F403
 from .conv import *  # noqa: F403

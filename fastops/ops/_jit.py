@@ -49,11 +49,12 @@ def _find_proxy(value: Any) -> torch.fx.Proxy | None:
     return found[0] if found else None
 
 
-def trace_or_type_error(fn: Callable, args: tuple, name: str, value: Any) -> Any:
+def trace_or_type_error(fn: Callable, args: tuple, name: str, value: Any, kwargs: dict | None = None) -> Any:
     """For a public function ``fn`` whose argument ``name`` (= ``value``) is not a tensor: fn's
-    node when an FX tracer passed a Proxy among ``args`` (fn's positional arguments), else a
-    TypeError naming the argument."""
-    proxy = _find_proxy(args)
+    node when an FX tracer passed a Proxy among ``args`` (fn's positional arguments) or ``kwargs``
+    (its keyword-only ones), else a TypeError naming the argument."""
+    kwargs = kwargs or {}
+    proxy = _find_proxy((args, kwargs))
     if proxy is not None:
-        return proxy.tracer.create_proxy("call_function", fn, args, {})
+        return proxy.tracer.create_proxy("call_function", fn, args, kwargs)
     raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

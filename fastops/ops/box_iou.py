@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._fake import register_fake
 from ._jit import script_as, trace_or_type_error
 from .errors import ArgumentError, ArgumentTypeError, as_torch_error
 from .reduction import reduction_code
@@ -48,7 +49,7 @@ __all__ = [
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
 
-@torch.library.register_fake("fastops::box_overlap")
+@register_fake("fastops::box_overlap")
 def _box_overlap_fake(boxes1, boxes2, mode, fmt, aligned, eps, loss_form):
     torch._check(
         boxes1.shape[-1] == 4, lambda: f"box_overlap: boxes1 must have shape [..., 4], got {tuple(boxes1.shape)}"
@@ -66,7 +67,7 @@ def _box_overlap_fake(boxes1, boxes2, mode, fmt, aligned, eps, loss_form):
     return boxes1.new_empty(shape, dtype=out_dtype)
 
 
-@torch.library.register_fake("fastops::box_overlap_backward")
+@register_fake("fastops::box_overlap_backward")
 def _box_overlap_backward_fake(grad, boxes1, boxes2, mode, fmt, aligned, eps, loss_form):
     return boxes1.new_empty(boxes1.shape), boxes2.new_empty(boxes2.shape)
 

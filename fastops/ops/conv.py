@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._fake import register_fake
 from ._jit import trace_or_type_error
 from .errors import ArgumentError
 
@@ -221,34 +222,34 @@ def direct_passes(input_size, weight_size, stride, padding4, dilation, groups: i
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
 
-@torch.library.register_fake("fastops::conv2d")
+@register_fake("fastops::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     h, w = _check_conv(input.shape, weight.shape, bias, padding, stride, dilation, groups)
     return input.new_empty((input.shape[0], weight.shape[0], h, w))
 
 
-@torch.library.register_fake("fastops::conv2d_input_grad")
+@register_fake("fastops::conv2d_input_grad")
 def _conv2d_input_grad_fake(grad_out, weight, input_size, stride, padding, dilation, groups):
     return grad_out.new_empty(input_size)
 
 
-@torch.library.register_fake("fastops::conv2d_weight_grad")
+@register_fake("fastops::conv2d_weight_grad")
 def _conv2d_weight_grad_fake(grad_out, input, weight_size, stride, padding, dilation, groups):
     return input.new_empty(weight_size)
 
 
-@torch.library.register_fake("fastops::conv_transpose2d")
+@register_fake("fastops::conv_transpose2d")
 def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
     h, w = _check_transpose(input.shape, weight.shape, bias, stride, padding, output_padding, groups, dilation)
     return input.new_empty((input.shape[0], weight.shape[1] * groups, h, w))
 
 
-@torch.library.register_fake("fastops::aspp_conv")
+@register_fake("fastops::aspp_conv")
 def _aspp_conv_fake(input, weights, rates):
     return input.new_empty((input.shape[0], weights[0].shape[0] * len(weights), input.shape[2], input.shape[3]))
 
 
-@torch.library.register_fake("fastops::aspp_conv_backward")
+@register_fake("fastops::aspp_conv_backward")
 def _aspp_conv_backward_fake(grad_out, input, weights, rates, input_grad):
     grad_input = input.new_empty(input.shape) if input_grad else input.new_empty((0,))
     return grad_input, [w.new_empty(w.shape) for w in weights]

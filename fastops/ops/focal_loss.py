@@ -51,6 +51,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._fake import register_fake
 from ._jit import script_as, trace_or_type_error
 from .errors import ArgumentError, as_torch_error
 from .reduction import reduction_code
@@ -65,24 +66,24 @@ __all__ = [
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
 
-@torch.library.register_fake("fastops::sigmoid_focal_loss")
+@register_fake("fastops::sigmoid_focal_loss")
 def _sigmoid_fake(
     inputs, targets, class_weight, pos_weight, sample_weight, alpha, gamma, reduction, background_index, ignore_index
 ):
     return torch.empty_like(inputs) if reduction == 0 else inputs.new_empty(())
 
 
-@torch.library.register_fake("fastops::sigmoid_focal_loss_backward")
+@register_fake("fastops::sigmoid_focal_loss_backward")
 def _sigmoid_backward_fake(grad, inputs, *args):
     return torch.empty_like(inputs)
 
 
-@torch.library.register_fake("fastops::softmax_focal_loss")
+@register_fake("fastops::softmax_focal_loss")
 def _softmax_fake(inputs, targets, class_weight, sample_weight, alpha, gamma, reduction, ignore_index):
     return inputs.new_empty(targets.shape) if reduction == 0 else inputs.new_empty(())
 
 
-@torch.library.register_fake("fastops::softmax_focal_loss_backward")
+@register_fake("fastops::softmax_focal_loss_backward")
 def _softmax_backward_fake(grad, inputs, *args):
     return torch.empty_like(inputs)
 

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._fake import register_fake
 from ._jit import script_as, trace_or_type_error
 from .errors import as_torch_error
 
@@ -59,26 +60,26 @@ def _dynamic_length(boxes: Tensor):
     return n
 
 
-@torch.library.register_fake("fastops::nms")
+@register_fake("fastops::nms")
 def _nms_fake(boxes, scores, idxs, iou_threshold):
     torch._check(boxes.dim() == 2 and boxes.shape[-1] == 4, lambda: "nms: boxes must have shape [N, 4]")
     torch._check(scores.dim() == 1 and scores.shape[0] == boxes.shape[0], lambda: "nms: scores must be [N]")
     return boxes.new_empty(_dynamic_length(boxes), dtype=torch.int64)
 
 
-@torch.library.register_fake("fastops::soft_nms")
+@register_fake("fastops::soft_nms")
 def _soft_nms_fake(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method):
     n = _dynamic_length(boxes)
     return boxes.new_empty(n, dtype=torch.int64), scores.new_empty(n)
 
 
-@torch.library.register_fake("fastops::matrix_nms")
+@register_fake("fastops::matrix_nms")
 def _matrix_nms_fake(boxes, scores, idxs, kernel, sigma, score_threshold):
     n = _dynamic_length(boxes)
     return boxes.new_empty(n, dtype=torch.int64), scores.new_empty(n)
 
 
-@torch.library.register_fake("fastops::multiclass_nms")
+@register_fake("fastops::multiclass_nms")
 def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, topk, max_detections, class_agnostic):
     b = scores.shape[0]
     return (

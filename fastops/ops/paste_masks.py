@@ -27,12 +27,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._fake import register_fake
+from ._jit import script_as, trace_or_type_error
+
 __all__ = ["paste_masks"]
 
 # ---- op registration: fake kernel, and an autograd formula that refuses --------------------------
 
 
-@torch.library.register_fake("fastops::paste_masks")
+@register_fake("fastops::paste_masks")
 def _paste_masks_fake(masks, boxes, image_height, image_width, padding=1, threshold=None):
     torch._check(
         masks.dim() == 3 or (masks.dim() == 4 and masks.shape[1] == 1),
@@ -73,6 +76,19 @@ def _image_size(image_shape) -> tuple[int, int]:
     return height, width
 
 
+def _paste_masks_script(
+    masks: Tensor,
+    boxes: Tensor,
+    image_shape: tuple[int, int],
+    padding: int = 1,
+    threshold: float | None = None,
+) -> Tensor:
+    if not boxes.is_floating_point():
+        boxes = boxes.to(torch.float32)
+    return torch.ops.fastops.paste_masks(masks, boxes, image_shape[0], image_shape[1], padding, threshold)
+
+
+@script_as(_paste_masks_script)
 def paste_masks(
     masks: Tensor,
     boxes: Tensor,
@@ -105,9 +121,13 @@ def paste_masks(
         torchvision returns a result.
     """
     if not isinstance(masks, Tensor):
-        raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
+        return trace_or_type_error(
+            paste_masks, (masks, boxes, image_shape, padding), "masks", masks, {"threshold": threshold}
+        )
     if not isinstance(boxes, Tensor):
-        raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
+        return trace_or_type_error(
+            paste_masks, (masks, boxes, image_shape, padding), "boxes", boxes, {"threshold": threshold}
+        )
     if boxes.dtype == torch.bool or boxes.is_complex():
         raise TypeError(f"boxes must hold real numbers, got dtype {boxes.dtype}")
     if not boxes.is_floating_point():

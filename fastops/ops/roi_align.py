@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 
+from ._fake import register_fake
 from ._jit import script_as, trace_or_type_error
 from .errors import ArgumentError, BoxesShapeError, as_torch_error
 
@@ -71,35 +72,35 @@ CANONICAL_LEVEL = 4
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
 
-@torch.library.register_fake("fastops::roi_align")
+@register_fake("fastops::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     return _empty((rois.shape[0], input.shape[1], pooled_height, pooled_width), input, _channels_last(input))
 
 
-@torch.library.register_fake("fastops::roi_align_backward")
+@register_fake("fastops::roi_align_backward")
 def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned, cl):
     return _empty((batch, channels, height, width), grad, cl)
 
 
-@torch.library.register_fake("fastops::multi_scale_roi_align")
+@register_fake("fastops::multi_scale_roi_align")
 def _msra_fake(features, rois, scales, pooled_height, pooled_width, sampling_ratio, aligned, cscale, clevel):
     f = features[0]
     return _empty((rois.shape[0], f.shape[1], pooled_height, pooled_width), f, _channels_last(f))
 
 
-@torch.library.register_fake("fastops::multi_scale_roi_align_backward")
+@register_fake("fastops::multi_scale_roi_align_backward")
 def _msra_backward_fake(grad, rois, scales, ph, pw, batch, channels, heights, widths, sr, aligned, cscale, clevel, cl):
     return [_empty((batch, channels, h, w), grad, cl) for h, w in zip(heights, widths)]
 
 
-@torch.library.register_fake("fastops::roi_pool")
+@register_fake("fastops::roi_pool")
 def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
     shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
     cl = _channels_last(input)
     return _empty(shape, input, cl), _empty(shape, input, cl, dtype=torch.int32)
 
 
-@torch.library.register_fake("fastops::roi_pool_backward")
+@register_fake("fastops::roi_pool_backward")
 def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch, channels, height, width, cl):
     return _empty((batch, channels, height, width), grad, cl)
 
