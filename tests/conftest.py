@@ -18,7 +18,11 @@ settings.register_profile(
     "default", deadline=None, max_examples=50, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# "long" (FASTOPS_FUZZ=long, scripts/fuzz.sh): fresh examples, thousands per property.
+settings.register_profile("long", deadline=None, max_examples=5000, suppress_health_check=list(HealthCheck))
+settings.load_profile(
+    "long" if os.environ.get("FASTOPS_FUZZ") == "long" else os.environ.get("HYPOTHESIS_PROFILE", "default")
+)
 
 
 def pytest_collection_modifyitems(config, items):

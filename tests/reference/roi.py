@@ -8,7 +8,10 @@ import torch
 
 def _axis_weights(coords: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear weights [..., size] of sample coordinates [...] along one axis (RoIAlign's rules:
-    outside [-1, size] nothing, below 0 clamped to 0, at or past the last pixel all on it)."""
+    outside [-1, size] nothing, below 0 clamped to 0, at or past the last pixel all on it; an
+    empty axis has no pixel to weigh)."""
+    if size == 0:
+        return torch.zeros(*coords.shape, 0, dtype=torch.float64)
     valid = (coords >= -1) & (coords <= size)
     c = coords.clamp(min=0)
     low = c.floor().clamp(max=size - 1)
