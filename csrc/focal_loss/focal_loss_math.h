@@ -135,8 +135,9 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE SigmoidTerms<T> sigmoid_focal(T x, T t, 
   // m^gamma <= 1: exact for gamma 0, 1, 2 (1, m, m m), clamped for exp(gamma log m)
   const T mg_raw = pow_nonneg<kGamma>(m, gamma);
   const T mg = (kGamma >= 0 || mg_raw < one) ? mg_raw : one;
-  // alpha_t = alpha t + (1 - alpha)(1 - t) = (1 - alpha) + (2 alpha - 1) t; 1 when alpha < 0
-  const T a = alpha < zero ? one : fma_(alpha + alpha - one, t, a_neg);
+  // alpha_t = alpha t + (1 - alpha)(1 - t), 1 when alpha < 0; in this form (not (1 - alpha) +
+  // (2 alpha - 1) t, which cancels) a hard target gives alpha or 1 - alpha exactly, however small
+  const T a = alpha < zero ? one : fma_(alpha, t, a_neg * omt);
   const T pwt = pw * t;
   const T dce = fma_(omt, p, -(pwt * q));
   // gamma (1 - 2t) ce p q m^(gamma - 1): for gamma in {1, 2} without the division by m
