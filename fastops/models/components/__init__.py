@@ -5,7 +5,7 @@ from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
 from .masks import paste_masks, project_masks_on_boxes
 from .matcher import Matcher
-from .postprocess import clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
+from .postprocess import clip_boxes_per_image, clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
 from .sampler import BalancedPositiveNegativeSampler
 from .transform import GeneralizedRCNNTransform, ImageBatch, resize_boxes
 
@@ -17,6 +17,7 @@ __all__ = [
     "ImageBatch",
     "Matcher",
     "cell_anchors",
+    "clip_boxes_per_image",
     "clip_boxes_to_image",
     "nms_per_image",
     "paste_masks",

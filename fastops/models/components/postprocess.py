@@ -13,6 +13,7 @@ from torch import Tensor
 from ...ops import batched_nms
 
 __all__ = [
+    "clip_boxes_per_image",
     "clip_boxes_to_image",
     "nms_per_image",
     "remove_small_boxes",
@@ -26,6 +27,13 @@ def clip_boxes_to_image(boxes: Tensor, size: Sequence[int]) -> Tensor:
     x = boxes[..., 0::2].clamp(min=0, max=width)
     y = boxes[..., 1::2].clamp(min=0, max=height)
     return torch.stack((x, y), dim=-1).reshape(boxes.shape)
+
+
+def clip_boxes_per_image(boxes: Tensor, image_index: Tensor, image_sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """Boxes [K, 4] of several images clamped into their own image: box k into
+    ``image_sizes[image_index[k]]`` (H, W); the same numbers as ``clip_boxes_to_image`` per image."""
+    sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)[image_index]
+    return torch.minimum(boxes.clamp(min=0), sizes[:, [1, 0, 1, 0]])
 
 
 def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
