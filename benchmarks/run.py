@@ -23,6 +23,7 @@ BENCHMARKS = [
     "roi_align",
     "conv",
     "coco_eval",
+    "models",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
 
 

@@ -14,6 +14,7 @@ from ...ops import roi_align
 __all__ = ["paste_masks", "project_masks_on_boxes"]
 
 
+@torch.compiler.disable  # a loop over data-dependent sizes: torch.compile would recompile per mask
 def _paste_masks_python(masks: Tensor, boxes: Tensor, image_shape: tuple[int, int], padding: int = 1) -> Tensor:
     """torchvision's ``paste_masks_in_image``, mask by mask (the reference the op replaces)."""
     num_masks, m = masks.shape[0], masks.shape[-1]

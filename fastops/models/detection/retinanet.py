@@ -113,9 +113,17 @@ class RetinaNet(Detector):
 
     def compute_detections(self, batch: ImageBatch) -> list[dict[str, Tensor]]:
         features, head_outputs, anchors = self._features(batch)
+        per_level = self.anchor_generator.num_anchors_per_level(features)
+        return self.postprocess_detections(head_outputs, anchors, per_level, batch.image_sizes)
+
+    def postprocess_detections(
+        self, head_outputs: dict[str, Tensor], anchors: Tensor, per_level: list[int], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Detections per image from the head's outputs: per level the ``topk_candidates`` best
+        (anchor, class) scores above ``score_thresh``, decoded and clipped; NMS per class;
+        ``detections_per_img`` kept."""
         logits, regression = head_outputs["cls_logits"], head_outputs["bbox_regression"]
         num_images, _, num_classes = logits.shape
-        per_level = self.anchor_generator.num_anchors_per_level(features)
         scores, images, anchor_idx, labels = [], [], [], []
         offset = 0
         for level_logits in logits.split(per_level, dim=1):
@@ -134,6 +142,6 @@ class RetinaNet(Detector):
         order = torch.argsort(images, stable=True)
         scores, images, anchor_idx, labels = scores[order], images[order], anchor_idx[order], labels[order]
         boxes = self.box_coder.decode(regression[images, anchor_idx], anchors[anchor_idx])
-        boxes = clip_boxes_per_image(boxes, images, batch.image_sizes)
+        boxes = clip_boxes_per_image(boxes, images, image_sizes)
         keep = nms_per_image(boxes, scores, labels, images, num_images, self.nms_thresh, self.detections_per_img)
         return [{"boxes": boxes[k], "scores": scores[k], "labels": labels[k]} for k in keep]
