@@ -1,6 +1,6 @@
 """IoU family: fastops against torchvision (and plain torch where torchvision has no such op).
 
-Workloads (issue: foundation): pairwise 2000 x 2000 and 20000 x 500 in every mode; aligned 1M pairs,
+Workloads: pairwise 2000 x 2000 and 20000 x 500 in every mode; aligned 1M pairs,
 forward and forward plus backward of the box losses. Boxes: 800 x 800 image, sides 4 to 204 px.
 Floors: the pairwise ops are bound by writing the N x M float32 output; the aligned ones by reading
 two N x 4 box sets and writing N results (plus, backward, reading the gradient and writing two

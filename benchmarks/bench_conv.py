@@ -1,15 +1,16 @@
 """Convolutions: fastops' per-tap kernels against torch's own convolution (oneDNN on the CPU, cuDNN
 on the GPU), same inputs, same process, float32.
 
-Workloads (issue 6): the ASPP branches of DeepLab v3 on a 1x2048x33x33 map -> 256 channels, 3x3 at
+Workloads: the ASPP branches of DeepLab v3 on a 1x2048x33x33 map -> 256 channels, 3x3 at
 rates 12, 24, 36, and the whole ASPP module (1x1 + three atrous branches + image pooling +
 projection; fastops' fused op against the same module on torch's convolutions); a 1x256x64x64 3x3
 convolution at rates 1 and 6; U-Net's transposed convolutions 1x128x64x64 -> 64, k2s2 and k4s2p1.
 Forward, and forward plus backward (gradients of input and weight).
 
 Floor: the useful FLOPs (2 per multiply-add, only the taps whose input pixel lies inside the map;
-backward: twice the forward, input and weight gradients) at the GEMM rate measured here in the same
-run (float32 at::mm of the fused ASPP centre GEMM's shape, 1024x2048 @ 2048x1089). The rows named
+backward: twice the forward, input and weight gradients) at the float32 peak measured here by
+fastops' FMA micro-kernel (common.peak_gflops); the basis also names the rate torch's GEMM reaches
+on the fused ASPP centre GEMM's shape (1024x2048 @ 2048x1089), for scale. The rows named
 "module auto" time fastops.nn's path rule (torch's kernels where they are faster).
 
 Timing: fastops and torch alternate call by call, and each reports its fastest call. The
@@ -27,7 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import Row, bench_main, synchronize
+from common import Row, bench_main, peak_gflops, synchronize
 
 import fastops
 import fastops.nn
@@ -69,9 +70,8 @@ def paired_ms(fn_a, fn_b, device: str, repeat: int) -> tuple[float, float]:
         order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
         if not device.startswith("cuda"):
             wait_until_quiet()
-            # after the wait the thread pool sleeps and the caches are cold: the first call after
-            # it ran up to 4x slower (k4s2p1: 5.6 vs 1.4 ms for the same torch call), so it is
-            # not timed, and the order alternates
+            # after the wait the thread pool sleeps and the caches are cold, so the first call after
+            # it is not timed, and the order alternates
             order[0][0]()
         for fn, times in order:
             synchronize(device)
@@ -155,9 +155,9 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     torch.manual_seed(0)
     repeat = 3 if quick else 11
     rows: list[Row] = []
-    rate = gemm_gflops(device, repeat) * 1e9
-    floor = lambda flops: flops / rate * 1e3
-    basis = f"useful FLOPs at {rate / 1e9:.0f} GFLOP/s (measured GEMM)"
+    peak, how = peak_gflops(device)
+    floor = lambda flops: flops / (peak * 1e9) * 1e3
+    basis = f"useful FLOPs at {peak:.0f} GFLOP/s ({how}; torch GEMM here: {gemm_gflops(device, repeat):.0f})"
     ref_name = "torch conv (cuDNN)" if device.startswith("cuda") else "torch conv (oneDNN)"
 
     # ASPP branches: 1x2048x33x33 -> 256, 3x3 at rate r
@@ -261,13 +261,13 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     return rows
 
 
-NOTES = """Targets (issue 6), 2-core CPU: >= 1.5x torch on the large-rate ASPP cases, >= 0.9x on the
+NOTES = """Targets, 2-core CPU: >= 1.5x torch on the large-rate ASPP cases, >= 0.9x on the
 others; CUDA: >= 1.2x cuDNN on large-rate ASPP, >= 0.8x on the rest. "useful" is the share of the
 dense convolution's products whose input pixel lies inside the map: the work fastops does, where
 torch's convolution does all of it. The machine is shared with other builds and tests: each pair
-of calls waits for a quiet moment, makes one untimed call (after the wait the first call was up to
-4x slower, which used to count against whichever library went first: fastops), and alternates which
-library goes first; absolute times still vary between runs."""
+of calls waits for a quiet moment, makes one untimed call (the first call after a wait runs on cold
+caches and a sleeping thread pool), and alternates which library goes first; absolute times still
+vary between runs."""
 
 if __name__ == "__main__":
     bench_main("conv", __doc__, run, NOTES)

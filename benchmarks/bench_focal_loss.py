@@ -1,7 +1,7 @@
 """Focal losses: fastops against torchvision's sigmoid_focal_loss (and torch's cross-entropy and
 BCEWithLogitsLoss for the softmax and weighted-BCE variants).
 
-Workload (issue: focal losses): RetinaNet-sized logits 240000 x 80 with 1% positives, dense float
+Workload: RetinaNet-sized logits 240000 x 80 with 1% positives, dense float
 targets: forward (sum) and forward plus backward, and the peak memory of forward plus backward
 (measured in a fresh process: its peak resident set, reset just before, over its resident set
 then, on the CPU (Linux); the CUDA allocator's peak on a GPU).

@@ -1,6 +1,6 @@
 """NMS family: fastops against torchvision (and plain torch where torchvision has no such op).
 
-Workloads (issue: NMS family): nms on N = 1k, 5k, 20k random boxes (800 x 800 image, sides 4 to 204
+Workloads: nms on N = 1k, 5k, 20k random boxes (800 x 800 image, sides 4 to 204
 px, IoU threshold 0.5); batched_nms on N = 20k over 80 classes; multiclass post-processing on
 RetinaNet-sized outputs (B = 2, 120k anchors x 80 classes, score threshold 0.05, top-k 1000, 100
 detections) against torchvision's RetinaNet post-processing; soft-NMS and Matrix NMS on 1k boxes.

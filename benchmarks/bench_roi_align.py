@@ -1,6 +1,6 @@
 """RoIAlign / RoIPool / multi-level RoIAlign: fastops against torchvision, same inputs, same process.
 
-Workloads (issue: RoIAlign and RoIPool): a Faster R-CNN box head on one feature map 2x256x200x304
+Workloads: a Faster R-CNN box head on one feature map 2x256x200x304
 (an 800x1216 image at stride 4), 1000 RoIs, 7x7, sampling ratio 2, aligned: forward, and forward
 plus backward; the same on a channels_last map; four FPN levels (strides 4 to 32) with 2x500 RoIs
 against MultiScaleRoIAlign; the mask head's 14x14 on the FPN levels; RoIPool on the single map.
@@ -159,16 +159,14 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
 NOTES = """torchvision's CPU kernels run on one thread (their OpenMP pragma is commented out) and copy a
 channels_last input to NCHW on every call. fastops processes NCHW features one (16-channel block,
 level, image) at a time: the block is copied into a pixel-major tile, only the 16-pixel chunks that
-the group's RoIs sample (for the 14x14 mask head about 40% of the largest level), and every RoI of
+the group's RoIs sample, and every RoI of
 that image reads it, each bilinear sample being a few 16-lane vector operations; channels_last
 features are read in place. Both give torchvision's float32 bits, forward and backward (same
 operations in the same order). Backward: each thread owns its gradient values (no atomics). Outputs
 and gradients come from fastops' cache of freed large CPU outputs, so repeated calls do not fault in
-fresh memory (torchvision's calls do). Measured in the 14x14 forward (per thread, 2 threads, about
-15 ms): reading the needed chunks of the features into the tile about 5.5 ms (one core reads
-strided planes at only 11 GB/s, 6 GB/s for scattered chunks: copying 40% of a level saves only a
-third of the copy's time); the scattered output stores cost 1.8 ms once the next RoI's output block
-is prefetched for writing (6.5 ms without); the rest is sampling."""
+fresh memory (torchvision's calls do). In the 14x14 forward the time goes to reading the needed
+chunks of the features into the tiles (strided plane reads, the memory-bound part), the scattered
+output stores (the next RoI's output block is prefetched for writing) and the sampling itself."""
 
 if __name__ == "__main__":
     bench_main("roi_align", __doc__, run, NOTES)

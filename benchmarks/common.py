@@ -1,8 +1,12 @@
-"""Shared benchmark machinery: timing, the machine's description, measured bandwidth, results.
+"""Shared benchmark machinery: timing, the machine's description, measured bandwidth and peak,
+results.
 
 Every benchmark runs fastops and its reference on the same inputs in the same process, reports
-medians and their ratio, and a floor: the least time the work can take on this machine (bytes over
-the bandwidth measured here, for the memory-bound ops). Results are written to
+medians and their ratio, and a floor: the least time the work can take on this machine. Memory
+floors are bytes over the bandwidth measured here (``bandwidth_gbs``); compute floors are useful
+FLOPs over the arithmetic peak measured here by fastops' own FMA micro-kernel (``peak_gflops``),
+never over another library's achieved rate. A floor is a floor: a time below it means the floor
+is wrong, and the table says so instead of printing an x-floor below 1. Results are written to
 benchmarks/results/<machine>/<benchmark>.{json,md}.
 """
 
@@ -139,6 +143,30 @@ def bandwidth_gbs(device: str, nbytes: int, kind: str) -> float:
     return _bandwidth_cache[key]
 
 
+_peak_cache: dict = {}
+
+
+def peak_gflops(device: str) -> tuple[float, str]:
+    """The float32 arithmetic peak in GFLOP/s and how it was found. CPU: fastops' FMA micro-kernel
+    (register-only FMA chains, the active instruction set, every kernel thread at once;
+    ``torch.ops.fastops.cpu_peak_gflops``). CUDA: no micro-kernel of ours yet, so the rate of a
+    large float32 GEMM (TF32 off), an achieved rate rather than a peak."""
+    if device not in _peak_cache:
+        if device.startswith("cuda"):
+            a = torch.randn(4096, 4096, device=device)
+            allow = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            try:
+                ms = time_ms(lambda: a @ a, device, repeat=10)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = allow
+            _peak_cache[device] = (2 * 4096**3 / (ms * 1e-3) / 1e9, "float32 GEMM rate (cuBLAS)")
+        else:
+            gflops = torch.ops.fastops.cpu_peak_gflops(1.0)
+            _peak_cache[device] = (gflops, f"FMA peak ({fastops.build_info()['cpu_isa']}, all threads)")
+    return _peak_cache[device]
+
+
 @dataclass
 class Row:
     case: str
@@ -155,7 +183,15 @@ class Row:
 
     @property
     def of_floor(self) -> float | None:
-        return None if self.floor_ms is None else self.fastops_ms / self.floor_ms
+        """fastops' time over the floor (>= 1), or None without a floor or when the time is below it
+        (then the floor is not one: ``below_floor``)."""
+        if self.floor_ms is None or self.below_floor:
+            return None
+        return self.fastops_ms / self.floor_ms
+
+    @property
+    def below_floor(self) -> bool:
+        return self.floor_ms is not None and self.fastops_ms < self.floor_ms
 
 
 def format_table(rows: list[Row]) -> str:
@@ -165,7 +201,7 @@ def format_table(rows: list[Row]) -> str:
         ref = "-" if r.reference_ms is None else f"{r.reference_ms:.3f}"
         sp = "-" if r.speedup is None else f"{r.speedup:.1f}x"
         fl = "-" if r.floor_ms is None else f"{r.floor_ms:.3f}"
-        of = "-" if r.of_floor is None else f"{r.of_floor:.1f}"
+        of = "below: not a floor" if r.below_floor else "-" if r.of_floor is None else f"{r.of_floor:.1f}"
         also = ", ".join(f"{k}={v}" for k, v in r.extra.items())
         lines.append(
             f"| {r.case} | {r.fastops_ms:.3f} | {r.reference} | {ref} | {sp} | {fl} | {of} | {r.floor_basis} | {also} |"

@@ -23,6 +23,7 @@ BENCHMARKS = [
     "roi_align",
     "conv",
     "coco_eval",
+    "paste_masks",
     "models",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
 

@@ -99,10 +99,11 @@ def set_cpu_isa(name: str) -> str:
 def release_output_cache() -> int:
     """Frees the memory fastops keeps from freed large CPU outputs and returns its size in bytes.
 
-    The RoI ops allocate their CPU outputs and gradients (4 MB and more) from a small cache: when
+    Every op allocates its large CPU outputs and gradients (4 MB and more) from a small cache: when
     such a tensor is freed its memory stays mapped, at most 512 MB in all, and the next output that
-    fits reuses it, so a training loop stops paying the page faults of fresh memory. Set the
-    environment variable ``FASTOPS_OUTPUT_CACHE=0`` (before importing fastops) to turn it off.
+    fits (up to twice its size) reuses it, so a training loop stops paying the page faults of fresh
+    memory. Set the environment variable ``FASTOPS_OUTPUT_CACHE=0`` (before importing fastops) to
+    turn it off.
     """
     return _C.release_output_cache()
 

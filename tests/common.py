@@ -1,7 +1,13 @@
-"""Helpers shared by the tests (importable because pytest puts tests/ on sys.path)."""
+"""Helpers shared by the tests (importable because pytest puts tests/ on sys.path): devices and
+dtypes to parametrize over, box generators, the per-instruction-set comparisons, float32-against-
+float64 runs. Float64 references of the ops are in the `reference` package."""
+
+import contextlib
 
 import pytest
 import torch
+
+import fastops
 
 # Parametrize over this to run a test on the CPU and, where a GPU exists, on CUDA.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -42,3 +48,49 @@ def special_boxes_xyxy(dtype=torch.float64) -> torch.Tensor:
         ],
         dtype=dtype,
     )
+
+
+# ---- CPU instruction sets (the kernels are compiled once per set; docs/ARCHITECTURE.md) ----------
+
+ISAS = ["default", "avx2", "avx512"]
+
+
+def assert_same_across_isas(run):
+    """run() under every instruction set this CPU has: each must give the default copy's bits."""
+    results = {}
+    for isa in ISAS:
+        used = fastops.set_cpu_isa(isa)
+        results.setdefault(used, run())
+    base = results.pop("default")
+    for isa, res in results.items():
+        for a, b in zip(base, res):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
+
+
+@contextlib.contextmanager
+def cpu_isa(name):
+    fastops.set_cpu_isa(name)
+    try:
+        yield
+    finally:
+        fastops.set_cpu_isa("avx512")  # back to the best available
+
+
+def assert_float32_close(ours, ref):
+    """float32 sums of up to a few thousand products: errors relative to the largest value."""
+    scale = ref.abs().max().clamp_min(1.0) if ref.numel() else 1.0
+    torch.testing.assert_close(ours.double(), ref, rtol=0, atol=2e-5 * float(scale))
+
+
+def float32_and_float64(fn, ref_fn, operands, seed, **kw):
+    """fn on float32 operands and ref_fn on the same values in float64, each followed by a
+    backward of the same upstream gradient (drawn in float64)."""
+
+    def run(f, ops):
+        ops = [None if t is None else t.detach().clone().requires_grad_() for t in ops]
+        out = f(*ops, **kw)
+        grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        out.backward(grad.to(out.dtype))
+        return [out.detach()] + [None if t is None else t.grad for t in ops]
+
+    return run(fn, operands), run(ref_fn, [None if t is None else t.double() for t in operands])

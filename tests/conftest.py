@@ -4,6 +4,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+import fastops
+
 # "default" (CI): the same examples every run, so a red CI always points at a change.
 # "thorough" (HYPOTHESIS_PROFILE=thorough): fresh random examples, ten times as many.
 settings.register_profile(
@@ -25,3 +27,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def restore_isa():
+    yield
+    fastops.set_cpu_isa("avx512")  # back to the best available

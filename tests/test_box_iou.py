@@ -3,12 +3,12 @@
 import math
 
 import pytest
-import reference
 import torch
 import torchvision.ops as tvops
 from common import DEVICES, FLOAT_DTYPES, rand_boxes_xyxy, special_boxes_xyxy, xyxy_to
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import boxes as reference
 
 import fastops
 

@@ -1,5 +1,7 @@
 """The build: what it reports, the torch-version guard, and which kernels it registered."""
 
+import math
+
 import pytest
 import torch
 
@@ -45,3 +47,10 @@ def test_version_guard():
 def test_set_cpu_isa_validates():
     with pytest.raises(ValueError, match="name must be one of"):
         fastops.set_cpu_isa("sse9")
+
+
+def test_cpu_peak_is_a_positive_rate_and_checks_its_argument():
+    gflops = torch.ops.fastops.cpu_peak_gflops(0.05)
+    assert math.isfinite(gflops) and gflops > 0
+    with pytest.raises(ValueError, match="seconds"):
+        torch.ops.fastops.cpu_peak_gflops(0.0)

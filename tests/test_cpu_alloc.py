@@ -54,8 +54,8 @@ def test_cache_is_bounded():
 
 
 def test_full_cache_makes_room_for_the_newest_free():
-    """Past the cap, the blocks freed longest ago go: a new size is still cached (before, the new
-    block was dropped and stale blocks stayed forever)."""
+    """Past the cap, the blocks freed longest ago go: a new size is still cached, and no stale block
+    stays forever."""
     fastops.release_output_cache()
     x, rois = _roi_output(k=4000, c=128)  # 100.4 MB outputs
     outs = [fastops.roi_align(x, rois, 7, 1.0, 2) for _ in range(5)]

@@ -2,29 +2,9 @@
 
 import pytest
 import torch
-from common import rand_boxes_xyxy, special_boxes_xyxy
+from common import assert_same_across_isas, rand_boxes_xyxy, special_boxes_xyxy
 
 import fastops
-
-ISAS = ["default", "avx2", "avx512"]
-
-
-@pytest.fixture
-def restore_isa():
-    yield
-    fastops.set_cpu_isa("avx512")  # back to the best available
-
-
-def assert_same_across_isas(run):
-    """run() under every instruction set this CPU has: each must give the default copy's bits."""
-    results = {}
-    for isa in ISAS:
-        used = fastops.set_cpu_isa(isa)
-        results.setdefault(used, run())
-    base = results.pop("default")
-    for isa, res in results.items():
-        for a, b in zip(base, res):
-            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{isa}: {m}")
 
 
 def run_box_overlap(mode, aligned, dtype):
@@ -91,3 +71,16 @@ def run_focal_family(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_every_isa_gives_the_same_focal_results(dtype, restore_isa):
     assert_same_across_isas(lambda: run_focal_family(dtype))
+
+
+def run_paste_masks(dtype):
+    g = torch.Generator().manual_seed(2)
+    masks = torch.rand(40, 1, 28, 28, generator=g).to(dtype)
+    xy = torch.rand(40, 2, generator=g) * 300 - 50
+    boxes = torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 200 + 1], dim=1)
+    return fastops.paste_masks(masks, boxes, (250, 270)), fastops.paste_masks(masks, boxes, (250, 270), threshold=0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_every_isa_gives_the_same_paste_masks(dtype, restore_isa):
+    assert_same_across_isas(lambda: run_paste_masks(dtype))

@@ -163,15 +163,6 @@ int64_t conv_direct_passes(at::IntArrayRef input_size, at::IntArrayRef weight_si
 
 }  // namespace
 
-void register_impls(torch::Library& m) {
-  m.impl("conv2d", &conv2d_forward);
-  m.impl("conv2d_input_grad", &conv2d_input_grad);
-  m.impl("conv2d_weight_grad", &conv2d_weight_grad);
-  m.impl("conv_transpose2d", &conv_transpose2d_forward);
-  m.impl("aspp_conv", &aspp_conv_forward);
-  m.impl("aspp_conv_backward", &aspp_conv_backward);
-}
-
 TORCH_LIBRARY_FRAGMENT(fastops, m) {
   m.def(
       "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "

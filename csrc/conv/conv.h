@@ -74,7 +74,7 @@ Geometry transpose_geometry(const char* op, const at::Tensor& input, const at::T
 void check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t channels, const at::Tensor& like);
 void check_aspp(const char* op, const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates);
 
-// ---- the per-tap implementation, for any device (conv_taps.cpp) ----
+// ---- the per-tap implementation, for any device (conv_taps.cpp; the ASPP op: conv_aspp.cpp) ----
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups);
 at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size,
@@ -102,6 +102,24 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
 // Python modules ask this (op conv_direct_passes) to choose between our kernels and torch's.
 enum class DirectPass : int { Forward = 0, InputGrad = 1, WeightGrad = 2 };
 int64_t direct_passes(const Geometry& g, c10::ScalarType dtype, c10::DeviceType device);
+
+// ---- per-tap building blocks (conv_taps.cpp), shared with the fused ASPP op (conv_aspp.cpp) ----
+// out[N, C_out, Ho, Wo] += conv(x, weight) over the taps (all, or all but the centre one).
+void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geometry& g, const at::Tensor& out,
+                        bool skip_centre);
+// grad_in[N, C_in, H, W] += the adjoint of accumulate_forward applied to grad_out.
+void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, const Geometry& g,
+                           const at::Tensor& grad_in, bool skip_centre);
+// The weight gradient [C_out, C_in / groups, KH, KW], tap by tap (taps without an output rectangle,
+// and the centre one when skipped, are zero). Each tap's first GEMM overwrites its buffer (beta 0),
+// so no buffer is cleared first: with many taps, the buffer is one reordered [KH, KW, C_out,
+// C_in / groups] tensor, permuted back at the end; with few, one per tap, copied into a zeroed
+// gradient.
+at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre);
+// A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
+at::Tensor flat_map(const at::Tensor& t);
+// Half-precision weight gradients sum over the batch and the whole map: they accumulate in float32.
+c10::ScalarType weight_grad_type(c10::ScalarType t);
 
 // Registers the implementation above for a backend's dispatch key (conv_cpu.cpp, conv_cuda.cu).
 void register_impls(torch::Library& m);

@@ -57,11 +57,10 @@ FASTOPS_REGISTER_CPU_KERNEL(tap_reorder_cpu, &tap_reorder);
 #if FASTOPS_CPU_ISA == 2
 // ---- The direct convolution ----------------------------------------------------------------
 //
-// Why: the per-tap GEMMs reach MKL's rate (~360 GFLOP/s on the 2-core dev VM), but each call
-// packs its operands again, each pass reorders the whole weight, and narrow taps need buffers and
-// adds; at rate 12 on 33x33 that was 5-6 ms of overhead on 16 ms of GEMM per pass. Here every tap
-// reads the input in place, through one channel-blocked copy of it, and the register tile
-// accumulates all taps before it goes back to memory.
+// Why: the per-tap GEMMs run at BLAS's rate, but each call packs its operands again, each pass
+// reorders the whole weight, and narrow taps need buffers and adds: about a third of the GEMM time
+// again at rate 12 on 33x33. Here every tap reads the input in place, through one channel-blocked
+// copy of it, and the register tile accumulates all taps before it goes back to memory.
 //
 // Layouts: the input is copied once to [K / 16][H_in][W_in][16] (a pixel's 16 channels are one
 // cache line); the weights of a block of 32 output channels and a chunk of kChunk input channels
@@ -70,8 +69,8 @@ FASTOPS_REGISTER_CPU_KERNEL(tap_reorder_cpu, &tap_reorder);
 // The register tile: 32 output channels (two zmm) x up to kMaxPixels consecutive pixels of a row
 // of the tap's rectangle (output pixels, or a stride apart for a strided input gradient); per
 // input channel, two weight vectors times one broadcast input value per pixel.
-// A core of the dev VM runs it at ~190 GFLOP/s from L1 (82% of its 233 GFLOP/s FMA peak; a loop
-// of nothing but broadcast-and-FMA reaches 87%) and at ~165 in place.
+// From L1 it runs at a little below the rate of a loop of nothing but broadcast-and-FMA, the
+// practical ceiling of this instruction mix (benchmarks/bench_conv.py reports the fraction of peak).
 namespace direct {
 
 using cpu::Float16Lanes;
@@ -200,8 +199,9 @@ void pack_weights(const DirectConv& a, int64_t m0, int64_t k0, int64_t kc, const
   }
   // Input gradient (ms == taps): for each k, the 32 channels' rows of taps are one contiguous run,
   // a weight row away from the next k's: prefetched a few k ahead, into L2 (more misses can be in
-  // flight there than L1's fill buffers allow; the hardware prefetcher does not follow). A gather
-  // per tap instead of the transposes was 2x slower: gathers are slow on the dev VM.
+  // flight there than L1's fill buffers allow; the hardware prefetcher does not follow). The weights
+  // are transposed in registers rather than gathered: gathers are slow on CPUs with the GDS
+  // (Downfall) mitigation.
   constexpr int64_t kAhead = 8;
   const int64_t run_bytes = kTileM * ms * static_cast<int64_t>(sizeof(float));
   for (int64_t k = 0; k < kc; ++k) {

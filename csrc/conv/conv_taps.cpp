@@ -4,6 +4,7 @@
 // GPU). conv_cpu.cpp and conv_cuda.cu register these functions for their device.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <optional>
 #include <vector>
@@ -326,7 +327,16 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
   return grad_weight;
 }
 
-// out[N, C_out, Ho, Wo] += conv(x, weight) over the taps (all, or all but the centre one).
+at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& bias, const at::TensorOptions& opts,
+                            int64_t channels, int64_t h, int64_t w) {
+  if (!bias.has_value()) return at::zeros({g.batch, channels, h, w}, opts);
+  at::Tensor out = at::empty({g.batch, channels, h, w}, opts);
+  out.copy_(bias->view({1, channels, 1, 1}));
+  return out;
+}
+
+}  // namespace
+
 void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geometry& g, const at::Tensor& out,
                         bool skip_centre) {
   if (const auto taps = direct_plan(x, out, g, skip_centre, false, false)) {
@@ -361,7 +371,6 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
   });
 }
 
-// grad_in[N, C_in, H, W] += the adjoint of accumulate_forward applied to grad_out.
 void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, const Geometry& g,
                            const at::Tensor& grad_in, bool skip_centre) {
   if (const auto taps = direct_plan(grad_out, grad_in, g, skip_centre, true, false)) {
@@ -400,11 +409,6 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
   });
 }
 
-// The weight gradient [C_out, C_in / groups, KH, KW], tap by tap (taps without an output
-// rectangle, and the centre one when skipped, are zero). Each tap's first GEMM overwrites its
-// buffer (beta 0), so no buffer is cleared first: with many taps, the buffer is one reordered
-// [KH, KW, C_out, C_in / groups] tensor, permuted back at the end; with few, one per tap, copied
-// into a zeroed gradient.
 at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre) {
   if (const auto taps = direct_plan(x, grad_out, g, skip_centre, false, true)) {
     return run_direct_weight_grad(grad_out, x, g, *taps);
@@ -457,21 +461,9 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
   return from_tap_major(taps);
 }
 
-// A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
 at::Tensor flat_map(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : t.contiguous(); }
 
-// Half-precision weight gradients sum over the batch and the whole map: they accumulate in float32.
 c10::ScalarType weight_grad_type(c10::ScalarType t) { return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t; }
-
-at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& bias, const at::TensorOptions& opts,
-                            int64_t channels, int64_t h, int64_t w) {
-  if (!bias.has_value()) return at::zeros({g.batch, channels, h, w}, opts);
-  at::Tensor out = at::empty({g.batch, channels, h, w}, opts);
-  out.copy_(bias->view({1, channels, 1, 1}));
-  return out;
-}
-
-}  // namespace
 
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                           at::IntArrayRef stride, at::IntArrayRef padding4, at::IntArrayRef dilation, int64_t groups) {
@@ -549,94 +541,13 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   return out;
 }
 
-namespace {
-
-Geometry aspp_branch_geometry(const at::Tensor& x, int64_t out_channels, int64_t rate) {
-  Geometry g;
-  g.batch = x.size(0);
-  g.in_channels = x.size(1);
-  g.in_h = g.out_h = x.size(2);
-  g.in_w = g.out_w = x.size(3);
-  g.out_channels = out_channels;
-  g.kernel_h = g.kernel_w = 3;
-  g.pad_top = g.pad_left = g.dilation_h = g.dilation_w = rate;
-  return g;
-}
-
-// The 1x1 weight and every branch's centre tap, stacked: [(1 + rates) * C_out, C_in].
-at::Tensor centre_weights(at::TensorList weights) {
-  std::vector<at::Tensor> rows;
-  rows.reserve(weights.size());
-  rows.push_back(weights[0].flatten(1));
-  for (size_t i = 1; i < weights.size(); ++i) rows.push_back(weights[i].select(3, 1).select(2, 1));
-  return at::cat(rows, 0);
-}
-
-}  // namespace
-
-at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates) {
-  const char* op = "aspp_conv";
-  check_aspp(op, input, weights, rates);
-  const int64_t n = input.size(0), c_out = weights[0].size(0), h = input.size(2), w = input.size(3);
-  const int64_t branches = static_cast<int64_t>(weights.size());
-  at::Tensor out = at::empty({n, branches * c_out, h, w}, input.options());
-  if (out.numel() == 0) return out;
-  if (input.size(1) == 0) return out.zero_();
-  const at::Tensor x = input.contiguous();
-  // The 1x1 branch and every centre tap read the input as it is: one GEMM per sample.
-  const at::Tensor centre = centre_weights(weights);
-  for (int64_t s = 0; s < n; ++s) {
-    at::Tensor out_s = out.select(0, s).view({branches * c_out, h * w});
-    at::mm_out(out_s, centre, x.select(0, s).view({x.size(1), h * w}));
-  }
-  for (size_t i = 0; i < rates.size(); ++i) {
-    accumulate_forward(x, weights[i + 1], aspp_branch_geometry(x, c_out, rates[i]),
-                       out.narrow(1, static_cast<int64_t>(i + 1) * c_out, c_out), /*skip_centre=*/true);
-  }
-  return out;
-}
-
-std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                                                   at::TensorList weights, at::IntArrayRef rates,
-                                                                   bool input_grad) {
-  const char* op = "aspp_conv_backward";
-  check_aspp(op, input, weights, rates);
-  const int64_t n = input.size(0), c_in = input.size(1), c_out = weights[0].size(0), h = input.size(2),
-                w = input.size(3);
-  const int64_t branches = static_cast<int64_t>(weights.size());
-  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, branches * c_out, h, w}), op,
-                    ": grad_out must have shape [", n, ", ", branches * c_out, ", ", h, ", ", w, "], got ",
-                    grad_out.sizes());
-  const at::Tensor gout = grad_out.contiguous();
-  const at::Tensor x = input.contiguous();
-  at::Tensor grad_in = input_grad ? at::zeros(input.sizes(), input.options()) : at::Tensor();
-  const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
-  const at::Tensor gout_acc = gout.to(acc_type), x_acc = x.to(acc_type);
-  at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));
-  std::vector<at::Tensor> grad_weights;
-  if (gout.numel() > 0 && c_in > 0) {
-    // The 1x1 weight and the centre taps: one GEMM each way per sample.
-    const at::Tensor centre = centre_weights(weights);
-    for (int64_t s = 0; s < n; ++s) {
-      const at::Tensor g2 = gout_acc.select(0, s).view({branches * c_out, h * w});
-      grad_centre.addmm_(g2, x_acc.select(0, s).view({c_in, h * w}).t(), s == 0 ? 0 : 1);
-      if (input_grad) {
-        grad_in.select(0, s).view({c_in, h * w}).addmm_(centre.t(), gout.select(0, s).view({branches * c_out, h * w}));
-      }
-    }
-  }
-  grad_weights.push_back(grad_centre.narrow(0, 0, c_out).view({c_out, c_in, 1, 1}).to(input.scalar_type()));
-  for (int64_t r = 0; r + 1 < branches; ++r) {
-    const Geometry g = aspp_branch_geometry(x, c_out, rates[r]);
-    at::Tensor grad_w = weight_grad(flat_map(gout_acc.narrow(1, (r + 1) * c_out, c_out)), x_acc, g, true);
-    grad_w.select(3, 1).select(2, 1).copy_(grad_centre.narrow(0, (r + 1) * c_out, c_out));
-    grad_weights.push_back(grad_w.to(input.scalar_type()));
-    if (input_grad && gout.numel() > 0 && c_in > 0) {
-      accumulate_input_grad(flat_map(gout.narrow(1, (r + 1) * c_out, c_out)), weights[r + 1], g, grad_in, true);
-    }
-  }
-  if (!input_grad) grad_in = at::empty({0}, input.options());
-  return {grad_in, grad_weights};
+void register_impls(torch::Library& m) {
+  m.impl("conv2d", &conv2d_forward);
+  m.impl("conv2d_input_grad", &conv2d_input_grad);
+  m.impl("conv2d_weight_grad", &conv2d_weight_grad);
+  m.impl("conv_transpose2d", &conv_transpose2d_forward);
+  m.impl("aspp_conv", &aspp_conv_forward);
+  m.impl("aspp_conv_backward", &aspp_conv_backward);
 }
 
 int64_t direct_passes(const Geometry& g, c10::ScalarType dtype, c10::DeviceType device) {

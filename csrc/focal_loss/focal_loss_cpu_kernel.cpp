@@ -64,8 +64,7 @@ FASTOPS_FORCEINLINE void sigmoid_row(const SigmoidArgs& a, int64_t r, int64_t la
 
 // Prefetches row r + ahead of the logits, the dense targets and the output (if any):
 // the per-element math is heavy enough that the hardware prefetcher alone leaves the loop
-// waiting on memory (measured with the earlier, slower math: 2.3 instead of 1.6 ns per element
-// on one core once the rows no longer fit in cache).
+// waiting on memory once the rows no longer fit in cache.
 template <typename S, bool kIndex>
 FASTOPS_FORCEINLINE void prefetch_row(const SigmoidArgs& a, int64_t r, int64_t ahead, S* out) {
   const int64_t next = r + ahead;

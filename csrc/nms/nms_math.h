@@ -17,8 +17,10 @@ enum class MatrixKernel : int { Linear = 0, Gaussian = 1 };
 
 inline namespace FASTOPS_ISA_NAMESPACE {
 
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float exp_(float x) { return ::expf(x); }
-FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double exp_(double x) { return ::exp(x); }
+// exp from the C library (expf / exp; CUDA's on the device): soft-NMS and Matrix NMS decay with it,
+// as mmcv and mmdet do, rather than with fast_math.h's polynomial exp_.
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE float libm_exp(float x) { return ::expf(x); }
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE double libm_exp(double x) { return ::exp(x); }
 
 template <typename T>
 struct NmsBox {
@@ -67,7 +69,7 @@ inline T threshold_below(double t) {
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T soft_weight(T iou, SoftMethod method, T iou_threshold, T sigma) {
   if (method == SoftMethod::Linear) return iou >= iou_threshold ? T(1) - iou : T(1);
-  return exp_(-(iou * iou) / sigma);
+  return libm_exp(-(iou * iou) / sigma);
 }
 
 // Matrix NMS: box j's decay is min over higher-scored boxes i of its class of f(iou_ij) / f(comp_i),
@@ -87,7 +89,7 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T matrix_key(T iou, T comp, MatrixKernel
 // The decay from the smallest key over a box's predecessors (+inf when it has none).
 template <typename T>
 FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE T matrix_decay(T min_key, MatrixKernel kernel, T sigma) {
-  const T d = kernel == MatrixKernel::Gaussian ? exp_(sigma * min_key) : min_key;
+  const T d = kernel == MatrixKernel::Gaussian ? libm_exp(sigma * min_key) : min_key;
   return d < T(1) ? d : T(1);
 }
 

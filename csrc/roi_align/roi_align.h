@@ -1,6 +1,7 @@
-// RoIAlign, RoIPool and multi-level (FPN) RoIAlign: declarations shared by the schema file
-// (roi_align.cpp), the CPU op (roi_align_cpu.cpp), its raw loops (roi_align_cpu_kernel.cpp) and
-// the CUDA op (roi_align_cuda.cu).
+// RoIAlign, RoIPool and multi-level (FPN) RoIAlign: declarations shared by the schema and checks
+// (roi_align.cpp), the Tensor-level flow (roi_align_ops.cpp), the CPU backend (roi_align_cpu.cpp)
+// and its raw loops (roi_align_cpu_kernel.cpp, roi_pool_cpu_kernel.cpp), and the CUDA backend
+// (roi_align_cuda.cu).
 //
 //   fastops::roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
 //                      aligned) -> Tensor[K, C, PH, PW]                             (+ _backward)
@@ -30,6 +31,28 @@ class Tensor;
 namespace fastops::roi_align {
 
 constexpr int kMaxLevels = 8;
+
+// FPN level assignment defaults (torchvision's LevelMapper): a box of sqrt(area) = kCanonicalScale
+// pixels maps to level kCanonicalLevel. The single-level ops pass them to the shared flow, which
+// maps nothing with one level.
+constexpr double kCanonicalScale = 224.0;
+constexpr int64_t kCanonicalLevel = 4;
+
+// The features' shared shape and layout, as checked.
+struct Checked {
+  int64_t batch = 0, channels = 0;
+  bool channels_last = false;
+};
+
+// ---- input checks (roi_align.cpp), raising ValueError / TypeError / RuntimeError naming `op` ----
+// Every feature level [N, C, H, W] (one dtype, device, N and C) and rois [K, 5] in their dtype.
+Checked check_features(const char* op, c10::ArrayRef<at::Tensor> features, const at::Tensor& rois);
+void check_pooling(const char* op, int64_t pooled_h, int64_t pooled_w, c10::ArrayRef<double> spatial_scales);
+// The upstream gradient [K, C, PH, PW] in the boxes' dtype and device.
+void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t channels, int64_t pooled_h,
+                int64_t pooled_w);
+// float64 accumulates in float64, every other dtype in float32.
+c10::ScalarType accumulation_dtype(c10::ScalarType dtype);
 
 // One feature-map level as the kernels read (and, backward, write) it.
 struct Level {
@@ -63,16 +86,6 @@ struct GradStrides {
   int64_t k, c, h, w;
 };
 
-// ---- the CPU backend's level assignment (roi_align.cpp) ----
-
-// The CPU's RoI levels: -1 for a box with a non-finite coordinate; raises ValueError for a batch
-// index that is not an integer in [0, batch). levels <= 1: no mapping.
-std::vector<int32_t> cpu_roi_levels(const at::Tensor& rois, int64_t batch, int num_levels, double canonical_scale,
-                                    int64_t canonical_level, int64_t k_min);
-// The (level, image) grouping of Plan::order / group_begin, on the CPU.
-void group_rois(const std::vector<int32_t>& roi_level, const at::Tensor& rois, int64_t batch, int num_levels,
-                std::vector<int64_t>& order, std::vector<int64_t>& group_begin);
-
 // ---- kernel signatures (each backend's; the CPU's raw loops are roi_align_cpu_kernel.cpp, compiled
 // once per instruction set) ----
 
@@ -86,7 +99,7 @@ using PoolForwardFn = void(const Plan&, void* out, int32_t* argmax);
 using PoolBackwardFn = void(const Plan&, const void* grad, GradStrides strides, const int32_t* argmax);
 
 // ---- backends: the ops' Tensor-level flow (checks, layouts, allocation, the gradient's dtype) is
-// shared (roi_align.cpp); a backend (roi_align_cpu.cpp, roi_align_cuda.cu) assigns the RoIs' levels
+// shared (roi_align_ops.cpp); a backend (roi_align_cpu.cpp, roi_align_cuda.cu) assigns the RoIs' levels
 // and runs its kernels ----
 
 struct Backend {

@@ -47,7 +47,7 @@ __global__ void levels_kernel(Plan p, double canonical_scale, int64_t canonical_
   const S* rois = static_cast<const S*>(p.rois);
   FASTOPS_GRID_STRIDE_LOOP(k, p.num_rois) {
     const T b = static_cast<T>(rois[k * 5]);
-    const bool ok = b >= T(0) && b < static_cast<T>(p.batch) && b == ::floor(b);
+    const bool ok = valid_batch_index(b, p.batch);
     valid_batch[k] = ok;
     const T x1 = static_cast<T>(rois[k * 5 + 1]), y1 = static_cast<T>(rois[k * 5 + 2]);
     const T x2 = static_cast<T>(rois[k * 5 + 3]), y2 = static_cast<T>(rois[k * 5 + 4]);

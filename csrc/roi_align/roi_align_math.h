@@ -175,6 +175,15 @@ FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE void pool_bin(int64_t start, int64_t ext
   end = e < 0 ? 0 : (e > size ? size : e);
 }
 
+// ---- RoIs ---------------------------------------------------------------------------------------
+
+// Whether a box's batch index b (boxes[:, 0], in the boxes' dtype) names an image of a batch of
+// `batch` images: an integer in [0, batch).
+template <typename T>
+FASTOPS_HOST_DEVICE FASTOPS_FORCEINLINE bool valid_batch_index(T b, int64_t batch) {
+  return b >= T(0) && b < static_cast<T>(batch) && b == ::floor(b);
+}
+
 // ---- FPN level assignment (torchvision's LevelMapper) ------------------------------------------
 
 // Level index in [0, levels) for a box (x1, y1, x2, y2) in image coordinates:

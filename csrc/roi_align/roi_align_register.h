@@ -1,5 +1,5 @@
 // The RoI ops' dispatcher entries for one backend: thin wrappers over the shared Tensor-level flow
-// (roi_align.cpp) with the backend's hooks. Included by roi_align_cpu.cpp and roi_align_cuda.cu.
+// (roi_align_ops.cpp) with the backend's hooks. Included by roi_align_cpu.cpp and roi_align_cuda.cu.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -8,10 +8,6 @@
 #include "roi_align/roi_align.h"
 
 namespace fastops::roi_align {
-
-// Level assignment defaults for the single-level ops (unused: one level needs no mapping).
-constexpr double kCanonicalScale = 224.0;
-constexpr int64_t kCanonicalLevel = 4;
 
 template <const Backend& B>
 struct BackendOps {

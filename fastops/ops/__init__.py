@@ -16,11 +16,13 @@ from . import box_iou as _box_iou
 from . import conv as _conv
 from . import focal_loss as _focal_loss
 from . import nms as _nms
+from . import paste_masks as _paste_masks
 from . import roi_align as _roi_align
 from .box_iou import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .focal_loss import *  # noqa: F403
 from .nms import *  # noqa: F403
+from .paste_masks import *  # noqa: F403
 from .roi_align import *  # noqa: F403
 
 _TORCHVISION_MODULES = ("MultiScaleRoIAlign", "RoIAlign", "RoIPool")
@@ -30,6 +32,7 @@ __all__ = [
     *_conv.__all__,
     *_focal_loss.__all__,
     *_nms.__all__,
+    *_paste_masks.__all__,
     *_roi_align.__all__,
     *_TORCHVISION_MODULES,
 ]

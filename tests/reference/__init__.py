@@ -1,0 +1,3 @@
+"""Float64 references of the ops, written from their definitions and independent of the kernels
+and of torchvision: `boxes` (IoU family, box losses), `roi` (RoIAlign, RoIPool), `focal` (focal
+losses), `conv` (conv2d)."""
