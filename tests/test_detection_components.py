@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from torchvision.models.detection import _utils as tv_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TvAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform as TvTransform
 from torchvision.ops import boxes as tv_box_ops
@@ -24,7 +23,6 @@ from fastops.models.components import (
     Matcher,
     clip_boxes_to_image,
     nms_per_image,
-    paste_masks,
     project_masks_on_boxes,
     remove_small_boxes,
     topk_per_level,
@@ -172,26 +170,6 @@ def test_transform_postprocess_maps_boxes_and_pastes_masks_as_torchvision():
     got = ours.postprocess([dict(d) for d in det], [(64, 80)], [(50, 63)])
     for k in ("boxes", "masks", "scores", "labels"):
         torch.testing.assert_close(got[0][k], expected[0][k], rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("image_shape", [(40, 50), (1, 1), (100, 7)])
-def test_paste_masks_matches_torchvision(image_shape):
-    g = torch.Generator().manual_seed(4)
-    # detections are clipped to the image; the pasted, grown boxes can still pass its borders
-    boxes = clip_boxes_to_image(rand_boxes_xyxy(9, size=60.0, dtype=torch.float32, generator=g) - 10, image_shape)
-    boxes[0] = torch.tensor([0.5, 0.5, 0.5, 0.5])  # a point
-    masks = torch.rand(9, 1, 14, 14, generator=g)
-    for padding in (0, 1, 3):
-        expected = paste_masks_in_image(masks, boxes, image_shape, padding=padding)
-        torch.testing.assert_close(paste_masks(masks, boxes, image_shape, padding), expected, rtol=0, atol=0)
-    assert paste_masks(masks[:0], boxes[:0], image_shape).shape == (0, 1, *image_shape)
-
-
-def test_paste_masks_outside_the_image_gives_zeros():
-    # torchvision raises for a box entirely past the bottom-right corner; the mask is simply not in the image
-    masks = torch.rand(2, 1, 14, 14)
-    boxes = torch.tensor([[70.0, 70.0, 90.0, 95.0], [-50.0, -40.0, -20.0, -10.0]])
-    assert paste_masks(masks, boxes, (40, 50)).abs().sum() == 0
 
 
 def test_project_masks_on_boxes_matches_torchvision():

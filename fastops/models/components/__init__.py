@@ -3,7 +3,7 @@ torchvision's equivalent."""
 
 from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
-from .masks import paste_masks, project_masks_on_boxes
+from .masks import project_masks_on_boxes
 from .matcher import Matcher
 from .postprocess import clip_boxes_per_image, clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
 from .sampler import BalancedPositiveNegativeSampler
@@ -20,7 +20,6 @@ __all__ = [
     "clip_boxes_per_image",
     "clip_boxes_to_image",
     "nms_per_image",
-    "paste_masks",
     "project_masks_on_boxes",
     "remove_small_boxes",
     "resize_boxes",

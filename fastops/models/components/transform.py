@@ -2,7 +2,7 @@
 numbers): normalize each image, resize it so its short side is ``min_size`` unless its long side
 would pass ``max_size`` (bilinear), batch the images into one zero-padded tensor whose sides are
 multiples of ``size_divisible``; targets' boxes (and masks) follow. ``postprocess`` maps
-detections back to each original image's pixels and pastes masks.
+detections back to each original image's pixels and pastes masks (fastops ``paste_masks``).
 
 In training, the short side is drawn from ``min_size`` with torch's generator, one draw per
 image, as torchvision does (so a seeded run draws the same sizes).
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import paste_masks
+from ...ops import paste_masks
 
 __all__ = ["GeneralizedRCNNTransform", "ImageBatch", "resize_boxes"]
 
