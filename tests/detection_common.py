@@ -44,19 +44,42 @@ def randomize_detector_state(state: dict, seed: int = 0) -> dict:
     return state
 
 
-def synthetic_batch(sizes, num_classes: int, seed: int = 0, masks: bool = False, min_label: int = 1):
-    """Images with a few bright rectangles on noise, and their targets."""
+PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.9, 0.1], [0.1, 0.9, 0.9]])
+
+
+def synthetic_batch(
+    sizes,
+    num_classes: int,
+    seed: int = 0,
+    masks: bool = False,
+    min_label: int = 1,
+    disjoint: bool = False,
+    coloured: bool = False,
+):
+    """Images with a few rectangles on noise, and their targets. A rectangle of class c is bright
+    in channel c % 3 over the noise of the others; with ``coloured``, it is a flat colour of its
+    own per class (every class tells apart, for training; flat regions give exactly tied scores,
+    so parity tests keep the noise). With ``disjoint``, rectangles that overlap an earlier one are
+    drawn again (up to 20 times)."""
     g = torch.Generator().manual_seed(seed)
     images, targets = [], []
     for h, w in sizes:
         image = torch.rand(3, h, w, generator=g) * 0.2
         boxes, labels, mask_list = [], [], []
         for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
-            bw = int(torch.randint(w // 6, w // 2, (1,), generator=g))
-            bh = int(torch.randint(h // 6, h // 2, (1,), generator=g))
-            x0, y0 = int(torch.randint(0, w - bw, (1,), generator=g)), int(torch.randint(0, h - bh, (1,), generator=g))
+            for _ in range(20):
+                bw = int(torch.randint(w // 6, w // 2, (1,), generator=g))
+                bh = int(torch.randint(h // 6, h // 2, (1,), generator=g))
+                x0 = int(torch.randint(0, w - bw, (1,), generator=g))
+                y0 = int(torch.randint(0, h - bh, (1,), generator=g))
+                overlaps = any(x0 < b[2] and b[0] < x0 + bw and y0 < b[3] and b[1] < y0 + bh for b in boxes)
+                if not (disjoint and overlaps):
+                    break
             label = int(torch.randint(min_label, num_classes, (1,), generator=g))
-            image[label % 3, y0 : y0 + bh, x0 : x0 + bw] = 0.9
+            if coloured:
+                image[:, y0 : y0 + bh, x0 : x0 + bw] = PALETTE[label % len(PALETTE)][:, None, None]
+            else:
+                image[label % 3, y0 : y0 + bh, x0 : x0 + bw] = 0.9
             boxes.append([x0, y0, x0 + bw, y0 + bh])
             labels.append(label)
             m = torch.zeros(h, w, dtype=torch.uint8)

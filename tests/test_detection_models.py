@@ -185,3 +185,18 @@ def test_bad_input_raises_errors_naming_image_and_field(kind):
             target["masks"] = torch.zeros(1, 100, 120, dtype=torch.uint8)
         with pytest.raises(ValueError, match=r"label 0 is out of range \[1, 4\)"):  # 0 is the background
             model([image], [target])
+
+
+def test_channels_last_gives_the_same_detections():
+    torch.manual_seed(0)
+    model = fasterrcnn_small(NUM_CLASSES, box_detections_per_img=20).eval()
+    torch.nn.init.normal_(model.roi_heads.box_predictor.cls_score.weight, std=0.3)
+    images, _ = _batch("fasterrcnn")
+    with torch.no_grad():
+        expected = model(images)
+        model.to(memory_format=torch.channels_last)
+        got = model(images)
+    for g, e in zip(got, expected):
+        assert g["boxes"].shape[0] > 0
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(g["labels"], e["labels"])
