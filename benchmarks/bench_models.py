@@ -5,8 +5,8 @@ Configuration: torchvision's trained one (frozen batch norm, 3 trainable backbon
 builders make it from COCO or ImageNet weights), 91 classes, random weights under which detections
 exist (batch-norm statistics of order 1, spread classification logits), the same state_dict loaded
 into both. Images: two 480 x 640 images, which torchvision's default transform (min_size 800,
-max_size 1333) resizes to 800 x 1066 and pads to 800 x 1088. --quick: two 150 x 200 images with
-min_size 200 / max_size 333.
+max_size 1333) resizes to 800 x 1066 and pads to 800 x 1088. --quick: two 96 x 128 images with
+min_size 128 / max_size 171, one timed call each.
 
 Rows, per model:
 - inference (eval mode, no_grad), fastops as built: frozen batch norm folded into the convolution
@@ -224,9 +224,9 @@ def _train_step(model, images, targets):
 
 def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     rows: list[Row] = []
-    size = (150, 200) if quick else (480, 640)
-    transform = {"min_size": 200, "max_size": 333} if quick else {}
-    repeat = 2 if quick else 5
+    size = (96, 128) if quick else (480, 640)
+    transform = {"min_size": 128, "max_size": 171} if quick else {}
+    repeat = 1 if quick else 5
     for kind, builder in BUILDERS.items():
         torch.manual_seed(0)
         theirs = torchvision_model(kind, **transform)
