@@ -25,6 +25,7 @@ BENCHMARKS = [
     "coco_eval",
     "segmentation",
     "paste_masks",
+    "models",
     "patched_torchvision",
     "python_layer",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES

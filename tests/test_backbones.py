@@ -220,3 +220,34 @@ def test_compile_runs_the_backbone():
     compiled = torch.compile(model)
     with torch.no_grad():
         assert_close_scaled(compiled(x)["out"], model(x)["out"])
+
+
+def test_folded_weights_are_reused_only_while_nothing_changes():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    norm = FrozenBatchNorm2d(4)
+    _randomize_norms(norm)
+    x = torch.randn(1, 3, 5, 5)
+
+    def folded_output():
+        with torch.no_grad():
+            w, b = norm.fold_into(conv.weight, conv.bias)
+            return torch.nn.functional.conv2d(x, w, b, padding=1), w
+
+    first, w1 = folded_output()
+    _, w2 = folded_output()
+    assert w2 is w1  # reused
+    torch.testing.assert_close(first, norm(conv(x)))
+    with torch.no_grad():
+        conv.weight.mul_(2)  # an optimizer step
+    torch.testing.assert_close(folded_output()[0], norm(conv(x)))
+    norm.load_state_dict({k: v * 1.5 for k, v in norm.state_dict().items()})
+    torch.testing.assert_close(folded_output()[0], norm(conv(x)))
+    norm.eps = 0.5
+    torch.testing.assert_close(folded_output()[0], norm(conv(x)))
+    conv.to(memory_format=torch.channels_last)  # new storage
+    out, w3 = folded_output()
+    torch.testing.assert_close(out, norm(conv(x)))
+    assert w3.is_contiguous(memory_format=torch.channels_last)
+    # with gradients the fold is recomputed and differentiable
+    w, _ = norm.fold_into(conv.weight, conv.bias)
+    assert w.requires_grad and w is not w3

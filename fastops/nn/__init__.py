@@ -1,10 +1,12 @@
 """Modules: each wraps a fastops op with its hyper-parameters fixed at construction
 (keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``.
 The drop-ins keep their originals' constructors instead, so they replace them with one import
-line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``, ``FrozenBatchNorm2d`` (torchvision's), ``Conv2d`` and
+line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``, ``FrozenBatchNorm2d``,
+``Conv2dNormActivation`` (torchvision's), ``Conv2d`` and
 ``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
 from .aspp import ASPP
+from .blocks import Conv2dNormActivation
 from .conv import Conv2d, ConvTranspose2d
 from .conv_autotune import (
     autotune_choices,
@@ -29,6 +31,7 @@ from .segmentation_losses import (
 __all__ = [
     "ASPP",
     "Conv2d",
+    "Conv2dNormActivation",
     "ConvTranspose2d",
     "FrozenBatchNorm2d",
     "MultiScaleRoIAlign",

@@ -5,7 +5,9 @@ batches keeps its backbone's ImageNet statistics.
 Beyond torchvision: ``scale_and_shift()`` returns the per-channel affine map the layer applies,
 and ``fold_into(weight, bias)`` folds it into the convolution before it, so ``conv`` followed by
 this layer becomes one convolution with a bias (the backbones do this on every call: the
-function is the same, with one pass over the activations instead of three).
+function is the same, with one pass over the activations instead of three). When no gradient is
+needed (inference, or a frozen convolution), the folded weights are kept until the convolution's
+or this layer's tensors change.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        self._folded: tuple | None = None  # (key, weight, bias) of the last fold without gradients
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
         state_dict.pop(prefix + "num_batches_tracked", None)
@@ -45,6 +48,19 @@ class FrozenBatchNorm2d(nn.Module):
     def fold_into(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
         """The weight [C, ...] and bias [C] of one convolution equal to the convolution
         (``weight``, ``bias``) followed by this layer. Differentiable in ``weight`` and ``bias``."""
+        needs_grad = torch.is_grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad))
+        if needs_grad or torch.compiler.is_compiling():
+            return self._fold(weight, bias)
+        key = (
+            self.eps,
+            *((t.data_ptr(), t._version, t.dtype, t.device) for t in (weight, *self._buffers.values())),
+            None if bias is None else (bias.data_ptr(), bias._version),
+        )
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, *self._fold(weight, bias))
+        return self._folded[1], self._folded[2]
+
+    def _fold(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
         scale, shift = self.scale_and_shift()
         folded_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1))).to(weight.dtype)
         folded_bias = shift if bias is None else bias * scale + shift

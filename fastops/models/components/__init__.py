@@ -1,0 +1,27 @@
+"""Reusable detection parts, one small module each, every one tested on its own against
+torchvision's equivalent."""
+
+from .anchors import AnchorGenerator, cell_anchors
+from .box_coder import BoxCoder
+from .masks import project_masks_on_boxes
+from .matcher import Matcher
+from .postprocess import clip_boxes_per_image, clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
+from .sampler import BalancedPositiveNegativeSampler
+from .transform import GeneralizedRCNNTransform, ImageBatch, resize_boxes
+
+__all__ = [
+    "AnchorGenerator",
+    "BalancedPositiveNegativeSampler",
+    "BoxCoder",
+    "GeneralizedRCNNTransform",
+    "ImageBatch",
+    "Matcher",
+    "cell_anchors",
+    "clip_boxes_per_image",
+    "clip_boxes_to_image",
+    "nms_per_image",
+    "project_masks_on_boxes",
+    "remove_small_boxes",
+    "resize_boxes",
+    "topk_per_level",
+]

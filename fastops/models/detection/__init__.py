@@ -1,0 +1,27 @@
+"""Detectors with one surface (``base.Detector``): RetinaNet, Faster R-CNN, Mask R-CNN (torchvision's
+builders, arguments and state_dicts) and YOLO v1."""
+
+from .base import Detector
+from .builders import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, overwrite_eps, retinanet_resnet50_fpn
+from .faster_rcnn import FasterRCNN
+from .mask_rcnn import MaskRCNN
+from .retinanet import RetinaNet
+from .small import fasterrcnn_small, maskrcnn_small, retinanet_small
+from .yolo_v1 import YOLOv1, yolo_v1, yolo_v1_small
+
+__all__ = [
+    "Detector",
+    "FasterRCNN",
+    "MaskRCNN",
+    "RetinaNet",
+    "YOLOv1",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_small",
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_small",
+    "overwrite_eps",
+    "retinanet_resnet50_fpn",
+    "retinanet_small",
+    "yolo_v1",
+    "yolo_v1_small",
+]

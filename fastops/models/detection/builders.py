@@ -1,0 +1,175 @@
+"""Builders with torchvision's names, keyword arguments and defaults: ``retinanet_resnet50_fpn``,
+``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``. Their state_dicts are torchvision's, so a
+torchvision checkpoint loads with ``strict=True`` and gives the same detections.
+
+Weights come from a local path or a state_dict, never from the network:
+
+- ``weights``: a whole detector's checkpoint (as torchvision's COCO weights). The backbone's
+  batch norms are then frozen and 3 stages train, as torchvision does for trained weights;
+  ``num_classes`` defaults to the checkpoint's.
+- ``weights_backbone``: a ResNet-50 classifier checkpoint (torchvision's ImageNet weights); frozen
+  batch norms, 3 trainable stages. torchvision downloads these by default; here the default is
+  None, which gives torchvision's untrained configuration: ``nn.BatchNorm2d`` and 5 trainable
+  stages.
+
+torchvision's COCO_V1 checkpoints of these three models were trained with a frozen batch-norm
+epsilon of 0 (torchvision's builders set it after loading); call ``overwrite_eps(model, 0.0)``
+after loading one of them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import nn
+
+from ...nn import FrozenBatchNorm2d
+from ..backbones.resnet import Bottleneck, ResNet, freeze_layers
+from ..necks import BackboneWithFPN, LastLevelP6P7
+from ..weights import Weights, load_weights, read_state_dict
+from .faster_rcnn import FasterRCNN
+from .mask_rcnn import MaskRCNN
+from .retinanet import RetinaNet
+
+__all__ = ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "overwrite_eps", "retinanet_resnet50_fpn"]
+
+_COCO_CLASSES = 91
+
+
+def overwrite_eps(model: nn.Module, eps: float) -> None:
+    """Sets the epsilon of every FrozenBatchNorm2d in ``model`` (torchvision's helper)."""
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            module.eps = eps
+
+
+def _trainable_layers(is_trained: bool, trainable_layers: int | None, max_value: int = 5, default: int = 3) -> int:
+    """torchvision's rule: everything trains without trained weights; otherwise 3 by default."""
+    if not is_trained:
+        if trainable_layers is not None:
+            warnings.warn(
+                "Changing trainable_backbone_layers has no effect if neither weights nor weights_backbone are "
+                f"given; falling back to trainable_backbone_layers={max_value} so that all layers are trainable",
+                stacklevel=3,
+            )
+        trainable_layers = max_value
+    if trainable_layers is None:
+        trainable_layers = default
+    if not 0 <= trainable_layers <= max_value:
+        raise ValueError(f"trainable_backbone_layers should be in [0, {max_value}], got {trainable_layers}")
+    return trainable_layers
+
+
+def _resnet50_fpn(weights_backbone, is_trained: bool, trainable_layers, returned_layers, extra_blocks):
+    trainable = _trainable_layers(is_trained, trainable_layers)
+    norm_layer = FrozenBatchNorm2d if is_trained else nn.BatchNorm2d
+    body = ResNet(
+        Bottleneck,
+        (3, 4, 6, 3),
+        return_layers={f"layer{k}": str(i) for i, k in enumerate(returned_layers)},
+        norm_layer=norm_layer,
+    )
+    if weights_backbone is not None:
+        load_weights(body, weights_backbone, drop_prefixes=("fc.",))
+    freeze_layers(body, trainable)
+    return BackboneWithFPN(body, 256, extra_blocks=extra_blocks)
+
+
+def _rcnn_classes(state: dict) -> int | None:
+    bias = state.get("roi_heads.box_predictor.cls_score.bias")
+    return None if bias is None else bias.shape[0]
+
+
+def _retinanet_classes(state: dict) -> int | None:
+    logits = state.get("head.classification_head.cls_logits.bias")
+    offsets = state.get("head.regression_head.bbox_reg.bias")
+    return None if logits is None or offsets is None else logits.shape[0] // (offsets.shape[0] // 4)
+
+
+def _prepare(weights, num_classes, weights_backbone, classes_in):
+    """(state or None, num_classes, weights_backbone) by torchvision's rules; with weights,
+    num_classes defaults to the checkpoint's."""
+    state = None
+    if weights is not None:
+        state = read_state_dict(weights)
+        weights_backbone = None
+        if num_classes is None:
+            num_classes = classes_in(state) or _COCO_CLASSES
+    elif num_classes is None:
+        num_classes = _COCO_CLASSES
+    return state, num_classes, weights_backbone
+
+
+def retinanet_resnet50_fpn(
+    *,
+    weights: Weights | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    weights_backbone: Weights | None = None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> RetinaNet:
+    """RetinaNet with a ResNet-50 FPN backbone (P3-P7), as torchvision's. ``progress`` is accepted
+    for compatibility (nothing is downloaded); other keyword arguments go to ``RetinaNet``."""
+    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _retinanet_classes)
+    backbone = _resnet50_fpn(
+        weights_backbone,
+        weights is not None or weights_backbone is not None,
+        trainable_backbone_layers,
+        returned_layers=(2, 3, 4),
+        extra_blocks=LastLevelP6P7(256, 256),
+    )
+    model = RetinaNet(backbone, num_classes, **kwargs)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def fasterrcnn_resnet50_fpn(
+    *,
+    weights: Weights | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    weights_backbone: Weights | None = None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> FasterRCNN:
+    """Faster R-CNN with a ResNet-50 FPN backbone (P2-P6), as torchvision's (arguments as
+    ``retinanet_resnet50_fpn``; others go to ``FasterRCNN``)."""
+    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _rcnn_classes)
+    backbone = _resnet50_fpn(
+        weights_backbone,
+        weights is not None or weights_backbone is not None,
+        trainable_backbone_layers,
+        returned_layers=(1, 2, 3, 4),
+        extra_blocks=None,
+    )
+    model = FasterRCNN(backbone, num_classes=num_classes, **kwargs)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def maskrcnn_resnet50_fpn(
+    *,
+    weights: Weights | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    weights_backbone: Weights | None = None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> MaskRCNN:
+    """Mask R-CNN with a ResNet-50 FPN backbone, as torchvision's (arguments as
+    ``retinanet_resnet50_fpn``; others go to ``MaskRCNN``)."""
+    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _rcnn_classes)
+    backbone = _resnet50_fpn(
+        weights_backbone,
+        weights is not None or weights_backbone is not None,
+        trainable_backbone_layers,
+        returned_layers=(1, 2, 3, 4),
+        extra_blocks=None,
+    )
+    model = MaskRCNN(backbone, num_classes=num_classes, **kwargs)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,62 @@
+"""Small configurations of the detectors, for small images on a CPU: the narrow ``small_resnet``
+backbone (group norm), a 64-channel FPN, anchors of 16-256 pixels, and lighter heads. Each trains
+on a batch of 128 x 128 images in minutes on two cores. Every other argument is the full model's
+(keyword arguments pass through).
+"""
+
+from __future__ import annotations
+
+from ..backbones import small_resnet
+from ..necks import BackboneWithFPN, LastLevelP6P7
+from .faster_rcnn import FasterRCNN, rcnn_anchor_generator
+from .mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
+from .retinanet import RetinaNet, retinanet_anchor_generator
+from .retinanet_head import RetinaNetHead
+from .roi_heads import FastRCNNPredictor, TwoMLPHead
+
+__all__ = ["fasterrcnn_small", "maskrcnn_small", "retinanet_small"]
+
+FPN_CHANNELS = 64
+ANCHOR_SIZES = (16, 32, 64, 128, 256)
+SMALL_IMAGES = {"min_size": 128, "max_size": 256}
+
+
+def _fpn(levels: tuple[int, ...], extra_blocks=None) -> BackboneWithFPN:
+    body = small_resnet(return_layers={f"layer{k}": str(i) for i, k in enumerate(levels)})
+    return BackboneWithFPN(body, FPN_CHANNELS, extra_blocks=extra_blocks)
+
+
+def retinanet_small(num_classes: int, **kwargs) -> RetinaNet:
+    """RetinaNet on P3-P7 of ``small_resnet`` (labels in [0, num_classes))."""
+    anchors = retinanet_anchor_generator(ANCHOR_SIZES)
+    backbone = _fpn((2, 3, 4), LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS))
+    kwargs.setdefault("head", RetinaNetHead(FPN_CHANNELS, anchors.num_anchors_per_location()[0], num_classes))
+    return RetinaNet(backbone, num_classes, anchor_generator=anchors, **{**SMALL_IMAGES, **kwargs})
+
+
+def _rcnn_kwargs(num_classes: int, representation: int, kwargs: dict) -> dict:
+    defaults = {
+        **SMALL_IMAGES,
+        "rpn_anchor_generator": rcnn_anchor_generator(ANCHOR_SIZES),
+        "rpn_pre_nms_top_n_train": 600,
+        "rpn_post_nms_top_n_train": 300,
+        "rpn_pre_nms_top_n_test": 300,
+        "rpn_post_nms_top_n_test": 100,
+        "box_batch_size_per_image": 128,
+        "box_head": TwoMLPHead(FPN_CHANNELS * 7 * 7, representation),
+        "box_predictor": FastRCNNPredictor(representation, num_classes),
+    }
+    return {**defaults, **kwargs}
+
+
+def fasterrcnn_small(num_classes: int, **kwargs) -> FasterRCNN:
+    """Faster R-CNN on P2-P6 of ``small_resnet``, a 128-wide box head (labels in [1, num_classes))."""
+    return FasterRCNN(_fpn((1, 2, 3, 4)), None, **_rcnn_kwargs(num_classes, 128, kwargs))
+
+
+def maskrcnn_small(num_classes: int, **kwargs) -> MaskRCNN:
+    """Mask R-CNN on P2-P6 of ``small_resnet``: the small Faster R-CNN and a 2-convolution,
+    64-channel mask head (labels in [1, num_classes))."""
+    kwargs.setdefault("mask_head", MaskRCNNHeads(FPN_CHANNELS, (FPN_CHANNELS, FPN_CHANNELS), 1))
+    kwargs.setdefault("mask_predictor", MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, num_classes))
+    return MaskRCNN(_fpn((1, 2, 3, 4)), None, **_rcnn_kwargs(num_classes, 128, kwargs))
