@@ -32,7 +32,12 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from fastops.models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, retinanet_resnet50_fpn
+from fastops.models.detection import (
+    fasterrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn,
+    randomize_for_detections,
+    retinanet_resnet50_fpn,
+)
 
 BUILDERS = {
     "retinanet": retinanet_resnet50_fpn,
@@ -48,27 +53,6 @@ def torchvision_model(kind: str, **kwargs):
         return tvd.RetinaNet(backbone, 91, **kwargs)
     backbone = _resnet_fpn_extractor(body, 3)
     return {"fasterrcnn": tvd.FasterRCNN, "maskrcnn": tvd.MaskRCNN}[kind](backbone, 91, **kwargs)
-
-
-def random_state(state: dict, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    for k, v in state.items():
-        if k.endswith("running_var"):
-            v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-        elif k.endswith("running_mean"):
-            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
-        elif k.startswith("backbone.body") and k.endswith("weight") and v.dim() == 1:
-            v.copy_(torch.rand(v.shape, generator=g) * 0.2 + 0.2)
-        elif k.startswith("head.classification_head.conv") and k.endswith("weight"):
-            v.normal_(0, 0.03, generator=g)
-    if "head.classification_head.cls_logits.weight" in state:
-        state["head.classification_head.cls_logits.weight"].normal_(0, 0.4, generator=g)
-        state["head.classification_head.cls_logits.bias"].fill_(-4.0)
-    if "rpn.head.cls_logits.weight" in state:
-        state["rpn.head.cls_logits.weight"].normal_(0, 3.0, generator=g)
-        state["roi_heads.box_predictor.cls_score.weight"].normal_(0, 0.3, generator=g)
-        state["roi_heads.box_predictor.cls_score.bias"][0] = -2.0
-    return state
 
 
 def images_and_targets(size: tuple[int, int], masks: bool):
@@ -230,7 +214,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     for kind, builder in BUILDERS.items():
         torch.manual_seed(0)
         theirs = torchvision_model(kind, **transform)
-        state = random_state(theirs.state_dict())
+        state = randomize_for_detections(theirs.state_dict())
         theirs.load_state_dict(state)
         ours = builder(weights=state, **transform)
         theirs.to(device).eval()

@@ -20,30 +20,6 @@ def torchvision_detector(kind: str, num_classes: int = 5, **kwargs):
     return {"fasterrcnn": tvd.FasterRCNN, "maskrcnn": tvd.MaskRCNN}[kind](backbone, num_classes, **kwargs)
 
 
-def randomize_detector_state(state: dict, seed: int = 0) -> dict:
-    """Random weights under which the detectors give detections with well-separated scores:
-    batch-norm statistics and scales that keep activations of order 1, classification layers with
-    a spread of logits, foreground biases above the background."""
-    g = torch.Generator().manual_seed(seed)
-    for k, v in state.items():
-        if k.endswith("running_var"):
-            v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-        elif k.endswith("running_mean"):
-            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
-        elif k.startswith("backbone.body") and k.endswith("weight") and v.dim() == 1:
-            v.copy_(torch.rand(v.shape, generator=g) * 0.2 + 0.2)
-        elif k.startswith("head.classification_head.conv") and k.endswith("weight"):
-            v.normal_(0, 0.03, generator=g)
-    if "head.classification_head.cls_logits.weight" in state:
-        state["head.classification_head.cls_logits.weight"].normal_(0, 0.4, generator=g)
-        state["head.classification_head.cls_logits.bias"].fill_(-4.0)
-    if "rpn.head.cls_logits.weight" in state:
-        state["rpn.head.cls_logits.weight"].normal_(0, 3.0, generator=g)
-        state["roi_heads.box_predictor.cls_score.weight"].normal_(0, 0.3, generator=g)
-        state["roi_heads.box_predictor.cls_score.bias"][0] = -2.0
-    return state
-
-
 PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.9, 0.1], [0.1, 0.9, 0.9]])
 
 

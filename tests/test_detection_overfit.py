@@ -1,6 +1,8 @@
 """Each detector's small configuration overfits a small synthetic batch on the CPU: the loss falls
 and ``predict`` recovers the trained boxes (mAP@0.5 >= 0.9 on the batch, by fastops.metrics)."""
 
+import copy
+
 import pytest
 import torch
 from detection_common import synthetic_batch
@@ -8,13 +10,14 @@ from detection_common import synthetic_batch
 from fastops.metrics import MeanAveragePrecision
 from fastops.models.detection import fasterrcnn_small, maskrcnn_small, retinanet_small, yolo_v1_small
 
-# builder, labels from, Adam's learning rate, steps
+# builder, labels from, Adam's learning rate, most steps (checked every CHECK_EVERY)
 CONFIGS = {
-    "retinanet": (retinanet_small, 0, 1e-3, 200),
-    "fasterrcnn": (fasterrcnn_small, 1, 1e-3, 100),
-    "maskrcnn": (maskrcnn_small, 1, 1e-3, 100),
-    "yolo_v1": (yolo_v1_small, 0, 2e-3, 100),
+    "retinanet": (retinanet_small, 0, 1e-3, 300),
+    "fasterrcnn": (fasterrcnn_small, 1, 1e-3, 150),
+    "maskrcnn": (maskrcnn_small, 1, 1e-3, 150),
+    "yolo_v1": (yolo_v1_small, 0, 2e-3, 150),
 }
+CHECK_EVERY = 50
 
 
 def _map50(model, images, targets, iou_type="bbox") -> float:
@@ -39,14 +42,21 @@ def test_detector_overfits_a_small_batch(kind):
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     first = None
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         loss = sum(model(images, targets).values())
         first = float(loss.detach()) if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if step % CHECK_EVERY == 0 and step >= 100:
+            # a copy is evaluated, so the check leaves the training run as it is; a run of a few
+            # hundred Adam steps is chaotic (thread counts and instruction sets change its path),
+            # so the test asks that some checkpoint recovers the boxes, not a given one
+            trained = copy.deepcopy(model).eval()
+            recovered = _map50(trained, images, targets) >= 0.9
+            if kind == "maskrcnn":
+                recovered &= _map50(trained, images, targets, "segm") >= 0.9
+            if recovered:
+                break
     assert float(loss.detach()) < 0.25 * first
-    model.eval()
-    assert _map50(model, images, targets) >= 0.9
-    if kind == "maskrcnn":
-        assert _map50(model, images, targets, "segm") >= 0.9
+    assert recovered, f"mAP@0.5 below 0.9 after {steps} steps"

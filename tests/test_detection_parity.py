@@ -5,9 +5,14 @@ under the same seed."""
 
 import pytest
 import torch
-from detection_common import assert_same_detections, randomize_detector_state, synthetic_batch, torchvision_detector
+from detection_common import assert_same_detections, synthetic_batch, torchvision_detector
 
-from fastops.models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, retinanet_resnet50_fpn
+from fastops.models.detection import (
+    fasterrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn,
+    randomize_for_detections,
+    retinanet_resnet50_fpn,
+)
 
 BUILDERS = {
     "retinanet": retinanet_resnet50_fpn,
@@ -22,7 +27,7 @@ def pair(request):
     kind = request.param
     torch.manual_seed(0)
     theirs = torchvision_detector(kind, num_classes=5, **SMALL)
-    state = randomize_detector_state(theirs.state_dict())
+    state = randomize_for_detections(theirs.state_dict())
     theirs.load_state_dict(state)
     ours = BUILDERS[kind](weights=state, **SMALL)
     return kind, theirs, ours

@@ -2,7 +2,13 @@
 builders, arguments and state_dicts) and YOLO v1."""
 
 from .base import Detector
-from .builders import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, overwrite_eps, retinanet_resnet50_fpn
+from .builders import (
+    fasterrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn,
+    overwrite_eps,
+    randomize_for_detections,
+    retinanet_resnet50_fpn,
+)
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .retinanet import RetinaNet
@@ -20,6 +26,7 @@ __all__ = [
     "maskrcnn_resnet50_fpn",
     "maskrcnn_small",
     "overwrite_eps",
+    "randomize_for_detections",
     "retinanet_resnet50_fpn",
     "retinanet_small",
     "yolo_v1",

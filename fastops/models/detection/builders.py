@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 from torch import nn
 
 from ...nn import FrozenBatchNorm2d
@@ -31,7 +32,13 @@ from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .retinanet import RetinaNet
 
-__all__ = ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "overwrite_eps", "retinanet_resnet50_fpn"]
+__all__ = [
+    "fasterrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn",
+    "overwrite_eps",
+    "randomize_for_detections",
+    "retinanet_resnet50_fpn",
+]
 
 _COCO_CLASSES = 91
 
@@ -173,3 +180,29 @@ def maskrcnn_resnet50_fpn(
     if state is not None:
         model.load_state_dict(state, strict=True)
     return model
+
+
+def randomize_for_detections(state: dict, seed: int = 0) -> dict:
+    """Fills a detector's state_dict (torchvision's names: RetinaNet, Faster or Mask R-CNN) in place
+    with random weights under which the model gives detections with well-separated scores, for
+    parity checks and benchmarks without trained weights: batch-norm statistics and scales that
+    keep activations of order 1, classification layers with a spread of logits, foreground biases
+    above the background. Returns ``state``."""
+    g = torch.Generator().manual_seed(seed)
+    for k, v in state.items():
+        if k.endswith("running_var"):
+            v.copy_(torch.rand(v.shape, generator=g) + 0.5)
+        elif k.endswith("running_mean"):
+            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
+        elif k.startswith("backbone.body") and k.endswith("weight") and v.dim() == 1:
+            v.copy_(torch.rand(v.shape, generator=g) * 0.2 + 0.2)
+        elif k.startswith("head.classification_head.conv") and k.endswith("weight"):
+            v.normal_(0, 0.03, generator=g)
+    if "head.classification_head.cls_logits.weight" in state:
+        state["head.classification_head.cls_logits.weight"].normal_(0, 0.4, generator=g)
+        state["head.classification_head.cls_logits.bias"].fill_(-4.0)
+    if "rpn.head.cls_logits.weight" in state:
+        state["rpn.head.cls_logits.weight"].normal_(0, 3.0, generator=g)
+        state["roi_heads.box_predictor.cls_score.weight"].normal_(0, 0.3, generator=g)
+        state["roi_heads.box_predictor.cls_score.bias"][0] = -2.0
+    return state
