@@ -132,6 +132,22 @@ def retinanet_resnet50_fpn(
     return model
 
 
+def _rcnn_resnet50_fpn(cls, weights, num_classes, weights_backbone, trainable_backbone_layers, kwargs):
+    """Faster or Mask R-CNN (``cls``) on a ResNet-50 FPN (P2-P6), torchvision's weight rules."""
+    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _rcnn_classes)
+    backbone = _resnet50_fpn(
+        weights_backbone,
+        weights is not None or weights_backbone is not None,
+        trainable_backbone_layers,
+        returned_layers=(1, 2, 3, 4),
+        extra_blocks=None,
+    )
+    model = cls(backbone, num_classes=num_classes, **kwargs)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model
+
+
 def fasterrcnn_resnet50_fpn(
     *,
     weights: Weights | None = None,
@@ -143,18 +159,7 @@ def fasterrcnn_resnet50_fpn(
 ) -> FasterRCNN:
     """Faster R-CNN with a ResNet-50 FPN backbone (P2-P6), as torchvision's (arguments as
     ``retinanet_resnet50_fpn``; others go to ``FasterRCNN``)."""
-    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _rcnn_classes)
-    backbone = _resnet50_fpn(
-        weights_backbone,
-        weights is not None or weights_backbone is not None,
-        trainable_backbone_layers,
-        returned_layers=(1, 2, 3, 4),
-        extra_blocks=None,
-    )
-    model = FasterRCNN(backbone, num_classes=num_classes, **kwargs)
-    if state is not None:
-        model.load_state_dict(state, strict=True)
-    return model
+    return _rcnn_resnet50_fpn(FasterRCNN, weights, num_classes, weights_backbone, trainable_backbone_layers, kwargs)
 
 
 def maskrcnn_resnet50_fpn(
@@ -168,18 +173,7 @@ def maskrcnn_resnet50_fpn(
 ) -> MaskRCNN:
     """Mask R-CNN with a ResNet-50 FPN backbone, as torchvision's (arguments as
     ``retinanet_resnet50_fpn``; others go to ``MaskRCNN``)."""
-    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _rcnn_classes)
-    backbone = _resnet50_fpn(
-        weights_backbone,
-        weights is not None or weights_backbone is not None,
-        trainable_backbone_layers,
-        returned_layers=(1, 2, 3, 4),
-        extra_blocks=None,
-    )
-    model = MaskRCNN(backbone, num_classes=num_classes, **kwargs)
-    if state is not None:
-        model.load_state_dict(state, strict=True)
-    return model
+    return _rcnn_resnet50_fpn(MaskRCNN, weights, num_classes, weights_backbone, trainable_backbone_layers, kwargs)
 
 
 def randomize_for_detections(state: dict, seed: int = 0) -> dict:
