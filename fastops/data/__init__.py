@@ -11,14 +11,20 @@ dict with ``boxes`` (float32 [K, 4] xyxy), ``labels`` (int64 [K] in [1, C]), ``m
 
 from .batching import collate, image_labels, label_counts, stack_images
 from .errors import DatasetError
+from .samplers import ClassBalancedSampler, RepeatFactorSampler, class_weights, image_class_counts, repeat_factors
 from .synthetic import SHAPE_KINDS, SyntheticShapes
 
 __all__ = [
     "SHAPE_KINDS",
+    "ClassBalancedSampler",
     "DatasetError",
+    "RepeatFactorSampler",
     "SyntheticShapes",
+    "class_weights",
     "collate",
+    "image_class_counts",
     "image_labels",
     "label_counts",
+    "repeat_factors",
     "stack_images",
 ]
