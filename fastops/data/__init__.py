@@ -9,17 +9,23 @@ dict with ``boxes`` (float32 [K, 4] xyxy), ``labels`` (int64 [K] in [1, C]), ``m
 ``label_counts()``, ``has_masks`` and ``has_semantic`` without decoding images.
 """
 
+from . import transforms
 from .batching import collate, image_labels, label_counts, stack_images
+from .coco import CocoDetection
 from .errors import DatasetError
 from .samplers import ClassBalancedSampler, RepeatFactorSampler, class_weights, image_class_counts, repeat_factors
 from .synthetic import SHAPE_KINDS, SyntheticShapes
+from .voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
     "SHAPE_KINDS",
+    "VOC_CLASSES",
     "ClassBalancedSampler",
+    "CocoDetection",
     "DatasetError",
     "RepeatFactorSampler",
     "SyntheticShapes",
+    "VOCDetection",
     "class_weights",
     "collate",
     "image_class_counts",
@@ -27,4 +33,5 @@ __all__ = [
     "label_counts",
     "repeat_factors",
     "stack_images",
+    "transforms",
 ]
