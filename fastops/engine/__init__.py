@@ -9,7 +9,7 @@ from .evaluate import evaluate
 from .inference import InferenceConfig, load_trained, run_eval, run_predict
 from .models import MODELS, ModelSpec, build_model, model_spec
 from .tasks import make_task
-from .train import TrainConfig, read_jsonl, train
+from .train import TrainConfig, TrainResult, read_jsonl, train
 
 __all__ = [
     "MODELS",
@@ -17,6 +17,7 @@ __all__ = [
     "InferenceConfig",
     "ModelSpec",
     "TrainConfig",
+    "TrainResult",
     "bench_model",
     "build_model",
     "evaluate",

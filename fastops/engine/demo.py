@@ -28,11 +28,11 @@ class DemoRecipe:
 
 DEMO = DemoRecipe(
     "fasterrcnn_small",
-    steps=900,
+    steps=1200,
     batch_size=4,
     lr=2e-3,
     image_size=128,
-    num_images=900,
+    num_images=1200,
     val_images=100,
     num_classes=5,
     warmup_steps=50,

@@ -74,7 +74,7 @@ def draw_detections(
         ax.axis("off")
     for ax, image, pred in zip(axes.flat, images, preds):
         picture = _image(image)
-        pred = {k: v.detach().cpu() for k, v in pred.items()}
+        pred = {k: v.detach().cpu() for k, v in pred.items() if isinstance(v, torch.Tensor)}
         keep = pred["scores"] >= score_thresh
         boxes, labels, scores = pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep]
         if "masks" in pred:

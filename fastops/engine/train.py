@@ -36,7 +36,7 @@ from .optim import DEFAULT_LR, make_optimizer, warmup_cosine
 from .progress import Progress
 from .tasks import make_task
 
-__all__ = ["LossModule", "TrainConfig", "read_jsonl", "train"]
+__all__ = ["LossModule", "TrainConfig", "TrainResult", "read_jsonl", "train"]
 
 CHECKPOINT = "last.pt"
 
@@ -73,6 +73,16 @@ class TrainConfig:
     num_workers: int = 0
     log_every: int = 10
     progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """The trained model (this process's copy), the last evaluation's metrics, where training stopped."""
+
+    model: nn.Module
+    metrics: dict
+    step: int
+    epoch: int
 
 
 class LossModule(nn.Module):
@@ -133,9 +143,8 @@ class _EpochStats:
         return {**means, "images_per_s": self.images / max(seconds, 1e-9), "seconds": seconds}
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Trains ``cfg.model`` on ``cfg.data`` (module docstring); returns the last evaluation's metrics
-    (with "step" and "epoch"). Raises EngineError for bad input."""
+def train(cfg: TrainConfig) -> TrainResult:
+    """Trains ``cfg.model`` on ``cfg.data`` (module docstring). Raises EngineError for bad input."""
     spec = model_spec(cfg.model)
     data_spec = parse_data(cfg.data)
     if cfg.batch_size < 1:
@@ -147,7 +156,7 @@ def train(cfg: TrainConfig) -> dict:
         distributed.shutdown()
 
 
-def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> dict:
+def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> TrainResult:
     image_size = cfg.image_size or spec.image_size
     train_set, val_set = load_datasets(
         data_spec,
@@ -174,7 +183,7 @@ def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> dict:
         step_module = nn.parallel.DistributedDataParallel(
             step_module,
             device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=True,
+            find_unused_parameters=False,
         )
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.optimizer, 1e-3)
     optimizer = make_optimizer(model, cfg.optimizer, lr, cfg.weight_decay)
@@ -298,7 +307,7 @@ def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> dict:
         progress.close()
     if ctx.is_main:
         _training_curves(cfg.out)
-    return {"step": step, "epoch": epoch, **metrics}
+    return TrainResult(model, metrics, step, epoch)
 
 
 def _print_record(record: dict) -> None:
