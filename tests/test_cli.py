@@ -150,3 +150,95 @@ def test_python_dash_m_entry_point():
                        timeout=300)  # fmt: skip
     assert r.returncode == 0
     assert "coco:PATH" in r.stdout and "instances_<split>.json" in r.stdout and "multilabel_classifier" in r.stdout
+
+
+def _write_coco(root, split: str, count: int) -> None:
+    """A COCO-layout copy of a few synthetic images: PNGs and an instances JSON (box polygons)."""
+    from PIL import Image
+
+    from fastops.data import SyntheticShapes
+
+    ds = SyntheticShapes(count, image_size=(48, 64), num_classes=2, seed=5)
+    (root / split).mkdir(parents=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+        image, target = ds[i]
+        name = f"{i:04d}.png"
+        Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy()).save(root / split / name)
+        images.append({"id": 10 + i, "file_name": name, "height": 48, "width": 64})
+        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
+            x1, y1, x2, y2 = box
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": 10 + i, "category_id": 7 * label, "iscrowd": 0,
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]],
+            })  # fmt: skip
+    categories = [{"id": 7, "name": "first"}, {"id": 14, "name": "second"}]
+    doc = {"images": images, "annotations": annotations, "categories": categories}
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("model", ["fasterrcnn_small", "maskrcnn_small"])
+def test_train_and_eval_on_a_coco_folder(tmp_path, capsys, model):
+    needs_matplotlib()
+    pytest.importorskip("PIL")
+    root = tmp_path / "coco"
+    _write_coco(root, "mytrain", 4)
+    _write_coco(root, "myval", 2)
+    out = tmp_path / "run"
+    argv = ["train", "--model", model, "--data", f"coco:{root}", "--train-split", "mytrain", "--val-split", "myval",
+            "--steps", "2", "--batch-size", "2", "--out", str(out), "--no-progress", "--warmup-steps", "1"]  # fmt: skip
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["num_classes"] == 2 and state["class_names"] == ["first", "second"]
+    code, stdout, err = run_cli(capsys, "eval", "--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    assert 0.0 <= json.loads(stdout.strip().splitlines()[-1])["map"] <= 1.0
+
+
+def _write_voc(root) -> None:
+    """A VOC year folder: two images with boxes (one difficult) and class PNGs (a 255 border)."""
+    import numpy as np
+    from PIL import Image
+
+    from fastops.data import VOC_CLASSES
+
+    objects = {"a": [("dog", (2, 3, 20, 30), 0), ("cat", (25, 5, 60, 40), 1)], "b": [("car", (10, 10, 40, 30), 0)]}
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main", "SegmentationClass"):
+        (root / d).mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "ImageSets/Main" / f"{split}.txt").write_text("a\nb\n")
+    for k, (name, objs) in enumerate(objects.items()):
+        rgb = np.random.default_rng(k).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(root / "JPEGImages" / f"{name}.jpg")
+        boxes = "".join(
+            f"<object><name>{c}</name><difficult>{hard}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for c, b, hard in objs
+        )
+        size = "<size><width>64</width><height>48</height><depth>3</depth></size>"
+        (root / "Annotations" / f"{name}.xml").write_text(f"<annotation><filename>{name}.jpg</filename>{size}{boxes}"
+                                                           "</annotation>")  # fmt: skip
+        classes = np.zeros((48, 64), np.uint8)
+        for c, (x1, y1, x2, y2), _ in objs:
+            classes[y1 - 1 : y2, x1 - 1 : x2] = VOC_CLASSES.index(c) + 1
+        classes[0, :] = 255
+        png = Image.fromarray(classes, mode="P")
+        png.putpalette([(7 * i) % 256 for i in range(768)])
+        png.save(root / "SegmentationClass" / f"{name}.png")
+
+
+@pytest.mark.parametrize(("model", "metric"), [("fasterrcnn_small", "map"), ("unet_small", "miou")])
+def test_train_and_eval_on_a_voc_folder(tmp_path, capsys, model, metric):
+    pytest.importorskip("PIL")
+    root = tmp_path / "VOC2012"
+    _write_voc(root)
+    out = tmp_path / "run"
+    argv = ["train", "--model", model, "--data", f"voc:{root}", "--steps", "2", "--batch-size", "2", "--out", str(out),
+            "--no-progress", "--warmup-steps", "1", "--sampler", "repeat_factor"]  # fmt: skip
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert 0.0 <= json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])[metric] <= 1.0
+    assert torch.load(out / "last.pt", weights_only=False)["num_classes"] == 20

@@ -80,16 +80,25 @@ def load_datasets(
     seed: int = 0,
     train_split: str | None = None,
     val_split: str | None = None,
-) -> tuple[Dataset, Dataset]:
-    """(train, validation) datasets for ``spec``."""
-    if spec.kind == "synthetic":
-        common = dict(image_size=image_size, num_classes=num_classes, imbalance=imbalance)
-        train = data.SyntheticShapes(num_images, seed=seed, **common)
-        val = data.SyntheticShapes(val_images, seed=seed + 1_000_003, **common)
-        return train, val
-    if spec.kind == "coco":
-        return _coco(spec.path, train_split or "train2017"), _coco(spec.path, val_split or "val2017")
-    return _voc(spec.path, train_split or "train"), _voc(spec.path, val_split or "val")
+    parts: tuple[str, ...] = ("train", "val"),
+) -> tuple[Dataset | None, Dataset | None]:
+    """(train, validation) datasets for ``spec``; a part left out of ``parts`` is None (and none of
+    its files is read)."""
+    splits = {"coco": ("train2017", "val2017"), "voc": ("train", "val")}.get(spec.kind)
+    out = []
+    for part, count, split, seed_offset in (
+        ("train", num_images, train_split, 0),
+        ("val", val_images, val_split, 1_000_003),
+    ):
+        if part not in parts:
+            out.append(None)
+        elif spec.kind == "synthetic":
+            common = dict(image_size=image_size, num_classes=num_classes, imbalance=imbalance)
+            out.append(data.SyntheticShapes(count, seed=seed + seed_offset, **common))
+        else:
+            default = splits[0] if part == "train" else splits[1]
+            out.append((_coco if spec.kind == "coco" else _voc)(spec.path, split or default))
+    return out[0], out[1]
 
 
 def make_sampler(name: str, dataset: Dataset, *, num_replicas: int, rank: int, seed: int):

@@ -67,6 +67,7 @@ def _validation_set(cfg: InferenceConfig, state: dict):
         imbalance=pick(cfg.imbalance, "imbalance"),
         seed=pick(cfg.seed, "seed"),
         val_split=pick(cfg.val_split, "val_split"),
+        parts=("val",),
     )
     if val.num_classes != state["num_classes"]:
         raise EngineError(f"the checkpoint's model has {state['num_classes']} classes, the data {val.num_classes}")
