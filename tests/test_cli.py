@@ -238,7 +238,7 @@ def test_train_and_eval_on_a_voc_folder(tmp_path, capsys, model, metric):
     out = tmp_path / "run"
     argv = ["train", "--model", model, "--data", f"voc:{root}", "--steps", "2", "--batch-size", "2", "--out", str(out),
             "--no-progress", "--warmup-steps", "1", "--sampler", "repeat_factor"]  # fmt: skip
-    code, stdout, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert 0.0 <= json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])[metric] <= 1.0
     assert torch.load(out / "last.pt", weights_only=False)["num_classes"] == 20
