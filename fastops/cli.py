@@ -218,7 +218,8 @@ def _bench(a) -> None:
 
 
 def _demo(a) -> None:
-    engine.run_demo(a.out, quick=a.quick, device=a.device, progress=not a.no_progress)
+    threads = 1 if a.threads is None else a.threads  # the demo's default (engine.run_demo)
+    engine.run_demo(a.out, quick=a.quick, device=a.device, progress=not a.no_progress, threads=threads)
 
 
 COMMANDS = {"train": _train, "eval": _eval, "predict": _predict, "bench": _bench, "demo": _demo}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
+
 from .inference import InferenceConfig, run_eval, run_predict
 from .train import TrainConfig, train
 
@@ -50,9 +52,17 @@ QUICK_DEMO = DemoRecipe(
 )
 
 
-def run_demo(out: str, *, quick: bool = False, device: str = "cpu", progress: bool = True) -> dict:
-    """Trains, evaluates and draws (module docstring); returns the evaluation's metrics."""
+def run_demo(
+    out: str, *, quick: bool = False, device: str = "cpu", progress: bool = True, threads: int | None = 1
+) -> dict:
+    """Trains, evaluates and draws (module docstring); returns the evaluation's metrics.
+
+    ``threads``: CPU threads (None: torch's default). One by default: the small model's operations
+    are too short to share between threads, and on a 2-core machine doing anything else the threads
+    of each operation wait for one another."""
     recipe = QUICK_DEMO if quick else DEMO
+    if threads is not None:
+        torch.set_num_threads(threads)
     print(
         f"demo: training {recipe.model} on {recipe.num_images} synthetic {recipe.image_size}x{recipe.image_size} "
         f"images with {recipe.num_classes} classes for {recipe.steps} steps (batch {recipe.batch_size}, {device})",

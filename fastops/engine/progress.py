@@ -44,6 +44,13 @@ class Progress:
                 flush=True,
             )
 
+    def write(self, line: str) -> None:
+        """Prints a line (above the bar, when there is one)."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -302,7 +302,7 @@ def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> Train
                     record.update(metrics)
                 if ctx.is_main:
                     _append_jsonl(metrics_log, record)
-                    _print_record(record)
+                    progress.write(_format_record(record))
     finally:
         progress.close()
     if ctx.is_main:
@@ -310,9 +310,9 @@ def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> Train
     return TrainResult(model, metrics, step, epoch)
 
 
-def _print_record(record: dict) -> None:
+def _format_record(record: dict) -> str:
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
-    print("  ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
+    return "  ".join(f"{k} {v}" for k, v in shown.items())
 
 
 def _training_curves(out: str) -> None:
