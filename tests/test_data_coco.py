@@ -13,6 +13,9 @@ from pycocotools.coco import COCO
 
 from fastops.data import CocoDetection, DatasetError, image_labels
 
+# pycocotools' decode under numpy 2 (the oracle's warning, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 H, W = 40, 60
 
 
