@@ -111,6 +111,8 @@ def test_order_pure_function_of_seed_and_epoch():
     state = a.state_dict()
     assert state == {"seed": 9, "epoch": 3}
     c = ClassBalancedSampler(labels, seed=0)
+    c.set_epoch(3)
+    assert list(c) != list(a)  # iterated before loading: the loaded seed must not read a stale order
     c.load_state_dict(state)
     assert list(c) == list(a)
     r1 = RepeatFactorSampler(labels, repeat_thresh=0.3, seed=1)

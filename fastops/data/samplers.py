@@ -70,13 +70,14 @@ class _ShardedEpochSampler(torch.utils.data.Sampler):
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.epoch = 0
-        self._cache: tuple[int, list[int]] | None = None
+        self._cache: tuple[tuple[int, int], list[int]] | None = None
 
     def _epoch_indices(self, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
     def _shard(self) -> list[int]:
-        if self._cache is None or self._cache[0] != self.epoch:
+        key = (self.seed, self.epoch)
+        if self._cache is None or self._cache[0] != key:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = self._epoch_indices(g)
             n = order.numel()
@@ -87,7 +88,7 @@ class _ShardedEpochSampler(torch.utils.data.Sampler):
                 total = math.ceil(n / self.num_replicas) * self.num_replicas
                 if n and total > n:
                     order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
-            self._cache = (self.epoch, order[self.rank : total : self.num_replicas].tolist())
+            self._cache = (key, order[self.rank : total : self.num_replicas].tolist())
         return self._cache[1]
 
     def __iter__(self) -> Iterator[int]:
