@@ -7,11 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as pcmask
 from pycocotools.coco import COCO
 
 from fastops.data import CocoDetection, DatasetError, image_labels
+
+# pycocotools' decode under numpy 2 (the oracle's warning, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 H, W = 40, 60
 
@@ -242,3 +247,41 @@ def test_undecodable_rle_names_the_annotation(coco_dir, tmp_path):
     ds = CocoDetection(images, path)
     with pytest.raises(DatasetError, match=r"annotations \[1, 2, 3\]"):
         ds[0]
+
+
+@settings(max_examples=15)
+@given(
+    polys=st.lists(
+        st.lists(st.tuples(st.floats(-3, W + 3), st.floats(-3, H + 3)), min_size=3, max_size=7),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_random_polygon_masks_match_pycocotools(tmp_path_factory, polys):
+    root = tmp_path_factory.mktemp("poly")
+    (root / "images").mkdir()
+    write_image(root / "images" / "a.png", 0)
+    anns = []
+    for k, poly in enumerate(polys):
+        flat = [float(v) for xy in poly for v in xy]
+        xs, ys = flat[0::2], flat[1::2]
+        x0, y0 = max(min(xs), 0.0), max(min(ys), 0.0)
+        x1, y1 = min(max(xs), W), min(max(ys), H)
+        bbox = [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
+        anns.append({"id": k + 1, "image_id": 1, "category_id": 1, "bbox": bbox, "segmentation": [flat], "area": 1.0})
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": anns,
+    }
+    path = root / "ann.json"
+    path.write_text(json.dumps(data))
+    ds = CocoDetection(root / "images", path)
+    _, t = ds[0]
+    oracle = COCO(str(path))
+    kept = [a for a in anns if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+    assert t["masks"].shape == (len(kept), H, W)
+    for j, a in enumerate(kept):
+        assert np.array_equal(t["masks"][j].numpy(), oracle.annToMask(oracle.anns[a["id"]]))
+    # the semantic map is the union of the kept masks
+    assert torch.equal(t["semantic"] > 0, t["masks"].sum(0) > 0)

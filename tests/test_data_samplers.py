@@ -111,6 +111,8 @@ def test_order_pure_function_of_seed_and_epoch():
     state = a.state_dict()
     assert state == {"seed": 9, "epoch": 3}
     c = ClassBalancedSampler(labels, seed=0)
+    c.set_epoch(3)
+    assert list(c) != list(a)  # iterated before loading: the loaded seed must not read a stale order
     c.load_state_dict(state)
     assert list(c) == list(a)
     r1 = RepeatFactorSampler(labels, repeat_thresh=0.3, seed=1)
@@ -197,5 +199,8 @@ def test_in_a_dataloader():
     ds = SyntheticShapes(20, 32, num_classes=3, imbalance=10, seed=1)
     labels = [ds.image_labels(i) for i in range(len(ds))]
     sampler = ClassBalancedSampler(labels, seed=0)
+    from_dataset = ClassBalancedSampler(ds, seed=0)  # a dataset is read through its image_labels
+    assert list(from_dataset) == list(sampler) and from_dataset.num_classes == 3
+    assert torch.equal(RepeatFactorSampler(ds, repeat_thresh=0.5).repeat_factors, repeat_factors(labels, 0.5))
     loader = torch.utils.data.DataLoader(ds, batch_size=5, sampler=sampler, collate_fn=fastops.data.collate)
     assert sum(len(images) for images, _ in loader) == 20

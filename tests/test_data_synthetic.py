@@ -167,3 +167,12 @@ def test_works_in_a_dataloader():
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate)
     images, targets = next(iter(loader))
     assert len(images) == 4 and all(np.array_equal(t["labels"], ds[i][1]["labels"]) for i, t in enumerate(targets))
+
+
+def test_pickles_for_dataloader_workers():
+    import pickle
+
+    ds = SyntheticShapes(5, 40, num_classes=3, imbalance=3, seed=12)
+    copy = pickle.loads(pickle.dumps(ds))
+    for i in range(len(ds)):
+        assert torch.equal(copy[i][0], ds[i][0]) and torch.equal(copy[i][1]["masks"], ds[i][1]["masks"])

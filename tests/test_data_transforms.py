@@ -177,3 +177,29 @@ def test_resize_shorter_side_and_dataset_hook():
         Resize()
     with pytest.raises(ValueError, match="scale_range"):
         RandomScale((0.0, 1.0))
+
+
+def test_empty_targets_pass_through_every_transform():
+    image = torch.rand(3, 20, 30)
+    t = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 20, 30, dtype=torch.uint8),
+        "semantic": torch.zeros(20, 30, dtype=torch.int64),
+        "tags": torch.zeros(3),
+    }
+    steps = [RandomScale((0.5, 2.0)), RandomCrop(12), RandomHorizontalFlip(1.0), ColorJitter(), Resize((16, 8))]
+    out_image, out = Compose(steps, seed=0)(image, t)
+    assert out_image.shape == (3, 16, 8) and out["masks"].shape == (0, 16, 8) and out["boxes"].shape == (0, 4)
+    assert out["semantic"].shape == (16, 8) and out["tags"].sum() == 0
+
+
+@pytest.mark.parametrize("size", [(74, 106), (20, 17), (100, 31), (3, 200)])
+def test_mask_resize_is_nearest_exact(size):
+    masks = (torch.rand(4, 37, 53, generator=torch.Generator().manual_seed(1)) > 0.5).to(torch.uint8)
+    semantic = torch.randint(0, 256, (37, 53), generator=torch.Generator().manual_seed(2))
+    _, out = resize(torch.rand(3, 37, 53), {"masks": masks, "semantic": semantic}, size)
+    ref = torch.nn.functional.interpolate(masks[None].float(), size=size, mode="nearest-exact")[0]
+    assert torch.equal(out["masks"], ref.to(torch.uint8))
+    ref = torch.nn.functional.interpolate(semantic[None, None].float(), size=size, mode="nearest-exact")[0, 0]
+    assert torch.equal(out["semantic"], ref.long())

@@ -54,13 +54,13 @@ def image_labels(dataset) -> list[list[int]]:
     dataset can tell them (``dataset.image_labels(i)``; a ``torch.utils.data.Subset`` is followed
     to its dataset); otherwise each target's ``labels`` is read."""
     if isinstance(dataset, torch.utils.data.Subset):
-        inner = image_labels_of(dataset.dataset)
+        inner = _labels_getter(dataset.dataset)
         return [inner(int(i)) for i in dataset.indices]
-    get = image_labels_of(dataset)
+    get = _labels_getter(dataset)
     return [get(i) for i in range(len(dataset))]
 
 
-def image_labels_of(dataset):
+def _labels_getter(dataset):
     """A function i -> labels of image i for ``dataset`` (its ``image_labels`` when it has one)."""
     if hasattr(dataset, "image_labels"):
         return lambda i: [int(c) for c in dataset.image_labels(i)]

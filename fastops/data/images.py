@@ -1,6 +1,7 @@
 """Image files to tensors, by Pillow (the ``data`` extra) or else torchvision.io: both optional
 imports, so the data layer imports without either and says which to install when a file must be
-read. Errors name the file (``DatasetError``)."""
+read. Pillow comes first: torchvision's image decoding is deprecated from its 0.29 (TorchCodec
+replaces it) and torchvision itself imports Pillow. Errors name the file (``DatasetError``)."""
 
 from __future__ import annotations
 

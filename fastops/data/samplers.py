@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..ops import class_weights
+from .batching import image_labels
 
 __all__ = ["ClassBalancedSampler", "RepeatFactorSampler", "class_weights", "image_class_counts", "repeat_factors"]
 
@@ -38,7 +39,11 @@ def _distributed_defaults(num_replicas: int | None, rank: int | None) -> tuple[i
     return int(num_replicas), int(rank)
 
 
-def _check_labels(labels: Sequence[Sequence[int]], num_classes: int | None) -> tuple[list[list[int]], int]:
+def _check_labels(labels, num_classes: int | None) -> tuple[list[list[int]], int]:
+    """Distinct sorted labels per image, from label lists or a dataset (``image_labels``)."""
+    if not isinstance(labels, (list, tuple)):
+        num_classes = num_classes if num_classes is not None else getattr(labels, "num_classes", None)
+        labels = image_labels(labels)
     rows = [sorted({int(c) for c in row}) for row in labels]
     top = max((row[-1] for row in rows if row), default=0)
     num_classes = top if num_classes is None else int(num_classes)
@@ -65,13 +70,14 @@ class _ShardedEpochSampler(torch.utils.data.Sampler):
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.epoch = 0
-        self._cache: tuple[int, list[int]] | None = None
+        self._cache: tuple[tuple[int, int], list[int]] | None = None
 
     def _epoch_indices(self, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
     def _shard(self) -> list[int]:
-        if self._cache is None or self._cache[0] != self.epoch:
+        key = (self.seed, self.epoch)
+        if self._cache is None or self._cache[0] != key:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = self._epoch_indices(g)
             n = order.numel()
@@ -82,7 +88,7 @@ class _ShardedEpochSampler(torch.utils.data.Sampler):
                 total = math.ceil(n / self.num_replicas) * self.num_replicas
                 if n and total > n:
                     order = torch.cat([order, order.repeat(math.ceil((total - n) / n))[: total - n]])
-            self._cache = (self.epoch, order[self.rank : total : self.num_replicas].tolist())
+            self._cache = (key, order[self.rank : total : self.num_replicas].tolist())
         return self._cache[1]
 
     def __iter__(self) -> Iterator[int]:
@@ -121,8 +127,8 @@ class ClassBalancedSampler(_ShardedEpochSampler):
     often as one class), unless ``background_weight`` gives their weight relative to that.
 
     Args:
-        labels: per-image label lists (repeats allowed).
-        num_classes: C (default: the largest label).
+        labels: per-image label lists (repeats allowed), or a dataset (its ``image_labels``).
+        num_classes: C (default: the dataset's, else the largest label).
         num_samples: images per epoch over all replicas (default: the dataset's length).
         replacement: draw with replacement (default); without it an image appears at most once.
         undersample: draw without replacement an epoch of (number of groups) x (images of the
@@ -215,7 +221,7 @@ class RepeatFactorSampler(_ShardedEpochSampler):
     index order with ``shuffle=False``). Its length varies around sum_i r_i from epoch to epoch.
 
     Args:
-        labels: per-image label lists.
+        labels: per-image label lists, or a dataset (its ``image_labels``).
         repeat_thresh: t, the image frequency below which a class is oversampled (LVIS: 0.001).
         num_classes, num_replicas, rank, seed, drop_last: as ``ClassBalancedSampler``.
     """

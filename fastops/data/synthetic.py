@@ -6,7 +6,8 @@ image (never overlapping, never tiny), so every box is tight around a fully visi
 
 Labels come from a counter-based hash of (seed, index, slot): ``image_labels(i)`` and
 ``label_counts()`` need no rendering, and image i is the same whatever the dataset's length.
-The pixels come from a numpy generator seeded by (seed, index).
+The pixels come from a numpy generator seeded by (seed, index) and a bank of pixel noise seeded
+by the seed alone (each image adds a window of it).
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self._cdf[-1] = 1.0
         self._counts: Tensor | None = None
         self._interp_y, self._interp_x = _interpolation_matrix(h), _interpolation_matrix(w)
+        # pixel noise: each image adds a window of one bank at a random offset (drawing fresh
+        # normals per image would take most of an image's time)
+        bank = np.random.Generator(np.random.PCG64([self.seed % 2**63, 2**62]))
+        self._noise = 0.03 * bank.standard_normal((3, 2 * h, 2 * w), dtype=np.float32)
 
     def __len__(self) -> int:
         return self.num_images
@@ -243,7 +248,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
             semantic[y0 : y0 + oh, x0 : x0 + ow][m] = c
             rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
             boxes[j] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
-        image += 0.03 * rng.standard_normal((3, h, w), dtype=np.float32)
+        oy, ox = int(rng.integers(0, h)), int(rng.integers(0, w))
+        image += self._noise[:, oy : oy + h, ox : ox + w]
         np.clip(image, 0.0, 1.0, out=image)
         tags = np.zeros(self.num_classes, dtype=np.float32)
         tags[labels - 1] = 1.0

@@ -65,7 +65,8 @@ def hflip(image: Tensor, target: dict) -> tuple[Tensor, dict]:
 
 def resize(image: Tensor, target: dict, size: tuple[int, int]) -> tuple[Tensor, dict]:
     """Resize to ``size`` = (H, W): the image bilinearly (antialiased when shrinking), masks and the
-    semantic map by nearest neighbour, boxes and areas scaled."""
+    semantic map by nearest neighbour (the source pixel under each output pixel's centre), boxes
+    and areas scaled."""
     h, w = image.shape[-2:]
     nh, nw = int(size[0]), int(size[1])
     if nh < 1 or nw < 1:
@@ -81,13 +82,22 @@ def resize(image: Tensor, target: dict, size: tuple[int, int]) -> tuple[Tensor, 
         out["boxes"] = out["boxes"] * scale
     if "area" in out:
         out["area"] = out["area"] * (sx * sy)
-    if "masks" in out:
-        m = out["masks"]
-        out["masks"] = F.interpolate(m[None].float(), size=(nh, nw), mode="nearest-exact")[0].to(m.dtype)
-    if "semantic" in out:
-        s = out["semantic"]
-        out["semantic"] = F.interpolate(s[None, None].float(), size=(nh, nw), mode="nearest-exact")[0, 0].to(s.dtype)
+    for key in ("masks", "semantic"):
+        if key in out:
+            out[key] = _nearest(out[key], nh, nw)
     return out_image.clamp_(0.0, 1.0) if image.is_floating_point() else out_image, out
+
+
+def _nearest_index(n_in: int, n_out: int) -> Tensor:
+    """Source index of each output pixel, nearest to its centre (``mode="nearest-exact"``)."""
+    idx = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out)).floor().to(torch.int64)
+    return idx.clamp_(0, n_in - 1)
+
+
+def _nearest(t: Tensor, nh: int, nw: int) -> Tensor:
+    """Nearest-neighbour resize of [..., H, W] in any dtype (labels stay labels; K = 0 allowed)."""
+    h, w = t.shape[-2:]
+    return t.index_select(-2, _nearest_index(h, nh)).index_select(-1, _nearest_index(w, nw))
 
 
 def _shorter_side_size(h: int, w: int, min_size: int, max_size: int | None) -> tuple[int, int]:
