@@ -39,7 +39,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per process (default: torch's; 1 is faster on a machine busy with other work)",
+        help="CPU threads per process (default: torch's, the demo 1; 1 is faster on a machine busy with other work)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
@@ -48,7 +48,12 @@ def _synthetic(p: argparse.ArgumentParser, defaults: bool) -> None:
     g = p.add_argument_group("synthetic data")
     g.add_argument("--image-size", type=int, default=None, help="image side (default: the model's)")
     g.add_argument("--num-images", type=int, default=512 if defaults else None, help="training images")
-    g.add_argument("--val-images", type=int, default=64 if defaults else None, help="validation images")
+    g.add_argument(
+        "--val-images",
+        type=int,
+        default=64 if defaults else None,
+        help="validation images (synthetic), evaluated after each epoch (any data; 0: none)",
+    )
     g.add_argument("--num-classes", type=int, default=5 if defaults else None, help="classes (background excluded)")
     g.add_argument(
         "--imbalance",
