@@ -68,13 +68,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_mean(value: float) -> float:
-    """The mean of a number over the processes."""
-    if not _active():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=_backend_device())
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
+def all_reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each scalar's mean over the processes (one collective for all of them), as Python floats."""
+    stacked = torch.stack([v.detach().reshape(()).double() for v in values.values()])
+    if _active():
+        stacked = stacked.to(_backend_device())
+        dist.all_reduce(stacked)
+        stacked /= dist.get_world_size()
+    return dict(zip(values, stacked.tolist()))
 
 
 def barrier() -> None:

@@ -14,11 +14,9 @@ losses equal an uninterrupted run's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +29,8 @@ from .checkpoint import load_checkpoint, model_state, restore_rng, rng_state, sa
 from .datasets import batches, eval_loader, load_datasets, load_sampler_state, make_sampler, parse_data, sampler_state
 from .errors import EngineError
 from .evaluate import evaluate
-from .models import model_spec
+from .logs import EpochStats, RunLogs, format_record, read_jsonl
+from .models import ModelSpec, model_spec
 from .optim import DEFAULT_LR, make_optimizer, warmup_cosine
 from .progress import Progress
 from .tasks import make_task
@@ -98,51 +97,6 @@ class LossModule(nn.Module):
         return self.task.loss(self.model, inputs, targets)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """The records of a JSON-lines file ([] when it does not exist)."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _append_jsonl(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_jsonl(path: str, last_step: int) -> None:
-    """Drops the records after ``last_step`` (written after the checkpoint a run resumes from)."""
-    kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class _EpochStats:
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.steps = 0
-        self.images = 0
-        self.start = time.perf_counter()
-
-    def add(self, losses: dict[str, float], images: int) -> None:
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.steps += 1
-        self.images += images
-
-    def summary(self) -> dict:
-        seconds = time.perf_counter() - self.start
-        means = {k: v / max(1, self.steps) for k, v in self.sums.items()}
-        return {**means, "images_per_s": self.images / max(seconds, 1e-9), "seconds": seconds}
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Trains ``cfg.model`` on ``cfg.data`` (module docstring). Raises EngineError for bad input."""
     spec = model_spec(cfg.model)
@@ -151,175 +105,180 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise EngineError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     ctx = distributed.setup(cfg.device)
     try:
-        return _train(cfg, spec, data_spec, ctx)
+        run = _Run(cfg, spec, data_spec, ctx)
+        run.resume() if cfg.resume else run.start()
+        return run.run()
     finally:
         distributed.shutdown()
 
 
-def _train(cfg: TrainConfig, spec, data_spec, ctx: distributed.Context) -> TrainResult:
-    image_size = cfg.image_size or spec.image_size
-    train_set, val_set = load_datasets(
-        data_spec,
-        image_size=image_size,
-        num_images=cfg.num_images,
-        val_images=cfg.val_images,
-        num_classes=cfg.num_classes,
-        imbalance=cfg.imbalance,
-        seed=cfg.seed,
-        train_split=cfg.train_split,
-        val_split=cfg.val_split,
-    )
-    num_classes = train_set.num_classes
-    if spec.needs_masks and not train_set.has_masks:
-        raise EngineError(f"{cfg.model} needs instance masks, and {cfg.data} has none")
-    if spec.task == "segmentation" and not train_set.has_semantic:
-        raise EngineError(f"{cfg.model} needs segmentation maps, and {cfg.data} has none")
-    task = make_task(spec.task, num_classes, spec.needs_masks)
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
-    _seed_everything(cfg.seed)  # the same initial weights on every process
-    model = spec.build(num_classes).to(ctx.device)
-    step_module: nn.Module = LossModule(model, task)
-    if ctx.world_size > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module,
-            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=False,
+
+class _Run:
+    """One training run: its objects (built from the config) and its position (step, epoch, steps
+    done in the epoch), which the checkpoint saves and ``resume`` restores."""
+
+    def __init__(self, cfg: TrainConfig, spec: ModelSpec, data_spec, ctx: distributed.Context):
+        self.cfg, self.spec, self.ctx = cfg, spec, ctx
+        self.train_set, self.val_set = load_datasets(
+            data_spec,
+            image_size=cfg.image_size or spec.image_size,
+            num_images=cfg.num_images,
+            val_images=cfg.val_images,
+            num_classes=cfg.num_classes,
+            imbalance=cfg.imbalance,
+            seed=cfg.seed,
+            train_split=cfg.train_split,
+            val_split=cfg.val_split,
         )
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.optimizer, 1e-3)
-    optimizer = make_optimizer(model, cfg.optimizer, lr, cfg.weight_decay)
-    sampler = make_sampler(cfg.sampler, train_set, num_replicas=ctx.world_size, rank=ctx.rank, seed=cfg.seed)
-    steps_per_epoch = max(1, math.ceil(len(sampler) / cfg.batch_size))
-    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    if total_steps < 1:
-        raise EngineError(f"nothing to train: {total_steps} steps (--steps / --epochs)")
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, total_steps)
-    amp = cfg.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.num_classes = self.train_set.num_classes
+        if spec.needs_masks and not self.train_set.has_masks:
+            raise EngineError(f"{cfg.model} needs instance masks, and {cfg.data} has none")
+        if spec.task == "segmentation" and not self.train_set.has_semantic:
+            raise EngineError(f"{cfg.model} needs segmentation maps, and {cfg.data} has none")
+        self.task = make_task(spec.task, self.num_classes, spec.needs_masks)
 
-    os.makedirs(cfg.out, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out, CHECKPOINT)
-    steps_log, metrics_log = os.path.join(cfg.out, "steps.jsonl"), os.path.join(cfg.out, "metrics.jsonl")
-    step, epoch, epoch_step = 0, 0, 0
-    if cfg.resume:
-        state = load_checkpoint(ckpt_path, model_name=cfg.model, num_classes=num_classes)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        load_sampler_state(sampler, state["sampler"])
-        step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        if len(state["rng"]) != ctx.world_size:
+        _seed_everything(cfg.seed)  # the same initial weights on every process
+        self.model = spec.build(self.num_classes).to(ctx.device)
+        self.step_module: nn.Module = LossModule(self.model, self.task)
+        if ctx.world_size > 1:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=device_ids)
+        lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.optimizer, 1e-3)
+        self.optimizer = make_optimizer(self.model, cfg.optimizer, lr, cfg.weight_decay)
+        self.sampler = make_sampler(cfg.sampler, self.train_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                    seed=cfg.seed)  # fmt: skip
+        steps_per_epoch = max(1, math.ceil(len(self.sampler) / cfg.batch_size))
+        self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+        if self.total_steps < 1:
+            raise EngineError(f"nothing to train: {self.total_steps} steps (--steps / --epochs)")
+        self.stop = self.total_steps if cfg.stop_at_step is None else min(self.total_steps, cfg.stop_at_step)
+        self.scheduler = warmup_cosine(self.optimizer, cfg.warmup_steps, self.total_steps)
+        self.amp = cfg.amp and ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.val_loader = eval_loader(self.val_set, cfg.batch_size, num_replicas=ctx.world_size, rank=ctx.rank,
+                                      limit=cfg.val_images)  # fmt: skip
+        os.makedirs(cfg.out, exist_ok=True)
+        self.checkpoint_path = os.path.join(cfg.out, CHECKPOINT)
+        self.logs = RunLogs(cfg.out)
+        self.step = self.epoch = self.epoch_step = 0
+        self.metrics: dict = {}
+
+    def start(self) -> None:
+        _seed_everything(self.cfg.seed * 1009 + self.ctx.rank)  # each process its own random draws
+        if self.ctx.is_main:
+            self.logs.start()
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.checkpoint_path, model_name=self.cfg.model, num_classes=self.num_classes)
+        if len(state["rng"]) != self.ctx.world_size:
             written = len(state["rng"])
-            raise EngineError(f"{ckpt_path} was written by {written} processes, this run has {ctx.world_size}")
-        restore_rng(state["rng"][ctx.rank])
-        load_autotune_choices(state["conv_paths"][ctx.rank])  # the same convolution kernels, the same bits
-        if ctx.is_main:
-            _truncate_jsonl(steps_log, step)
-            _truncate_jsonl(metrics_log, step)
-    else:
-        _seed_everything(cfg.seed * 1009 + ctx.rank)  # each process its own random draws
-        if ctx.is_main:
-            for path in (steps_log, metrics_log):
-                if os.path.exists(path):
-                    os.remove(path)
+            raise EngineError(f"{self.checkpoint_path} was written by {written} processes, this run has "
+                              f"{self.ctx.world_size}")  # fmt: skip
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        load_sampler_state(self.sampler, state["sampler"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        restore_rng(state["rng"][self.ctx.rank])
+        load_autotune_choices(state["conv_paths"][self.ctx.rank])  # the same convolution kernels, the same bits
+        if self.ctx.is_main:
+            self.logs.resume(self.step)
 
-    def checkpoint() -> None:
+    def checkpoint(self) -> None:
         rngs = distributed.all_gather_objects(rng_state())
         conv_paths = distributed.all_gather_objects(autotune_choices())
-        if ctx.is_main:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model_name": cfg.model,
-                    "num_classes": num_classes,
-                    "class_names": list(train_set.class_names),
-                    "task": spec.task,
-                    "config": dataclasses.asdict(cfg),
-                    "model": model_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "sampler": sampler_state(sampler),
-                    "step": step,
-                    "epoch": epoch,
-                    "epoch_step": epoch_step,
-                    "rng": rngs,
-                    "conv_paths": conv_paths,
-                },
-            )
+        if self.ctx.is_main:
+            state = {
+                "model_name": self.cfg.model,
+                "num_classes": self.num_classes,
+                "class_names": list(self.train_set.class_names),
+                "task": self.spec.task,
+                "config": dataclasses.asdict(self.cfg),
+                "model": model_state(self.model),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "sampler": sampler_state(self.sampler),
+                "step": self.step,
+                "epoch": self.epoch,
+                "epoch_step": self.epoch_step,
+                "rng": rngs,
+                "conv_paths": conv_paths,
+            }
+            save_checkpoint(self.checkpoint_path, state)
         distributed.barrier()
 
-    stop = min(total_steps, cfg.stop_at_step) if cfg.stop_at_step is not None else total_steps
-    progress = Progress(stop, step, enabled=ctx.is_main and cfg.progress, log_every=cfg.log_every)
-    val = eval_loader(val_set, cfg.batch_size, num_replicas=ctx.world_size, rank=ctx.rank, limit=cfg.val_images)
-    metrics: dict = {}
-    model.train()
-    try:
-        while step < stop:
-            sampler.set_epoch(epoch)
-            indices = list(sampler)[epoch_step * cfg.batch_size :]
-            stats = _EpochStats()
-            for batch in batches(train_set, indices, cfg.batch_size, cfg.num_workers, seed=cfg.seed * 1009 + epoch):
-                inputs, targets = task.inputs(batch, ctx.device)
-                with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=amp):
-                    losses = step_module(inputs, targets)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise EngineError(f"the loss is {float(loss)} at step {step + 1}: lower --lr or use --clip-grad")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                lr_now = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-                epoch_step += 1
-                values = {k: distributed.all_reduce_mean(float(v.detach())) for k, v in losses.items()}
-                images = len(batch[0]) * ctx.world_size
-                stats.add(values, images)
-                progress.update(images, values["loss"])
-                if ctx.is_main:
-                    _append_jsonl(steps_log, {"step": step, "epoch": epoch, "loss": values["loss"], "lr": lr_now})
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < stop:
-                    checkpoint()
-                if step >= stop:
-                    break
-            epoch_done = epoch_step * cfg.batch_size >= len(sampler)
-            if epoch_done:
-                epoch, epoch_step = epoch + 1, 0
-            checkpoint()
-            if step == stop and cfg.stop_at_step is not None and stop < total_steps:
-                break
-            if epoch_done or step >= total_steps:
-                record = {"epoch": epoch if not epoch_done else epoch - 1, "step": step, **stats.summary()}
-                if cfg.val_images > 0:
-                    rng = rng_state()  # evaluation leaves the training's random draws as they were
-                    metrics, _ = evaluate(model, task, val, ctx.device)
-                    restore_rng(rng)
-                    record.update(metrics)
-                if ctx.is_main:
-                    _append_jsonl(metrics_log, record)
-                    progress.write(_format_record(record))
-    finally:
-        progress.close()
-    if ctx.is_main:
-        _training_curves(cfg.out)
-    return TrainResult(model, metrics, step, epoch)
+    def train_step(self, batch) -> dict[str, float]:
+        """One optimizer step; the losses averaged over the processes."""
+        inputs, targets = self.task.inputs(batch, self.ctx.device)
+        with torch.autocast(self.ctx.device.type, dtype=torch.float16, enabled=self.amp):
+            losses = self.step_module(inputs, targets)
+        values = distributed.all_reduce_mean(losses)
+        if not math.isfinite(values["loss"]):
+            raise EngineError(f"the loss is {values['loss']} at step {self.step + 1}: lower --lr or use --clip-grad")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        if self.cfg.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        self.epoch_step += 1
+        return values
 
+    def evaluate(self) -> dict:
+        rng = rng_state()  # evaluation leaves the training's random draws as they were
+        metrics, _ = evaluate(self.model, self.task, self.val_loader, self.ctx.device)
+        restore_rng(rng)
+        return metrics
 
-def _format_record(record: dict) -> str:
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
-    return "  ".join(f"{k} {v}" for k, v in shown.items())
-
-
-def _training_curves(out: str) -> None:
-    from .plots import MissingPlotLibrary, plot_training_curves
-
-    try:
-        steps, epochs = read_jsonl(os.path.join(out, "steps.jsonl")), read_jsonl(os.path.join(out, "metrics.jsonl"))
-        plot_training_curves(steps, epochs, os.path.join(out, "training_curves.png"))
-    except MissingPlotLibrary:
-        pass
+    def run(self) -> TrainResult:
+        cfg, ctx = self.cfg, self.ctx
+        progress = Progress(self.stop, self.step, enabled=ctx.is_main and cfg.progress, log_every=cfg.log_every)
+        self.model.train()
+        try:
+            while self.step < self.stop:
+                self.sampler.set_epoch(self.epoch)
+                indices = list(self.sampler)[self.epoch_step * cfg.batch_size :]
+                stats = EpochStats()
+                for batch in batches(self.train_set, indices, cfg.batch_size, cfg.num_workers,
+                                     seed=cfg.seed * 1009 + self.epoch):  # fmt: skip
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    values = self.train_step(batch)
+                    images = len(batch[0]) * ctx.world_size
+                    stats.add(values, images)
+                    progress.update(images, values["loss"])
+                    if ctx.is_main:
+                        self.logs.step({"step": self.step, "epoch": self.epoch, "loss": values["loss"], "lr": lr})
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.stop:
+                        self.checkpoint()
+                    if self.step >= self.stop:
+                        break
+                epoch = self.epoch
+                epoch_done = self.epoch_step * cfg.batch_size >= len(self.sampler)
+                if epoch_done:
+                    self.epoch, self.epoch_step = self.epoch + 1, 0
+                self.checkpoint()
+                if self.step == self.stop < self.total_steps:
+                    break  # stopped as an interruption would: no evaluation
+                if epoch_done or self.step >= self.total_steps:
+                    record = {"epoch": epoch, "step": self.step, **stats.summary()}
+                    if cfg.val_images > 0:
+                        self.metrics = self.evaluate()
+                        record.update(self.metrics)
+                    if ctx.is_main:
+                        self.logs.epoch(record)
+                        progress.write(format_record(record))
+        finally:
+            progress.close()
+        if ctx.is_main:
+            self.logs.draw()
+        return TrainResult(self.model, self.metrics, self.step, self.epoch)
