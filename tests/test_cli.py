@@ -140,6 +140,15 @@ def test_cuda_without_a_gpu(capsys):
     _one_clear_line(err, "no CUDA device")
 
 
+def test_console_script_target():
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    module, _, name = scripts["fastops"].partition(":")
+    assert (module, name) == ("fastops.cli", "main")
+    assert main is __import__(module, fromlist=[name]).main
+
+
 def test_python_dash_m_entry_point():
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([PYTHON, "-m", "fastops", "train", "--model", "nope"], capture_output=True, text=True, env=env,
