@@ -41,14 +41,14 @@ DEMO = DemoRecipe(
 )
 QUICK_DEMO = DemoRecipe(
     "fasterrcnn_small",
-    steps=12,
-    batch_size=2,
+    steps=60,
+    batch_size=4,
     lr=2e-3,
     image_size=128,
-    num_images=24,
-    val_images=8,
+    num_images=240,
+    val_images=20,
     num_classes=5,
-    warmup_steps=4,
+    warmup_steps=10,
 )
 
 
