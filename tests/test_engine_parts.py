@@ -63,6 +63,27 @@ def test_detection_evaluator():
     assert ev.compute()["map_50"] == 0.0
 
 
+@pytest.mark.parametrize("flag", ["difficult", "iscrowd"])
+def test_detection_evaluator_ignores_flagged_objects(flag):
+    targets = [t for _, t in _targets()]
+    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"]))} for t in targets]
+    # one more object in the first image, flagged and not detected: neither a miss nor counted
+    first = targets[0]
+    extra = torch.tensor([[0.0, 0.0, 6.0, 6.0]])
+    flagged = {
+        "boxes": torch.cat([first["boxes"], extra]),
+        "labels": torch.cat([first["labels"], first["labels"][:1]]),
+        flag: torch.tensor([False] * len(first["labels"]) + [True]),
+    }
+    ev = make_task("detection", 3).evaluator()
+    ev.update(perfect, [flagged, *targets[1:]])
+    assert ev.compute()["map_50"] == pytest.approx(1.0)
+    unflagged = {**flagged, flag: torch.zeros(len(flagged["labels"]), dtype=torch.bool)}
+    ev = make_task("detection", 3).evaluator()
+    ev.update(perfect, [unflagged, *targets[1:]])
+    assert ev.compute()["map_50"] < 1.0  # the same object, required: a miss
+
+
 def test_detection_evaluator_with_masks():
     targets = [t for _, t in _targets()]
     ev = make_task("detection", 3, masks=True).evaluator()

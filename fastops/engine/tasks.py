@@ -2,7 +2,9 @@
 and targets, the loss, the predictions, and the metric (``fastops.metrics``).
 
 - detection: images as a list (any sizes), targets as dicts; COCO mAP (``MeanAveragePrecision``,
-  bbox, and segm for models with masks) and per-class VOC precision-recall curves.
+  bbox, and segm for models with masks) and per-class VOC precision-recall curves. Objects flagged
+  ``iscrowd`` (COCO) or ``difficult`` (VOC) are trained on and, in evaluation, neither count as
+  misses nor make a detection of them a false positive (COCO's crowd rule, VOC's difficult rule).
 - segmentation: images stacked [N, 3, H, W], targets the semantic maps [N, H, W] (0 background,
   255 ignored); mIoU and pixel accuracy (``SegmentationMetrics``).
 - multilabel: images stacked, targets the tags [N, C]; mAP over labels
@@ -32,6 +34,7 @@ from . import distributed
 __all__ = ["DetectionTask", "MultiLabelTask", "SegmentationTask", "make_task"]
 
 IGNORE_INDEX = 255
+IGNORE_FLAGS = ("iscrowd", "difficult")  # per-object flags of objects the evaluation does not require
 
 
 def _cpu(x):
@@ -56,7 +59,7 @@ class DetectionTask:
         images, targets = batch
         keys = ("boxes", "labels", "masks") if self.masks else ("boxes", "labels")
         images = [img.to(device, non_blocking=True) for img in images]
-        targets = [{k: t[k].to(device, non_blocking=True) for k in keys} for t in targets]
+        targets = [{k: t[k].to(device, non_blocking=True) for k in (*keys, *IGNORE_FLAGS) if k in t} for t in targets]
         return images, targets
 
     def loss(self, model: nn.Module, images, targets) -> dict[str, Tensor]:
@@ -86,20 +89,31 @@ class DetectionEvaluator:
         keep = ("boxes", "scores", "labels", "masks") if self.masks else ("boxes", "scores", "labels")
         self.preds += [{k: _cpu(p[k]) for k in keep if k in p} for p in preds]
         keys = ("boxes", "labels", "masks") if self.masks else ("boxes", "labels")
-        self.targets += [{k: _cpu(t[k]) for k in keys} for t in targets]
+        for t in targets:
+            kept = {k: _cpu(t[k]) for k in keys}
+            flags = [t[k].bool().cpu() for k in IGNORE_FLAGS if k in t]
+            kept["ignore"] = flags[0] if flags else torch.zeros(len(kept["labels"]), dtype=torch.bool)
+            self.targets.append(kept)
 
     def compute(self) -> dict:
         preds = [p for part in distributed.all_gather_objects(self.preds) for p in part]
         targets = [t for part in distributed.all_gather_objects(self.targets) for t in part]
         metric = MeanAveragePrecision(iou_type=("bbox", "segm") if self.masks else "bbox", dist_sync=False)
-        metric.update(preds, [{**t, **({"masks": t["masks"].bool()} if self.masks else {})} for t in targets])
+        coco_targets = []
+        for t in targets:
+            coco = {"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["ignore"].long()}
+            if self.masks:
+                coco["masks"] = t["masks"].bool()
+            coco_targets.append(coco)
+        metric.update(preds, coco_targets)
         result = metric.compute()
         prefix = "bbox_" if self.masks else ""
         out = {"map": float(result[f"{prefix}map"]), "map_50": float(result[f"{prefix}map_50"])}
         out["map_75"] = float(result[f"{prefix}map_75"])
         if self.masks:
             out["segm_map"] = float(result["segm_map"])
-        voc = voc_evaluate(preds, targets, pixel_plus_one=False)
+        voc_targets = [{"boxes": t["boxes"], "labels": t["labels"], "difficult": t["ignore"]} for t in targets]
+        voc = voc_evaluate(preds, voc_targets, pixel_plus_one=False)
         self.curves = voc["curves"]
         return out
 
