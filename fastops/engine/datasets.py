@@ -13,7 +13,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .. import data
 from .errors import EngineError
 
-__all__ = ["DATA_HELP", "SAMPLERS", "DataSpec", "eval_loader", "load_datasets", "make_sampler", "parse_data"]
+__all__ = [
+    "DATA_HELP",
+    "SAMPLERS",
+    "DataSpec",
+    "batches",
+    "eval_loader",
+    "load_datasets",
+    "load_sampler_state",
+    "make_sampler",
+    "parse_data",
+    "sampler_state",
+]
 
 SAMPLERS = ("none", "class_balanced", "repeat_factor")
 
@@ -117,12 +128,14 @@ def make_sampler(name: str, dataset: Dataset, *, num_replicas: int, rank: int, s
 
 
 def sampler_state(sampler) -> dict:
+    """What fixes a sampler's order ({seed, epoch}); torch's DistributedSampler has no state_dict."""
     if hasattr(sampler, "state_dict"):
         return sampler.state_dict()
     return {"seed": sampler.seed, "epoch": sampler.epoch}
 
 
 def load_sampler_state(sampler, state: dict) -> None:
+    """Restores what ``sampler_state`` saved."""
     if hasattr(sampler, "load_state_dict"):
         sampler.load_state_dict(state)
     else:
