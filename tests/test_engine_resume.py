@@ -1,0 +1,89 @@
+"""Checkpoints: a run stopped halfway and resumed gives the losses of an uninterrupted run (model,
+optimizer, scheduler, sampler and random states restored), across an epoch boundary and with a
+class-balanced sampler; checkpoints are written atomically and name their model."""
+
+import os
+
+import pytest
+import torch
+from engine_common import one_thread  # noqa: F401
+
+from fastops import engine
+from fastops.engine import EngineError, TrainConfig, read_jsonl
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _config(out, **kwargs) -> TrainConfig:
+    base = dict(
+        model="fasterrcnn_small", out=str(out), steps=6, batch_size=2, num_images=6, val_images=2, num_classes=3,
+        image_size=64, warmup_steps=2, progress=False,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("fasterrcnn_small", {}), ("multilabel_classifier", {"sampler": "class_balanced", "image_size": 32})],
+)
+def test_resume_gives_the_uninterrupted_losses(tmp_path, model, extra):
+    # 6 images, batch 2: 3 steps per epoch, so the stop (step 4) is inside the second epoch,
+    # after an epoch's end, an evaluation and a checkpoint
+    straight = engine.train(_config(tmp_path / "a", model=model, **extra))
+    engine.train(_config(tmp_path / "b", model=model, stop_at_step=4, **extra))
+    interrupted = read_jsonl(os.path.join(tmp_path, "b", "steps.jsonl"))
+    assert [r["step"] for r in interrupted] == [1, 2, 3, 4]
+    resumed = engine.train(_config(tmp_path / "b", model=model, resume=True, **extra))
+    a = read_jsonl(os.path.join(tmp_path, "a", "steps.jsonl"))
+    b = read_jsonl(os.path.join(tmp_path, "b", "steps.jsonl"))
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    assert [(r["loss"], r["lr"], r["epoch"]) for r in a] == [(r["loss"], r["lr"], r["epoch"]) for r in b]
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    assert straight.metrics == resumed.metrics
+
+
+def test_resume_drops_log_lines_written_after_the_checkpoint(tmp_path):
+    small = {"model": "multilabel_classifier", "image_size": 32}
+    engine.train(_config(tmp_path, steps=4, stop_at_step=2, **small))
+    with open(tmp_path / "steps.jsonl", "a") as f:
+        f.write('{"step": 3, "epoch": 0, "loss": 123.0, "lr": 0.0}\n')  # a step the checkpoint never saw
+    engine.train(_config(tmp_path, steps=4, resume=True, **small))
+    steps = read_jsonl(tmp_path / "steps.jsonl")
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert 123.0 not in [r["loss"] for r in steps]
+
+
+def test_resume_without_a_checkpoint(tmp_path):
+    with pytest.raises(EngineError, match="does not exist"):
+        engine.train(_config(tmp_path, resume=True))
+
+
+def test_checkpoint_contents_and_atomic_write(tmp_path):
+    engine.train(_config(tmp_path, steps=2, model="multilabel_classifier", image_size=32))
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "metrics.jsonl", "steps.jsonl", "training_curves.png"]
+    state = engine.load_checkpoint(str(tmp_path / "last.pt"), model_name="multilabel_classifier", num_classes=3)
+    for key in ("model", "optimizer", "scheduler", "sampler", "rng", "conv_paths", "step", "epoch", "config"):
+        assert key in state
+    assert state["step"] == 2 and len(state["rng"]) == 1
+    with pytest.raises(EngineError, match="holds a 'multilabel_classifier' model, not 'unet_small'"):
+        engine.load_checkpoint(str(tmp_path / "last.pt"), model_name="unet_small")
+    with pytest.raises(EngineError, match="trained for 3 classes"):
+        engine.load_checkpoint(str(tmp_path / "last.pt"), num_classes=5)
+
+
+def test_an_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / "last.pt")
+    engine.save_checkpoint(path, {"model_name": "m", "num_classes": 1, "step": 1})
+
+    def fail(obj, f, *args, **kwargs):
+        with open(f, "wb") as h:
+            h.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        engine.save_checkpoint(path, {"model_name": "m", "num_classes": 1, "step": 2})
+    monkeypatch.undo()
+    assert engine.load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
