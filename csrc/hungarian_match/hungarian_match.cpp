@@ -14,8 +14,8 @@ void check_costs(at::TensorList costs) {
     TORCH_CHECK_TYPE(at::isFloatingType(c.scalar_type()), op, ": costs[", b,
                      "] must be float16, bfloat16, float32 or float64, got ", c.scalar_type());
     TORCH_CHECK_VALUE(c.dim() == 2, op, ": costs[", b, "] must be a matrix [R, C], got shape ", c.sizes());
-    TORCH_CHECK(c.device() == costs[0].device(), op, ": costs[", b, "] must be on ", costs[0].device(), " as costs[0], got ",
-                c.device());
+    TORCH_CHECK(c.device() == costs[0].device(), op, ": costs[", b, "] must be on ", costs[0].device(),
+                " as costs[0], got ", c.device());
   }
 }
 

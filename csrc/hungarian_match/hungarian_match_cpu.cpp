@@ -1,18 +1,19 @@
-// CPU implementation of hungarian_match: the shortest augmenting path algorithm on each image's
-// matrix in float64, images in parallel. CUDA inputs are copied to the host, solved there and the
-// indices copied back (the solver is sequential per matrix, and DETR's matrices are small).
+// CPU implementation of hungarian_match: the shortest augmenting path algorithm on each matrix in
+// float64, matrices in parallel (coco_eval's share_work, which never waits for a thread the
+// scheduler has not started, as an OpenMP team does). CUDA inputs are copied to the host, solved
+// there and the indices copied back (the solver is sequential per matrix, and DETR's are small).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <vector>
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "coco_eval/work_sharing.h"
 #include "hungarian_match/hungarian_match.h"
 
 namespace fastops::hungarian_match {
@@ -167,16 +168,16 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> hungarian_match_cpu
     total_work += static_cast<double>(c.size(0)) * c.size(1) * k;  // about n^3 steps for n x n
   }
   std::vector<Status> status(batch, Status::Ok);
-  // small batches stay on the calling thread
+  // chunks of about 1e6 steps (a 100 x 100 matrix is about 1e6, some 50 us): smaller ones are not
+  // worth a helper thread's wake-up
   const double mean_work = batch > 0 ? total_work / batch : 0;
-  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(2e5 / std::max(mean_work, 1.0)));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(1e6 / std::max(mean_work, 1.0)));
+  coco_eval::share_work(batch, grain, [&](int64_t begin, int64_t end) {
     Workspace w;
     for (int64_t b = begin; b < end; ++b) {
       const at::Tensor& c = costs[b];
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "hungarian_match", [&] {
-        status[b] = solve_one<scalar_t>(c, maximize, w, rows[b], cols[b]);
-      });
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "hungarian_match",
+                                      [&] { status[b] = solve_one<scalar_t>(c, maximize, w, rows[b], cols[b]); });
     }
   });
   for (int64_t b = 0; b < batch; ++b) {
@@ -192,8 +193,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> hungarian_match_cpu
 
 // CUDA (or other device) inputs: solved on the host, indices returned on the inputs' device, where
 // DETR's loss indexes its predictions and targets with them.
-std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> hungarian_match_host(at::TensorList costs,
-                                                                                  bool maximize) {
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> hungarian_match_host(at::TensorList costs, bool maximize) {
   check_costs(costs);
   std::vector<at::Tensor> host;
   host.reserve(costs.size());

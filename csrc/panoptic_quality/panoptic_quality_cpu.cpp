@@ -2,19 +2,20 @@
 // pixel histogram, then the COCO panoptic API's matching (pq_compute): a pair of one category
 // matches when IoU > 0.5, the predicted segment's void pixels taken out of the union; crowd
 // ground truth is never matched; an unmatched predicted segment whose pixels are more than half
-// void or crowd of its category is no false positive. Images run in parallel, their counts are
-// summed in image order, so results do not depend on the thread count.
+// void or crowd of its category is no false positive. Images run in parallel (coco_eval's
+// share_work), their counts are summed in image order, so results do not depend on the threads.
 #include <algorithm>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/StringUtil.h>
 #include <torch/library.h>
+
+#include "coco_eval/work_sharing.h"
 
 namespace fastops::panoptic_quality {
 namespace {
@@ -47,8 +48,8 @@ void check_segments(const at::Tensor& t, const char* name, int64_t width, int64_
   const at::Tensor c = t.contiguous();
   const int64_t* s = c.const_data_ptr<int64_t>();
   for (int64_t r = 0; r < t.size(0); ++r) {
-    TORCH_CHECK_VALUE(s[r * width + 1] >= 0 && s[r * width + 1] < k, kOp, ": ", name, "[", r,
-                      "] has category index ", s[r * width + 1], ", outside [0, ", k, ")");
+    TORCH_CHECK_VALUE(s[r * width + 1] >= 0 && s[r * width + 1] < k, kOp, ": ", name, "[", r, "] has category index ",
+                      s[r * width + 1], ", outside [0, ", k, ")");
     TORCH_CHECK_VALUE(width < 3 || s[r * width + 2] == 0 || s[r * width + 2] == 1, kOp, ": ", name, "[", r,
                       "] has iscrowd ", s[r * width + 2], ", not 0 or 1");
   }
@@ -82,33 +83,32 @@ class ImageEval {
       if (auto e = read_list(pred_, pred_seg, pred_count, 2, "predicted"); !e.empty()) return e;
     }
     const int32_t unlisted_gt = listed ? static_cast<int32_t>(gt_.category.size()) : -1;
-    gi_.resize(pixels);
-    pi_.resize(pixels);
-    int64_t last_id = 0;
-    int32_t last_index = 0;
-    for (int64_t p = 0; p < pixels; ++p) {
-      const int64_t id = gt[p];
-      if (p == 0 || id != last_id) {
-        last_id = id;
-        last_index = lookup(gt_, id, listed, unlisted_gt);
+    // One pass over the pixels as runs of equal (gt id, pred id) pairs: ids are looked up only where
+    // a run ends, and each run adds its length to its pair's count.
+    // Consecutive runs mostly share one side's id, so each side keeps its last lookup.
+    runs_.clear();
+    int64_t p = 0, last_g_id = 0, last_p_id = 0;
+    int32_t gi = -2, pi = -2;
+    while (p < pixels) {
+      const int64_t g_id = gt[p], p_id = pred[p];
+      int64_t end = p + 1;
+      while (end < pixels && gt[end] == g_id && pred[end] == p_id) ++end;
+      if (gi == -2 || g_id != last_g_id) {
+        gi = lookup(gt_, g_id, listed, unlisted_gt);
+        last_g_id = g_id;
       }
-      gi_[p] = last_index;
-    }
-    for (int64_t p = 0; p < pixels; ++p) {
-      const int64_t id = pred[p];
-      if (p == 0 || id != last_id) {
-        last_id = id;
-        last_index = lookup(pred_, id, listed, -1);
-        if (last_index < 0) {
-          return c10::str("predicted map has segment id ", id, ", which its segment list lacks");
-        }
+      if (pi == -2 || p_id != last_p_id) {
+        pi = lookup(pred_, p_id, listed, -1);
+        last_p_id = p_id;
       }
-      pi_[p] = last_index;
+      if (pi < 0) return c10::str("predicted map has segment id ", p_id, ", which its segment list lacks");
+      runs_.push_back({gi, pi, end - p});
+      p = end;
     }
     const int64_t ng = static_cast<int64_t>(gt_.category.size()) + (listed ? 1 : 0);
     const int64_t np = static_cast<int64_t>(pred_.category.size());
     hist_.assign(ng * np, 0);
-    for (int64_t p = 0; p < pixels; ++p) ++hist_[gi_[p] * np + pi_[p]];
+    for (const Run& r : runs_) hist_[r.gt * np + r.pred] += r.length;
     return match(ng, np, out);
   }
 
@@ -210,7 +210,11 @@ class ImageEval {
   const int64_t* category_of_;
   int64_t table_size_, label_divisor_;
   Segments gt_, pred_;
-  std::vector<int32_t> gi_, pi_;
+  struct Run {
+    int32_t gt, pred;
+    int64_t length;
+  };
+  std::vector<Run> runs_;
   std::vector<int64_t> hist_;
 };
 
@@ -222,8 +226,9 @@ at::Tensor panoptic_quality_stats_cpu(const at::Tensor& gt_maps, const at::Tenso
                                       const at::Tensor& category_of, int64_t num_categories, int64_t label_divisor) {
   check_1d_long(gt_maps, "gt_maps");
   check_1d_long(pred_maps, "pred_maps");
-  TORCH_CHECK_VALUE(gt_maps.size(0) == pred_maps.size(0), kOp, ": gt_maps and pred_maps must have the same length, got ",
-                    gt_maps.size(0), " and ", pred_maps.size(0));
+  TORCH_CHECK_VALUE(gt_maps.size(0) == pred_maps.size(0), kOp,
+                    ": gt_maps and pred_maps must have the same length, got ", gt_maps.size(0), " and ",
+                    pred_maps.size(0));
   check_1d_long(pixel_offsets, "pixel_offsets");
   TORCH_CHECK_VALUE(pixel_offsets.size(0) >= 1, kOp, ": pixel_offsets must have shape [N + 1], got ",
                     pixel_offsets.sizes());
@@ -258,8 +263,8 @@ at::Tensor panoptic_quality_stats_cpu(const at::Tensor& gt_maps, const at::Tenso
   std::vector<Stats> per_image(images, Stats(0));
   std::vector<std::string> errors(images);
   const int64_t mean_pixels = images > 0 ? std::max<int64_t>(1, gt.size(0) / images) : 1;
-  const int64_t grain = std::max<int64_t>(1, (1 << 16) / mean_pixels);
-  at::parallel_for(0, images, grain, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / mean_pixels);  // chunks of about 2^18 pixels
+  coco_eval::share_work(images, grain, [&](int64_t begin, int64_t end) {
     ImageEval eval(num_categories, table.const_data_ptr<int64_t>(), table.size(0), label_divisor);
     for (int64_t i = begin; i < end; ++i) {
       per_image[i] = Stats(num_categories);

@@ -22,19 +22,19 @@ from torch import Tensor
 __all__ = ["panoptic_quality"]
 
 
-def _id_map(value, name: str) -> Tensor:
+def _id_map(value, name: str) -> np.ndarray:
     """An [H, W] int64 segment-id map from an integer tensor or array, or an [H, W, 3] uint8 RGB
-    image as COCO's PNGs store it (id = R + 256 G + 256^2 B)."""
-    t = torch.as_tensor(value)
-    if t.dim() == 3 and t.shape[-1] == 3 and t.dtype == torch.uint8:
-        t = t.to(torch.int64)
-        return t[..., 0] + 256 * t[..., 1] + 65536 * t[..., 2]
-    if t.dim() != 2 or t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+    image as COCO's PNGs store it (id = R + 256 G + 256^2 B). numpy does the conversions: they run
+    on this thread, where ATen's copies of large tensors wake its thread pool."""
+    a = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+    if a.ndim == 3 and a.shape[-1] == 3 and a.dtype == np.uint8:
+        a = a.astype(np.int64)
+        return a[..., 0] + 256 * a[..., 1] + 65536 * a[..., 2]
+    if a.ndim != 2 or a.dtype.kind not in "iu":
         raise ValueError(
-            f"{name} must be an [H, W] integer map or an [H, W, 3] uint8 RGB image, got "
-            f"{t.dtype} of shape {tuple(t.shape)}"
+            f"{name} must be an [H, W] integer map or an [H, W, 3] uint8 RGB image, got {a.dtype} of shape {a.shape}"
         )
-    return t.to(device="cpu", dtype=torch.int64)
+    return a.astype(np.int64, copy=False)
 
 
 def _categories(categories) -> tuple[list[int], list[bool]]:
@@ -66,19 +66,24 @@ def _segments(info, index: dict, crowd: bool, name: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3 if crowd else 2)
 
 
-def _flatten(maps_pred: list[Tensor], maps_gt: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def _flatten(maps_pred: list[np.ndarray], maps_gt: list[np.ndarray]) -> tuple[Tensor, Tensor, Tensor]:
     for i, (p, g) in enumerate(zip(maps_pred, maps_gt, strict=True)):
         if p.shape != g.shape:
             raise ValueError(f"image {i}: predicted map {tuple(p.shape)} and ground-truth map {tuple(g.shape)} differ")
-    sizes = [0] + [m.numel() for m in maps_gt]
-    offsets = torch.from_numpy(np.cumsum(sizes, dtype=np.int64))
-    flat = lambda ms: torch.cat([m.reshape(-1) for m in ms]) if ms else torch.empty(0, dtype=torch.int64)
+    offsets = torch.from_numpy(np.cumsum([0] + [m.size for m in maps_gt], dtype=np.int64))
+
+    def flat(maps):
+        out = np.empty(int(offsets[-1]), dtype=np.int64)
+        for m, start in zip(maps, offsets.tolist(), strict=False):
+            out[start : start + m.size].reshape(m.shape)[...] = m  # one copy, whatever m's strides
+        return torch.from_numpy(out)
+
     return flat(maps_pred), flat(maps_gt), offsets
 
 
-def _maps(value, name: str) -> list[Tensor]:
+def _maps(value, name: str) -> list[np.ndarray]:
     if isinstance(value, Tensor) and value.dim() == 3:
-        return [_id_map(m, f"{name}[{i}]") for i, m in enumerate(value)]
+        return [_id_map(m, f"{name}[{i}]") for i, m in enumerate(value.detach().cpu().numpy())]
     if isinstance(value, (Tensor, str)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be an [N, H, W] tensor or a list of [H, W] maps, got {type(value).__name__}")
     return [_id_map(m, f"{name}[{i}]") for i, m in enumerate(value)]
