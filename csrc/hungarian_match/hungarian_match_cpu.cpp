@@ -47,16 +47,24 @@ int64_t augmenting_path(int64_t nc, const double* cost, Workspace& w, int64_t i,
     w.visited_rows[i] = 1;
     const double* row = cost + i * nc;
     const double ui = w.u[i];
+    // raw pointers: the stores to path and shortest cannot alias the loads the compiler keeps
+    const int64_t* __restrict remaining = w.remaining.data();
+    const double* __restrict v = w.v.data();
+    const int64_t* __restrict row4col = w.row4col.data();
+    double* __restrict shortest = w.shortest.data();
+    int64_t* __restrict path = w.path.data();
     for (int64_t it = 0; it < num_remaining; ++it) {
-      const int64_t j = w.remaining[it];
-      const double r = min_so_far + row[j] - ui - w.v[j];
-      if (r < w.shortest[j]) {
-        w.path[j] = i;
-        w.shortest[j] = r;
+      const int64_t j = remaining[it];
+      const double r = min_so_far + row[j] - ui - v[j];  // scipy's order of operations
+      double s = shortest[j];
+      if (r < s) {
+        path[j] = i;
+        s = r;
+        shortest[j] = r;
       }
       // Among equal distances a free column wins: the path ends sooner.
-      if (w.shortest[j] < lowest || (w.shortest[j] == lowest && w.row4col[j] == -1)) {
-        lowest = w.shortest[j];
+      if (s < lowest || (s == lowest && row4col[j] == -1)) {
+        lowest = s;
         index = it;
       }
     }
