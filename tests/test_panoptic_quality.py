@@ -244,3 +244,15 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.fastops.panoptic_quality_stats.default, args)
     stats = torch.ops.fastops.panoptic_quality_stats(*args)
     torch.testing.assert_close(stats, torch.tensor([[1, 1, 1, 5 / 6], [1, 0, 0, 1.0]], dtype=torch.float64))
+
+
+def test_thousands_of_segments_per_image():
+    # 1600 segments on each side: the counts come from sorted runs rather than a 1600 x 1600 histogram
+    gen = torch.Generator().manual_seed(7)
+    gt = (
+        torch.randint(1, 4, (1, 40, 40), generator=gen) * 10000 + torch.arange(1600).reshape(1, 40, 40)
+    ).repeat_interleave(2, 2)
+    pred = torch.where(torch.rand(gt.shape, generator=gen) < 0.3, gt.roll(1, -1), gt)
+    got = panoptic_quality(pred, gt, ISTHING, label_divisor=10000)
+    assert_results_close(got, tensor_form_to_reference(gt, pred, 10000))
+    assert got["All"]["n"] == 3

@@ -107,8 +107,7 @@ class ImageEval {
     }
     const int64_t ng = static_cast<int64_t>(gt_.category.size()) + (listed ? 1 : 0);
     const int64_t np = static_cast<int64_t>(pred_.category.size());
-    hist_.assign(ng * np, 0);
-    for (const Run& r : runs_) hist_[r.gt * np + r.pred] += r.length;
+    pair_counts(ng, np);
     return match(ng, np, out);
   }
 
@@ -153,14 +152,40 @@ class ImageEval {
     return index;
   }
 
+  // The nonzero (gt, pred) pixel counts as pairs_, in (gt, pred) order: from a dense histogram
+  // when ng x np is small, else by sorting the runs (an image of thousands of segments on each
+  // side must not allocate ng x np counts).
+  void pair_counts(int64_t ng, int64_t np) {
+    pairs_.clear();
+    if (ng * np <= (int64_t{1} << 20)) {
+      hist_.assign(ng * np, 0);
+      for (const Run& r : runs_) hist_[r.gt * np + r.pred] += r.length;
+      for (int64_t g = 0; g < ng; ++g) {
+        for (int64_t p = 0; p < np; ++p) {
+          if (hist_[g * np + p] != 0)
+            pairs_.push_back({static_cast<int32_t>(g), static_cast<int32_t>(p), hist_[g * np + p]});
+        }
+      }
+      return;
+    }
+    std::sort(runs_.begin(), runs_.end(),
+              [](const Run& a, const Run& b) { return a.gt != b.gt ? a.gt < b.gt : a.pred < b.pred; });
+    for (const Run& r : runs_) {
+      if (!pairs_.empty() && pairs_.back().gt == r.gt && pairs_.back().pred == r.pred) {
+        pairs_.back().length += r.length;
+      } else {
+        pairs_.push_back(r);
+      }
+    }
+  }
+
   std::string match(int64_t ng, int64_t np, Stats& out) {
     const int64_t gt_segments = static_cast<int64_t>(gt_.category.size());
-    std::vector<int64_t> area_g(ng, 0), area_p(np, 0);
-    for (int64_t g = 0; g < ng; ++g) {
-      for (int64_t p = 0; p < np; ++p) {
-        area_g[g] += hist_[g * np + p];
-        area_p[p] += hist_[g * np + p];
-      }
+    std::vector<int64_t> area_g(ng, 0), area_p(np, 0), void_p(np, 0);
+    for (const Run& c : pairs_) {
+      area_g[c.gt] += c.length;
+      area_p[c.pred] += c.length;
+      if (c.gt == 0) void_p[c.pred] = c.length;
     }
     for (int64_t p = 1; p < np; ++p) {
       if (area_p[p] == 0) {
@@ -170,20 +195,18 @@ class ImageEval {
       }
     }
     std::vector<char> gt_matched(ng, 0), pred_matched(np, 0);
-    for (int64_t g = 1; g < gt_segments; ++g) {
-      if (gt_.crowd[g]) continue;
+    for (const Run& c : pairs_) {
+      const int64_t g = c.gt, p = c.pred;
+      if (g == 0 || g >= gt_segments || p == 0 || gt_.crowd[g]) continue;
       const int64_t cat = gt_.category[g];
-      for (int64_t p = 1; p < np; ++p) {
-        const int64_t inter = hist_[g * np + p];
-        if (inter == 0 || pred_.category[p] != cat) continue;
-        const int64_t uni = area_p[p] + area_g[g] - inter - hist_[p];  // hist_[0 * np + p]: p's void pixels
-        const double iou = static_cast<double>(inter) / static_cast<double>(uni);
-        if (iou > 0.5) {
-          out.tp[cat] += 1;
-          out.iou[cat] += iou;
-          gt_matched[g] = 1;
-          pred_matched[p] = 1;
-        }
+      if (pred_.category[p] != cat) continue;
+      const int64_t uni = area_p[p] + area_g[g] - c.length - void_p[p];
+      const double iou = static_cast<double>(c.length) / static_cast<double>(uni);
+      if (iou > 0.5) {
+        out.tp[cat] += 1;
+        out.iou[cat] += iou;
+        gt_matched[g] = 1;
+        pred_matched[p] = 1;
       }
     }
     std::vector<int64_t> crowd_of(k_, -1);  // the last crowd segment of each category, as the API keeps
@@ -195,13 +218,18 @@ class ImageEval {
       }
       out.fn[gt_.category[g]] += 1;
     }
+    // pixels of each predicted segment on void or on the crowd region of its category
+    std::vector<int64_t> ignored = void_p;
+    for (const Run& c : pairs_) {
+      if (c.gt > 0 && c.gt < gt_segments && c.pred > 0 && gt_.crowd[c.gt] && crowd_of[gt_.category[c.gt]] == c.gt &&
+          pred_.category[c.pred] == gt_.category[c.gt]) {
+        ignored[c.pred] += c.length;
+      }
+    }
     for (int64_t p = 1; p < np; ++p) {
       if (pred_matched[p]) continue;
-      const int64_t cat = pred_.category[p];
-      int64_t ignored = hist_[p];
-      if (crowd_of[cat] >= 0) ignored += hist_[crowd_of[cat] * np + p];
-      if (static_cast<double>(ignored) / static_cast<double>(area_p[p]) > 0.5) continue;
-      out.fp[cat] += 1;
+      if (static_cast<double>(ignored[p]) / static_cast<double>(area_p[p]) > 0.5) continue;
+      out.fp[pred_.category[p]] += 1;
     }
     return {};
   }
@@ -214,7 +242,7 @@ class ImageEval {
     int32_t gt, pred;
     int64_t length;
   };
-  std::vector<Run> runs_;
+  std::vector<Run> runs_, pairs_;  // pairs_: (gt, pred, pixel count)
   std::vector<int64_t> hist_;
 };
 
