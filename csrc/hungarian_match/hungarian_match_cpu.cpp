@@ -94,7 +94,32 @@ Status solve_wide(int64_t nr, int64_t nc, const double* cost, Workspace& w) {
   w.remaining.assign(nc, 0);
   w.visited_rows.assign(nr, 0);
   w.visited_cols.assign(nc, 0);
+  // Greedy start: each row takes its cheapest column (the lowest such index) when that column is
+  // still free. u_i = the row's minimum and v = 0 keep every reduced cost c_ij - u_i - v_j >= 0,
+  // those of the assigned pairs 0 and the free columns' v 0, the state the augmenting paths need;
+  // only the rows left over then search for a path, usually a fraction of them.
+  for (int64_t i = 0; i < nr; ++i) {
+    const double* row = cost + i * nc;
+    double best = kInf;
+    int64_t best_free = -1;
+    for (int64_t j = 0; j < nc; ++j) {
+      const double x = row[j];
+      if (x < best) {
+        best = x;
+        best_free = w.row4col[j] == -1 ? j : -1;
+      } else if (x == best && best_free == -1 && w.row4col[j] == -1) {
+        best_free = j;
+      }
+    }
+    if (best == kInf) continue;  // every pair forbidden: the augmenting path reports it
+    w.u[i] = best;
+    if (best_free >= 0) {
+      w.col4row[i] = best_free;
+      w.row4col[best_free] = i;
+    }
+  }
   for (int64_t cur_row = 0; cur_row < nr; ++cur_row) {
+    if (w.col4row[cur_row] != -1) continue;
     double min_val = 0;
     const int64_t sink = augmenting_path(nc, cost, w, cur_row, min_val);
     if (sink < 0) return Status::Infeasible;

@@ -2,17 +2,18 @@
 (one assignment per image of a batch, as DETR's matcher needs).
 
 Kernel: ``csrc/hungarian_match/``: the shortest augmenting path algorithm (Jonker-Volgenant in
-Crouse's 2016 rectangular form, scipy's ``linear_sum_assignment``) on each matrix in float64,
-matrices in parallel on the CPU. A CUDA input is copied to the host, solved there and its indices
-returned on the input's device (DETR indexes its device tensors with them; the algorithm is
-sequential per matrix, so the GPU has nothing to add for DETR's matrices of about 100 x 50).
+Crouse's 2016 rectangular form, scipy's ``linear_sum_assignment``) on each matrix in float64, after
+a greedy start (each row's cheapest free column), matrices in parallel on the CPU. A CUDA input
+is copied to the host, solved there and its indices returned on the input's device (DETR indexes
+its device tensors with them; the algorithm is sequential per matrix, so the GPU has nothing to
+add for DETR's matrices of about 100 x 50).
 
 Costs: any float dtype, read as float64; +inf marks a forbidden pair (-inf with ``maximize``).
 NaN or -inf (+inf with ``maximize``) raises ``ArgumentError`` (ValueError) naming the matrix, as
 does a matrix with no complete assignment that avoids the forbidden pairs ("infeasible", scipy's
 error). An R x C matrix assigns min(R, C) pairs; an empty matrix gives empty indices. The
-assignment has scipy's minimum total cost; among equal-cost assignments it is usually scipy's
-(the same algorithm, scanning columns in the same order), not guaranteed to be.
+assignment has scipy's minimum total cost, and scipy's pairs where the optimum is unique; among
+equal-cost assignments it may differ from scipy's.
 
 Not differentiable: the outputs are indices.
 """
