@@ -217,3 +217,15 @@ def test_torchscript():
     scripted = torch.jit.script(hungarian_match)
     got = scripted(torch.rand(2, 3, 5), [2, 3])
     assert [r.shape[0] for r, _ in got] == [2, 3]
+
+
+def test_fx_records_one_node():
+    class Match(torch.nn.Module):
+        def forward(self, costs):
+            return hungarian_match(costs * 2)
+
+    traced = torch.fx.symbolic_trace(Match())
+    assert hungarian_match in {n.target for n in traced.graph.nodes if n.op == "call_function"}
+    costs = torch.rand(2, 5, 3)
+    for (r, c), (wr, wc) in zip(traced(costs), hungarian_match(costs * 2), strict=True):
+        assert torch.equal(r, wr) and torch.equal(c, wc)
