@@ -25,6 +25,8 @@ BENCHMARKS = [
     "coco_eval",
     "segmentation",
     "paste_masks",
+    "hungarian",
+    "panoptic",
     "models",
     "patched_torchvision",
     "python_layer",

@@ -33,6 +33,8 @@ def _case(seed: int, scale: int = 1) -> dict:
         "image": torch.randn(1, 32 // scale, 33, 33, generator=g),
         "weight": torch.randn(16, 32 // scale, 3, 3, generator=g),
         "masks": torch.rand(50 // scale, 28, 28, generator=g),
+        "costs": torch.rand(48 // scale, 100, 50, generator=g),
+        "panoptic": (torch.randint(1, 4, (8, 16, 16), generator=g) * 100).repeat_interleave(8 // scale, 1),
     }
 
 
@@ -46,6 +48,14 @@ OPS = {
     "sigmoid_focal_loss": lambda c: fastops.sigmoid_focal_loss(c["logits"], c["targets"], reduction="none"),
     "conv2d_atrous": lambda c: fastops.conv2d(c["image"], c["weight"], padding=12, dilation=12),
     "paste_masks": lambda c: fastops.paste_masks(c["masks"], c["boxes"][: c["masks"].shape[0]], (120, 140)),
+    "hungarian_match": lambda c: torch.stack([torch.stack(pair) for pair in fastops.hungarian_match(c["costs"])]),
+    "panoptic_quality": lambda c: torch.tensor(
+        list(
+            fastops.metrics.panoptic_quality(
+                c["panoptic"], c["panoptic"].roll(3, -1), {1: True, 2: False, 3: True}, label_divisor=100
+            )["All"].values()
+        )
+    ),
 }
 
 
@@ -153,6 +163,7 @@ MIXED_DEVICE_CALLS = {
     "roi_align boxes": lambda: fastops.roi_align(_X, [_meta(torch.tensor([[1, 1, 4, 4.0]]))], 2),
     "roi_pool boxes": lambda: fastops.roi_pool(_X, _meta(torch.tensor([[0, 1, 1, 4, 4.0]])), 2),
     "paste_masks boxes": lambda: fastops.paste_masks(torch.rand(2, 1, 5, 5), _meta(_B), (10, 10)),
+    "hungarian_match costs[1]": lambda: fastops.hungarian_match([torch.rand(2, 3), _meta(torch.rand(3, 2))]),
 }
 
 

@@ -40,6 +40,7 @@ def _script_calls():
     logits, targets = torch.randn(6, 4), (torch.rand(6, 4) < 0.3).float()
     labels = torch.tensor([0, 3, 4, 1, -100, 2])
     class_scores, class_weight, pos_weight = torch.rand(2, 7, 3), torch.rand(4), torch.rand(4) + 0.5
+    costs = torch.rand(2, 4, 5)
     return [
         ("box_iou", lambda f: f(b1, b2)),
         ("box_iou", lambda f: f(b1, b2, fmt="cxcywh")),
@@ -69,6 +70,9 @@ def _script_calls():
         ("class_weights", lambda f: f(torch.tensor([3, 0, 10, 5]), "effective_number", beta=0.9)),
         ("paste_masks", lambda f: f(torch.rand(3, 1, 7, 7), b1[:3] * 2, (20, 24))),
         ("paste_masks", lambda f: f(torch.rand(3, 7, 7).double(), b1[:3].int(), (9, 11), 2, threshold=0.5)),
+        ("linear_sum_assignment", lambda f: f(costs[0], maximize=True)),
+        ("hungarian_match", lambda f: f(costs, [2, 3])),
+        ("hungarian_match", lambda f: f(costs)),
     ]
 
 

@@ -9,6 +9,7 @@
 - Classification and segmentation: ``precision_recall_f1``, ``confusion_matrix``,
   ``segmentation_scores``/``SegmentationMetrics`` (IoU, mIoU, pixel accuracy, ignore index),
   ``average_precision``, ``multilabel_average_precision``, ``multilabel_precision_recall_f1``.
+- Panoptic segmentation: ``panoptic_quality`` (PQ, SQ, RQ as the COCO panoptic API's ``pq_compute``).
 """
 
 from .. import _library  # noqa: F401  (loads the compiled ops before their Python sides register)
@@ -25,6 +26,7 @@ from .classification import (
 from .coco import COCO
 from .cocoeval import COCOeval, Params
 from .detection import MeanAveragePrecision
+from .panoptic import panoptic_quality
 from .thresholds import f1_optimal_thresholds
 from .voc import detection_confusion_matrix, plot_pr_curves, voc_ap, voc_evaluate
 
@@ -41,6 +43,7 @@ __all__ = [
     "mask",
     "multilabel_average_precision",
     "multilabel_precision_recall_f1",
+    "panoptic_quality",
     "plot_pr_curves",
     "precision_recall_f1",
     "segmentation_scores",

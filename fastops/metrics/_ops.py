@@ -77,3 +77,19 @@ def _voc_match_fake(
 ):
     n = dt_boxes.shape[0]
     return dt_image.new_empty(n, dtype=torch.uint8), dt_image.new_empty(n, dtype=torch.uint8)
+
+
+@torch.library.register_fake("fastops::panoptic_quality_stats")
+def _panoptic_quality_stats_fake(
+    gt_maps,
+    pred_maps,
+    pixel_offsets,
+    gt_segments,
+    gt_segment_offsets,
+    pred_segments,
+    pred_segment_offsets,
+    category_of,
+    num_categories,
+    label_divisor,
+):
+    return gt_maps.new_empty((num_categories, 4), dtype=torch.float64)

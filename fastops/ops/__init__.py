@@ -20,6 +20,7 @@ from . import box_iou as _box_iou
 from . import conv as _conv
 from . import errors as _errors
 from . import focal_loss as _focal_loss
+from . import hungarian_match as _hungarian_match
 from . import nms as _nms
 from . import paste_masks as _paste_masks
 from . import roi_align as _roi_align
@@ -27,6 +28,7 @@ from .box_iou import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .errors import *  # noqa: F403
 from .focal_loss import *  # noqa: F403
+from .hungarian_match import *  # noqa: F403
 from .nms import *  # noqa: F403
 from .paste_masks import *  # noqa: F403
 from .roi_align import *  # noqa: F403
@@ -38,6 +40,7 @@ __all__ = [
     *_conv.__all__,
     *_errors.__all__,
     *_focal_loss.__all__,
+    *_hungarian_match.__all__,
     *_nms.__all__,
     *_paste_masks.__all__,
     *_roi_align.__all__,

@@ -3,10 +3,12 @@ torchvision's equivalent."""
 
 from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
+from .hungarian_matcher import HungarianMatcher
 from .masks import project_masks_on_boxes
 from .matcher import Matcher
 from .postprocess import clip_boxes_per_image, clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
 from .sampler import BalancedPositiveNegativeSampler
+from .set_criterion import SetCriterion
 from .transform import GeneralizedRCNNTransform, ImageBatch, resize_boxes
 
 __all__ = [
@@ -14,8 +16,10 @@ __all__ = [
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
     "GeneralizedRCNNTransform",
+    "HungarianMatcher",
     "ImageBatch",
     "Matcher",
+    "SetCriterion",
     "cell_anchors",
     "clip_boxes_per_image",
     "clip_boxes_to_image",
