@@ -26,6 +26,7 @@ BENCHMARKS = [
     "segmentation",
     "paste_masks",
     "models",
+    "ssd",
     "patched_torchvision",
     "python_layer",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES
