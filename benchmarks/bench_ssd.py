@@ -16,6 +16,7 @@ import torch
 from bench_models import _time_stages, _train_step, images_and_targets, same_detections
 from common import Row, bench_main, time_ms
 from torchvision.models import detection as tvd
+from torchvision.ops import box_iou
 
 from fastops.models.detection import ssd300_vgg16
 
@@ -61,8 +62,6 @@ def _loss_only(model, images, targets, ours: bool):
     if ours:
         anchors = model.anchor_generator(batch.tensors.shape[-2:], features)
         return lambda: sum(model.loss_from_outputs(outputs, anchors, resized).values()).backward()
-    from torchvision.ops import box_iou
-
     anchors = model.anchor_generator(batch, features)
 
     def call():

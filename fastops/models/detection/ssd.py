@@ -139,13 +139,13 @@ class SSD(Detector):
             images.append(torch.full_like(foreground, i))
             anchor_idx.append(foreground)
             gt_boxes.append(target["boxes"][gt])
-        if images:
+        num_foreground = sum(int(idx.numel()) for idx in anchor_idx)
+        if num_foreground:
             images, anchor_idx, gt_boxes = torch.cat(images), torch.cat(anchor_idx), torch.cat(gt_boxes)
             box_targets = self.box_coder.encode(gt_boxes.to(anchors.dtype), anchors[anchor_idx])
             bbox_loss = F.smooth_l1_loss(regression[images, anchor_idx], box_targets, reduction="sum")
         else:
             bbox_loss = regression.sum() * 0.0
-        num_foreground = int(anchor_idx.numel()) if len(images) else 0
 
         cls_loss = softmax_focal_loss(
             logits.reshape(-1, num_classes), cls_targets.reshape(-1), gamma=0.0, reduction="none"
