@@ -228,6 +228,19 @@ def test_frozen_vgg_stages_follow_torchvision_s_rule(trainable):
     assert {n: p.requires_grad for n, p in ours.named_parameters()} == expected
 
 
+def test_backbone_weights_load_into_the_vgg_and_freeze_the_first_stage():
+    vgg_state = {k: torch.randn_like(v) for k, v in vgg16().state_dict().items()}
+    model = ssd300_vgg16(weights_backbone=vgg_state, num_classes=3)
+    state = model.state_dict()
+    for k, v in vgg_state.items():  # conv1_1 .. conv4_3 in features, conv5_x in extra.0 (after pool4)
+        _, index, kind = k.split(".")
+        index = int(index)
+        ours = f"backbone.features.{index}.{kind}" if index < 23 else f"backbone.extra.0.{index - 23}.{kind}"
+        assert torch.equal(state[ours], v), k
+    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    assert frozen == {"features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias"}
+
+
 def test_builder_argument_rules():
     with pytest.raises(ValueError, match="trainable_backbone_layers"):
         ssd300_vgg16(weights_backbone=vgg16().state_dict(), trainable_backbone_layers=6)
