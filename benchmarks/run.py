@@ -28,6 +28,7 @@ BENCHMARKS = [
     "hungarian",
     "panoptic",
     "models",
+    "ssd",
     "patched_torchvision",
     "python_layer",
 ]  # benchmarks/bench_<name>.py, each with run(device, quick) and NOTES

@@ -4,7 +4,7 @@ model's detections."""
 import pytest
 import torch
 
-from fastops.models.detection import fasterrcnn_small, maskrcnn_small, retinanet_small, yolo_v1_small
+from fastops.models.detection import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small, yolo_v1_small
 
 
 def _with_detections(kind: str):
@@ -14,6 +14,8 @@ def _with_detections(kind: str):
         model = retinanet_small(4)
         torch.nn.init.normal_(model.head.classification_head.cls_logits.weight, std=0.3)
         torch.nn.init.constant_(model.head.classification_head.cls_logits.bias, -1.0)
+    elif kind == "ssd":
+        model = ssd_small(4, detections_per_img=50)
     elif kind == "yolo_v1":
         model = yolo_v1_small(4)
         torch.nn.init.uniform_(model.head.fc[-1].bias, 0.0, 1.0)
@@ -35,7 +37,7 @@ def _matched_fraction(got: dict, expected: dict) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["retinanet", "fasterrcnn", "maskrcnn", "yolo_v1"])
+@pytest.mark.parametrize("kind", ["retinanet", "fasterrcnn", "maskrcnn", "yolo_v1", "ssd"])
 def test_compiled_inference_gives_the_eager_detections(kind):
     model = _with_detections(kind)
     images = [torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1)) for _ in range(2)]

@@ -8,7 +8,7 @@ from detection_common import synthetic_batch
 from torch import nn
 
 from fastops.models.backbones import small_resnet
-from fastops.models.detection.small import fasterrcnn_small, maskrcnn_small, retinanet_small
+from fastops.models.detection.small import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small
 from fastops.models.detection.yolo_v1 import yolo_v1_small
 
 NUM_CLASSES = 4
@@ -17,12 +17,14 @@ BUILDERS = {
     "fasterrcnn": fasterrcnn_small,
     "maskrcnn": maskrcnn_small,
     "yolo_v1": yolo_v1_small,
+    "ssd": ssd_small,
 }
 LOSS_KEYS = {
     "retinanet": {"classification", "bbox_regression"},
     "fasterrcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"},
     "maskrcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_mask"},
     "yolo_v1": {"loss_box", "loss_object", "loss_no_object", "loss_class"},
+    "ssd": {"bbox_regression", "classification"},
 }
 
 
@@ -172,13 +174,13 @@ def _bad_cases(mask: bool):
     )
 
 
-@pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn", "retinanet", "yolo_v1"])
+@pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn", "retinanet", "yolo_v1", "ssd"])
 def test_bad_input_raises_errors_naming_image_and_field(kind):
     model = BUILDERS[kind](NUM_CLASSES).train()
     for images, targets, error, message in _bad_cases(kind == "maskrcnn"):
         with pytest.raises(error, match=message):
             model(images, targets)
-    if kind in ("fasterrcnn", "maskrcnn"):
+    if kind in ("fasterrcnn", "maskrcnn", "ssd"):
         image = torch.rand(3, 100, 120)
         target = {"boxes": GOOD_BOX, "labels": torch.tensor([0])}
         if kind == "maskrcnn":

@@ -8,7 +8,7 @@ import torch
 from detection_common import synthetic_batch
 
 from fastops.metrics import MeanAveragePrecision
-from fastops.models.detection import fasterrcnn_small, maskrcnn_small, retinanet_small, yolo_v1_small
+from fastops.models.detection import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small, yolo_v1_small
 
 # builder, labels from, Adam's learning rate, most steps (checked every CHECK_EVERY)
 CONFIGS = {
@@ -16,6 +16,7 @@ CONFIGS = {
     "fasterrcnn": (fasterrcnn_small, 1, 1e-3, 150),
     "maskrcnn": (maskrcnn_small, 1, 1e-3, 150),
     "yolo_v1": (yolo_v1_small, 0, 2e-3, 150),
+    "ssd": (ssd_small, 1, 1e-3, 100),
 }
 CHECK_EVERY = 50
 

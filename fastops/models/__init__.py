@@ -3,9 +3,10 @@
 Subpackages: ``backbones`` (feature extractors that report their output channels and strides),
 ``necks`` (FPN), ``components`` (anchors, box coder, matcher, sampler, image transform,
 post-processing: each small and tested on its own), ``detection`` and ``segmentation`` (models
-that only compose those parts), ``classification``. Every model is built by a plain builder
-function and has one surface: ``forward`` (losses in training mode, predictions in eval mode, as
-torchvision's), ``loss(...)`` and ``predict(...)`` working in either mode.
+that only compose those parts), ``classification``, ``localization`` (one object per image).
+Every model is built by a plain builder function and has one surface: ``forward`` (detectors:
+losses in training mode, predictions in eval mode, as torchvision's; classifiers and the
+localizer: their outputs), ``loss(...)`` and ``predict(...)`` working in either mode.
 """
 
 from .fc_to_conv import convert_fc_to_conv

@@ -2,7 +2,7 @@
 (keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``.
 The drop-ins keep their originals' constructors instead, so they replace them with one import
 line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``, ``FrozenBatchNorm2d``,
-``Conv2dNormActivation`` (torchvision's), ``Conv2d`` and
+``Conv2dNormActivation`` (torchvision's), ``DropPath`` (timm's), ``Conv2d`` and
 ``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
 from .aspp import ASPP
@@ -15,6 +15,7 @@ from .conv_autotune import (
     load_autotune_choices,
     set_conv_autotune,
 )
+from .drop_path import DropPath, drop_path
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
 from .norm import FrozenBatchNorm2d
 from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
@@ -33,6 +34,7 @@ __all__ = [
     "Conv2d",
     "Conv2dNormActivation",
     "ConvTranspose2d",
+    "DropPath",
     "FrozenBatchNorm2d",
     "MultiScaleRoIAlign",
     "PixelCrossEntropyLoss",
@@ -47,6 +49,7 @@ __all__ = [
     "autotune_choices",
     "clear_autotune_choices",
     "conv_autotune_enabled",
+    "drop_path",
     "load_autotune_choices",
     "pixel_cross_entropy",
     "pixel_focal_loss",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ...nn import Conv2d
+from ...nn import Conv2d, DropPath
 from ...nn.norm import FrozenBatchNorm2d
 from ..weights import Weights, load_weights, read_state_dict
 
@@ -60,12 +60,18 @@ def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
+def _residual(block: nn.Module, out: Tensor) -> Tensor:
+    """The residual branch's output, through the block's DropPath when it has one."""
+    return out if block.drop_path is None else block.drop_path(out)
+
+
 def _shortcut(downsample: nn.Sequential | None, x: Tensor) -> Tensor:
     return x if downsample is None else conv_norm(downsample[0], downsample[1], x)
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions and a shortcut (ResNet-18/34); torchvision's arguments and names."""
+    """Two 3x3 convolutions and a shortcut (ResNet-18/34); torchvision's arguments and names.
+    ``drop_path``: the residual branch's stochastic-depth probability (``fastops.nn.DropPath``)."""
 
     expansion = 1
 
@@ -79,6 +85,7 @@ class BasicBlock(nn.Module):
         base_width: int = 64,
         dilation: int = 1,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -93,17 +100,18 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
         self.stride = stride
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu_(conv_norm(self.conv1, self.bn1, x))
-        out = conv_norm(self.conv2, self.bn2, out)
+        out = _residual(self, conv_norm(self.conv2, self.bn2, out))
         out += _shortcut(self.downsample, x)
         return torch.relu_(out)
 
 
 class Bottleneck(nn.Module):
     """1x1, 3x3 (strided, dilated, grouped), 1x1 and a shortcut (ResNet-50/101); torchvision's
-    arguments and names."""
+    arguments and names. ``drop_path``: as ``BasicBlock``'s."""
 
     expansion = 4
 
@@ -117,6 +125,7 @@ class Bottleneck(nn.Module):
         base_width: int = 64,
         dilation: int = 1,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -130,11 +139,12 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu_(conv_norm(self.conv1, self.bn1, x))
         out = torch.relu_(conv_norm(self.conv2, self.bn2, out))
-        out = conv_norm(self.conv3, self.bn3, out)
+        out = _residual(self, conv_norm(self.conv3, self.bn3, out))
         out += _shortcut(self.downsample, x)
         return torch.relu_(out)
 
@@ -191,6 +201,8 @@ class ResNet(nn.Module):
         trainable_layers: None (everything trains) or 0..5 (torchvision's rule, ``freeze_layers``).
         base_channels: the stem's and layer1's width (64 in every torchvision ResNet); each later
             stage doubles it.
+        drop_path_rate: stochastic depth of the residual branches, rising linearly from 0 at the
+            first block to ``drop_path_rate`` at the last block built (timm's rule); 0 builds none.
 
     Input Tensor[N, 3, H, W]; output dict name -> Tensor[N, out_channels[name], H/s, W/s] with
     s = strides[name] (rounded up at each stride-2 step), and Tensor[N, num_classes] for "fc".
@@ -210,6 +222,7 @@ class ResNet(nn.Module):
         norm_layer: Callable[[int], nn.Module] | None = None,
         trainable_layers: int | None = None,
         base_channels: int = 64,
+        drop_path_rate: float = 0.0,
     ):
         super().__init__()
         if len(layers) != 4:
@@ -221,6 +234,10 @@ class ResNet(nn.Module):
         last = max(STAGES.index(k) if k in STAGES else len(STAGES) - 1 for k in self.return_layers)
         self._norm_layer = norm_layer or nn.BatchNorm2d
         self.inplanes = base_channels
+        if not 0.0 <= drop_path_rate <= 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1], got {drop_path_rate}")
+        num_blocks = sum(layers[: last + 1])
+        self._block_drop_paths = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
         self.dilation = 1
         self.groups = groups
         self.base_width = width_per_group
@@ -245,6 +262,7 @@ class ResNet(nn.Module):
         self.out_channels = {name: channels[k] for k, name in self.return_layers.items()}
         self.strides = {name: strides[k] for k, name in self.return_layers.items() if k in strides}
         self._stages = STAGES[: last + 1]
+        del self._block_drop_paths
         self._init_weights(zero_init_residual)
         if trainable_layers is not None:
             freeze_layers(self, trainable_layers)
@@ -261,7 +279,15 @@ class ResNet(nn.Module):
                 _conv1x1(self.inplanes, planes * block.expansion, stride), norm_layer(planes * block.expansion)
             )
         first = block(
-            self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation, norm_layer
+            self.inplanes,
+            planes,
+            stride,
+            downsample,
+            self.groups,
+            self.base_width,
+            previous_dilation,
+            norm_layer,
+            drop_path=self._block_drop_paths.pop(0),
         )
         layers = [first]
         self.inplanes = planes * block.expansion
@@ -274,6 +300,7 @@ class ResNet(nn.Module):
                     base_width=self.base_width,
                     dilation=self.dilation,
                     norm_layer=norm_layer,
+                    drop_path=self._block_drop_paths.pop(0),
                 )
             )
         return nn.Sequential(*layers)

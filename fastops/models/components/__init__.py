@@ -3,9 +3,10 @@ torchvision's equivalent."""
 
 from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
+from .default_boxes import DefaultBoxGenerator
 from .hungarian_matcher import HungarianMatcher
 from .masks import project_masks_on_boxes
-from .matcher import Matcher
+from .matcher import Matcher, SSDMatcher
 from .postprocess import clip_boxes_per_image, clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
 from .sampler import BalancedPositiveNegativeSampler
 from .set_criterion import SetCriterion
@@ -15,11 +16,13 @@ __all__ = [
     "AnchorGenerator",
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
+    "DefaultBoxGenerator",
     "GeneralizedRCNNTransform",
     "HungarianMatcher",
     "ImageBatch",
     "Matcher",
     "SetCriterion",
+    "SSDMatcher",
     "cell_anchors",
     "clip_boxes_per_image",
     "clip_boxes_to_image",

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ...ops import box_iou
 
-__all__ = ["Matcher"]
+__all__ = ["Matcher", "SSDMatcher"]
 
 
 class Matcher:
@@ -53,3 +53,19 @@ class Matcher:
         if gt_boxes.shape[0] == 0:
             return torch.full((boxes.shape[0],), self.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=boxes.device)
         return self(box_iou(gt_boxes, boxes))
+
+
+class SSDMatcher(Matcher):
+    """SSD's matching (torchvision's ``SSDMatcher``): each prediction gets the ground truth of highest
+    IoU when that IoU is >= ``threshold`` (BELOW_LOW_THRESHOLD otherwise), and then each ground
+    truth's best prediction is matched to it whatever its IoU (a later ground truth wins a
+    prediction that is the best of several)."""
+
+    def __init__(self, threshold: float):
+        super().__init__(threshold, threshold, allow_low_quality_matches=False)
+
+    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
+        matches = super().__call__(match_quality_matrix)
+        best_prediction = match_quality_matrix.max(dim=1).indices
+        matches[best_prediction] = torch.arange(best_prediction.shape[0], dtype=torch.int64, device=matches.device)
+        return matches

@@ -1,5 +1,5 @@
-"""Detectors with one surface (``base.Detector``): RetinaNet, Faster R-CNN, Mask R-CNN (torchvision's
-builders, arguments and state_dicts) and YOLO v1."""
+"""Detectors with one surface (``base.Detector``): RetinaNet, Faster R-CNN, Mask R-CNN, SSD
+(torchvision's builders, arguments and state_dicts) and YOLO v1."""
 
 from .base import Detector
 from .builders import (
@@ -8,14 +8,17 @@ from .builders import (
     overwrite_eps,
     randomize_for_detections,
     retinanet_resnet50_fpn,
+    ssd300_vgg16,
 )
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .retinanet import RetinaNet
-from .small import fasterrcnn_small, maskrcnn_small, retinanet_small
+from .small import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small
+from .ssd import SSD
 from .yolo_v1 import YOLOv1, yolo_v1, yolo_v1_small
 
 __all__ = [
+    "SSD",
     "Detector",
     "FasterRCNN",
     "MaskRCNN",
@@ -29,6 +32,8 @@ __all__ = [
     "randomize_for_detections",
     "retinanet_resnet50_fpn",
     "retinanet_small",
+    "ssd300_vgg16",
+    "ssd_small",
     "yolo_v1",
     "yolo_v1_small",
 ]

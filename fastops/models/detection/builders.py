@@ -1,5 +1,5 @@
 """Builders with torchvision's names, keyword arguments and defaults: ``retinanet_resnet50_fpn``,
-``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``. Their state_dicts are torchvision's, so a
+``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``, ``ssd300_vgg16``. Their state_dicts are torchvision's, so a
 torchvision checkpoint loads with ``strict=True`` and gives the same detections.
 
 Weights come from a local path or a state_dict, never from the network:
@@ -8,9 +8,9 @@ Weights come from a local path or a state_dict, never from the network:
   batch norms are then frozen and 3 stages train, as torchvision does for trained weights;
   ``num_classes`` defaults to the checkpoint's.
 - ``weights_backbone``: a ResNet-50 classifier checkpoint (torchvision's ImageNet weights); frozen
-  batch norms, 3 trainable stages. torchvision downloads these by default; here the default is
-  None, which gives torchvision's untrained configuration: ``nn.BatchNorm2d`` and 5 trainable
-  stages.
+  batch norms, 3 trainable stages (for SSD: a VGG-16 checkpoint, 4 trainable stages).
+  torchvision downloads these by default; here the default is None, which gives torchvision's
+  untrained configuration: ``nn.BatchNorm2d`` and 5 trainable stages.
 
 torchvision's COCO_V1 checkpoints of these three models were trained with a frozen batch-norm
 epsilon of 0 (torchvision's builders set it after loading); call ``overwrite_eps(model, 0.0)``
@@ -26,11 +26,15 @@ from torch import nn
 
 from ...nn import FrozenBatchNorm2d
 from ..backbones.resnet import Bottleneck, ResNet, freeze_layers
+from ..backbones.ssd_vgg import SSDFeatureExtractorVGG, freeze_vgg_stages
+from ..backbones.vgg import vgg16
+from ..components import DefaultBoxGenerator
 from ..necks import BackboneWithFPN, LastLevelP6P7
 from ..weights import Weights, load_weights, read_state_dict
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .retinanet import RetinaNet
+from .ssd import SSD
 
 __all__ = [
     "fasterrcnn_resnet50_fpn",
@@ -38,6 +42,7 @@ __all__ = [
     "overwrite_eps",
     "randomize_for_detections",
     "retinanet_resnet50_fpn",
+    "ssd300_vgg16",
 ]
 
 _COCO_CLASSES = 91
@@ -174,6 +179,46 @@ def maskrcnn_resnet50_fpn(
     """Mask R-CNN with a ResNet-50 FPN backbone, as torchvision's (arguments as
     ``retinanet_resnet50_fpn``; others go to ``MaskRCNN``)."""
     return _rcnn_resnet50_fpn(MaskRCNN, weights, num_classes, weights_backbone, trainable_backbone_layers, kwargs)
+
+
+def _ssd_classes(state: dict) -> int | None:
+    logits = state.get("head.classification_head.module_list.0.bias")
+    offsets = state.get("head.regression_head.module_list.0.bias")
+    return None if logits is None or offsets is None else logits.shape[0] // (offsets.shape[0] // 4)
+
+
+def ssd300_vgg16(
+    *,
+    weights: Weights | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    weights_backbone: Weights | None = None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> SSD:
+    """SSD300 on VGG-16, as torchvision's: 300 x 300 inputs, six feature maps (38 to 1 cells),
+    8732 default boxes, torchvision's input normalization (mean of 0-1 pixels, std 1/255).
+    ``weights_backbone``: a VGG-16 checkpoint with torchvision's names (its classifier is dropped).
+    ``size`` is fixed (a ``size`` argument is ignored with a warning, as torchvision's); other
+    keyword arguments go to ``SSD``."""
+    if "size" in kwargs:
+        warnings.warn("The size of the model is already fixed; ignoring the parameter.", stacklevel=2)
+        kwargs.pop("size")
+    state, num_classes, weights_backbone = _prepare(weights, num_classes, weights_backbone, _ssd_classes)
+    is_trained = weights is not None or weights_backbone is not None
+    trainable = _trainable_layers(is_trained, trainable_backbone_layers, max_value=5, default=4)
+    vgg = vgg16(weights=weights_backbone)
+    freeze_vgg_stages(vgg, trainable)
+    anchor_generator = DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        steps=[8, 16, 32, 64, 100, 300],
+    )
+    defaults = {"image_mean": [0.48235, 0.45882, 0.40784], "image_std": [1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0]}
+    model = SSD(SSDFeatureExtractorVGG(vgg), anchor_generator, (300, 300), num_classes, **{**defaults, **kwargs})
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def randomize_for_detections(state: dict, seed: int = 0) -> dict:

@@ -1,24 +1,30 @@
 """Small configurations of the detectors, for small images on a CPU: the narrow ``small_resnet``
-backbone (group norm), a 64-channel FPN, anchors of 16-256 pixels, and lighter heads. Each trains
+backbone (group norm), a 64-channel FPN, anchors of 16-256 pixels, and lighter heads; for SSD, a
+narrow 7-convolution VGG on 128 x 128 inputs with five feature maps (16 to 1 cells). Each trains
 on a batch of 128 x 128 images in minutes on two cores. Every other argument is the full model's
 (keyword arguments pass through).
 """
 
 from __future__ import annotations
 
-from ..backbones import small_resnet
+from ..backbones import VGG, small_resnet
+from ..backbones.ssd_vgg import SSDFeatureExtractorVGG
+from ..components import DefaultBoxGenerator
 from ..necks import BackboneWithFPN, LastLevelP6P7
 from .faster_rcnn import FasterRCNN, rcnn_anchor_generator
 from .mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
 from .retinanet import RetinaNet, retinanet_anchor_generator
 from .retinanet_head import RetinaNetHead
 from .roi_heads import FastRCNNPredictor, TwoMLPHead
+from .ssd import SSD
 
-__all__ = ["fasterrcnn_small", "maskrcnn_small", "retinanet_small"]
+__all__ = ["fasterrcnn_small", "maskrcnn_small", "retinanet_small", "ssd_small"]
 
 FPN_CHANNELS = 64
 ANCHOR_SIZES = (16, 32, 64, 128, 256)
 SMALL_IMAGES = {"min_size": 128, "max_size": 256}
+SSD_SMALL_VGG = (16, "M", 32, "M", 64, 64, "M", 128, 128, "M", 128, "M")
+SSD_SMALL_EXTRA = ((256, 512, 2, 1), (128, 256, 2, 1), (128, 256, 2, 1))  # divided by 8: 64, 32, 32 channels
 
 
 def _fpn(levels: tuple[int, ...], extra_blocks=None) -> BackboneWithFPN:
@@ -60,3 +66,14 @@ def maskrcnn_small(num_classes: int, **kwargs) -> MaskRCNN:
     kwargs.setdefault("mask_head", MaskRCNNHeads(FPN_CHANNELS, (FPN_CHANNELS, FPN_CHANNELS), 1))
     kwargs.setdefault("mask_predictor", MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, num_classes))
     return MaskRCNN(_fpn((1, 2, 3, 4)), None, **_rcnn_kwargs(num_classes, 128, kwargs))
+
+
+def ssd_small(num_classes: int, **kwargs) -> SSD:
+    """SSD on 128 x 128 inputs: a narrow VGG (conv4_3 of 128 channels at stride 8), fc6/fc7 of 128
+    channels, three stride-2 extra blocks; maps of 16, 8, 4, 2 and 1 cells, default boxes of
+    scales 0.1 to 0.9 (labels in [1, num_classes))."""
+    backbone = SSDFeatureExtractorVGG(VGG(SSD_SMALL_VGG), extra=SSD_SMALL_EXTRA, width_scale=8)
+    boxes = DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2], [2]], scales=[0.1, 0.2, 0.4, 0.6, 0.8, 1.0], steps=[8, 16, 32, 64, 128]
+    )
+    return SSD(backbone, boxes, (128, 128), num_classes, **kwargs)
