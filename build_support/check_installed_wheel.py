@@ -13,7 +13,8 @@ OPTIONAL = ("torchvision", "tqdm", "matplotlib", "pillow", "pycocotools", "scipy
 
 
 def check_environment(freeze_file: str) -> None:
-    names = {line.split("==")[0].strip().lower() for line in open(freeze_file) if "==" in line}
+    with open(freeze_file) as f:
+        names = {line.split("==")[0].strip().lower() for line in f if "==" in line}
     present = sorted(n for n in OPTIONAL if n in names)
     if present:
         sys.exit(f"the fresh environment holds optional packages {present}: the wheel must not require them")
