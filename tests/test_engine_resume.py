@@ -87,3 +87,32 @@ def test_an_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     monkeypatch.undo()
     assert engine.load_checkpoint(path)["step"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left behind
+
+
+def test_a_killed_writer_leaves_the_last_complete_checkpoint(tmp_path):
+    """A child process writes checkpoints of 8 MB in a loop and is killed (SIGKILL) at several moments;
+    the file on disk is always a complete, loadable checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = str(tmp_path / "last.pt")
+    writer = (
+        "import sys, torch\n"
+        "from fastops.engine import save_checkpoint\n"
+        "step = 0\n"
+        "while True:\n"
+        "    step += 1\n"
+        "    save_checkpoint(sys.argv[1], {'model_name': 'm', 'num_classes': 1, 'step': step,\n"
+        "                                  'weights': torch.full((2**21,), float(step))})\n"
+        "    print(step, flush=True)\n"
+    )
+    for delay in (0.05, 0.2, 0.5):
+        child = subprocess.Popen([sys.executable, "-c", writer, path], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "1"  # one complete write before the kill
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        state = engine.load_checkpoint(path)
+        assert torch.equal(state["weights"], torch.full((2**21,), float(state["step"])))
