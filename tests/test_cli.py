@@ -9,12 +9,14 @@ import pytest
 import torch
 from engine_common import PYTHON, needs_matplotlib, one_thread, run_cli, tiny_train_args  # noqa: F401
 
+import fastops
 from fastops.cli import main
 from fastops.engine import EngineError, demo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the folder holding the fastops under test (the source tree in a dev build, site-packages when installed)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(fastops.__file__)))
 
 
 @pytest.mark.parametrize(
@@ -142,21 +144,21 @@ def test_cuda_without_a_gpu(capsys):
 
 def test_console_script_target():
     tomllib = pytest.importorskip("tomllib")
-    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     module, _, name = scripts["fastops"].partition(":")
     assert (module, name) == ("fastops.cli", "main")
     assert main is __import__(module, fromlist=[name]).main
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_point(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([PYTHON, "-m", "fastops", "train", "--model", "nope"], capture_output=True, text=True, env=env,
-                       cwd=REPO, timeout=300)  # fmt: skip
+                       cwd=tmp_path, timeout=300)  # fmt: skip
     assert r.returncode == 2
     _one_clear_line(r.stderr, "unknown model 'nope'")
-    r = subprocess.run([PYTHON, "-m", "fastops", "train", "--help"], capture_output=True, text=True, env=env, cwd=REPO,
-                       timeout=300)  # fmt: skip
+    r = subprocess.run([PYTHON, "-m", "fastops", "train", "--help"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)  # fmt: skip
     assert r.returncode == 0
     assert "coco:PATH" in r.stdout and "instances_<split>.json" in r.stdout and "multilabel_classifier" in r.stdout
 

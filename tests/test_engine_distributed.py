@@ -9,7 +9,10 @@ import textwrap
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import fastops
+
+# the folder holding the fastops under test (the source tree in a dev build, site-packages when installed)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(fastops.__file__)))
 
 SCRIPT = textwrap.dedent(
     """
@@ -36,7 +39,7 @@ def test_two_gloo_processes_agree(tmp_path, model, size):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), str(tmp_path), model, str(size)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["world"] == ranks[1]["world"] == 2

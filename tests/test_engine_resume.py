@@ -109,7 +109,7 @@ def test_a_killed_writer_leaves_the_last_complete_checkpoint(tmp_path):
         "    print(step, flush=True)\n"
     )
     for delay in (0.05, 0.2, 0.5):
-        child = subprocess.Popen([sys.executable, "-c", writer, path], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen([sys.executable, "-c", writer, path], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
         assert child.stdout.readline().strip() == "1"  # one complete write before the kill
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
