@@ -186,7 +186,34 @@ def _stages_torchvision(model, images) -> dict[str, Callable[[], object]]:
     return stages
 
 
-def _time_stages(stages: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+def channels_last_inference_row(label, ours, theirs, images, ref_ms, device, repeat) -> Row:
+    """Both models converted to channels_last for one inference row, then back. The row's reference is
+    torchvision's default (NCHW) time ``ref_ms``; its time in channels_last goes in the row's extra."""
+    ours.to(memory_format=torch.channels_last)
+    theirs.to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            same = same_detections(ours(images), theirs(images))
+        ms = time_ms(inference_call(ours, images), device, warmup=1, repeat=repeat)
+        ref_cl = time_ms(inference_call(theirs, images), device, warmup=1, repeat=repeat)
+    finally:
+        ours.to(memory_format=torch.contiguous_format)
+        theirs.to(memory_format=torch.contiguous_format)
+    extra = {"same": same, "torchvision_channels_last_ms": round(ref_cl, 1)}
+    return Row(label, ms, "torchvision", ref_ms, extra=extra)
+
+
+def inference_call(model, images):
+    """A no-argument callable running ``model(images)`` without autograd, for time_ms."""
+
+    def call():
+        with torch.no_grad():
+            return model(images)
+
+    return call
+
+
+def time_stages(stages: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     best = {k: float("inf") for k in stages}
     with torch.no_grad():
         for _ in range(repeat):
@@ -197,7 +224,7 @@ def _time_stages(stages: dict[str, Callable[[], object]], repeat: int) -> dict[s
     return best
 
 
-def _train_step(model, images, targets):
+def train_step(model, images, targets):
     def step():
         losses = model(images, targets)
         sum(losses.values()).backward()
@@ -224,39 +251,24 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
         what = f"{kind} 2 x {size[0]}x{size[1]}"
 
-        def infer(model):
-            def call():
-                with torch.no_grad():
-                    return model(images)
-
-            return call
-
         with torch.no_grad():
             same = same_detections(ours(images), theirs(images))
-        ms = time_ms(infer(ours), device, warmup=1, repeat=repeat)
-        ref = time_ms(infer(theirs), device, warmup=1, repeat=repeat)
+        ms = time_ms(inference_call(ours, images), device, warmup=1, repeat=repeat)
+        ref = time_ms(inference_call(theirs, images), device, warmup=1, repeat=repeat)
         rows.append(Row(f"{what} inference (frozen BN folded)", ms, "torchvision", ref, extra={"same": same}))
 
-        stages_ours = _time_stages(_stages_ours(ours, images), repeat)
-        stages_theirs = _time_stages(_stages_torchvision(theirs, images), repeat)
+        stages_ours = time_stages(_stages_ours(ours, images), repeat)
+        stages_theirs = time_stages(_stages_torchvision(theirs, images), repeat)
         for name in stages_ours:
             rows.append(Row(f"  {kind} stage: {name}", stages_ours[name], "torchvision", stages_theirs[name]))
 
-        ours.to(memory_format=torch.channels_last)
-        theirs.to(memory_format=torch.channels_last)
-        with torch.no_grad():
-            same = same_detections(ours(images), theirs(images))
-        ms = time_ms(infer(ours), device, warmup=1, repeat=repeat)
-        ref_cl = time_ms(infer(theirs), device, warmup=1, repeat=repeat)
-        extra = {"same": same, "torchvision_channels_last_ms": round(ref_cl, 1)}
-        rows.append(Row(f"{what} inference (frozen BN folded, channels_last)", ms, "torchvision", ref, extra=extra))
-        ours.to(memory_format=torch.contiguous_format)
-        theirs.to(memory_format=torch.contiguous_format)
+        label = f"{what} inference (frozen BN folded, channels_last)"
+        rows.append(channels_last_inference_row(label, ours, theirs, images, ref, device, repeat))
 
         ours.train()
         theirs.train()
-        ms = time_ms(_train_step(ours, images, targets), device, warmup=1, repeat=repeat)
-        ref = time_ms(_train_step(theirs, images, targets), device, warmup=1, repeat=repeat)
+        ms = time_ms(train_step(ours, images, targets), device, warmup=1, repeat=repeat)
+        ref = time_ms(train_step(theirs, images, targets), device, warmup=1, repeat=repeat)
         rows.append(Row(f"{what} training step (forward + backward)", ms, "torchvision", ref))
     return rows
 

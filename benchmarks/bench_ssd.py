@@ -13,7 +13,14 @@ Images: four 480 x 640 images (--quick: two), resized by both to 300 x 300. Rows
 from __future__ import annotations
 
 import torch
-from bench_models import _time_stages, _train_step, images_and_targets, same_detections
+from bench_models import (
+    channels_last_inference_row,
+    images_and_targets,
+    inference_call,
+    same_detections,
+    time_stages,
+    train_step,
+)
 from common import Row, bench_main, time_ms
 from torchvision.models import detection as tvd
 from torchvision.ops import box_iou
@@ -85,42 +92,27 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     targets = [{k: v.to(device) for k, v in t.items()} for t in (targets * 2)[:num_images]]
     what = f"ssd300_vgg16 {num_images} x 480x640"
 
-    def infer(model):
-        def call():
-            with torch.no_grad():
-                return model(images)
-
-        return call
-
     with torch.no_grad():
         same = same_detections(ours(images), theirs(images))
-    ms = time_ms(infer(ours), device, warmup=1, repeat=repeat)
-    ref = time_ms(infer(theirs), device, warmup=1, repeat=repeat)
+    ms = time_ms(inference_call(ours, images), device, warmup=1, repeat=repeat)
+    ref = time_ms(inference_call(theirs, images), device, warmup=1, repeat=repeat)
     rows.append(Row(f"{what} inference", ms, "torchvision", ref, extra={"same": same}))
 
-    stages_ours = _time_stages(_stages(ours, images, True), repeat)
-    stages_theirs = _time_stages(_stages(theirs, images, False), repeat)
+    stages_ours = time_stages(_stages(ours, images, True), repeat)
+    stages_theirs = time_stages(_stages(theirs, images, False), repeat)
     for name in stages_ours:
         rows.append(Row(f"  ssd stage: {name}", stages_ours[name], "torchvision", stages_theirs[name]))
 
-    ours.to(memory_format=torch.channels_last)
-    theirs.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        same = same_detections(ours(images), theirs(images))
-    ms = time_ms(infer(ours), device, warmup=1, repeat=repeat)
-    ref_cl = time_ms(infer(theirs), device, warmup=1, repeat=repeat)
-    extra = {"same": same, "torchvision_channels_last_ms": round(ref_cl, 1)}
-    rows.append(Row(f"{what} inference (channels_last)", ms, "torchvision", ref, extra=extra))
-    ours.to(memory_format=torch.contiguous_format)
-    theirs.to(memory_format=torch.contiguous_format)
+    label = f"{what} inference (channels_last)"
+    rows.append(channels_last_inference_row(label, ours, theirs, images, ref, device, repeat))
 
     ours.train()
     theirs.train()
     ms = time_ms(_loss_only(ours, images, targets, True), device, warmup=1, repeat=repeat)
     ref = time_ms(_loss_only(theirs, images, targets, False), device, warmup=1, repeat=repeat)
     rows.append(Row("  ssd loss on given head outputs (forward + backward)", ms, "torchvision", ref))
-    ms = time_ms(_train_step(ours, images, targets), device, warmup=1, repeat=repeat)
-    ref = time_ms(_train_step(theirs, images, targets), device, warmup=1, repeat=repeat)
+    ms = time_ms(train_step(ours, images, targets), device, warmup=1, repeat=repeat)
+    ref = time_ms(train_step(theirs, images, targets), device, warmup=1, repeat=repeat)
     rows.append(Row(f"{what} training step (forward + backward)", ms, "torchvision", ref))
     return rows
 

@@ -104,6 +104,19 @@ def test_segmentation_evaluator():
     assert result["pixel_accuracy"] == pytest.approx(2 / 3)
 
 
+def test_segmentation_batch_of_different_sizes():
+    # images of different sizes (COCO/VOC) pad to one batch; their semantic maps pad with the ignore index
+    images = [torch.rand(3, 4, 5), torch.rand(3, 6, 3)]
+    targets = [{"semantic": torch.full((4, 5), 1)}, {"semantic": torch.full((6, 3), 2)}]
+    x, masks = make_task("segmentation", 2).inputs((images, targets), torch.device("cpu"))
+    assert x.shape == (2, 3, 6, 5) and masks.shape == (2, 6, 5) and masks.dtype == torch.int64
+    assert torch.equal(x[0, :, :4, :5], images[0]) and torch.equal(x[1, :, :6, :3], images[1])
+    want = torch.full((2, 6, 5), IGNORE_INDEX)
+    want[0, :4, :5] = 1
+    want[1, :6, :3] = 2
+    assert torch.equal(masks, want)
+
+
 def test_multilabel_evaluator():
     tags = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     ev = make_task("multilabel", 2).evaluator()
@@ -131,3 +144,13 @@ def test_pictures_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(MissingPlotLibrary, match="pip install matplotlib"):
         plot_training_curves([], [], str(tmp_path / "c.png"))
+
+
+def test_repeat_factor_threshold_reaches_the_sampler():
+    from fastops.engine.datasets import make_sampler
+
+    dataset = data.SyntheticShapes(64, image_size=32, num_classes=4, imbalance=10.0, seed=0)
+    kw = dict(num_replicas=1, rank=0, seed=0)
+    # LVIS's 0.001 repeats nothing on four frequent classes; 0.5 repeats images of the rarer ones
+    assert len(make_sampler("repeat_factor", dataset, **kw)) == len(dataset)
+    assert len(make_sampler("repeat_factor", dataset, repeat_thresh=0.5, **kw)) > len(dataset)

@@ -112,10 +112,11 @@ def load_datasets(
     return out[0], out[1]
 
 
-def make_sampler(name: str, dataset: Dataset, *, num_replicas: int, rank: int, seed: int):
+def make_sampler(name: str, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, repeat_thresh: float = 0.001):
     """The training sampler, sharded by rank: ``none`` (a shuffled DistributedSampler),
-    ``class_balanced`` or ``repeat_factor`` (fastops.data's, from the images' labels). Its order is a
-    function of (seed, epoch), so a resumed run sees the same images."""
+    ``class_balanced`` or ``repeat_factor`` (fastops.data's, from the images' labels; ``repeat_thresh``
+    is its threshold t: images whose rarest class is in fewer than a fraction t of the images repeat).
+    Its order is a function of (seed, epoch), so a resumed run sees the same images."""
     if name == "none":
         return DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
     labels = [dataset.image_labels(i) for i in range(len(dataset))]
@@ -123,7 +124,9 @@ def make_sampler(name: str, dataset: Dataset, *, num_replicas: int, rank: int, s
     if name == "class_balanced":
         return data.ClassBalancedSampler(labels, num_classes=classes, num_replicas=num_replicas, rank=rank, seed=seed)
     if name == "repeat_factor":
-        return data.RepeatFactorSampler(labels, num_classes=classes, num_replicas=num_replicas, rank=rank, seed=seed)
+        return data.RepeatFactorSampler(
+            labels, repeat_thresh=repeat_thresh, num_classes=classes, num_replicas=num_replicas, rank=rank, seed=seed
+        )
     raise EngineError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
 
 

@@ -129,7 +129,7 @@ class SegmentationTask:
 
     def inputs(self, batch, device: torch.device):
         images, targets = batch
-        return stack_images(images).to(device), torch.stack([t["semantic"] for t in targets]).to(device)
+        return stack_images(images).to(device), stack_images([t["semantic"] for t in targets], pad_value=255).to(device)
 
     def loss(self, model: nn.Module, images, masks) -> dict[str, Tensor]:
         return model.loss(images, masks)

@@ -58,6 +58,7 @@ class TrainConfig:
     amp: bool = False  # float16 autocast; CUDA only
     device: str = "cpu"
     sampler: str = "none"
+    repeat_thresh: float = 0.001  # RepeatFactorSampler's threshold (LVIS's value)
     resume: bool = False
     seed: int = 0
     image_size: int | None = None  # synthetic images (default: the model's)
@@ -151,7 +152,7 @@ class _Run:
         lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.optimizer, 1e-3)
         self.optimizer = make_optimizer(self.model, cfg.optimizer, lr, cfg.weight_decay)
         self.sampler = make_sampler(cfg.sampler, self.train_set, num_replicas=ctx.world_size, rank=ctx.rank,
-                                    seed=cfg.seed)  # fmt: skip
+                                    seed=cfg.seed, repeat_thresh=cfg.repeat_thresh)  # fmt: skip
         steps_per_epoch = max(1, math.ceil(len(self.sampler) / cfg.batch_size))
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
         if self.total_steps < 1:
