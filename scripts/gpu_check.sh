@@ -2,7 +2,9 @@
 # Everything a lent GPU machine can show, in one device call (see docs/ARCHITECTURE.md, "GPU"):
 #   1. builds fastops from source against that machine's own torch, CUDA kernels required;
 #   2. runs the whole test suite there (the CUDA tests run instead of being skipped);
-#   3. runs the CUDA tests again under compute-sanitizer (memcheck, then racecheck);
+#   3. runs the CUDA tests again under compute-sanitizer: memcheck (out-of-bounds and misaligned
+#      accesses), racecheck (shared-memory races), initcheck (reads of uninitialized global memory)
+#      and synccheck (barriers in divergent code), each within SANITIZER_TIMEOUT seconds (default 300);
 #   4. runs the benchmark suite on the GPU (results under benchmarks/results/<gpu>/);
 #   5. packs logs and results into $OUT/gpu_results.tgz.
 #
@@ -55,9 +57,13 @@ if [ $status -eq 0 ]; then
   $PY -m pytest -q -p no:cacheprovider tests 2>&1 | tee gpu_logs/tests.log | tail -25
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-  for tool in memcheck racecheck; do
+  # Without torch's caching allocator every tensor is its own allocation, so memcheck sees reads past
+  # a tensor's end and initcheck sees reads of memory no kernel wrote (with the cache, both land in
+  # memory an earlier tensor owned).
+  for tool in memcheck racecheck initcheck synccheck; do
     step "compute-sanitizer $tool (CUDA tests)"
-    compute-sanitizer --tool $tool --error-exitcode 99 --print-limit 20 \
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${SANITIZER_TIMEOUT:-300}" \
+      compute-sanitizer --tool $tool --error-exitcode 99 --print-limit 20 \
       $PY -m pytest -q -p no:cacheprovider -m cuda -x -k "not large_index" tests \
       > gpu_logs/sanitizer-$tool.log 2>&1
     rc=$?

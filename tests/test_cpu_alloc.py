@@ -82,3 +82,38 @@ def test_cache_can_be_turned_off():
     env = dict(os.environ, FASTOPS_OUTPUT_CACHE="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"
+
+
+OUT_OF_MEMORY_SCRIPT = """
+import torch, fastops
+boxes = torch.rand(1_000_000, 4) * 100
+boxes[:, 2:] += boxes[:, :2] + 1
+features = torch.rand(1, 8, 8, 8)
+rois = torch.tensor([[0.0, 0, 0, 4, 4]]).expand(20_000, 5).contiguous()
+cases = {
+    "box_iou": lambda: fastops.box_iou(boxes, boxes),  # 4 TB output
+    "generalized_box_iou": lambda: fastops.generalized_box_iou(boxes, boxes),
+    "roi_align": lambda: fastops.roi_align(features, rois, (4096, 4096)),  # 10 TB
+    "paste_masks": lambda: fastops.ops.paste_masks(torch.rand(1000, 28, 28), boxes[:1000], (100_000, 100_000)),
+    "conv2d": lambda: fastops.ops.conv2d(torch.rand(1, 1, 8, 8), torch.rand(1 << 20, 1, 1, 1), padding=100_000),
+}
+for name, call in cases.items():
+    try:
+        call()
+        print(name, "no error")
+    except RuntimeError as e:
+        print(name, "RuntimeError", str(e).splitlines()[0])
+"""
+
+
+def test_an_output_larger_than_memory_is_a_clear_error(tmp_path):
+    # In a child process: were an allocation to succeed under overcommit and be filled, the kernel's
+    # OOM killer would end the child and this test would fail instead of the suite dying.
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastops.__file__)))
+    out = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    assert set(lines) == {"box_iou", "generalized_box_iou", "roi_align", "paste_masks", "conv2d"}
+    for name, message in lines.items():
+        assert message.startswith("RuntimeError") and "memory" in message and "bytes" in message, (name, message)

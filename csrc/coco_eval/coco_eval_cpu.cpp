@@ -11,7 +11,7 @@
 
 #include "coco_eval/coco_eval.h"
 #include "common/cpu_alloc.h"
-#include "coco_eval/work_sharing.h"
+#include "common/work_sharing.h"
 
 namespace fastops::coco_eval {
 

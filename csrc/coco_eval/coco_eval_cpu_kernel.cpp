@@ -16,7 +16,7 @@
 #include <numeric>
 #include <vector>
 
-#include "coco_eval/work_sharing.h"
+#include "common/work_sharing.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>

@@ -14,7 +14,7 @@
 #include <torch/library.h>
 
 #include "coco_eval/coco_eval_math.h"
-#include "coco_eval/work_sharing.h"
+#include "common/work_sharing.h"
 
 namespace fastops::coco_eval {
 namespace {

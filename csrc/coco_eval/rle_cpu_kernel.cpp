@@ -9,7 +9,7 @@
 #include <cstring>
 #include <limits>
 
-#include "coco_eval/work_sharing.h"
+#include "common/work_sharing.h"
 
 #include "coco_eval/coco_eval_math.h"
 #include "coco_eval/rle.h"

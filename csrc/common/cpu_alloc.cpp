@@ -7,6 +7,8 @@
 #include <mutex>
 #include <vector>
 
+#include <sys/sysinfo.h>
+
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/Allocator.h>
@@ -17,6 +19,17 @@ namespace fastops::cpu {
 namespace {
 
 constexpr size_t kMinCachedBytes = size_t(4) << 20;
+
+// RAM plus swap: no output larger than this can ever be written. Checked before allocating because
+// with overcommit the allocation itself may succeed and the process is then killed while it fills.
+size_t machine_memory_bytes() {
+  static const size_t bytes = [] {
+    struct sysinfo info{};
+    if (sysinfo(&info) != 0) return SIZE_MAX;
+    return static_cast<size_t>(info.totalram + info.totalswap) * info.mem_unit;
+  }();
+  return bytes;
+}
 
 struct Block {
   void* data;
@@ -39,6 +52,8 @@ class OutputCache final : public c10::Allocator {
       }
     }
     if (block == nullptr) {
+      TORCH_CHECK(n <= machine_memory_bytes(), "fastops: out of memory: an output of ", n, " bytes (", n >> 30,
+                  " GiB) exceeds this machine's memory (", machine_memory_bytes() >> 30, " GiB of RAM and swap)");
       void* data = n == 0 ? nullptr : std::aligned_alloc(64, (n + 63) / 64 * 64);  // torch's CPU alignment
       TORCH_CHECK(n == 0 || data != nullptr, "fastops: out of memory allocating ", n, " bytes");
       block = new Block{data, n, {}, {}};

@@ -13,7 +13,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "coco_eval/work_sharing.h"
+#include "common/work_sharing.h"
 #include "hungarian_match/hungarian_match.h"
 
 namespace fastops::hungarian_match {

@@ -15,7 +15,7 @@
 #include <c10/util/StringUtil.h>
 #include <torch/library.h>
 
-#include "coco_eval/work_sharing.h"
+#include "common/work_sharing.h"
 
 namespace fastops::panoptic_quality {
 namespace {

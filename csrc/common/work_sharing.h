@@ -1,4 +1,5 @@
-// Parallel loops of the COCO evaluation that never wait for a thread that has not started.
+// Parallel loops (COCO evaluation, linear assignment, panoptic quality) that never wait for a
+// thread that has not started.
 //
 // An OpenMP region (at::parallel_for) splits the work among its team up front and ends when every
 // thread of the team has finished: on a busy machine (data loader workers, other jobs) a thread
