@@ -2,11 +2,16 @@
 expanded zero strides), empty dimensions, NaN/Inf, huge and tiny magnitudes, duplicate and
 degenerate boxes, against the float64 references or torchvision.
 
+Families: box overlaps and box losses, nms and batched_nms, roi_align and roi_pool, paste_masks,
+the focal loss, conv2d; the metrics' inputs in tests/test_coco_fuzz.py; hungarian_match and
+panoptic_quality against their references in their own files.
+
 The examples per property follow the hypothesis profile (tests/conftest.py): a quick derandomized
 set in the normal suite, thousands of fresh ones with FASTOPS_FUZZ=long (scripts/fuzz.sh)."""
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tvops
@@ -14,7 +19,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from reference import boxes as box_reference
 from reference.focal import sigmoid_reference
-from reference.roi import roi_align_reference
+from reference.roi import roi_align_reference, roi_pool_reference
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import fastops
 
@@ -61,6 +67,24 @@ LAYOUTS = st.sampled_from(["contiguous", "strided", "transposed"])
 def test_box_overlap_matches_float64_reference(b1, b2, mode, layout):
     got = fastops.box_overlap(as_layout(b1, layout), as_layout(b2, layout), mode=mode)
     expected = box_reference.overlap(b1, b2, mode=mode)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+BOX_LOSSES = {
+    "giou": fastops.generalized_box_iou_loss,
+    "diou": fastops.distance_box_iou_loss,
+    "ciou": fastops.complete_box_iou_loss,
+}
+
+
+@given(box_sets(), st.sampled_from(sorted(BOX_LOSSES)), st.sampled_from(["none", "mean", "sum"]), LAYOUTS)
+def test_box_losses_match_float64_reference(boxes, mode, reduction, layout):
+    # pairs: each box against the next one (the last against the first); torchvision's formulas,
+    # except that a point box has no aspect term (torchvision's atan(0 / 0) gives NaN)
+    other = boxes.roll(1, 0)
+    got = BOX_LOSSES[mode](as_layout(boxes, layout), as_layout(other, layout), reduction=reduction)
+    loss = 1 - box_reference.overlap(boxes, other, mode=mode, aligned=True, loss_form=True)
+    expected = {"none": loss, "sum": loss.sum(), "mean": loss.mean() if loss.numel() else loss.sum()}[reduction]
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12, equal_nan=True)
 
 
@@ -120,6 +144,54 @@ def test_roi_align_in_any_layout_matches_float64_reference(case, layout, samplin
     got = fastops.roi_align(x_in, rois, output_size, 0.5, sampling_ratio, aligned)
     expected = roi_align_reference(x, rois, output_size, 0.5, sampling_ratio, aligned)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@given(
+    roi_cases(),
+    st.sampled_from(["contiguous", "channels_last", "strided"]),
+    st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    st.sampled_from([0.25, 0.5, 1.0]),
+)
+def test_roi_pool_in_any_layout_matches_float64_reference(case, layout, output_size, spatial_scale):
+    x, rois = case
+    if layout == "channels_last":
+        x_in = x.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x_in = as_layout(x, "strided")
+    else:
+        x_in = x
+    got = fastops.roi_pool(x_in, rois, output_size, spatial_scale)
+    torch.testing.assert_close(got, roi_pool_reference(x, rois, output_size, spatial_scale), rtol=0, atol=0)
+
+
+@given(
+    st.integers(0, 5),
+    st.integers(1, 9),
+    st.tuples(st.integers(0, 40), st.integers(0, 40)),
+    st.integers(-1, 2),
+    st.sampled_from(["contiguous", "strided", "transposed"]),
+    st.integers(0, 2**31 - 1),
+)
+def test_paste_masks_in_any_layout_match_torchvision(n, m, shape, padding, layout, seed):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(n, m, m, generator=g)
+    xy = torch.rand(n, 2, generator=g) * 50 - 5
+    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 30], 1)
+    args = (as_layout(masks, layout), as_layout(boxes, layout), shape, padding)
+    if m + 2 * padding < 1:
+        with pytest.raises(ValueError, match="padding"):
+            fastops.paste_masks(*args)
+        return
+    got = fastops.paste_masks(*args)
+    assert got.shape == (n, 1, *shape) and got.dtype == masks.dtype
+    if min(shape) == 0:  # torchvision's own code fails on an empty image
+        assert got.numel() == 0
+    for i in range(n if min(shape) > 0 else 0):
+        try:
+            expected = paste_masks_in_image(masks[i : i + 1, None], boxes[i : i + 1], shape, padding)[0]
+        except RuntimeError:  # torchvision's slicing fails for a box wholly outside the image
+            expected = torch.zeros_like(got[i])
+        torch.testing.assert_close(got[i], expected, rtol=0, atol=0)
 
 
 @given(
