@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from coco_common import FIXTURE_CASES, FIXTURES, assert_same_eval, load_json, random_dataset, random_keypoint_dataset
 
 import fastops.metrics as fm
@@ -253,6 +254,65 @@ def test_reader_columns_equal_json(tmp_path):
     q = cocojson.parse(segm)
     strings = b"".join(d["segmentation"]["counts"].encode() for d in json.loads(segm))
     assert q.rle_chars.tobytes() == strings and b"\\" in strings  # escaped backslashes decoded
+
+
+def _result_file(n: int, caption: str, seed: int = 0) -> bytes:
+    """A result file of n detections mixing boxes, polygons, RLE strings, keypoints and captions."""
+    rng = np.random.default_rng(seed)
+    dets = []
+    for i in range(n):
+        d = {"image_id": int(i % 97), "category_id": int(i % 5 + 1), "score": float(rng.random())}
+        kind = i % 4
+        if kind == 0:
+            d["bbox"] = [float(v) for v in rng.random(4) * 100]
+        elif kind == 1:
+            d["segmentation"] = [[float(v) for v in rng.random(8) * 50], [1.5, 2, 3, 4.25, 5, 6]]
+        elif kind == 2:
+            d["segmentation"] = {"size": [40, 60], "counts": "PPYo0`0"}
+        else:
+            d["keypoints"] = [float(v) for v in rng.random(6)]
+        d["caption"] = caption
+        dets.append(d)
+    return json.dumps(dets, indent=None if seed % 2 == 0 else 1).encode()
+
+
+@pytest.mark.parametrize(
+    "caption,seed",
+    [("a cat", 0), ("a cat", 1), ("}, {", 0), ('"}, {\\"x": [}, {', 1)],  # a cut inside a string is no cut
+)
+def test_reader_reads_a_large_result_file_in_parts_as_in_one(caption, seed):
+    """Result files over 2 MB are read in parts by several threads; the columns equal one thread's."""
+    data = _result_file(22_000, caption, seed)
+    assert len(data) > (2 << 20)
+    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.fastops.coco_json_read(buf)
+        for n in (2, 3):
+            torch.set_num_threads(n)
+            parts = torch.ops.fastops.coco_json_read(buf)
+            assert len(parts) == len(one)
+            for a, b in zip(one, parts):
+                assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.nan_to_num(), b.nan_to_num())
+        for bad in (data[:-1], data[:-1] + b",]", data.replace(b"{", b"[", 1), data + b"x"):
+            torch.set_num_threads(1)
+            with pytest.raises(ValueError) as want:
+                torch.ops.fastops.coco_json_read(torch.frombuffer(bytearray(bad), dtype=torch.uint8))
+            torch.set_num_threads(2)
+            with pytest.raises(ValueError) as got:
+                torch.ops.fastops.coco_json_read(torch.frombuffer(bytearray(bad), dtype=torch.uint8))
+            assert str(got.value) == str(want.value)
+    finally:
+        torch.set_num_threads(threads)
+    from fastops.metrics import cocojson
+
+    p = cocojson.parse(data)
+    dets = json.loads(data)
+    assert p is not None and p.top_is_list and len(p.bbox) == len(dets)
+    assert p.anns.col("score")[0].tolist() == [d["score"] for d in dets]
+    assert p.keypoints.tolist() == [v for d in dets for v in d.get("keypoints", [])]
+    assert p.poly_xy.tolist() == [v for d in dets if isinstance(d.get("segmentation"), list) for q in d["segmentation"] for v in q]
 
 
 # ---- ids that are no integers ------------------------------------------------------------------

@@ -8,6 +8,7 @@
 // an array, "annotations" that is not a list of objects, a repeated key, a field of an unexpected
 // type, an integer past int64) sets the `fallback` flag: Python then reads the file with its json
 // module and evaluates the dicts, as pycocotools does, errors included.
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include <torch/library.h>
 
 #include "coco_eval/json_reader.h"
+#include "common/work_sharing.h"
 
 namespace fastops::coco_eval {
 namespace {
@@ -341,15 +343,143 @@ void reserve(File& f, int64_t size) {
   a.keypoint_offsets.reserve(n + 1);
 }
 
+// ---- a result file's array read in parts, in parallel ---------------------------------------------
+//
+// A result file is one array of small objects. It is cut at byte offsets where a '{' follows
+// "}," (whitespace allowed) and the parts are read at once, each into its own columns. A cut found
+// this way could lie inside a string or a nested value; it is a true element boundary exactly when
+// the part before it, read from its own start, ends there right after a top-level ','. Each part is
+// checked so, and the first part starts at the file's start, so by induction every cut is a true
+// boundary when all parts read cleanly. Any failure (a bad cut, or invalid JSON) falls back to the
+// sequential read, which reports errors with their byte offsets.
+
+constexpr int64_t kMinPartBytes = int64_t(1) << 20;
+constexpr int64_t kCutSearchBytes = int64_t(1) << 20;
+
+bool is_space(uint8_t c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+// The offset of a '{' after "}," at or after `from` (within kCutSearchBytes), or -1.
+int64_t find_cut(const uint8_t* d, int64_t size, int64_t from) {
+  const int64_t stop = std::min(size, from + kCutSearchBytes);
+  for (int64_t i = from; i < stop; ++i) {
+    if (d[i] != '}') continue;
+    int64_t j = i + 1;
+    while (j < size && is_space(d[j])) ++j;
+    if (j == size || d[j] != ',') continue;
+    ++j;
+    while (j < size && is_space(d[j])) ++j;
+    if (j < size && d[j] == '{') return j;
+  }
+  return -1;
+}
+
+// Reads the elements in [begin, end): the first part opens the array, every part but the last ends
+// after a ',' and the last closes the array at the end of the file.
+void read_part(const uint8_t* d, int64_t begin, int64_t end, bool first, bool last, File& f) {
+  json::Reader r(d + begin, end - begin);
+  if (first) r.expect('[', "expected an array");
+  for (;;) {
+    if (r.next_kind() != json::kObject) {
+      f.fallback = true;
+      r.skip();
+    } else {
+      read_annotation(r, f);
+    }
+    if (r.consume(',')) {
+      if (!last && r.at_end()) return;
+      continue;
+    }
+    if (last && r.consume(']') && r.at_end()) return;
+    r.fail("not an element boundary");
+  }
+}
+
+template <typename T>
+void append(std::vector<T>& a, const std::vector<T>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+}
+
+// b's offsets (after its leading 0) shifted by `base`, the size of what they index in a.
+void append_offsets(std::vector<int64_t>& a, const std::vector<int64_t>& b, int64_t base) {
+  for (size_t i = 1; i < b.size(); ++i) a.push_back(b[i] + base);
+}
+
+void append(Annotations& a, const Annotations& b) {
+  append_offsets(a.ann_polys, b.ann_polys, static_cast<int64_t>(a.poly_offsets.size()) - 1);
+  append_offsets(a.poly_offsets, b.poly_offsets, static_cast<int64_t>(a.poly_xy.size()));
+  append_offsets(a.rle_char_offsets, b.rle_char_offsets, static_cast<int64_t>(a.rle_chars.size()));
+  append_offsets(a.rle_count_offsets, b.rle_count_offsets, static_cast<int64_t>(a.rle_counts.size()));
+  append_offsets(a.keypoint_offsets, b.keypoint_offsets, static_cast<int64_t>(a.keypoints.size()));
+  append(a.scalars.val, b.scalars.val);
+  append(a.scalars.ival, b.scalars.ival);
+  append(a.scalars.kind, b.scalars.kind);
+  a.scalars.n += b.scalars.n;
+  append(a.shape, b.shape);
+  append(a.bbox, b.bbox);
+  append(a.bbox_len, b.bbox_len);
+  append(a.poly_xy, b.poly_xy);
+  append(a.rle_size, b.rle_size);
+  append(a.rle_chars, b.rle_chars);
+  append(a.rle_counts, b.rle_counts);
+  append(a.keypoints, b.keypoints);
+}
+
+// A result file (top-level array) of at least two parts' size, read in parallel; nullopt when it is
+// not one, is too small, or any part fails (the caller then reads it sequentially).
+std::optional<File> read_results_in_parts(const uint8_t* d, int64_t size) {
+  const int64_t parts = std::min<int64_t>(at::get_num_threads(), size / kMinPartBytes);
+  if (parts < 2) return std::nullopt;
+  int64_t start = 0;
+  if (size >= 3 && d[0] == 0xEF && d[1] == 0xBB && d[2] == 0xBF) start = 3;
+  while (start < size && is_space(d[start])) ++start;
+  if (start == size || d[start] != '[') return std::nullopt;
+  std::vector<int64_t> cuts{0};
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t cut = find_cut(d, size, std::max(cuts.back() + 1, size * p / parts));
+    if (cut < 0) return std::nullopt;
+    cuts.push_back(cut);
+  }
+  cuts.push_back(size);
+  std::vector<File> files(parts);
+  std::vector<char> ok(parts, 0);
+  share_work(parts, 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      // the first part's columns receive the others': room for the whole file, so they never move
+      reserve(files[p], p == 0 ? size : cuts[p + 1] - cuts[p]);
+      try {
+        read_part(d, cuts[p], cuts[p + 1], p == 0, p == parts - 1, files[p]);
+        ok[p] = 1;
+      } catch (const c10::Error&) {
+      }
+    }
+  });
+  for (char k : ok)
+    if (!k) return std::nullopt;
+  File f = std::move(files[0]);
+  for (int64_t p = 1; p < parts; ++p) {
+    append(f.anns, files[p].anns);
+    f.fallback |= files[p].fallback;
+  }
+  f.top_kind = json::kArray;
+  f.has_annotations = true;
+  return f;
+}
+
 std::vector<at::Tensor> coco_json_read_cpu(const at::Tensor& data) {
   TORCH_CHECK_TYPE(data.scalar_type() == at::kByte, "coco_json_read: data must be uint8, got ", data.scalar_type());
   TORCH_CHECK_VALUE(data.dim() == 1, "coco_json_read: data must be 1-D, got shape ", data.sizes());
   TORCH_CHECK(data.device().is_cpu(), "coco_json_read: data must be a CPU tensor, got ", data.device());
   const at::Tensor bytes = data.contiguous();
+  const uint8_t* d = bytes.const_data_ptr<uint8_t>();
+  std::optional<File> parts = read_results_in_parts(d, bytes.size(0));
   File f;
-  reserve(f, bytes.size(0));
-  json::Reader r(bytes.const_data_ptr<uint8_t>(), bytes.size(0));
-  read_file(r, f);
+  if (parts) {
+    f = std::move(*parts);
+  } else {
+    reserve(f, bytes.size(0));
+    json::Reader r(d, bytes.size(0));
+    read_file(r, f);
+  }
   Annotations& a = f.anns;
   const int64_t n = a.scalars.n, m = f.images.n, k = f.categories.n;
   std::vector<int64_t> info{f.top_kind, f.has_images, f.has_annotations, f.has_categories, f.fallback};
