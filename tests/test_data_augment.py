@@ -9,7 +9,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastops.data import CopyPaste, MixUp, RandomErasing, SyntheticShapes, collate, copy_paste, mixup
+from fastops.data import (
+    CopyPaste,
+    DetectionMixUp,
+    MixUp,
+    RandomErasing,
+    SyntheticShapes,
+    collate,
+    copy_paste,
+    mixup,
+    mixup_detection,
+)
 from fastops.data.transforms import Compose, RandomHorizontalFlip
 
 NUM_CLASSES = 6
@@ -477,3 +487,53 @@ def test_mixup_class_empty_batch_and_errors():
         mixup(images.byte(), tags)
     with pytest.raises(ValueError, match=r"tags must be \[N, K\] with N = 4"):
         mixup(images, tags[:3])
+
+
+@settings(max_examples=20)
+@given(
+    seed=st.integers(0, 2**31),
+    size=st.tuples(st.integers(16, 48), st.integers(16, 48)),
+    other_size=st.tuples(st.integers(16, 48), st.integers(16, 48)),
+    lam=st.floats(0.0, 1.0),
+)
+def test_mixup_detection_keeps_both_object_sets(seed, size, other_size, lam):
+    image, target = shapes(seed % 991, size)
+    other_image, other_target = shapes(seed % 997 + 3000, other_size)
+    out_image, out = mixup_detection(image, target, other_image, other_target, lam)
+    h, w = max(size[0], other_size[0]), max(size[1], other_size[1])
+    expected = torch.zeros(3, h, w, dtype=torch.float64)
+    expected[:, : size[0], : size[1]] += lam * image.double()
+    expected[:, : other_size[0], : other_size[1]] += (1 - lam) * other_image.double()
+    assert out_image.shape == (3, h, w) and out_image.dtype == torch.float32
+    torch.testing.assert_close(out_image.double(), expected, rtol=0, atol=1e-6)
+    k, k_other = target["labels"].numel(), other_target["labels"].numel()
+    assert torch.equal(out["labels"], torch.cat([target["labels"], other_target["labels"]]))
+    assert torch.equal(out["boxes"], torch.cat([target["boxes"], other_target["boxes"]]))
+    assert out["masks"].shape == (k + k_other, h, w) and out["masks"].dtype == torch.uint8
+    assert torch.equal(out["boxes"], tight_boxes(out["masks"]))
+    assert torch.equal(out["weights"], torch.tensor([lam] * k + [1 - lam] * k_other, dtype=torch.float32))
+    soft = lam * target["tags"].double() + (1 - lam) * other_target["tags"].double()
+    assert torch.equal(out["tags"], soft.float())
+    assert "semantic" not in out and out["image_id"] == target["image_id"]
+
+
+def test_detection_mixup_transform_and_errors():
+    source = SyntheticShapes(6, 32, num_classes=NUM_CLASSES, seed=4)
+    image, target = shapes(8, 32)
+    t = DetectionMixUp(source, alpha=1.5)
+    assert_same(t(image, target, gen(1)), t(image, target, gen(1)))
+    assert_same(DetectionMixUp(source, p=0.0)(image, target, gen(1)), (image, target))
+    # the weights multiply: mixing twice
+    _, once = mixup_detection(image, target, *source[0], 0.5)
+    _, twice = mixup_detection(image, once, *source[1], 0.25)
+    assert twice["weights"].tolist()[: target["labels"].numel()] == [0.125] * target["labels"].numel()
+    with pytest.raises(ValueError, match="lam must be in"):
+        mixup_detection(image, target, image, target, 1.5)
+    with pytest.raises(ValueError, match="channels and dtype must match"):
+        mixup_detection(image, target, image.double(), target, 0.5)
+    with pytest.raises(ValueError, match="other_target has none"):
+        mixup_detection(image, target, image, {"labels": target["labels"], "boxes": target["boxes"]}, 0.5)
+    with pytest.raises(ValueError, match="alpha must be"):
+        DetectionMixUp(source, alpha=0.0)
+    with pytest.raises(TypeError, match="DetectionMixUp: source must be"):
+        DetectionMixUp(None)

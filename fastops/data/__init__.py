@@ -11,7 +11,17 @@ dict with ``boxes`` (float32 [K, 4] xyxy), ``labels`` (int64 [K] in [1, C]), ``m
 """
 
 from . import transforms
-from .augment import CopyPaste, MixedBatch, MixUp, RandomErasing, boxes_from_masks, copy_paste, mixup
+from .augment import (
+    CopyPaste,
+    DetectionMixUp,
+    MixedBatch,
+    MixUp,
+    RandomErasing,
+    boxes_from_masks,
+    copy_paste,
+    mixup,
+    mixup_detection,
+)
 from .batching import collate, image_labels, label_counts, stack_images
 from .coco import CocoDetection
 from .errors import DatasetError
@@ -26,6 +36,7 @@ __all__ = [
     "CocoDetection",
     "CopyPaste",
     "DatasetError",
+    "DetectionMixUp",
     "MixUp",
     "MixedBatch",
     "RandomErasing",
@@ -40,6 +51,7 @@ __all__ = [
     "image_labels",
     "label_counts",
     "mixup",
+    "mixup_detection",
     "repeat_factors",
     "stack_images",
     "transforms",

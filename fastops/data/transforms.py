@@ -1,6 +1,6 @@
 """Transforms that keep an image and its target consistent: ``boxes`` (xyxy), ``masks`` [K, H, W],
 ``semantic`` [H, W] and the other per-object fields (``labels``, ``difficult``, ``iscrowd``,
-``area``) move, scale, crop or drop together; ``tags`` follow the labels that remain.
+``area``, ``weights``) move, scale, crop or drop together; ``tags`` follow the labels that remain.
 
 Every transform is called as ``t(image, target, generator=None)`` and returns (image, target); the
 random ones draw from ``generator`` (a ``torch.Generator``) or, without one, from torch's global
@@ -33,7 +33,7 @@ __all__ = [
     "uniform",
 ]
 
-PER_OBJECT_KEYS = ("boxes", "labels", "masks", "difficult", "iscrowd", "area")
+PER_OBJECT_KEYS = ("boxes", "labels", "masks", "difficult", "iscrowd", "area", "weights")
 
 
 def uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:

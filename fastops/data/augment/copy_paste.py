@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..transforms import PER_OBJECT_KEYS, crop, keep_objects, resize, tags_from_labels, uniform
 from .masks import boxes_from_masks, paint_semantic
+from .sources import SampleSource
 
 __all__ = ["CopyPaste", "copy_paste"]
 
@@ -46,7 +47,7 @@ def copy_paste(
     ``min_area`` pixels are left (the semantic map marks those pixels 255, ignore: they show the
     class but no instance is left). Pasted objects come after the target's, with boxes tight around
     their masks, their labels, ``area`` = their masks' pixel counts, and the source's
-    ``difficult`` and ``iscrowd`` (False when the source lacks them). The output has
+    ``difficult``, ``iscrowd`` and ``weights`` (False, False, 1 when the source lacks them). The output has
     the target's keys: the semantic map gets the pasted labels (larger masks painted first), tags
     follow the labels. Crowd objects of the source (``iscrowd``) are never pasted.
 
@@ -189,8 +190,9 @@ def _append(out: dict, pasted: dict, pasted_masks: Tensor) -> dict:
         "area": pasted_masks.flatten(1).sum(1).to(torch.float32),
         "difficult": torch.zeros(k, dtype=torch.bool),
         "iscrowd": torch.zeros(k, dtype=torch.bool),
+        "weights": torch.ones(k, dtype=torch.float32),
     }
-    for key in ("difficult", "iscrowd"):
+    for key in ("difficult", "iscrowd", "weights"):
         if key in pasted:
             new[key] = pasted[key]
     for key in PER_OBJECT_KEYS:
@@ -223,32 +225,23 @@ class CopyPaste:
         blend_sigma: float = 0.0,
         min_area: int = 1,
     ):
-        is_dataset = hasattr(source, "__getitem__") and hasattr(source, "__len__")
-        if not is_dataset and not callable(source):
-            raise TypeError(f"CopyPaste: source must be a dataset or a callable, got {type(source).__name__}")
-        if is_dataset and len(source) == 0:
-            raise ValueError("CopyPaste: the source dataset is empty")
+        self.source = SampleSource(source, "CopyPaste")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"CopyPaste: p must be in [0, 1], got {p}")
-        self.source, self.is_dataset, self.p = source, is_dataset, float(p)
+        self.p = float(p)
         self.options = dict(scale_range=scale_range, blend_sigma=blend_sigma, min_area=min_area)
         # argument errors at construction, not at the first sample
         copy_paste(*_empty_pair(), *_empty_pair(), **self.options)
 
-    def draw_source(self, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        if self.is_dataset:
-            return self.source[int(torch.randint(0, len(self.source), (), generator=generator))]
-        return self.source(generator)
-
     def __call__(self, image: Tensor, target: dict, generator: torch.Generator | None = None):
         if uniform(0.0, 1.0, generator) >= self.p:
             return image, target
-        source_image, source_target = self.draw_source(generator)
+        source_image, source_target = self.source.draw(generator)
         return copy_paste(image, target, source_image, source_target, generator=generator, **self.options)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"CopyPaste(source={type(self.source).__name__}, p={self.p}, {options})"
+        return f"CopyPaste(source={self.source!r}, p={self.p}, {options})"
 
 
 def _empty_pair() -> tuple[Tensor, dict]:
