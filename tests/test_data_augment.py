@@ -15,6 +15,7 @@ from fastops.data import (
     MixUp,
     RandomErasing,
     SyntheticShapes,
+    boxes_from_masks,
     collate,
     copy_paste,
     mixup,
@@ -111,6 +112,26 @@ def assert_same(a, b):
     assert a[1].keys() == b[1].keys()
     for key, value in a[1].items():
         assert torch.equal(value, b[1][key]) if isinstance(value, torch.Tensor) else value == b[1][key]
+
+
+@settings(max_examples=30)
+@given(
+    k=st.integers(0, 5),
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    density=st.floats(0.0, 0.3),
+    dtype=st.sampled_from([torch.uint8, torch.bool, torch.float32, torch.int64]),
+    seed=st.integers(0, 2**31),
+)
+def test_boxes_from_masks_against_a_loop(k, h, w, density, dtype, seed):
+    g = gen(seed)
+    values = torch.randint(1, 256, (k, h, w), generator=g)  # any nonzero value is inside
+    masks = torch.where(torch.rand(k, h, w, generator=g) < density, values, 0).to(dtype)
+    boxes = boxes_from_masks(masks)
+    assert boxes.shape == (k, 4) and boxes.dtype == torch.float32
+    for box, m in zip(boxes, masks):
+        expected = tight_boxes(m[None]) if bool((m != 0).any()) else torch.zeros(1, 4)
+        assert torch.equal(box, expected[0])
 
 
 # ---------------------------------------------------------------- RandomErasing

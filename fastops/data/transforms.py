@@ -224,7 +224,8 @@ def crop(image: Tensor, target: dict, top: int, left: int, height: int, width: i
         out["boxes"] = b
         keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     if "masks" in out:
-        visible = out["masks"].flatten(1).sum(1)
+        # summed by rows in int32 first: several times faster than one int64 sum over each mask
+        visible = out["masks"].sum(2, dtype=torch.int32).sum(1, dtype=torch.int64)
         keep = visible > 0 if keep is None else keep & (visible > 0)
         if "area" in out:
             out["area"] = visible.to(out["area"].dtype)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..transforms import PER_OBJECT_KEYS, crop, keep_objects, resize, tags_from_labels, uniform
-from .masks import boxes_from_masks, paint_semantic
+from .masks import binary_masks, boxes_from_masks, paint_semantic, pixel_counts
 from .sources import SampleSource
 
 __all__ = ["CopyPaste", "copy_paste"]
@@ -81,12 +81,12 @@ def copy_paste(
     if pasted_masks.shape[0] == 0:
         return image, dict(target)
 
-    union = pasted_masks.any(0)
+    union = pasted_masks.amax(0)  # uint8 [H, W]
     if blend_sigma > 0:
         alpha = _gaussian_blur(union.to(image.dtype), blend_sigma)
         out_image = image + alpha * (canvas - image)
     else:
-        out_image = torch.where(union, canvas, image)
+        out_image = torch.where(union.bool(), canvas, image)
     out = _occlude(target, union, int(min_area))
     return out_image, _append(out, pasted, pasted_masks)
 
@@ -123,8 +123,8 @@ def _choose(source_target: dict, generator) -> dict:
 
 def _place(image: Tensor, source_image: Tensor, pasted: dict, generator):
     """The source laid on the image's frame at a random offset: (canvas [C, H, W] = the image with
-    the source's pixels where it lands, masks [K, H, W] bool of the objects still visible, their
-    per-object fields)."""
+    the source's pixels where it lands, masks [K, H, W] uint8 0/1 of the objects still visible,
+    their per-object fields)."""
     h, w = image.shape[-2:]
     sh, sw = source_image.shape[-2:]
     ch, cw = min(sh, h), min(sw, w)
@@ -135,8 +135,8 @@ def _place(image: Tensor, source_image: Tensor, pasted: dict, generator):
     window, pasted = crop(source_image, pasted, top, left, ch, cw)  # drops objects left empty
     canvas = image.clone()
     canvas[:, py : py + ch, px : px + cw] = window
-    masks = torch.zeros((pasted["labels"].shape[0], h, w), dtype=torch.bool)
-    masks[:, py : py + ch, px : px + cw] = pasted["masks"] != 0
+    masks = torch.zeros((pasted["labels"].shape[0], h, w), dtype=torch.uint8)
+    masks[:, py : py + ch, px : px + cw] = binary_masks(pasted["masks"])
     return canvas, masks, pasted
 
 
@@ -153,18 +153,19 @@ def _gaussian_blur(alpha: Tensor, sigma: float) -> Tensor:
 
 
 def _occlude(target: dict, union: Tensor, min_area: int) -> dict:
-    """The target's objects less the pasted pixels; changed ones re-boxed, too small ones dropped."""
+    """The target's objects less the pasted pixels (``union``: uint8 [H, W]); changed ones
+    re-boxed, too small ones dropped."""
     out = dict(target)
     masks = target["masks"]
     if masks.shape[0] == 0:
         return out
-    inside = masks != 0
-    changed = (inside & union).flatten(1).any(1)
+    inside = binary_masks(masks)
+    changed = (inside & union).flatten(1).amax(1) > 0
     if not bool(changed.any()):
         return out
-    remaining = inside & ~union
+    remaining = inside & (union ^ 1)
     out["masks"] = remaining.to(masks.dtype)
-    visible = remaining.flatten(1).sum(1)
+    visible = pixel_counts(remaining)
     if "boxes" in out:
         out["boxes"] = torch.where(changed[:, None], boxes_from_masks(remaining), out["boxes"]).to(out["boxes"].dtype)
     if "area" in out:
@@ -174,7 +175,7 @@ def _occlude(target: dict, union: Tensor, min_area: int) -> dict:
         # what is left of a dropped object shows its class but has no instance: ignored
         semantic = out["semantic"].clone()
         for j in torch.nonzero(dropped).flatten().tolist():
-            semantic[remaining[j] & (semantic == int(target["labels"][j]))] = 255
+            semantic[remaining[j].bool() & (semantic == int(target["labels"][j]))] = 255
         out["semantic"] = semantic
     return keep_objects(out, ~dropped)
 
@@ -183,11 +184,12 @@ def _append(out: dict, pasted: dict, pasted_masks: Tensor) -> dict:
     """``out`` (the occluded target) with the pasted objects after its own, its keys only."""
     k = pasted_masks.shape[0]
     labels = pasted["labels"].to(out["labels"].dtype)
+    boxes = boxes_from_masks(pasted_masks)
     new = {
         "labels": labels,
         "masks": pasted_masks.to(out["masks"].dtype),
-        "boxes": boxes_from_masks(pasted_masks),
-        "area": pasted_masks.flatten(1).sum(1).to(torch.float32),
+        "boxes": boxes,
+        "area": pixel_counts(pasted_masks).to(torch.float32),
         "difficult": torch.zeros(k, dtype=torch.bool),
         "iscrowd": torch.zeros(k, dtype=torch.bool),
         "weights": torch.ones(k, dtype=torch.float32),
@@ -199,7 +201,7 @@ def _append(out: dict, pasted: dict, pasted_masks: Tensor) -> dict:
         if key in out:
             out[key] = torch.cat([out[key], new[key].to(out[key].dtype)])
     if "semantic" in out:
-        out["semantic"] = paint_semantic(out["semantic"], pasted_masks, labels)
+        out["semantic"] = paint_semantic(out["semantic"], pasted_masks, labels, boxes)
     if "tags" in out:
         out["tags"] = tags_from_labels(out["labels"], out["tags"])
     return out

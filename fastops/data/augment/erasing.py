@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..transforms import keep_objects, uniform
+from .masks import binary_masks
 
 __all__ = ["RandomErasing"]
 
@@ -150,8 +151,8 @@ class RandomErasing:
 
     def _drop_erased(self, target: dict, erased: Tensor) -> dict:
         if "masks" in target:
-            masks = target["masks"] != 0
-            hidden = (masks & ~erased).flatten(1).any(1).logical_not()
+            masks = binary_masks(target["masks"])
+            hidden = (masks & (erased ^ True).to(torch.uint8)).flatten(1).amax(1) == 0
         elif "boxes" in target:
             covered = erased.cumsum(0).cumsum(1)  # summed-area table: erased pixels inside each box
             hidden = torch.tensor([_box_covered(covered, b) for b in target["boxes"].tolist()], dtype=torch.bool)
@@ -162,7 +163,7 @@ class RandomErasing:
         if "semantic" in target and "masks" in target and "labels" in target:
             semantic = target["semantic"].clone()
             for j in torch.nonzero(hidden).flatten().tolist():
-                semantic[masks[j] & (semantic == target["labels"][j])] = 0
+                semantic[masks[j].bool() & (semantic == target["labels"][j])] = 0
             target = {**target, "semantic": semantic}
         return keep_objects(target, ~hidden)
 
