@@ -45,11 +45,11 @@ def copy_paste(
     The target's objects lose the pasted pixels from their masks; those that lost any get boxes
     tight around what is left (and ``area`` = its pixel count), and are dropped when fewer than
     ``min_area`` pixels are left (the semantic map marks those pixels 255, ignore: they show the
-    class but no instance is left). Pasted objects come after the target's, with boxes tight around
-    their masks, their labels, ``area`` = their masks' pixel counts, and the source's
-    ``difficult``, ``iscrowd`` and ``weights`` (False, False, 1 when the source lacks them). The output has
-    the target's keys: the semantic map gets the pasted labels (larger masks painted first), tags
-    follow the labels. Crowd objects of the source (``iscrowd``) are never pasted.
+    class but no instance is left). Pasted objects come after the target's, with boxes tight
+    around their masks, their labels, ``area`` = their masks' pixel counts, and the source's
+    ``difficult``, ``iscrowd`` and ``weights`` (False, False, 1 when the source lacks them). The
+    output has the target's keys: the semantic map gets the pasted labels (larger masks painted
+    first), tags follow the labels. Crowd objects of the source (``iscrowd``) are never pasted.
 
     Shapes: images float [C, H, W] and [C, H', W'] of one dtype; both targets need ``labels`` and
     ``masks`` ([K, H, W], any K, 0 included). Returns a new (image, target).
