@@ -1,6 +1,7 @@
 """Datasets, transforms and samplers (layout in docs/ARCHITECTURE.md, "Data"): built-in synthetic
-datasets, COCO and VOC readers, transforms that keep images, boxes and masks consistent, and the
-samplers for imbalanced data. Never imports ``fastops.models``.
+datasets, COCO and VOC readers, transforms that keep images, boxes and masks consistent,
+augmentations (random erasing, copy-paste, mixup), and the samplers for imbalanced data. Never
+imports ``fastops.models``.
 
 A dataset's ``dataset[i]`` is ``(image, target)``: image float32 [3, H, W] in [0, 1]; target a
 dict with ``boxes`` (float32 [K, 4] xyxy), ``labels`` (int64 [K] in [1, C]), ``masks`` (uint8
@@ -10,6 +11,17 @@ dict with ``boxes`` (float32 [K, 4] xyxy), ``labels`` (int64 [K] in [1, C]), ``m
 """
 
 from . import transforms
+from .augment import (
+    CopyPaste,
+    DetectionMixUp,
+    MixedBatch,
+    MixUp,
+    RandomErasing,
+    boxes_from_masks,
+    copy_paste,
+    mixup,
+    mixup_detection,
+)
 from .batching import collate, image_labels, label_counts, stack_images
 from .coco import CocoDetection
 from .errors import DatasetError
@@ -22,15 +34,24 @@ __all__ = [
     "VOC_CLASSES",
     "ClassBalancedSampler",
     "CocoDetection",
+    "CopyPaste",
     "DatasetError",
+    "DetectionMixUp",
+    "MixUp",
+    "MixedBatch",
+    "RandomErasing",
     "RepeatFactorSampler",
     "SyntheticShapes",
     "VOCDetection",
+    "boxes_from_masks",
     "class_weights",
     "collate",
+    "copy_paste",
     "image_class_counts",
     "image_labels",
     "label_counts",
+    "mixup",
+    "mixup_detection",
     "repeat_factors",
     "stack_images",
     "transforms",
