@@ -312,7 +312,8 @@ def test_reader_reads_a_large_result_file_in_parts_as_in_one(caption, seed):
     assert p is not None and p.top_is_list and len(p.bbox) == len(dets)
     assert p.anns.col("score")[0].tolist() == [d["score"] for d in dets]
     assert p.keypoints.tolist() == [v for d in dets for v in d.get("keypoints", [])]
-    assert p.poly_xy.tolist() == [v for d in dets if isinstance(d.get("segmentation"), list) for q in d["segmentation"] for v in q]
+    polygons = [q for d in dets if isinstance(d.get("segmentation"), list) for q in d["segmentation"]]
+    assert p.poly_xy.tolist() == [v for q in polygons for v in q]
 
 
 # ---- ids that are no integers ------------------------------------------------------------------
