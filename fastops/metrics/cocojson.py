@@ -112,7 +112,10 @@ class ParsedFile:
 def parse(data: bytes) -> ParsedFile | None:
     """Columns of JSON bytes, or None when they must be read by Python (see the module doc). Raises
     ValueError for invalid JSON."""
-    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if len(data) else torch.zeros(0, dtype=torch.uint8)
+    if not len(data):
+        buf = torch.zeros(0, dtype=torch.uint8)
+    else:  # a bytearray is used in place (the reader only reads it); bytes are copied into one
+        buf = torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
     out = [t.numpy() for t in torch.ops.fastops.coco_json_read(buf)]
     top_kind, has_images, has_annotations, has_categories, fallback = out[0].tolist()
     if fallback or top_kind not in (6, 7):
@@ -129,8 +132,13 @@ def parse(data: bytes) -> ParsedFile | None:
     )
 
 
-def read(path) -> tuple[bytes, ParsedFile | None]:
+def read(path) -> tuple[bytearray, ParsedFile | None]:
     """The bytes of a JSON file and their columns (None: read them with ``loads``)."""
     with open(os.fspath(path), "rb") as f:
-        data = f.read()
+        data = bytearray(os.fstat(f.fileno()).st_size)
+        n = f.readinto(data)
+        rest = f.read()  # a file that grew since fstat
+    if n < len(data):
+        del data[n:]
+    data += rest
     return data, parse(data)
