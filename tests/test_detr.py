@@ -142,6 +142,18 @@ def test_aux_loss_off_gives_the_last_layer_s_losses_only():
     assert set(model.loss(images, targets)) == {"loss_ce", "loss_bbox", "loss_giou"}
 
 
+def test_pre_norm_model_trains_and_ends_its_encoder_with_a_norm():
+    torch.manual_seed(0)
+    model = detr_small(NUM_CLASSES, num_queries=6, normalize_before=True, min_size=64, max_size=64)
+    assert isinstance(model.transformer.encoder.norm, torch.nn.LayerNorm)
+    assert detr_small(NUM_CLASSES).transformer.encoder.norm is None  # post-norm, as DETR
+    images, targets = _shapes()
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_predictions_are_detr_s_post_processing_in_original_pixels(small_detr):
     model = small_detr.eval()
     images = [torch.rand(3, 100, 80), torch.rand(3, 64, 128)]  # resized: 80 x 64, 48 x 96
@@ -220,6 +232,7 @@ def test_detr_s_padded_backbone_path_masks_the_resized_padding():
 # ---- builders ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_detr_resnet50_has_detr_s_configuration():
     model = detr_resnet50(num_classes=91)
     assert model.num_queries == 100 and model.class_embed.out_features == 92 and model.aux_loss

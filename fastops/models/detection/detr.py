@@ -16,9 +16,11 @@ Padding: images of different sizes are batched as one padded tensor, and a paddi
 padded positions out of every attention's keys and out of the positional encoding's counts. With
 ``backbone_by_size`` (the default), the backbone runs once per distinct image size on the unpadded
 images and its feature maps are padded instead, so an image's predictions do not depend on the
-other images of its batch (convolutions and norms near the border otherwise read the padding);
-without it, the backbone runs once on the padded batch and the mask is the pixel mask resized
-(nearest) to the feature map, as DETR does: one backbone call for any mix of sizes.
+other images of its batch (convolutions and norms near the border otherwise read the padding; a
+batch norm in training mode then takes each size group's statistics, which DETR's frozen batch
+norm does not have). Without it, the backbone runs once on the padded batch and the mask is the
+pixel mask resized (nearest) to the feature map, as DETR does: one backbone call for any mix of
+sizes.
 """
 
 from __future__ import annotations
