@@ -86,6 +86,33 @@ def test_transformer_ignores_what_lies_under_the_padding_mask(normalize_before):
     assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-3)  # the images' queries see their own memory
 
 
+@pytest.mark.parametrize("normalize_before", [False, True])
+def test_layers_without_positions_are_torch_s_transformer_layers(normalize_before):
+    """With zero positional encodings DETR's layers are torch's (post-norm, or norm_first for
+    pre-norm), whose module names they share."""
+    from fastops.models.detection.detr_transformer import TransformerDecoderLayer, TransformerEncoderLayer
+
+    torch.manual_seed(0)
+    args = (16, 4, 24, 0.0)
+    torch_kwargs = {"batch_first": True, "norm_first": normalize_before}
+    ours_enc = TransformerEncoderLayer(*args, normalize_before)
+    ours_dec = TransformerDecoderLayer(*args, normalize_before)
+    theirs_enc = torch.nn.TransformerEncoderLayer(*args, **torch_kwargs).eval()
+    theirs_dec = torch.nn.TransformerDecoderLayer(*args, **torch_kwargs).eval()
+    theirs_enc.load_state_dict(ours_enc.state_dict())
+    theirs_dec.load_state_dict(ours_dec.state_dict())
+    src, tgt = torch.randn(2, 9, 16), torch.randn(2, 5, 16)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 6:] = True
+    with torch.no_grad():
+        memory = ours_enc.eval()(src, torch.zeros_like(src), key_padding_mask=mask)
+        out = ours_dec.eval()(tgt, memory, torch.zeros_like(memory), torch.zeros_like(tgt), mask)
+        expected_memory = theirs_enc(src, src_key_padding_mask=mask)
+        expected_out = theirs_dec(tgt, expected_memory, memory_key_padding_mask=mask)
+    torch.testing.assert_close(memory[~mask], expected_memory[~mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+
+
 def test_transformer_rejects_bad_sizes():
     with pytest.raises(ValueError, match="multiple of nhead"):
         DETRTransformer(10, 4)
