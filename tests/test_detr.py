@@ -16,7 +16,7 @@ from reference.detr import match, position_embedding_sine, set_losses
 from fastops.data import SyntheticShapes
 from fastops.metrics import MeanAveragePrecision
 from fastops.models.detection import DETRTransformer, detr_resnet50, detr_small
-from fastops.nn import PositionEmbeddingSine
+from fastops.nn import FrozenBatchNorm2d, PositionEmbeddingSine
 
 NUM_CLASSES = 4
 
@@ -272,8 +272,17 @@ def test_detr_resnet50_has_detr_s_configuration():
     assert 41.0e6 < sum(p.numel() for p in model.parameters()) < 42.0e6
     state = model.state_dict()
     assert "transformer.decoder.layers.5.multihead_attn.in_proj_weight" in state and "query_embed.weight" in state
-    reloaded = detr_resnet50(num_classes=91, weights=state)
-    assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in state.items())
+    # a trained DETR's backbone has frozen batch norms (no num_batches_tracked); facebookresearch/detr
+    # names it backbone.0.body and keeps no criterion buffer
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    detr_names = {k.replace("backbone.", "backbone.0.body.", 1): v for k, v in state.items() if "criterion" not in k}
+    for weights in (state, detr_names):
+        reloaded = detr_resnet50(num_classes=91, weights=weights)
+        assert isinstance(reloaded.backbone.bn1, FrozenBatchNorm2d)
+        body = reloaded.backbone
+        assert not body.layer1[0].conv1.weight.requires_grad and body.layer2[0].conv1.weight.requires_grad
+        assert reloaded.state_dict().keys() == state.keys()
+        assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in state.items())
 
 
 def test_detr_rejects_a_criterion_of_another_class_count():

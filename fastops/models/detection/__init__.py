@@ -11,7 +11,7 @@ from .builders import (
     ssd300_vgg16,
 )
 from .detr import DETR
-from .detr_builders import detr_resnet50, detr_small
+from .detr_builders import convert_detr_state_dict, detr_resnet50, detr_small
 from .detr_transformer import DETRTransformer
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
@@ -29,6 +29,7 @@ __all__ = [
     "MaskRCNN",
     "RetinaNet",
     "YOLOv1",
+    "convert_detr_state_dict",
     "detr_resnet50",
     "detr_small",
     "fasterrcnn_resnet50_fpn",

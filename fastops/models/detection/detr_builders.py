@@ -2,23 +2,40 @@
 a 256-wide transformer of 6 encoder and 6 decoder layers with 8 heads, feed-forward 2048, dropout
 0.1) and ``detr_small`` (a narrow configuration that trains on small images on a CPU).
 
-Weights come from a local path or a state_dict: ``weights`` a whole DETR of this library,
-``weights_backbone`` a ResNet-50 classifier checkpoint (torchvision's names); with the latter the
-backbone's batch norms are frozen and its last 3 stages train (DETR's rule), without it the backbone
-is torchvision's untrained configuration (``nn.BatchNorm2d``, every stage trains).
+Weights come from a local path or a state_dict: ``weights`` a whole DETR, of this library or with
+the names of facebookresearch/detr's checkpoints (``convert_detr_state_dict``);
+``weights_backbone`` a ResNet-50 classifier checkpoint (torchvision's names). With either, the
+backbone's batch norms are frozen and its last 3 stages train (DETR's rule); without them the
+backbone is torchvision's untrained configuration (``nn.BatchNorm2d``, every stage trains).
 """
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Mapping
+
+from torch import Tensor, nn
 
 from ...nn import FrozenBatchNorm2d
 from ..backbones import resnet50, small_resnet
-from ..weights import Weights, load_weights
+from ..weights import Weights, load_weights, read_state_dict
 from .detr import DETR
 from .detr_transformer import DETRTransformer
 
-__all__ = ["detr_resnet50", "detr_small"]
+__all__ = ["convert_detr_state_dict", "detr_resnet50", "detr_small"]
+
+_DETR_BACKBONE = "backbone.0.body."  # facebookresearch/detr's Joiner(Backbone(IntermediateLayerGetter))
+
+
+def convert_detr_state_dict(state: Mapping[str, Tensor], model: DETR) -> dict[str, Tensor]:
+    """A state_dict with facebookresearch/detr's names made ``model``'s: the backbone's
+    ``backbone.0.body.*`` become ``backbone.*`` (the transformer's, the heads', ``input_proj`` and
+    ``query_embed`` names are DETR's already), and the criterion's no-object weights, which DETR
+    keeps outside the model, are ``model``'s own. Other state_dicts come back unchanged."""
+    if not any(k.startswith(_DETR_BACKBONE) for k in state):
+        return dict(state)
+    out = {("backbone." + k[len(_DETR_BACKBONE) :] if k.startswith(_DETR_BACKBONE) else k): v for k, v in state.items()}
+    out.setdefault("criterion.empty_weight", model.criterion.empty_weight)
+    return out
 
 
 def detr_resnet50(
@@ -39,7 +56,7 @@ def detr_resnet50(
 ) -> DETR:
     """DETR with a ResNet-50 backbone (labels in [0, num_classes); COCO: 91). Other keyword
     arguments go to ``DETR`` (``aux_loss``, ``criterion``, the transform's sizes...)."""
-    trained = weights_backbone is not None
+    trained = weights is not None or weights_backbone is not None
     if trainable_backbone_layers is None:
         trainable_backbone_layers = 3 if trained else 5
     backbone = resnet50(
@@ -53,7 +70,7 @@ def detr_resnet50(
     )
     model = DETR(backbone, num_classes, transformer=transformer, num_queries=num_queries, **kwargs)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, convert_detr_state_dict(read_state_dict(weights), model))
     return model
 
 
