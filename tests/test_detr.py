@@ -285,11 +285,16 @@ def test_detr_resnet50_has_detr_s_configuration():
         assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in state.items())
 
 
-def test_detr_rejects_a_criterion_of_another_class_count():
+def test_detr_rejects_bad_arguments():
     from fastops.models.components import SetCriterion
 
     with pytest.raises(ValueError, match="criterion"):
         detr_small(NUM_CLASSES, criterion=SetCriterion(num_classes=NUM_CLASSES + 1))
+    for kwargs, name in (({"num_queries": 0}, "num_queries"), ({"detections_per_img": 0}, "detections_per_img")):
+        with pytest.raises(ValueError, match=name):
+            detr_small(NUM_CLASSES, **kwargs)
+    with pytest.raises(ValueError, match="num_classes"):
+        detr_small(0)
 
 
 # ---- overfit -----------------------------------------------------------------------------------------

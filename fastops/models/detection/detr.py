@@ -119,6 +119,8 @@ class DETR(Detector):
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if num_queries < 1:
             raise ValueError(f"num_queries must be at least 1, got {num_queries}")
+        if detections_per_img is not None and detections_per_img < 1:
+            raise ValueError(f"detections_per_img must be at least 1, got {detections_per_img}")
         self.transformer = transformer if transformer is not None else DETRTransformer()
         hidden_dim = self.transformer.d_model
         self.backbone = backbone
