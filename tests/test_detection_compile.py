@@ -4,7 +4,14 @@ model's detections."""
 import pytest
 import torch
 
-from fastops.models.detection import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small, yolo_v1_small
+from fastops.models.detection import (
+    detr_small,
+    fasterrcnn_small,
+    maskrcnn_small,
+    retinanet_small,
+    ssd_small,
+    yolo_v1_small,
+)
 
 
 def _with_detections(kind: str):
@@ -16,6 +23,8 @@ def _with_detections(kind: str):
         torch.nn.init.constant_(model.head.classification_head.cls_logits.bias, -1.0)
     elif kind == "ssd":
         model = ssd_small(4, detections_per_img=50)
+    elif kind == "detr":
+        model = detr_small(4, num_queries=10)
     elif kind == "yolo_v1":
         model = yolo_v1_small(4)
         torch.nn.init.uniform_(model.head.fc[-1].bias, 0.0, 1.0)
@@ -37,7 +46,7 @@ def _matched_fraction(got: dict, expected: dict) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["retinanet", "fasterrcnn", "maskrcnn", "yolo_v1", "ssd"])
+@pytest.mark.parametrize("kind", ["retinanet", "fasterrcnn", "maskrcnn", "yolo_v1", "ssd", "detr"])
 def test_compiled_inference_gives_the_eager_detections(kind):
     model = _with_detections(kind)
     images = [torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1)) for _ in range(2)]

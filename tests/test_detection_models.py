@@ -8,6 +8,7 @@ from detection_common import synthetic_batch
 from torch import nn
 
 from fastops.models.backbones import small_resnet
+from fastops.models.detection.detr_builders import detr_small
 from fastops.models.detection.small import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small
 from fastops.models.detection.yolo_v1 import yolo_v1_small
 
@@ -18,6 +19,7 @@ BUILDERS = {
     "maskrcnn": maskrcnn_small,
     "yolo_v1": yolo_v1_small,
     "ssd": ssd_small,
+    "detr": detr_small,
 }
 LOSS_KEYS = {
     "retinanet": {"classification", "bbox_regression"},
@@ -25,11 +27,13 @@ LOSS_KEYS = {
     "maskrcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_mask"},
     "yolo_v1": {"loss_box", "loss_object", "loss_no_object", "loss_class"},
     "ssd": {"bbox_regression", "classification"},
+    # DETR: the set losses of the last decoder layer and of the one before it (auxiliary)
+    "detr": {f"loss_{k}{s}" for k in ("ce", "bbox", "giou") for s in ("", "_0")},
 }
 
 
 def _batch(kind, sizes=((128, 128), (96, 150)), seed=0):
-    min_label = 0 if kind in ("retinanet", "yolo_v1") else 1
+    min_label = 0 if kind in ("retinanet", "yolo_v1", "detr") else 1
     return synthetic_batch(list(sizes), NUM_CLASSES, seed=seed, masks=kind == "maskrcnn", min_label=min_label)
 
 
@@ -174,7 +178,7 @@ def _bad_cases(mask: bool):
     )
 
 
-@pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn", "retinanet", "yolo_v1", "ssd"])
+@pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn", "retinanet", "yolo_v1", "ssd", "detr"])
 def test_bad_input_raises_errors_naming_image_and_field(kind):
     model = BUILDERS[kind](NUM_CLASSES).train()
     for images, targets, error, message in _bad_cases(kind == "maskrcnn"):

@@ -16,7 +16,7 @@ from fastops.engine.tasks import IGNORE_INDEX
 
 def test_model_table():
     assert {spec.task for spec in MODELS.values()} == {"detection", "segmentation", "multilabel"}
-    for name in ("fasterrcnn_small", "retinanet_small", "maskrcnn_small", "yolo_v1_small"):
+    for name in ("fasterrcnn_small", "retinanet_small", "maskrcnn_small", "yolo_v1_small", "detr_small"):
         model = build_model(name, 3)
         assert model.num_classes == 4  # background + 3
         assert model.label_range[1] == 4

@@ -17,6 +17,7 @@ from torch import nn
 from ..models.backbones import small_resnet
 from ..models.classification import multilabel_classifier
 from ..models.detection import (
+    detr_small,
     fasterrcnn_resnet50_fpn,
     fasterrcnn_small,
     maskrcnn_resnet50_fpn,
@@ -66,6 +67,7 @@ MODELS: dict[str, ModelSpec] = {
     "retinanet_small": ModelSpec("detection", lambda c: retinanet_small(c + 1)),
     "maskrcnn_small": ModelSpec("detection", lambda c: maskrcnn_small(c + 1), needs_masks=True),
     "yolo_v1_small": ModelSpec("detection", lambda c: yolo_v1_small(c + 1)),
+    "detr_small": ModelSpec("detection", lambda c: detr_small(c + 1)),  # labels 0..C, 0 unused
     "yolo_v1": ModelSpec("detection", lambda c: yolo_v1(c + 1), image_size=448),
     "fasterrcnn_resnet50_fpn": ModelSpec("detection", lambda c: fasterrcnn_resnet50_fpn(num_classes=c + 1), 320),
     "retinanet_resnet50_fpn": ModelSpec("detection", lambda c: retinanet_resnet50_fpn(num_classes=c + 1), 320),

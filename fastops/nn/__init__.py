@@ -2,8 +2,8 @@
 (keyword-only), the tensors of the call (inputs, targets, per-call weights) in ``forward``.
 The drop-ins keep their originals' constructors instead, so they replace them with one import
 line: ``RoIAlign``, ``RoIPool``, ``MultiScaleRoIAlign``, ``FrozenBatchNorm2d``,
-``Conv2dNormActivation`` (torchvision's), ``DropPath`` (timm's), ``Conv2d`` and
-``ConvTranspose2d`` (torch's, and their state_dict keys)."""
+``Conv2dNormActivation`` (torchvision's), ``DropPath`` (timm's), ``PositionEmbeddingSine``
+(DETR's), ``Conv2d`` and ``ConvTranspose2d`` (torch's, and their state_dict keys)."""
 
 from .aspp import ASPP
 from .blocks import Conv2dNormActivation
@@ -18,6 +18,7 @@ from .conv_autotune import (
 from .drop_path import DropPath, drop_path
 from .losses import SigmoidFocalLoss, SoftmaxFocalLoss, WeightedBCEWithLogitsLoss
 from .norm import FrozenBatchNorm2d
+from .positional_encoding import PositionEmbeddingSine
 from .roi import MultiScaleRoIAlign, RoIAlign, RoIPool
 from .segmentation_losses import (
     PixelCrossEntropyLoss,
@@ -39,6 +40,7 @@ __all__ = [
     "MultiScaleRoIAlign",
     "PixelCrossEntropyLoss",
     "PixelFocalLoss",
+    "PositionEmbeddingSine",
     "RoIAlign",
     "RoIPool",
     "SigmoidFocalLoss",

@@ -1,6 +1,9 @@
-"""DETR's matcher and set criterion (Carion et al. 2020, facebookresearch/detr models/matcher.py
-and models/detr.py's SetCriterion) transcribed in float64 from their definitions: the costs and
-losses written out per pair, scipy's linear_sum_assignment per image."""
+"""DETR's matcher, set criterion and sine positional encoding (Carion et al. 2020,
+facebookresearch/detr models/matcher.py, models/detr.py's SetCriterion, models/position_encoding.py)
+transcribed in float64 from their definitions: the costs and losses written out per pair, scipy's
+linear_sum_assignment per image, the encoding position by position."""
+
+import math
 
 import numpy as np
 import torch
@@ -63,3 +66,27 @@ def set_losses(logits, boxes, targets, indices, num_classes, eos_coef):
             l1 += (pb - tb).abs().sum().item()
             g += 1 - giou(cxcywh_to_xyxy(pb[None]), cxcywh_to_xyxy(tb[None]))[0, 0].item()
     return {"loss_ce": ce_num / ce_den, "loss_bbox": l1 / num_boxes, "loss_giou": g / num_boxes}
+
+
+def position_embedding_sine(mask, num_pos_feats=64, temperature=10000.0, normalize=False, scale=None):
+    """DETR's PositionEmbeddingSine (models/position_encoding.py) in float64, position by position:
+    mask bool [N, H, W] (True: padding) -> [N, 2 * num_pos_feats, H, W]. Position (i, j) counts the
+    unpadded positions up to it in its column (y) and row (x); with ``normalize`` each count is
+    divided by its column's or row's total + 1e-6 and multiplied by ``scale`` (2 pi by default);
+    channel k of an axis is sin(p / T^(2 floor(k/2) / F)) for even k, cos for odd k; y first."""
+    scale = 2 * math.pi if scale is None else scale
+    n, h, w = mask.shape
+    valid = (~mask).numpy()
+    out = np.zeros((n, 2 * num_pos_feats, h, w))
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                y, x = float(valid[b, : i + 1, j].sum()), float(valid[b, i, : j + 1].sum())
+                if normalize:
+                    y = y / (valid[b, :, j].sum() + 1e-6) * scale
+                    x = x / (valid[b, i, :].sum() + 1e-6) * scale
+                for axis, p in enumerate((y, x)):
+                    for k in range(num_pos_feats):
+                        angle = p / temperature ** (2 * (k // 2) / num_pos_feats)
+                        out[b, axis * num_pos_feats + k, i, j] = math.sin(angle) if k % 2 == 0 else math.cos(angle)
+    return torch.from_numpy(out)

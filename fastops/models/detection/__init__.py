@@ -1,5 +1,5 @@
 """Detectors with one surface (``base.Detector``): RetinaNet, Faster R-CNN, Mask R-CNN, SSD
-(torchvision's builders, arguments and state_dicts) and YOLO v1."""
+(torchvision's builders, arguments and state_dicts), YOLO v1 and DETR."""
 
 from .base import Detector
 from .builders import (
@@ -10,6 +10,9 @@ from .builders import (
     retinanet_resnet50_fpn,
     ssd300_vgg16,
 )
+from .detr import DETR
+from .detr_builders import convert_detr_state_dict, detr_resnet50, detr_small
+from .detr_transformer import DETRTransformer
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .retinanet import RetinaNet
@@ -18,12 +21,17 @@ from .ssd import SSD
 from .yolo_v1 import YOLOv1, yolo_v1, yolo_v1_small
 
 __all__ = [
+    "DETR",
     "SSD",
+    "DETRTransformer",
     "Detector",
     "FasterRCNN",
     "MaskRCNN",
     "RetinaNet",
     "YOLOv1",
+    "convert_detr_state_dict",
+    "detr_resnet50",
+    "detr_small",
     "fasterrcnn_resnet50_fpn",
     "fasterrcnn_small",
     "maskrcnn_resnet50_fpn",
