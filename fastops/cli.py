@@ -12,7 +12,7 @@ import sys
 import torch
 
 from . import data, engine
-from .engine.datasets import DATA_HELP, SAMPLERS
+from .engine.datasets import AUGMENTATIONS, DATA_HELP, SAMPLERS
 from .engine.models import MODELS
 from .engine.optim import OPTIMIZERS
 
@@ -21,6 +21,19 @@ __all__ = ["main"]
 EXIT_USAGE = 2
 
 USER_ERRORS = (engine.EngineError, getattr(data, "DatasetError", engine.EngineError))
+
+
+def _names(choices: tuple[str, ...]):
+    """An argparse type: a comma-separated list of names from ``choices``, as a tuple."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
+        return names
+
+    return parse
 
 
 def _models_help() -> str:
@@ -88,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm")
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA only; ignored on the CPU)")
     p.add_argument("--sampler", choices=SAMPLERS, default="none", help="training image sampling")
+    p.add_argument(
+        "--augment",
+        type=_names(AUGMENTATIONS),
+        default=(),
+        metavar="A,B",
+        help=f"training augmentations, applied in order: {', '.join(AUGMENTATIONS)}",
+    )
     p.add_argument(
         "--repeat-thresh",
         type=float,
@@ -171,6 +191,7 @@ def _train(a) -> None:
         device=a.device,
         sampler=a.sampler,
         repeat_thresh=a.repeat_thresh,
+        augment=a.augment,
         resume=a.resume,
         seed=a.seed,
         image_size=a.image_size,

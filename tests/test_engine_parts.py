@@ -154,3 +154,32 @@ def test_repeat_factor_threshold_reaches_the_sampler():
     # LVIS's 0.001 repeats nothing on four frequent classes; 0.5 repeats images of the rarer ones
     assert len(make_sampler("repeat_factor", dataset, **kw)) == len(dataset)
     assert len(make_sampler("repeat_factor", dataset, repeat_thresh=0.5, **kw)) > len(dataset)
+
+
+def test_training_augmentation_by_seed_epoch_and_index():
+    from fastops.engine.datasets import AugmentedDataset, load_datasets, parse_data
+
+    kw = dict(image_size=48, num_images=8, val_images=2, num_classes=3)
+    plain, _ = load_datasets(parse_data("synthetic"), **kw)
+    train, val = load_datasets(parse_data("synthetic"), augment=("flip", "erasing", "copy_paste"), **kw)
+    assert isinstance(train, AugmentedDataset) and not isinstance(val, AugmentedDataset)
+    assert train.num_classes == plain.num_classes and train.image_labels(3) == plain.image_labels(3)
+
+    def images(epoch):
+        train.set_epoch(epoch)
+        return [train[i][0] for i in range(len(train))]
+
+    first, again, second = images(0), images(0), images(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # a function of (seed, epoch, index)
+    assert any(not torch.equal(a, plain[i][0]) for i, a in enumerate(first))
+    assert any(not torch.equal(a, b) for a, b in zip(first, second))
+    with pytest.raises(EngineError, match="unknown augmentation"):
+        load_datasets(parse_data("synthetic"), augment=("mosaic",), **kw)
+
+
+def test_augment_flag_names(capsys):
+    from fastops.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", "fasterrcnn_small", "--augment", "flip,mosaic"])
+    assert exit_.value.code == 2 and "unknown mosaic" in capsys.readouterr().err

@@ -24,7 +24,11 @@ def _config(out, **kwargs) -> TrainConfig:
 
 @pytest.mark.parametrize(
     ("model", "extra"),
-    [("fasterrcnn_small", {}), ("multilabel_classifier", {"sampler": "class_balanced", "image_size": 32})],
+    [
+        ("fasterrcnn_small", {}),
+        ("fasterrcnn_small", {"augment": ("flip", "erasing", "copy_paste")}),
+        ("multilabel_classifier", {"sampler": "class_balanced", "image_size": 32}),
+    ],
 )
 def test_resume_gives_the_uninterrupted_losses(tmp_path, model, extra):
     # 6 images, batch 2: 3 steps per epoch, so the stop (step 4) is inside the second epoch,

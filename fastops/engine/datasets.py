@@ -14,8 +14,10 @@ from .. import data
 from .errors import EngineError
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATA_HELP",
     "SAMPLERS",
+    "AugmentedDataset",
     "DataSpec",
     "batches",
     "eval_loader",
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 SAMPLERS = ("none", "class_balanced", "repeat_factor")
+AUGMENTATIONS = ("flip", "scale", "erasing", "copy_paste")
 
 DATA_HELP = """\
 datasets (--data):
@@ -92,9 +95,11 @@ def load_datasets(
     train_split: str | None = None,
     val_split: str | None = None,
     parts: tuple[str, ...] = ("train", "val"),
+    augment: tuple[str, ...] = (),
 ) -> tuple[Dataset | None, Dataset | None]:
     """(train, validation) datasets for ``spec``; a part left out of ``parts`` is None (and none of
-    its files is read)."""
+    its files is read). ``augment`` names training augmentations (``AUGMENTATIONS``): the training
+    set becomes an ``AugmentedDataset``."""
     splits = {"coco": ("train2017", "val2017"), "voc": ("train", "val")}.get(spec.kind)
     out = []
     for part, count, split, seed_offset in (
@@ -109,7 +114,55 @@ def load_datasets(
         else:
             default = splits[0] if part == "train" else splits[1]
             out.append((_coco if spec.kind == "coco" else _voc)(spec.path, split or default))
+    if augment and out[0] is not None:
+        out[0] = AugmentedDataset(out[0], augmentation(tuple(augment), out[0]), seed)
     return out[0], out[1]
+
+
+class AugmentedDataset(Dataset):
+    """``dataset`` with ``transform`` applied to each sample, its random draws from a generator
+    seeded by (seed, epoch, index): an image gets the same augmentation in an interrupted and a
+    resumed run, whichever loader worker reads it. Attributes other than these (``num_classes``,
+    ``image_labels``, ``has_masks``...) are the dataset's."""
+
+    def __init__(self, dataset: Dataset, transform, seed: int = 0):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, target = self.dataset[i]
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(i))
+        return self.transform(image, target, generator)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "dataset":  # unpickling in a worker asks before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def augmentation(names: tuple[str, ...], source: Dataset | None):
+    """The training transform for ``--augment`` names, applied in the order given (``copy_paste``
+    pastes objects of ``source``, the training set without augmentation)."""
+    steps = []
+    for name in names:
+        if name == "flip":
+            steps.append(data.transforms.RandomHorizontalFlip())
+        elif name == "scale":
+            steps.append(data.transforms.RandomScale((0.8, 1.25)))
+        elif name == "erasing":
+            steps.append(data.RandomErasing(p=0.5))
+        elif name == "copy_paste":
+            if source is None or not getattr(source, "has_masks", False):
+                raise EngineError("--augment copy_paste needs instance masks, which this dataset does not have")
+            steps.append(data.CopyPaste(source))
+        else:
+            raise EngineError(f"unknown augmentation {name!r}; choose from: {', '.join(AUGMENTATIONS)}")
+    return data.transforms.Compose(steps)
 
 
 def make_sampler(name: str, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, repeat_thresh: float = 0.001):

@@ -59,6 +59,7 @@ class TrainConfig:
     device: str = "cpu"
     sampler: str = "none"
     repeat_thresh: float = 0.001  # RepeatFactorSampler's threshold (LVIS's value)
+    augment: tuple[str, ...] = ()  # training augmentations (datasets.AUGMENTATIONS), in order
     resume: bool = False
     seed: int = 0
     image_size: int | None = None  # synthetic images (default: the model's)
@@ -135,6 +136,7 @@ class _Run:
             seed=cfg.seed,
             train_split=cfg.train_split,
             val_split=cfg.val_split,
+            augment=cfg.augment,
         )
         self.num_classes = self.train_set.num_classes
         if spec.needs_masks and not self.train_set.has_masks:
@@ -248,6 +250,8 @@ class _Run:
         try:
             while self.step < self.stop:
                 self.sampler.set_epoch(self.epoch)
+                if hasattr(self.train_set, "set_epoch"):
+                    self.train_set.set_epoch(self.epoch)
                 indices = list(self.sampler)[self.epoch_step * cfg.batch_size :]
                 stats = EpochStats()
                 for batch in batches(self.train_set, indices, cfg.batch_size, cfg.num_workers,
