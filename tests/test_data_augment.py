@@ -8,6 +8,7 @@ import scipy.stats
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference.boxes import tight_boxes
 
 from fastops.data import (
     CopyPaste,
@@ -32,15 +33,6 @@ def gen(seed):
 
 def shapes(seed, size, max_objects=4):
     return SyntheticShapes(1, size, num_classes=NUM_CLASSES, max_objects=max_objects, seed=seed)[0]
-
-
-def tight_boxes(masks):
-    """Reference: the smallest pixel-edge box around each mask, by a loop over nonzero pixels."""
-    out = []
-    for m in masks.bool():
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        out.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return torch.tensor(out, dtype=torch.float32).reshape(-1, 4)
 
 
 def overlapping_sample(seed, h, w, k):

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference.boxes import tight_boxes
 
 from fastops.data import SyntheticShapes
 from fastops.data.transforms import (
@@ -19,14 +20,6 @@ from fastops.data.transforms import (
 )
 
 DS = SyntheticShapes(20, (48, 64), num_classes=9, max_objects=6, seed=7)
-
-
-def tight_boxes(masks):
-    out = []
-    for m in masks.bool():
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        out.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return torch.tensor(out, dtype=torch.float32).reshape(-1, 4)
 
 
 def check_consistent(image, t, box_tol=0.0):

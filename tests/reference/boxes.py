@@ -76,3 +76,13 @@ def overlap(boxes1, boxes2, mode="iou", fmt="xyxy", aligned=False, eps=1e-7, los
                     out = out - alpha * v
     bad = a["bad"] | b["bad"]
     return torch.where(bad, torch.full_like(out, math.nan), out)
+
+
+def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """The smallest pixel-edge box (x1, y1, x2 + 1, y2 + 1) around each non-empty mask [K, H, W], by
+    a loop over its nonzero pixels; float32 [K, 4]."""
+    out = []
+    for m in masks.bool():
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        out.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return torch.tensor(out, dtype=torch.float32).reshape(-1, 4)
