@@ -145,3 +145,7 @@ def test_label_form_numbers_instances_per_category_and_scores_as_the_map():
         panoptic_labels(panoptic, segments, label_divisor=2)
     with pytest.raises(ValueError, match="panoptic: segment ids"):
         panoptic_labels(panoptic + 5, segments)
+    with pytest.raises(ValueError, match="segments_info: ids must be distinct and positive"):
+        panoptic_labels(panoptic, [*segments, segments[0]])
+    # unlisted ids (a segment dropped after the fusion) are void
+    assert panoptic_labels(panoptic, segments[1:], label_divisor=100)[0, 0] == -1

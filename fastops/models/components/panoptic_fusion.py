@@ -117,11 +117,14 @@ def combine_semantic_and_instances(
 def panoptic_labels(panoptic: Tensor, segments_info: list[dict], label_divisor: int = 1000, void: int = -1) -> Tensor:
     """The map as ``category_id * label_divisor + instance`` (int64 [H, W]): things numbered
     1, 2, ... per category in segment order, stuff instance 0, void pixels ``void`` (negative
-    values are void to ``fastops.metrics.panoptic_quality``)."""
+    values are void to ``fastops.metrics.panoptic_quality``); pixels of ids not listed are void too."""
     if label_divisor < 1:
         raise ValueError(f"label_divisor: expected a positive int, got {label_divisor}")
+    ids = [int(s["id"]) for s in segments_info]
+    if any(i < 1 for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"segments_info: ids must be distinct and positive, got {ids}")
     # one lookup table over the segment ids, so the map is rewritten in one indexing pass
-    table = torch.full((len(segments_info) + 1,), void, dtype=torch.int64)
+    table = torch.full((max(ids, default=0) + 1,), void, dtype=torch.int64)
     counts: dict[int, int] = {}
     for s in segments_info:
         category, instance = int(s["category_id"]), 0
@@ -130,9 +133,7 @@ def panoptic_labels(panoptic: Tensor, segments_info: list[dict], label_divisor: 
             counts[category] = instance
             if instance >= label_divisor:
                 raise ValueError(f"label_divisor: {label_divisor} is too small for {instance} instances of a category")
-        if not 1 <= int(s["id"]) <= len(segments_info):
-            raise ValueError(f"segments_info: ids must be 1..{len(segments_info)}, got {s['id']}")
         table[int(s["id"])] = category * label_divisor + instance
-    if panoptic.numel() and (int(panoptic.min()) < 0 or int(panoptic.max()) > len(segments_info)):
-        raise ValueError(f"panoptic: segment ids must be in [0, {len(segments_info)}] (0 void)")
+    if panoptic.numel() and (int(panoptic.min()) < 0 or int(panoptic.max()) >= table.shape[0]):
+        raise ValueError("panoptic: segment ids must be 0 (void) or listed in segments_info")
     return table.to(panoptic.device)[panoptic.long()]
