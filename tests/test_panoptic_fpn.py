@@ -11,7 +11,12 @@ import torch
 from fastops.data import SyntheticShapes
 from fastops.metrics import panoptic_quality
 from fastops.models.components import panoptic_labels
-from fastops.models.detection import maskrcnn_resnet50_fpn, panoptic_fpn_resnet50_fpn, panoptic_fpn_small
+from fastops.models.detection import (
+    SemanticFPNHead,
+    maskrcnn_resnet50_fpn,
+    panoptic_fpn_resnet50_fpn,
+    panoptic_fpn_small,
+)
 
 THINGS, STUFF = 3, 1
 BACKGROUND = THINGS + 1  # the one stuff category: SyntheticShapes' background
@@ -150,6 +155,17 @@ def test_bad_semantic_targets_raise_errors_naming_the_field(model):
         model(images, [{k: v for k, v in targets[0].items() if k != "semantic"}, targets[1]])
     with pytest.raises(ValueError, match="num_stuff"):
         panoptic_fpn_small(THINGS, 0)
+
+
+def test_semantic_head_needs_sides_divisible_by_its_largest_stride():
+    head = SemanticFPNHead(8, 3, {"0": 4, "1": 8, "2": 16}, conv_dims=8, num_groups=2)
+    features = {"0": torch.rand(1, 8, 8, 12), "1": torch.rand(1, 8, 4, 6), "2": torch.rand(1, 8, 2, 3)}
+    assert head(features).shape == (1, 3, 32, 48)
+    features["2"] = torch.rand(1, 8, 2, 2)  # a 44-pixel side: not a multiple of 16
+    with pytest.raises(ValueError, match="level '2' reaches \\[8, 8\\] at 1/4, the first level \\[8, 12\\]"):
+        head(features)
+    with pytest.raises(ValueError, match=r"strides\['1'\]: expected a power of two >= 4, got 6"):
+        SemanticFPNHead(8, 3, {"0": 4, "1": 6})
 
 
 def test_resnet50_builder_is_mask_rcnn_plus_the_semantic_head():

@@ -71,6 +71,11 @@ class SemanticFPNHead(nn.Module):
         x = None
         for name, head in zip(self.in_features, self.scale_heads):
             y = head(features[name])
+            if x is not None and y.shape[-2:] != x.shape[-2:]:
+                raise ValueError(
+                    f"SemanticFPNHead: level {name!r} reaches {list(y.shape[-2:])} at 1/{self.common_stride}, the "
+                    f"first level {list(x.shape[-2:])}; the input's sides must be multiples of the largest stride"
+                )
             x = y if x is None else x + y
         logits = self.predictor(x)
         return F.interpolate(logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
