@@ -4,9 +4,10 @@ al. 2019; detectron2's ``combine_semantic_and_instance_outputs``), and the map's
 
 Things first: the instances with score >= ``score_threshold``, best score first (ties in the
 given order), each takes its mask's pixels not yet taken, unless more than ``overlap_threshold``
-of its mask is taken already (then it is dropped, as is an instance with no pixel left). Then stuff: each
-stuff category of the semantic map takes its pixels still free, unless fewer than
-``stuff_area_threshold`` remain (no segment is ever empty). Pixels left over are void (id 0).
+of its mask is taken already (then it is dropped, as is an instance with no pixel left). Then
+stuff: each stuff category of the semantic map, in increasing id order, takes its pixels still
+free, unless fewer than ``stuff_area_threshold`` remain (no segment is ever empty). Pixels left
+over are void (id 0).
 """
 
 from __future__ import annotations
@@ -71,11 +72,10 @@ def combine_semantic_and_instances(
     segments: list[dict] = []
     masks = masks.to(device=semantic.device, dtype=torch.bool)
     order = torch.argsort(scores, descending=True, stable=True).tolist()
-    kept_scores = scores.tolist()
-    kept_labels = labels.tolist()
+    score_list, label_list = scores.tolist(), labels.tolist()
     # each instance's overlap depends on the instances placed before it, so this loop is sequential
     for k in order:
-        score = kept_scores[k]
+        score = score_list[k]
         if score < score_threshold:
             break
         mask = masks[k]
@@ -93,7 +93,7 @@ def combine_semantic_and_instances(
         segments.append(
             {
                 "id": segment_id,
-                "category_id": int(kept_labels[k]),
+                "category_id": int(label_list[k]),
                 "isthing": True,
                 "score": float(score),
                 "area": area - overlap,
