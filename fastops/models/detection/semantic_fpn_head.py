@@ -61,11 +61,11 @@ class SemanticFPNHead(nn.Module):
                 channels = conv_dims
             self.scale_heads.append(nn.Sequential(*stages))
         self.predictor = Conv2d(conv_dims, num_classes, 1)
-        for m in self.modules():
+        for m in self.modules():  # detectron2's "MSRA fill", the predictor included
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.normal_(self.predictor.weight, std=0.001)
-        nn.init.zeros_(self.predictor.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         x = None
