@@ -12,6 +12,7 @@ TINY = {
     "fasterrcnn_small": ["--image-size", "64"],
     "unet_small": ["--image-size", "32"],
     "multilabel_classifier": ["--image-size", "32"],
+    "panoptic_fpn_small": ["--image-size", "64"],
 }
 
 

@@ -21,7 +21,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(fastops.__file__)))
 
 @pytest.mark.parametrize(
     ("model", "metric"),
-    [("fasterrcnn_small", "map"), ("unet_small", "miou"), ("multilabel_classifier", "macro_map")],
+    [
+        ("fasterrcnn_small", "map"),
+        ("unet_small", "miou"),
+        ("multilabel_classifier", "macro_map"),
+        ("panoptic_fpn_small", "pq"),
+    ],
 )
 def test_train_eval_predict(tmp_path, capsys, model, metric):
     needs_matplotlib()

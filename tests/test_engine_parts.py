@@ -12,16 +12,19 @@ from fastops.engine import MODELS, EngineError, build_model, make_task, model_sp
 from fastops.engine.optim import make_optimizer, warmup_cosine
 from fastops.engine.plots import MissingPlotLibrary, draw_detections, plot_training_curves
 from fastops.engine.tasks import IGNORE_INDEX
+from fastops.models.components import combine_semantic_and_instances
 
 
 def test_model_table():
-    assert {spec.task for spec in MODELS.values()} == {"detection", "segmentation", "multilabel"}
+    assert {spec.task for spec in MODELS.values()} == {"detection", "segmentation", "multilabel", "panoptic"}
     for name in ("fasterrcnn_small", "retinanet_small", "maskrcnn_small", "yolo_v1_small", "detr_small"):
         model = build_model(name, 3)
         assert model.num_classes == 4  # background + 3
         assert model.label_range[1] == 4
     assert build_model("unet_small", 3).num_classes == 4
     assert build_model("multilabel_classifier", 3).classifier.out_features == 3
+    panoptic = build_model("panoptic_fpn_small", 3)
+    assert (panoptic.num_things, panoptic.num_stuff, panoptic.label_range) == (3, 1, (1, 4))
     with pytest.raises(EngineError, match="unknown model 'resnet'"):
         model_spec("resnet")
 
@@ -115,6 +118,61 @@ def test_segmentation_batch_of_different_sizes():
     want[0, :4, :5] = 1
     want[1, :6, :3] = 2
     assert torch.equal(masks, want)
+
+
+def _panoptic_targets(task, flag=None):
+    """The panoptic task's targets of a few synthetic images (optionally one object flagged), and
+    their perfect predictions: the fusion of their own masks and stuff."""
+    samples = _targets()
+    batch = ([image for image, _ in samples], [t for _, t in samples])
+    if flag is not None:
+        first = batch[1][0]
+        batch[1][0] = {**first, flag: torch.arange(len(first["labels"])) == 0}
+    _, targets = task.inputs(batch, torch.device("cpu"))
+    preds = []
+    for t in targets:
+        stuff = torch.where(t["semantic"] <= 3, 0, t["semantic"])  # things' pixels: 0
+        scores = torch.ones(len(t["labels"]))
+        panoptic, segments = combine_semantic_and_instances(
+            t["masks"].bool(), scores, t["labels"], stuff, stuff_area_threshold=1
+        )
+        preds.append({"panoptic": panoptic, "segments_info": segments})
+    return targets, preds
+
+
+def _without(pred, drop):
+    """The prediction with the segments ``drop`` picks made void."""
+    gone = [s["id"] for s in pred["segments_info"] if drop(s)]
+    return {
+        "panoptic": torch.where(torch.isin(pred["panoptic"], torch.tensor(gone)), 0, pred["panoptic"]),
+        "segments_info": [s for s in pred["segments_info"] if not drop(s)],
+    }
+
+
+def test_panoptic_evaluator():
+    task = make_task("panoptic", 3)
+    targets, preds = _panoptic_targets(task)
+    assert all(set(t["semantic"].unique().tolist()) <= {1, 2, 3, 4} for t in targets)  # background: stuff 4
+    ev = task.evaluator()
+    ev.update(preds, targets)
+    result = ev.compute()
+    assert result["pq"] == pytest.approx(1.0) and result["pq_things"] == pytest.approx(1.0)
+    assert result["pq_stuff"] == pytest.approx(1.0)
+    # the stuff predicted as void: stuff's PQ 0, things' unchanged
+    ev = task.evaluator()
+    ev.update([_without(p, lambda s: not s["isthing"]) for p in preds], targets)
+    result = ev.compute()
+    assert result["pq_stuff"] == 0.0 and result["pq_things"] == pytest.approx(1.0)
+
+
+def test_panoptic_evaluator_voids_flagged_objects():
+    task = make_task("panoptic", 3)
+    targets, preds = _panoptic_targets(task, flag="iscrowd")
+    # the flagged object is not predicted: no miss, since its pixels are void in the ground truth
+    preds[0] = _without(preds[0], lambda s: s["isthing"] and s["instance"] == 0)
+    ev = task.evaluator()
+    ev.update(preds, targets)
+    assert ev.compute()["pq"] == pytest.approx(1.0)
 
 
 def test_multilabel_evaluator():

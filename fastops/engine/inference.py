@@ -113,7 +113,7 @@ def run_predict(cfg: InferenceConfig) -> str:
     os.makedirs(cfg.out, exist_ok=True)
     path = os.path.join(cfg.out, "predictions.png")
     images = batch[0]
-    if spec.task == "detection":
+    if spec.task in ("detection", "panoptic"):
         draw_detections(images, preds, path, class_names=state["class_names"], score_thresh=cfg.score_thresh)
     elif spec.task == "segmentation":
         draw_segmentation(images, preds, path, num_classes=state["num_classes"])

@@ -4,7 +4,8 @@ as modules; see docs/ARCHITECTURE.md, "Models").
 
 Every builder here takes ``num_classes`` as the dataset counts them (background excluded, labels in
 [1, C]) and builds the model with what it needs for that: detectors and segmenters get C + 1
-classes (0 is background), the multi-label classifier C labels.
+classes (0 is background), the multi-label classifier C labels, Panoptic FPN C thing categories and
+one stuff category (the background).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..models.detection import (
     fasterrcnn_small,
     maskrcnn_resnet50_fpn,
     maskrcnn_small,
+    panoptic_fpn_small,
     retinanet_resnet50_fpn,
     retinanet_small,
     yolo_v1,
@@ -43,7 +45,7 @@ from .errors import EngineError
 
 __all__ = ["MODELS", "TASKS", "ModelSpec", "build_model", "model_spec"]
 
-TASKS = ("detection", "segmentation", "multilabel")
+TASKS = ("detection", "segmentation", "multilabel", "panoptic")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ MODELS: dict[str, ModelSpec] = {
     "fcn16s_vgg16": ModelSpec("segmentation", lambda c: fcn16s_vgg16(num_classes=c + 1)),
     "fcn8s_vgg16": ModelSpec("segmentation", lambda c: fcn8s_vgg16(num_classes=c + 1)),
     "stacked_hourglass": ModelSpec("segmentation", lambda c: stacked_hourglass(num_classes=c + 1)),
+    # panoptic segmentation (things 1..C, the background the stuff category C + 1)
+    "panoptic_fpn_small": ModelSpec("panoptic", lambda c: panoptic_fpn_small(c, 1), needs_masks=True),
     # multi-label classification (labels 1..C as tags[c - 1])
     "multilabel_classifier": ModelSpec("multilabel", _classifier, 64),
 }

@@ -9,6 +9,9 @@ and targets, the loss, the predictions, and the metric (``fastops.metrics``).
   255 ignored); mIoU and pixel accuracy (``SegmentationMetrics``).
 - multilabel: images stacked, targets the tags [N, C]; mAP over labels
   (``multilabel_average_precision``).
+- panoptic: as detection, the dataset's classes the things and its background the one stuff
+  category (C + 1), the semantic map's background relabelled to it; panoptic quality
+  (``panoptic_quality``) of the fused maps; flagged objects' pixels are void in the ground truth.
 
 Evaluators accumulate on each process and synchronize in ``compute()`` under torch.distributed
 (segmentation all-reduces its confusion matrix; the others gather their predictions), so every
@@ -27,14 +30,17 @@ from ..metrics import (
     MeanAveragePrecision,
     SegmentationMetrics,
     multilabel_average_precision,
+    panoptic_quality,
     voc_evaluate,
 )
+from ..models.components import panoptic_labels
 from . import distributed
 
-__all__ = ["DetectionTask", "MultiLabelTask", "SegmentationTask", "make_task"]
+__all__ = ["DetectionTask", "MultiLabelTask", "PanopticTask", "SegmentationTask", "make_task"]
 
 IGNORE_INDEX = 255
 IGNORE_FLAGS = ("iscrowd", "difficult")  # per-object flags of objects the evaluation does not require
+LABEL_DIVISOR = 1000  # panoptic maps as category * LABEL_DIVISOR + instance
 
 
 def _cpu(x):
@@ -198,10 +204,87 @@ class MultiLabelEvaluator:
         return {"macro_map": macro if not math.isnan(macro) else 0.0, "micro_map": micro}
 
 
+class PanopticTask:
+    """Panoptic FPN: ``model.loss(images, targets)`` (summed), ``model.predict(images)``; the
+    dataset's background is the stuff category ``num_classes + 1``."""
+
+    name = "panoptic"
+    headline = "pq"
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+
+    def inputs(self, batch, device: torch.device):
+        images, targets = batch
+        stuff = self.num_classes + 1
+        keys = ("boxes", "labels", "masks", *IGNORE_FLAGS)
+        moved = []
+        for t in targets:
+            target = {k: t[k].to(device, non_blocking=True) for k in keys if k in t}
+            semantic = t["semantic"].to(device, non_blocking=True)
+            target["semantic"] = torch.where(semantic == 0, stuff, semantic)
+            moved.append(target)
+        return [img.to(device, non_blocking=True) for img in images], moved
+
+    def loss(self, model: nn.Module, images, targets) -> dict[str, Tensor]:
+        losses = model.loss(images, targets)
+        return {"loss": sum(losses.values()), **losses}
+
+    def predict(self, model: nn.Module, images) -> list[dict]:
+        preds = model.predict(images)
+        for p in preds:
+            p["masks"] = p["masks"][:, 0] > 0.5  # probabilities [K, 1, H, W] -> bool [K, H, W]
+        return preds
+
+    def evaluator(self) -> PanopticEvaluator:
+        return PanopticEvaluator(self.num_classes)
+
+
+def panoptic_ground_truth(target: dict[str, Tensor]) -> Tensor:
+    """A panoptic task's target as ``category * LABEL_DIVISOR + instance`` (int32 [H, W]): stuff
+    from ``semantic`` (instance 0), each object's mask its own instance (1, 2, ...), ignored
+    pixels and flagged objects void (-1)."""
+    semantic = target["semantic"].cpu()
+    gt = torch.where(semantic == IGNORE_INDEX, -1, semantic * LABEL_DIVISOR)
+    flags = [target[k].bool().cpu() for k in IGNORE_FLAGS if k in target]
+    for k, (mask, label) in enumerate(zip(target["masks"].cpu().bool(), target["labels"].tolist())):
+        gt[mask] = -1 if any(bool(f[k]) for f in flags) else label * LABEL_DIVISOR + k + 1
+    return gt.to(torch.int32)
+
+
+class PanopticEvaluator:
+    """PQ, SQ, RQ over all categories, and PQ over things and over stuff, of every process's images."""
+
+    def __init__(self, num_classes: int):
+        self.categories = {c: c <= num_classes for c in range(1, num_classes + 2)}
+        self.preds: list[Tensor] = []
+        self.targets: list[Tensor] = []
+
+    def update(self, preds: list[dict], targets: list[dict]) -> None:
+        for p, t in zip(preds, targets):
+            fused = panoptic_labels(p["panoptic"].cpu(), p["segments_info"], LABEL_DIVISOR)
+            self.preds.append(fused.to(torch.int32))
+            self.targets.append(panoptic_ground_truth(t))
+
+    def compute(self) -> dict:
+        preds = [p for part in distributed.all_gather_objects(self.preds) for p in part]
+        targets = [t for part in distributed.all_gather_objects(self.targets) for t in part]
+        result = panoptic_quality(preds, targets, self.categories, label_divisor=LABEL_DIVISOR)
+
+        def number(x: float) -> float:  # NaN where no category was seen
+            return 0.0 if math.isnan(x) else x
+
+        out = {k: number(result["All"][k]) for k in ("pq", "sq", "rq")}
+        out["pq_things"], out["pq_stuff"] = number(result["Things"]["pq"]), number(result["Stuff"]["pq"])
+        return out
+
+
 def make_task(task: str, num_classes: int, masks: bool = False):
     """The task object for a model spec's ``task`` name."""
     if task == "detection":
         return DetectionTask(num_classes, masks)
+    if task == "panoptic":
+        return PanopticTask(num_classes)
     if task == "segmentation":
         return SegmentationTask(num_classes)
     return MultiLabelTask(num_classes)

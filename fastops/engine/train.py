@@ -141,7 +141,7 @@ class _Run:
         self.num_classes = self.train_set.num_classes
         if spec.needs_masks and not self.train_set.has_masks:
             raise EngineError(f"{cfg.model} needs instance masks, and {cfg.data} has none")
-        if spec.task == "segmentation" and not self.train_set.has_semantic:
+        if spec.task in ("segmentation", "panoptic") and not self.train_set.has_semantic:
             raise EngineError(f"{cfg.model} needs segmentation maps, and {cfg.data} has none")
         self.task = make_task(spec.task, self.num_classes, spec.needs_masks)
 

@@ -7,6 +7,7 @@ from .default_boxes import DefaultBoxGenerator
 from .hungarian_matcher import HungarianMatcher
 from .masks import project_masks_on_boxes
 from .matcher import Matcher, SSDMatcher
+from .panoptic_fusion import combine_semantic_and_instances, panoptic_labels
 from .postprocess import clip_boxes_per_image, clip_boxes_to_image, nms_per_image, remove_small_boxes, topk_per_level
 from .sampler import BalancedPositiveNegativeSampler
 from .set_criterion import SetCriterion
@@ -26,7 +27,9 @@ __all__ = [
     "cell_anchors",
     "clip_boxes_per_image",
     "clip_boxes_to_image",
+    "combine_semantic_and_instances",
     "nms_per_image",
+    "panoptic_labels",
     "project_masks_on_boxes",
     "remove_small_boxes",
     "resize_boxes",

@@ -1,7 +1,7 @@
 """The detectors' image transform, as torchvision's ``GeneralizedRCNNTransform`` (the same
 numbers): normalize each image, resize it so its short side is ``min_size`` unless its long side
 would pass ``max_size`` (bilinear), batch the images into one zero-padded tensor whose sides are
-multiples of ``size_divisible``; targets' boxes (and masks) follow. ``postprocess`` maps
+multiples of ``size_divisible``; targets' boxes (and masks, semantic maps) follow. ``postprocess`` maps
 detections back to each original image's pixels and pastes masks (fastops ``paste_masks``).
 
 In training, the short side is drawn from ``min_size`` with torch's generator, one draw per
@@ -108,6 +108,13 @@ class GeneralizedRCNNTransform(nn.Module):
                 scale_factor=scale,
                 recompute_scale_factor=True if size is None else None,
             )[:, 0].byte()
+        if "semantic" in target:  # class indices: nearest, so no new classes appear at edges
+            target["semantic"] = F.interpolate(
+                target["semantic"][None, None].float(),
+                size=size,
+                scale_factor=scale,
+                recompute_scale_factor=True if size is None else None,
+            )[0, 0].to(target["semantic"].dtype)
         return target
 
     def batch_images(self, images: Sequence[Tensor]) -> Tensor:

@@ -1,6 +1,7 @@
 """Builders with torchvision's names, keyword arguments and defaults: ``retinanet_resnet50_fpn``,
 ``fasterrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``, ``ssd300_vgg16``. Their state_dicts are torchvision's, so a
-torchvision checkpoint loads with ``strict=True`` and gives the same detections.
+torchvision checkpoint loads with ``strict=True`` and gives the same detections. ``panoptic_fpn_resnet50_fpn``
+(torchvision has none) is Mask R-CNN's with the semantic head's entries added.
 
 Weights come from a local path or a state_dict, never from the network:
 
@@ -33,6 +34,7 @@ from ..necks import BackboneWithFPN, LastLevelP6P7
 from ..weights import Weights, load_weights, read_state_dict
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
+from .panoptic_fpn import PanopticFPN
 from .retinanet import RetinaNet
 from .ssd import SSD
 
@@ -40,6 +42,7 @@ __all__ = [
     "fasterrcnn_resnet50_fpn",
     "maskrcnn_resnet50_fpn",
     "overwrite_eps",
+    "panoptic_fpn_resnet50_fpn",
     "randomize_for_detections",
     "retinanet_resnet50_fpn",
     "ssd300_vgg16",
@@ -179,6 +182,32 @@ def maskrcnn_resnet50_fpn(
     """Mask R-CNN with a ResNet-50 FPN backbone, as torchvision's (arguments as
     ``retinanet_resnet50_fpn``; others go to ``MaskRCNN``)."""
     return _rcnn_resnet50_fpn(MaskRCNN, weights, num_classes, weights_backbone, trainable_backbone_layers, kwargs)
+
+
+def panoptic_fpn_resnet50_fpn(
+    num_things: int,
+    num_stuff: int,
+    *,
+    weights: Weights | None = None,
+    weights_backbone: Weights | None = None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> PanopticFPN:
+    """Panoptic FPN on Mask R-CNN's ResNet-50 FPN (P2-P6), with torchvision's weight rules for
+    ``weights`` (a whole Panoptic FPN checkpoint, loaded strictly) and ``weights_backbone``; other
+    keyword arguments go to ``PanopticFPN`` (and through it to ``MaskRCNN``)."""
+    state = None if weights is None else read_state_dict(weights)
+    backbone = _resnet50_fpn(
+        None if weights is not None else weights_backbone,
+        weights is not None or weights_backbone is not None,
+        trainable_backbone_layers,
+        returned_layers=(1, 2, 3, 4),
+        extra_blocks=None,
+    )
+    model = PanopticFPN(backbone, num_things, num_stuff, **kwargs)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def _ssd_classes(state: dict) -> int | None:

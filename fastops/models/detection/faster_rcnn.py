@@ -110,13 +110,19 @@ class FasterRCNN(Detector):
         self.num_classes = num_classes if num_classes is not None else box_predictor.cls_score.out_features
         self.label_range = (1, self.num_classes)
 
-    def _run(self, batch: ImageBatch, targets, training: bool):
-        features = self.backbone(batch.tensors)
+    def run_heads(
+        self, features: dict[str, Tensor], batch: ImageBatch, targets, *, training: bool
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """The RPN and the RoI heads on the backbone's ``features`` of ``batch``: (detections in the
+        batch's pixels, losses); a model that adds heads on the same features calls it."""
         proposals, rpn_losses = self.rpn(
             list(features.values()), batch.tensors.shape[-2:], batch.image_sizes, targets, training=training
         )
         detections, head_losses = self.roi_heads(features, proposals, batch.image_sizes, targets, training=training)
         return detections, {**head_losses, **rpn_losses}
+
+    def _run(self, batch: ImageBatch, targets, training: bool):
+        return self.run_heads(self.backbone(batch.tensors), batch, targets, training=training)
 
     def compute_losses(self, batch: ImageBatch, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return self._run(batch, targets, training=True)[1]

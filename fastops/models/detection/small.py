@@ -1,6 +1,7 @@
 """Small configurations of the detectors, for small images on a CPU: the narrow ``small_resnet``
 backbone (group norm), a 64-channel FPN, anchors of 16-256 pixels, and lighter heads; for SSD, a
-narrow 7-convolution VGG on 128 x 128 inputs with five feature maps (16 to 1 cells). Each trains
+narrow 7-convolution VGG on 128 x 128 inputs with five feature maps (16 to 1 cells); for Panoptic
+FPN, the small Mask R-CNN with a narrow semantic head. Each trains
 on a batch of 128 x 128 images in minutes on two cores. Every other argument is the full model's
 (keyword arguments pass through).
 """
@@ -13,12 +14,14 @@ from ..components import DefaultBoxGenerator
 from ..necks import BackboneWithFPN, LastLevelP6P7
 from .faster_rcnn import FasterRCNN, rcnn_anchor_generator
 from .mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
+from .panoptic_fpn import PanopticFPN
 from .retinanet import RetinaNet, retinanet_anchor_generator
 from .retinanet_head import RetinaNetHead
 from .roi_heads import FastRCNNPredictor, TwoMLPHead
+from .semantic_fpn_head import SemanticFPNHead
 from .ssd import SSD
 
-__all__ = ["fasterrcnn_small", "maskrcnn_small", "retinanet_small", "ssd_small"]
+__all__ = ["fasterrcnn_small", "maskrcnn_small", "panoptic_fpn_small", "retinanet_small", "ssd_small"]
 
 FPN_CHANNELS = 64
 ANCHOR_SIZES = (16, 32, 64, 128, 256)
@@ -60,12 +63,27 @@ def fasterrcnn_small(num_classes: int, **kwargs) -> FasterRCNN:
     return FasterRCNN(_fpn((1, 2, 3, 4)), None, **_rcnn_kwargs(num_classes, 128, kwargs))
 
 
+def _mask_rcnn_kwargs(num_classes: int, kwargs: dict) -> dict:
+    kwargs.setdefault("mask_head", MaskRCNNHeads(FPN_CHANNELS, (FPN_CHANNELS, FPN_CHANNELS), 1))
+    kwargs.setdefault("mask_predictor", MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, num_classes))
+    return _rcnn_kwargs(num_classes, 128, kwargs)
+
+
 def maskrcnn_small(num_classes: int, **kwargs) -> MaskRCNN:
     """Mask R-CNN on P2-P6 of ``small_resnet``: the small Faster R-CNN and a 2-convolution,
     64-channel mask head (labels in [1, num_classes))."""
-    kwargs.setdefault("mask_head", MaskRCNNHeads(FPN_CHANNELS, (FPN_CHANNELS, FPN_CHANNELS), 1))
-    kwargs.setdefault("mask_predictor", MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, num_classes))
-    return MaskRCNN(_fpn((1, 2, 3, 4)), None, **_rcnn_kwargs(num_classes, 128, kwargs))
+    return MaskRCNN(_fpn((1, 2, 3, 4)), None, **_mask_rcnn_kwargs(num_classes, kwargs))
+
+
+def panoptic_fpn_small(num_things: int, num_stuff: int, **kwargs) -> PanopticFPN:
+    """Panoptic FPN on the small Mask R-CNN: a 32-channel semantic head on P2-P5, stuff regions
+    of at least 64 pixels (things 1..num_things, stuff num_things + 1 .. num_things + num_stuff)."""
+    backbone = _fpn((1, 2, 3, 4))
+    strides = {name: backbone.strides[name] for name in ("0", "1", "2", "3")}
+    head = SemanticFPNHead(FPN_CHANNELS, num_stuff + 1, strides, conv_dims=32, num_groups=8)
+    kwargs.setdefault("semantic_head", head)
+    kwargs.setdefault("stuff_area_threshold", 64)
+    return PanopticFPN(backbone, None, num_stuff, **_mask_rcnn_kwargs(num_things + 1, kwargs))
 
 
 def ssd_small(num_classes: int, **kwargs) -> SSD:
