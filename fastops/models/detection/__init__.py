@@ -1,5 +1,5 @@
 """Detectors with one surface (``base.Detector``): RetinaNet, Faster R-CNN, Mask R-CNN, SSD
-(torchvision's builders, arguments and state_dicts) and YOLO v1."""
+(torchvision's builders, arguments and state_dicts), YOLO v1 and Fast R-CNN on external proposals."""
 
 from .base import Detector
 from .builders import (
@@ -10,6 +10,7 @@ from .builders import (
     retinanet_resnet50_fpn,
     ssd300_vgg16,
 )
+from .fast_rcnn import FastRCNN, fast_rcnn_resnet50, fast_rcnn_small
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .retinanet import RetinaNet
@@ -20,10 +21,13 @@ from .yolo_v1 import YOLOv1, yolo_v1, yolo_v1_small
 __all__ = [
     "SSD",
     "Detector",
+    "FastRCNN",
     "FasterRCNN",
     "MaskRCNN",
     "RetinaNet",
     "YOLOv1",
+    "fast_rcnn_resnet50",
+    "fast_rcnn_small",
     "fasterrcnn_resnet50_fpn",
     "fasterrcnn_small",
     "maskrcnn_resnet50_fpn",
