@@ -81,8 +81,8 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
 
 
 NOTES = """Both sides run on the CPU (a CUDA image is computed on the host: its time includes the
-copies). fastops runs its strategies in parallel on all threads; OpenCV's process() runs its
-strategies one after another (cv2.setNumThreads does not change that)."""
+copies). fastops runs its strategies in parallel on torch's threads; OpenCV's process() loops over
+its strategies in order (its image functions may use OpenCV's own threads)."""
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from common import DEVICES
+from reference import graph_segmentation
 
 import fastops
 from fastops import selective_search
@@ -56,6 +57,27 @@ def test_segmentation_threshold_k():
     assert _rows(joined) == {(0.0, 0.0, 20.0, 10.0)}
     apart = _rows(selective_search(image, ks=[1.0], sigma=0.0, min_size=1))
     assert apart == {(0.0, 0.0, 10.0, 10.0), (10.0, 0.0, 20.0, 10.0), (0.0, 0.0, 20.0, 10.0)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_segmentation_regions_against_reference(seed):
+    """Every region of the graph segmentation (the hierarchy's first level) is a proposal: the
+    reference's regions (numpy, from the paper) on random grey images of a few levels (many tied
+    edge weights), without smoothing. Grey pixels are (0, 0, v) in HSV, so the HSV strategies
+    segment the reference's one-channel image of v with the same float32 weights."""
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, 256, size=4)
+    h, w = int(rng.integers(8, 20)), int(rng.integers(8, 20))
+    blocks = rng.integers(0, 4, size=(h // 4 + 1, w // 4 + 1)).repeat(4, 0).repeat(4, 1)[:h, :w]
+    noise = rng.integers(0, 3, size=(h, w)) * (rng.random((h, w)) < 0.3)
+    grey = np.clip(levels[blocks] + noise, 0, 255).astype(np.uint8)
+    k, min_size = [(20.0, 1), (80.0, 3), (300.0, 8)][seed % 3]
+    labels = graph_segmentation.segment(grey[None], k, min_size)
+    image = torch.from_numpy(grey)[None].expand(3, h, w)
+    got = _rows(selective_search(image, ks=[k], sigma=0.0, min_size=min_size))
+    want = graph_segmentation.region_boxes(labels)
+    assert want <= got, sorted(want - got)
+    assert (0.0, 0.0, float(w), float(h)) in got
 
 
 def test_min_size_merges_small_regions():
@@ -155,6 +177,15 @@ def test_opcheck():
     torch.library.opcheck(
         torch.ops.fastops.selective_search.default, (image.float() / 255, "fast", [30.0], 0.5, 5, 4, 1)
     )
+
+
+def test_compile_fullgraph():
+    def widths(image):
+        boxes = selective_search(image, "fast", 30, seed=3)
+        return boxes[:, 2] - boxes[:, 0]
+
+    image = rectangles_image(32, 40)[0]
+    assert torch.equal(torch.compile(widths, fullgraph=True)(image), widths(image))
 
 
 def test_not_differentiable():

@@ -78,10 +78,13 @@ def _selective_search_script(
     sigma: float = 0.8,
     min_size: int | None = None,
 ) -> Tensor:
+    thresholds: list[float] = []
+    if ks is not None:
+        thresholds = ks
     return torch.ops.fastops.selective_search(
         image,
         mode,
-        [] if ks is None else ks,
+        thresholds,
         sigma,
         -1 if min_size is None else min_size,
         -1 if max_proposals is None else max_proposals,
