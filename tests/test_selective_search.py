@@ -104,6 +104,20 @@ def test_output_invariants_and_ranking():
     assert selective_search(image, "fast", 0).shape == (0, 4)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (3, 40), (40, 3)])
+def test_thin_images(shape):
+    """Lines and tiny images (smoothing taps past the image, one-pixel graphs): valid distinct boxes,
+    the whole image among them."""
+    h, w = shape
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
+    for mode in ("fast", "quality"):
+        out = selective_search(image, mode)
+        assert (0.0, 0.0, float(w), float(h)) in _rows(out)
+        assert len(_rows(out)) == out.shape[0]
+        assert (out[:, :2] >= 0).all() and (out[:, 2] <= w).all() and (out[:, 3] <= h).all()
+        assert (out[:, 2:] > out[:, :2]).all()
+
+
 def test_input_forms_agree():
     image8 = (SyntheticShapes(1, 64, seed=1)[0][0] * 255).round().to(torch.uint8)
     want = selective_search(image8)
