@@ -59,13 +59,20 @@ def test_train_and_eval_contract(pool):
 
 
 def test_proposals_follow_the_resize():
-    """The transform resizes images; proposals in the original pixels are resized with them, so a
-    model at another working size pools the same image regions."""
+    """The transform resizes images; proposals in the original pixels are resized with them (the
+    boxes reaching the RoI pooling), and detections come back in the original pixels."""
+    torch.manual_seed(0)
+    model = fast_rcnn_small(3, min_size=256, max_size=512).eval()
+    seen = []
+    model.roi_heads.box_roi_pool.register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    proposals = [torch.tensor([[8.0, 16.0, 40.0, 60.0], [0.0, 0.0, 100.0, 64.0]])]
+    with torch.no_grad():
+        (det,) = model.predict([torch.rand(3, 64, 100)], proposals)
+    torch.testing.assert_close(seen[0][0], proposals[0] * 4)  # 64 -> 256 pixels
+    assert det["boxes"].numel() == 0 or (det["boxes"][:, 2] <= 100 + 1e-3).all()
     pool = SingleMapRoIPool("0", 16, pool="roi_align")
-    features = {"0": torch.arange(64.0).reshape(1, 1, 8, 8)}
-    boxes = [torch.tensor([[16.0, 16.0, 64.0, 96.0]])]
-    out = pool(features, boxes, [(128, 128)])
-    assert out.shape == (1, 1, 7, 7)
+    pooled = pool({"0": torch.rand(1, 2, 8, 8)}, [torch.tensor([[16.0, 16.0, 64.0, 96.0]])], [(128, 128)])
+    assert pooled.shape == (1, 2, 7, 7)
     with pytest.raises(ValueError, match="pool must be one of"):
         SingleMapRoIPool("0", 16, pool="max")
 
