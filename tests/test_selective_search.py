@@ -55,6 +55,8 @@ def test_segmentation_threshold_k():
     image[:, :, 10:] = 30  # a step of 30 * sqrt(3) = 52 between the halves
     joined = selective_search(image, ks=[1e5], sigma=0.0, min_size=1)
     assert _rows(joined) == {(0.0, 0.0, 20.0, 10.0)}
+    # a k far past the pixel count: one region (min_size = k is capped at the pixel count)
+    assert _rows(selective_search(image, ks=[1e300])) == {(0.0, 0.0, 20.0, 10.0)}
     apart = _rows(selective_search(image, ks=[1.0], sigma=0.0, min_size=1))
     assert apart == {(0.0, 0.0, 10.0, 10.0), (10.0, 0.0, 20.0, 10.0), (0.0, 0.0, 20.0, 10.0)}
 

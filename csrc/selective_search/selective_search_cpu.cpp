@@ -98,7 +98,9 @@ at::Tensor selective_search_cpu(const at::Tensor& image, c10::string_view mode_v
     for (int64_t u = begin; u < end; ++u) {
       const int64_t s = u / num_ks;
       const double k = plan.ks[u % num_ks];
-      const int64_t min_size = plan.min_size >= 0 ? plan.min_size : static_cast<int64_t>(k);
+      // the paper's minSize = k; a k past the pixel count merges everything, as the pixel count does
+      const int64_t min_size =
+          plan.min_size >= 0 ? plan.min_size : static_cast<int64_t>(std::min(k, static_cast<double>(pixels)));
       const int32_t count = segment_graph(edges[s], pixels, k, min_size, labels);
       const Regions regions = initial_regions(labels, count, height, width, bins[s]);
       for (int64_t m = 0; m < num_sims; ++m) {
