@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from common import DEVICES
+from hypothesis import given
+from hypothesis import strategies as st
 from reference import graph_segmentation
 
 import fastops
@@ -118,6 +120,29 @@ def test_thin_images(shape):
         assert len(_rows(out)) == out.shape[0]
         assert (out[:, :2] >= 0).all() and (out[:, 2] <= w).all() and (out[:, 3] <= h).all()
         assert (out[:, 2:] > out[:, :2]).all()
+
+
+@given(
+    h=st.integers(1, 14),
+    w=st.integers(1, 14),
+    levels=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    k=st.sampled_from([None, [1.0], [30.0, 500.0]]),
+    sigma=st.sampled_from([0.0, 0.8, 3.0]),
+)
+def test_properties_on_random_images(h, w, levels, seed, k, sigma):
+    """Any image: distinct integer boxes inside it, the whole image among them, at most the
+    hierarchy's 2n - 1 regions per strategy, and a ranking whose prefix is max_proposals' output."""
+    g = torch.Generator().manual_seed(seed)
+    image = (torch.randint(0, levels, (3, h, w), generator=g) * (255 // levels)).to(torch.uint8)
+    out = selective_search(image, ks=k, sigma=sigma, seed=seed)
+    rows = _rows(out)
+    assert len(rows) == out.shape[0] and (0.0, 0.0, float(w), float(h)) in rows
+    assert torch.equal(out, out.round()) and (out[:, :2] >= 0).all() and (out[:, 2:] > out[:, :2]).all()
+    assert (out[:, 2] <= w).all() and (out[:, 3] <= h).all()
+    strategies = 2 * len(k or [50, 100]) * 2
+    assert out.shape[0] <= strategies * (2 * h * w - 1)
+    torch.testing.assert_close(selective_search(image, max_proposals=3, ks=k, sigma=sigma, seed=seed), out[:3])
 
 
 def test_input_forms_agree():
