@@ -26,6 +26,7 @@ BENCHMARKS = [
     "segmentation",
     "paste_masks",
     "hungarian",
+    "selective_search",
     "panoptic",
     "models",
     "ssd",

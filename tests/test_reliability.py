@@ -35,6 +35,7 @@ def _case(seed: int, scale: int = 1) -> dict:
         "masks": torch.rand(50 // scale, 28, 28, generator=g),
         "costs": torch.rand(48 // scale, 100, 50, generator=g),
         "panoptic": (torch.randint(1, 4, (8, 16, 16), generator=g) * 100).repeat_interleave(8 // scale, 1),
+        "rgb": torch.rand(3, 96 // scale, 80 // scale, generator=g),
     }
 
 
@@ -49,6 +50,7 @@ OPS = {
     "conv2d_atrous": lambda c: fastops.conv2d(c["image"], c["weight"], padding=12, dilation=12),
     "paste_masks": lambda c: fastops.paste_masks(c["masks"], c["boxes"][: c["masks"].shape[0]], (120, 140)),
     "hungarian_match": lambda c: torch.stack([torch.stack(pair) for pair in fastops.hungarian_match(c["costs"])]),
+    "selective_search": lambda c: fastops.selective_search(c["rgb"], "fast"),
     "panoptic_quality": lambda c: torch.tensor(
         list(
             fastops.metrics.panoptic_quality(

@@ -73,6 +73,7 @@ def _script_calls():
         ("linear_sum_assignment", lambda f: f(costs[0], maximize=True)),
         ("hungarian_match", lambda f: f(costs, [2, 3])),
         ("hungarian_match", lambda f: f(costs)),
+        ("selective_search", lambda f: f((x[0] * 255).to(torch.uint8), "fast", 5, seed=2)),
     ]
 
 

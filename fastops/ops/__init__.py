@@ -24,6 +24,7 @@ from . import hungarian_match as _hungarian_match
 from . import nms as _nms
 from . import paste_masks as _paste_masks
 from . import roi_align as _roi_align
+from . import selective_search as _selective_search
 from .box_iou import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .errors import *  # noqa: F403
@@ -32,6 +33,7 @@ from .hungarian_match import *  # noqa: F403
 from .nms import *  # noqa: F403
 from .paste_masks import *  # noqa: F403
 from .roi_align import *  # noqa: F403
+from .selective_search import *  # noqa: F403
 
 _TORCHVISION_MODULES = ("MultiScaleRoIAlign", "RoIAlign", "RoIPool")
 
@@ -44,6 +46,7 @@ __all__ = [
     *_nms.__all__,
     *_paste_masks.__all__,
     *_roi_align.__all__,
+    *_selective_search.__all__,
     *_TORCHVISION_MODULES,
 ]
 

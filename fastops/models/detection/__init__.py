@@ -1,5 +1,6 @@
 """Detectors with one surface (``base.Detector``): RetinaNet, Faster R-CNN, Mask R-CNN, SSD
-(torchvision's builders, arguments and state_dicts), YOLO v1, DETR and Panoptic FPN."""
+(torchvision's builders, arguments and state_dicts), YOLO v1, DETR, Panoptic FPN and Fast R-CNN on
+external proposals."""
 
 from .base import Detector
 from .builders import (
@@ -14,6 +15,7 @@ from .builders import (
 from .detr import DETR
 from .detr_builders import convert_detr_state_dict, detr_resnet50, detr_small
 from .detr_transformer import DETRTransformer
+from .fast_rcnn import FastRCNN, fast_rcnn_resnet50, fast_rcnn_small
 from .faster_rcnn import FasterRCNN
 from .mask_rcnn import MaskRCNN
 from .panoptic_fpn import PanopticFPN
@@ -28,6 +30,7 @@ __all__ = [
     "SSD",
     "DETRTransformer",
     "Detector",
+    "FastRCNN",
     "FasterRCNN",
     "MaskRCNN",
     "PanopticFPN",
@@ -37,6 +40,8 @@ __all__ = [
     "convert_detr_state_dict",
     "detr_resnet50",
     "detr_small",
+    "fast_rcnn_resnet50",
+    "fast_rcnn_small",
     "fasterrcnn_resnet50_fpn",
     "fasterrcnn_small",
     "maskrcnn_resnet50_fpn",
