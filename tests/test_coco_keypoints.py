@@ -158,3 +158,23 @@ def test_numpy_pairwise_sum(n):
     x = np.exp(-rng.uniform(0, 30, n) * rng.random(n))
     out = torch.ops.fastops.coco_oks_reduce(torch.from_numpy(x), torch.tensor([0, n]))
     assert out.item() == np.sum(x) / n
+
+
+def test_oks_exponentials_in_parts_are_numpys_bits():
+    # grouped_oks takes np.exp(-e) of every term in parts on several threads; each part must give
+    # the bits of one numpy call (overflow, underflow and ties included)
+    from fastops.metrics.keypoints import _negative_exp
+
+    x = np.random.default_rng(0).random(50_001) * 60
+    x[::7], x[::11], x[::13] = 1e4, -800.0, 0.0
+    with np.errstate(over="ignore", under="ignore"):
+        want = np.exp(-x)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            got = x.copy()
+            _negative_exp(got, min_part=1000)
+            assert np.array_equal(got, want)
+    finally:
+        torch.set_num_threads(threads)

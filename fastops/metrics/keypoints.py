@@ -10,6 +10,8 @@ outside the GT box doubled around it; OKS = ``np.sum(np.exp(-e)) / len(e)``.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -49,11 +51,30 @@ def grouped_oks(gt_cols, g: Groups, dt_cols, d: Groups, sigmas) -> tuple[torch.T
         d.offsets,
         _t(kpt_vars),
     )
-    exp_terms = terms.numpy()
-    with np.errstate(over="ignore", under="ignore"):
-        np.negative(exp_terms, out=exp_terms)
-        np.exp(exp_terms, out=exp_terms)  # np.exp(-e), in place
+    _negative_exp(terms.numpy())
     return torch.ops.fastops.coco_oks_reduce(terms, term_offsets), iou_offsets
+
+
+def _negative_exp(a: np.ndarray, min_part: int = 1 << 17) -> None:
+    """a = np.exp(-a) in place, in parts on torch's thread count: numpy's exp releases the GIL and
+    computes each element alone, so the parts give the bits of one call."""
+
+    def part(lo: int, hi: int) -> None:
+        with np.errstate(over="ignore", under="ignore"):  # numpy's error state is per thread
+            s = a[lo:hi]
+            np.negative(s, out=s)
+            np.exp(s, out=s)
+
+    parts = max(1, min(torch.get_num_threads(), a.size // min_part))
+    bounds = [a.size * i // parts for i in range(parts + 1)]
+    if parts == 1:
+        part(0, a.size)
+        return
+    with ThreadPoolExecutor(parts - 1) as pool:
+        done = [pool.submit(part, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        part(bounds[0], bounds[1])
+        for f in done:
+            f.result()
 
 
 def no_ious(g: Groups, d: Groups) -> tuple[torch.Tensor, torch.Tensor]:
