@@ -31,4 +31,6 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export FASTOPS_OUTPUT_CACHE=0  # every large output is a fresh allocation ASan can bound
 # `pytest` (not `python -m pytest`) keeps the checkout off sys.path, so the tests import the copy
-PYTHONPATH="$PWD/$tree" "$venv/bin/pytest" -q -p no:cacheprovider -x "$@"
+# --capture=sys: a sanitizer's report, written to file descriptor 2 as it stops the process, reaches
+# the terminal instead of pytest's captured output, which is lost with the process.
+PYTHONPATH="$PWD/$tree" "$venv/bin/pytest" -q -p no:cacheprovider --capture=sys -x "$@"

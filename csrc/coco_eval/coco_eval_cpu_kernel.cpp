@@ -60,21 +60,22 @@ constexpr double kSpacing1 = 2.220446049250313e-16;  // np.spacing(1)
 void sort_by_score(const double* score, int64_t begin, int64_t end, std::vector<int64_t>& order) {
   const int64_t n = end - begin;
   order.resize(n);
-  std::iota(order.begin(), order.end(), begin);
-  const double* s = score - begin;  // score[i] is position begin + i's
+  std::iota(order.begin(), order.end(), int64_t(0));  // indices into score, made positions at the end
   if (n > 32) {
-    std::stable_sort(order.begin(), order.end(), [s](int64_t a, int64_t b) { return score_before(s[a], s[b]); });
-    return;
-  }
-  for (int64_t i = 1; i < n; ++i) {
-    const int64_t v = order[i];
-    int64_t j = i;
-    while (j > 0 && score_before(s[v], s[order[j - 1]])) {
-      order[j] = order[j - 1];
-      --j;
+    std::stable_sort(order.begin(), order.end(),
+                     [score](int64_t a, int64_t b) { return score_before(score[a], score[b]); });
+  } else {
+    for (int64_t i = 1; i < n; ++i) {
+      const int64_t v = order[i];
+      int64_t j = i;
+      while (j > 0 && score_before(score[v], score[order[j - 1]])) {
+        order[j] = order[j - 1];
+        --j;
+      }
+      order[j] = v;
     }
-    order[j] = v;
   }
+  for (int64_t& o : order) o += begin;
 }
 
 void evaluate_impl(const EvaluateArgs& a) {
