@@ -9,6 +9,7 @@ from torch import nn
 
 from fastops.models.backbones import small_resnet
 from fastops.models.detection.detr_builders import detr_small
+from fastops.models.detection.retinanet import scores_above, topk_per_image
 from fastops.models.detection.small import fasterrcnn_small, maskrcnn_small, retinanet_small, ssd_small
 from fastops.models.detection.yolo_v1 import yolo_v1_small
 
@@ -206,3 +207,29 @@ def test_channels_last_gives_the_same_detections():
         assert g["boxes"].shape[0] > 0
         torch.testing.assert_close(g["boxes"], e["boxes"], rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(g["labels"], e["labels"])
+
+
+@pytest.mark.parametrize("thresh", [0.05, 0.5, 0.0, 1.0, 1e-30, 0.999999])
+def test_retinanet_candidates_equal_the_sigmoid_filter_and_topk(thresh):
+    """scores_above / topk_per_image (logit pre-filter, per-image top-k) against the plain
+    definition: sigmoid, compare, then each image's k best, on logits that sit at the threshold."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4000, generator=g) * 3 - 2
+    if 0 < thresh < 1:  # values on and around logit(thresh), where rounding decides
+        bound = torch.logit(torch.tensor(thresh, dtype=torch.float64)).float()
+        logits[0, :50] = bound + torch.arange(-25, 25) * 1e-7
+    logits[1, 7] = float("nan")
+    logits[2] = -100.0  # an image with no candidate
+    image, column, score = scores_above(logits, thresh)
+    scores = torch.sigmoid(logits)
+    want_image, want_column = torch.nonzero(scores > thresh, as_tuple=True)
+    assert torch.equal(image, want_image) and torch.equal(column, want_column)
+    assert torch.equal(score, scores[want_image, want_column])
+    for k in (1, 10, 5000):
+        top_image, top_column, top_score = topk_per_image(image, column, score, 3, k)
+        for b in range(3):
+            row = scores[b].masked_fill(~(scores[b] > thresh), -1)
+            want = row.topk(min(k, int((row > thresh).sum()))).values
+            assert torch.equal(top_score[top_image == b], want)
+            assert torch.equal(scores[b, top_column[top_image == b]], want)
+        assert torch.equal(top_image, top_image.sort().values)

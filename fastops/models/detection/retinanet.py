@@ -6,6 +6,9 @@ through one fastops ``batched_nms``.
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +24,7 @@ from ..components import (
 from .base import Detector
 from .retinanet_head import RetinaNetHead
 
-__all__ = ["RetinaNet", "retinanet_anchor_generator"]
+__all__ = ["RetinaNet", "retinanet_anchor_generator", "scores_above", "topk_per_image"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,6 +34,37 @@ def retinanet_anchor_generator(base_sizes=(32, 64, 128, 256, 512)) -> AnchorGene
     """Three sizes per level (x, x * 2^(1/3), x * 2^(2/3)) and three aspect ratios (torchvision's)."""
     sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in base_sizes)
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+def scores_above(logits: Tensor, thresh: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The entries of ``logits`` Tensor[N, M] whose sigmoid exceeds ``thresh``: (image, column,
+    score), in row-major order, scores ``torch.sigmoid`` of the logits (torchvision's values).
+
+    The sigmoid is monotonic, so a pass over the logits against a threshold just below
+    logit(thresh) finds a superset of the candidates; the exact test runs on that superset only,
+    which is what sets the result (the whole [N, M] array is compared, never sigmoid-ed)."""
+    if 0.0 < thresh < 1.0:
+        bound = math.log(thresh / (1.0 - thresh))
+        image, column = torch.nonzero(logits > bound - 1e-4 * max(1.0, abs(bound)), as_tuple=True)
+    else:
+        image, column = torch.nonzero(logits == logits, as_tuple=True)  # every entry but NaN
+    score = torch.sigmoid(logits[image, column])
+    keep = score > thresh
+    return image[keep], column[keep], score[keep]
+
+
+def topk_per_image(
+    image: Tensor, column: Tensor, score: Tensor, num_images: int, k: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each image's ``k`` best entries of the (image, column, score) triples (sorted by image),
+    image by image, best first (``torch.topk``'s order)."""
+    counts = torch.bincount(image, minlength=num_images).tolist()
+    parts = []
+    for start, count in zip(itertools.accumulate([0] + counts[:-1]), counts):
+        top = score[start : start + count].topk(min(k, count)).indices + start
+        parts.append(top)
+    keep = torch.cat(parts) if parts else image
+    return image[keep], column[keep], score[keep]
 
 
 class RetinaNet(Detector):
@@ -127,12 +161,9 @@ class RetinaNet(Detector):
         scores, images, anchor_idx, labels = [], [], [], []
         offset = 0
         for level_logits in logits.split(per_level, dim=1):
-            level_scores = torch.sigmoid(level_logits).flatten(1)  # [N, A_l * C]
-            masked = torch.where(level_scores > self.score_thresh, level_scores, -1.0)
-            top_scores, top_idx = masked.topk(min(self.topk_candidates, masked.shape[1]), dim=1)
-            image, rank = torch.where(top_scores > self.score_thresh)
-            flat = top_idx[image, rank]
-            scores.append(top_scores[image, rank])
+            image, flat, level_scores = scores_above(level_logits.flatten(1), self.score_thresh)
+            image, flat, level_scores = topk_per_image(image, flat, level_scores, num_images, self.topk_candidates)
+            scores.append(level_scores)
             images.append(image)
             anchor_idx.append(torch.div(flat, num_classes, rounding_mode="floor") + offset)
             labels.append(flat % num_classes)
