@@ -27,6 +27,17 @@ cp "$dir"/_C*.so "$dir"/_build_config.py "$tree/fastops/"
 # The interpreter and torch are not instrumented: the ASan runtime is preloaded, leaks (Python's own
 # at exit) are not reported, and the first error aborts.
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+# torch.compile's C++ compiler runs none of our code: it runs without the preloaded runtime (under
+# it every compiler process pays ASan's allocator), through wrappers first on PATH. Child Python
+# processes (torchrun, DDP workers) keep it, since they load the sanitized extension.
+bin=$PWD/build/sanitize-bin
+mkdir -p "$bin"
+for cc in gcc g++ c++; do
+  real=$(PATH=${PATH//$bin:/} command -v "$cc") || continue
+  printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$@"\n' "$real" > "$bin/$cc"
+  chmod +x "$bin/$cc"
+done
+export PATH="$bin:$PATH"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export FASTOPS_OUTPUT_CACHE=0  # every large output is a fresh allocation ASan can bound
