@@ -58,11 +58,10 @@ def topk_per_image(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Each image's ``k`` best entries of the (image, column, score) triples (sorted by image),
     image by image, best first (``torch.topk``'s order)."""
-    counts = torch.bincount(image, minlength=num_images).tolist()
+    bounds = torch.searchsorted(image, torch.arange(num_images + 1, device=image.device)).tolist()
     parts = []
-    for start, count in zip(itertools.accumulate([0] + counts[:-1]), counts):
-        top = score[start : start + count].topk(min(k, count)).indices + start
-        parts.append(top)
+    for start, end in itertools.pairwise(bounds):
+        parts.append(score[start:end].topk(min(k, end - start)).indices + start)
     keep = torch.cat(parts) if parts else image
     return image[keep], column[keep], score[keep]
 
