@@ -233,3 +233,10 @@ def test_retinanet_candidates_equal_the_sigmoid_filter_and_topk(thresh):
             assert torch.equal(top_score[top_image == b], want)
             assert torch.equal(scores[b, top_column[top_image == b]], want)
         assert torch.equal(top_image, top_image.sort().values)
+
+
+def test_retinanet_candidates_of_an_empty_level_are_empty():
+    image, column, score = scores_above(torch.empty(2, 0), 0.05)
+    assert image.numel() == column.numel() == score.numel() == 0
+    top_image, top_column, top_score = topk_per_image(image, column, score, 2, 1000)
+    assert top_image.numel() == top_column.numel() == top_score.numel() == 0
