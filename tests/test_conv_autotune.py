@@ -16,12 +16,13 @@ F64 = dict(rtol=1e-10, atol=1e-12)
 @pytest.fixture
 def timer(monkeypatch):
     """Scripted times: ``timer.times[name]`` seconds per call of that candidate (by default
-    fastops faster, but not clearly enough to stop measuring early); every call is recorded in
+    fastops faster, but not clearly enough to stop measuring early; torch on an NCHW copy, the
+    third candidate for a channels_last input, slowest); every call is recorded in
     ``timer.calls`` and the candidate runs (so it must work)."""
 
     class Timer:
         def __init__(self):
-            self.times = {"fastops": 1.0, "torch": 1.2}
+            self.times = {"fastops": 1.0, "torch": 1.2, conv_autotune.TORCH_NCHW: 1.3}
             self.calls: list[str] = []
 
         def __call__(self, name, run, device):
@@ -129,6 +130,39 @@ def test_each_candidate_runs_its_implementation_and_results_match(timer, monkeyp
     torch.testing.assert_close(first, F.conv2d(x, conv.weight, conv.bias, padding=1), **F64)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_channels_last_input_may_run_torch_on_an_nchw_copy(timer, transposed):
+    """The third candidate: output and input gradient channels_last, the weight's gradient in the
+    weight's layout, values torch's; an NCHW input never times it."""
+    nchw = conv_autotune.TORCH_NCHW
+    timer.times = {"fastops": 2.0, "torch": 2.0, nchw: 1.0}
+    if transposed:
+        conv = fastops.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1).double()
+        reference = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1).double()
+    else:
+        conv = fastops.nn.Conv2d(4, 6, 3, padding=2, dilation=2).double()
+        reference = torch.nn.Conv2d(4, 6, 3, padding=2, dilation=2).double()
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+    xc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = conv(xc)
+    assert conv.selected_path(xc) == nchw and nchw in timer.calls
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    xr = x.clone().requires_grad_()
+    expected = reference(xr)
+    expected.backward(grad)
+    torch.testing.assert_close(out, expected, **F64)
+    assert xc.grad.is_contiguous(memory_format=torch.channels_last) and conv.weight.grad.is_contiguous()
+    torch.testing.assert_close(xc.grad, xr.grad, **F64)
+    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, **F64)
+    torch.testing.assert_close(conv.bias.grad, reference.bias.grad, **F64)
+    timer.calls.clear()
+    conv(x)
+    assert timer.calls and nchw not in timer.calls
+
+
 def test_autotune_off_uses_the_fixed_rule_without_timing(timer):
     fastops.nn.set_conv_autotune(False)
     conv, x = _dense()
@@ -177,6 +211,7 @@ def test_choices_save_and_load(timer):
     assert len(timer.calls) == 2 * conv_autotune.REPEATS
     with pytest.raises(ValueError, match="fastops"):
         fastops.nn.load_autotune_choices({next(iter(saved)): "cudnn"})
+    fastops.nn.load_autotune_choices(dict.fromkeys(saved, conv_autotune.TORCH_NCHW))
 
 
 def test_transposed_convolution_keys_its_output_padding(timer):
@@ -233,6 +268,25 @@ def test_compile_traces_the_cached_choice_without_timing(timer):
         targets = _graph_targets(conv, x)
     assert not any("fastops.conv2d" in t for t in targets)
     assert len(timer.calls) == calls
+
+
+def test_compile_runs_a_cached_nchw_choice_with_gradients(timer):
+    timer.times = {"fastops": 2.0, "torch": 2.0, conv_autotune.TORCH_NCHW: 1.0}
+    conv = fastops.nn.Conv2d(4, 6, 3, padding=1).double()
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    xg = x.clone().requires_grad_()
+    eager = conv(xg)
+    assert conv.selected_path(xg) == conv_autotune.TORCH_NCHW
+    calls = len(timer.calls)
+    torch._dynamo.reset()
+    xc = x.clone().requires_grad_()
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)(xc)
+    compiled.sum().backward()
+    eager.sum().backward()
+    assert len(timer.calls) == calls
+    torch.testing.assert_close(compiled, eager, **F64)
+    assert compiled.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(xc.grad, xg.grad, **F64)
 
 
 def test_real_timer_picks_a_path():

@@ -57,20 +57,20 @@ def test_auto_path_rule(fixed_rule):
     assert useful_fraction((33, 33), (33, 33), (3, 3), (1, 1), (12, 12), (12, 12)) == pytest.approx((75 / 99) ** 2)
     assert useful_fraction((64, 64), (64, 64), (3, 3), (1, 1), (1, 1), (1, 1)) == pytest.approx((190 / 192) ** 2)
     x33, x64 = torch.randn(1, 8, 33, 33), torch.randn(1, 8, 64, 64)
-    assert fastops.nn.Conv2d(8, 8, 3, padding=24, dilation=24)._uses_fastops(x33)
-    assert not fastops.nn.Conv2d(8, 8, 3, padding=1)._uses_fastops(x64)
-    assert not fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6)._uses_fastops(x64)
-    assert fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6, path="fastops")._uses_fastops(x64)
-    assert not fastops.nn.Conv2d(8, 8, 3, padding=36, dilation=36, path="torch")._uses_fastops(x33)
-    assert not fastops.nn.Conv2d(8, 8, 3, padding=24, dilation=24, groups=2)._uses_fastops(x33)
-    assert fastops.nn.ConvTranspose2d(8, 4, 2, stride=2)._uses_fastops(x64)
-    assert not fastops.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)._uses_fastops(x64)
+    assert fastops.nn.Conv2d(8, 8, 3, padding=24, dilation=24)._choose(x33) == "fastops"
+    assert fastops.nn.Conv2d(8, 8, 3, padding=1)._choose(x64) == "torch"
+    assert fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6)._choose(x64) == "torch"
+    assert fastops.nn.Conv2d(8, 8, 3, padding=6, dilation=6, path="fastops")._choose(x64) == "fastops"
+    assert fastops.nn.Conv2d(8, 8, 3, padding=36, dilation=36, path="torch")._choose(x33) == "torch"
+    assert fastops.nn.Conv2d(8, 8, 3, padding=24, dilation=24, groups=2)._choose(x33) == "torch"
+    assert fastops.nn.ConvTranspose2d(8, 4, 2, stride=2)._choose(x64) == "fastops"
+    assert fastops.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)._choose(x64) == "torch"
     # k4s2p1 with channels the direct kernels tile: ours on a float32 CPU input with AVX-512 in use
     unet = fastops.nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
     x = torch.randn(1, 64, 8, 8)
-    assert unet._uses_fastops(x) == (fastops.build_info()["cpu_isa"] == "avx512")
-    assert not unet._uses_fastops(x.double())
+    assert (unet._choose(x) == "fastops") == (fastops.build_info()["cpu_isa"] == "avx512")
+    assert unet._choose(x.double()) == "torch"
     with cpu_isa("avx2"):
-        assert not unet._uses_fastops(x)
+        assert unet._choose(x) == "torch"
     with pytest.raises(ValueError, match="path"):
         fastops.nn.Conv2d(8, 8, 3, path="cudnn")

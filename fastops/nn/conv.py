@@ -7,8 +7,12 @@ Path selection (``path=``): "fastops" always runs our kernels, "torch" always to
 problem (shapes, layout, dtype, device, the gradients it needs, threads, instruction set) times
 both implementations on its own tensors and keeps the faster for every later call
 (``fastops.nn.conv_autotune``: cuDNN's benchmark mode, on by default, ``set_conv_autotune(False)``
-or FASTOPS_CONV_AUTOTUNE=0 to turn it off). Grouped convolutions always take torch's (one small
-GEMM per group and tap in ours).
+or FASTOPS_CONV_AUTOTUNE=0 to turn it off). For a channels_last input it also times torch's
+convolution on an NCHW copy (``TORCH_NCHW``: the input converted, the output and the input's
+gradient converted back, the weight's gradient in the weight's own layout): oneDNN's
+channels_last kernels lose to its NCHW ones on some problems (dilated 3x3 convolutions on small
+maps, training), so a network in channels_last keeps its layout and each layer runs the faster
+one. Grouped convolutions always take torch's (one small GEMM per group and tap in ours).
 
 The fixed rule is the fallback (autotuning off, tracing under torch.compile without a cached
 choice) and what a measurement must beat by a margin:
@@ -36,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import conv as ops
-from .conv_autotune import measured_choice, problem_key
+from .conv_autotune import TORCH_NCHW, measured_choice, problem_key
 
 __all__ = [
     "AUTO_USEFUL_FRACTION",
@@ -84,16 +88,29 @@ def needed_grads(*tensors: Tensor | None) -> tuple[bool, ...]:
     return tuple(enabled and t is not None and t.requires_grad for t in tensors)
 
 
+def is_channels_last(t: Tensor) -> bool:
+    """A 4-D tensor in channels_last memory that is not also NCHW-contiguous."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+class _Relayout(torch.autograd.Function):
+    """``x`` copied into ``memory_format``; its gradient copied into ``grad_memory_format``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, memory_format: torch.memory_format, grad_memory_format: torch.memory_format):
+        ctx.grad_memory_format = grad_memory_format
+        return x.contiguous(memory_format=memory_format)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad.contiguous(memory_format=ctx.grad_memory_format), None, None
+
+
 def like_input_layout(output: Tensor, input: Tensor) -> Tensor:
     """``output`` in channels_last memory when ``input`` is in it (and not also NCHW-contiguous),
     as torch's convolution returns: our kernels write NCHW, and a network in channels_last should
     stay in it whichever implementation a layer takes."""
-    if (
-        input.dim() == 4
-        and not input.is_contiguous()
-        and input.is_contiguous(memory_format=torch.channels_last)
-        and output.dim() == 4
-    ):
+    if is_channels_last(input) and output.dim() == 4:
         return output.contiguous(memory_format=torch.channels_last)
     return output
 
@@ -124,22 +141,24 @@ class _PathChoice:
     """The ``path`` argument of the convolution modules (a mixin before the torch module class):
     "fastops" and "torch" force one implementation, "auto" measures, with the subclass's
     ``_auto_rule`` as the fallback (ungrouped convolutions only; module docstring). A subclass
-    supplies ``_run(use_fastops, input, weight, bias, *extra)``."""
+    supplies ``_run(use_fastops, input, weight, bias, *extra)`` and calls ``_call`` with the
+    path ``_choose`` gives."""
 
     def __init__(self, *args, path: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.path = check_path(path)
 
-    def _uses_fastops(self, input: Tensor, *extra, weight: Tensor | None = None, bias: Tensor | None = None) -> bool:
-        """The choice for a call on ``input`` with ``weight`` and ``bias`` (default: the module's;
-        a caller may convolve with other tensors, as a batch norm folded into the weight)."""
+    def _choose(self, input: Tensor, *extra, weight: Tensor | None = None, bias: Tensor | None = None) -> str:
+        """The path ("fastops", "torch" or ``TORCH_NCHW``) of a call on ``input`` with ``weight``
+        and ``bias`` (default: the module's; a caller may convolve with other tensors, as a batch
+        norm folded into the weight)."""
         if self.path != "auto":
-            return self.path == "fastops"
+            return self.path
         if self.groups != 1:
-            return False
+            return "torch"
         rule = self._auto_rule(input, *extra)
         if rule is None:  # no valid output: our kernels raise torch's error
-            return True
+            return "fastops"
         if weight is None:
             weight, bias = self.weight, self.bias
         grads = needed_grads(input, weight, bias)
@@ -156,19 +175,29 @@ class _PathChoice:
             *extra,
         )
         tensors = (input, weight, bias)
+        names = ("fastops", "torch", TORCH_NCHW) if is_channels_last(input) else ("fastops", "torch")
 
         def candidates():
             return {
-                name: timing_run(lambda x, w, b, f=(name == "fastops"): self._run(f, x, w, b, *extra), tensors, grads)
-                for name in ("fastops", "torch")
+                name: timing_run(lambda x, w, b, p=name: self._call(p, x, w, b, *extra), tensors, grads)
+                for name in names
             }
 
-        return measured_choice(key, candidates, input.device, "fastops" if rule else "torch") == "fastops"
+        return measured_choice(key, candidates, input.device, "fastops" if rule else "torch")
+
+    def _call(self, path: str, input: Tensor, weight: Tensor, bias: Tensor | None, *extra) -> Tensor:
+        """The convolution on ``path``; ``TORCH_NCHW`` runs torch's on an NCHW copy of a
+        channels_last input and returns channels_last (the input's gradient too)."""
+        if path != TORCH_NCHW:
+            return self._run(path == "fastops", input, weight, bias, *extra)
+        nchw_input = _Relayout.apply(input, torch.contiguous_format, torch.channels_last)
+        out = self._run(False, nchw_input, weight, bias, *extra)
+        return _Relayout.apply(out, torch.channels_last, torch.contiguous_format)
 
     def selected_path(self, input: Tensor, *extra) -> str:
-        """The implementation ("fastops" or "torch") a call on ``input`` under the current grad
-        mode runs (measuring it now if "auto" has not met this problem yet)."""
-        return "fastops" if self._uses_fastops(input, *extra) else "torch"
+        """The implementation ("fastops", "torch" or ``TORCH_NCHW``) a call on ``input`` under the
+        current grad mode runs (measuring it now if "auto" has not met this problem yet)."""
+        return self._choose(input, *extra)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", path={self.path!r}"
@@ -213,7 +242,7 @@ class Conv2d(_PathChoice, nn.Conv2d):
         return like_input_layout(out, input)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return self._run(self._uses_fastops(input, weight=weight, bias=bias), input, weight, bias)
+        return self._call(self._choose(input, weight=weight, bias=bias), input, weight, bias)
 
 
 class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
@@ -252,8 +281,8 @@ class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
         )
         return passes == ops.DIRECT_ALL
 
-    def _uses_fastops(self, input: Tensor, output_padding: tuple[int, int] | None = None) -> bool:
-        return super()._uses_fastops(input, tuple(self.output_padding if output_padding is None else output_padding))
+    def _choose(self, input: Tensor, output_padding: tuple[int, int] | None = None) -> str:
+        return super()._choose(input, tuple(self.output_padding if output_padding is None else output_padding))
 
     def _run(
         self, use_fastops: bool, input: Tensor, weight: Tensor, bias: Tensor | None, output_padding: tuple[int, int]
@@ -273,4 +302,4 @@ class ConvTranspose2d(_PathChoice, nn.ConvTranspose2d):
         output_padding = tuple(
             self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation)
         )
-        return self._run(self._uses_fastops(input, output_padding), input, self.weight, self.bias, output_padding)
+        return self._call(self._choose(input, output_padding), input, self.weight, self.bias, output_padding)

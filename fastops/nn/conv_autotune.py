@@ -1,6 +1,6 @@
 """The measured half of the convolution modules' ``path="auto"``: on the first call with a new
-problem, time our kernels and torch's on that call's tensors and keep the faster, as cuDNN's
-benchmark mode does.
+problem, time our kernels and torch's on that call's tensors (for a channels_last input, also
+torch's on an NCHW copy: ``TORCH_NCHW``) and keep the fastest, as cuDNN's benchmark mode does.
 
 A problem is everything the speed depends on: the module kind, the input's shape, memory layout,
 dtype and device, the module's hyper-parameters, which gradients the call will need (a forward
@@ -32,9 +32,11 @@ import torch
 from .. import _library
 
 __all__ = [
+    "CHOICES",
     "CLEAR_RATIO",
     "MARGIN",
     "REPEATS",
+    "TORCH_NCHW",
     "autotune_choices",
     "clear_autotune_choices",
     "conv_autotune_enabled",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 REPEATS = 3
+TORCH_NCHW = "torch-nchw"  # torch's convolution on an NCHW copy of a channels_last input
+CHOICES = ("fastops", "torch", TORCH_NCHW)
 MARGIN = 0.05
 CLEAR_RATIO = 1.5
 
@@ -67,15 +71,15 @@ def conv_autotune_enabled() -> bool:
 
 
 def autotune_choices() -> dict[tuple, str]:
-    """A copy of the choices made so far: problem key -> "fastops" or "torch"."""
+    """A copy of the choices made so far: problem key -> one of ``CHOICES``."""
     return dict(_choices)
 
 
 def load_autotune_choices(choices: Mapping[tuple, str]) -> None:
     """Adds saved choices (from ``autotune_choices``), e.g. to repeat another process's paths."""
     for key, path in choices.items():
-        if path not in ("fastops", "torch"):
-            raise ValueError(f"a choice must be 'fastops' or 'torch', got {path!r} for {key!r}")
+        if path not in CHOICES:
+            raise ValueError(f"a choice must be one of {CHOICES}, got {path!r} for {key!r}")
         _choices[tuple(key)] = path
 
 
