@@ -230,6 +230,9 @@ def _worker(name: str, flow: str, folder: str, epochs: int, repeats: int) -> dic
         cg = COCO(gt_path)
         out["gt_load_ms"] = (time.perf_counter() - t0) * 1e3
         for _ in range(epochs):
+            # the previous epoch's objects (and any result list they hold) are freed outside the
+            # timed part, for every library alike
+            res = cd = E = None
             res = results()
             t0 = time.perf_counter()
             cd = cg.loadRes(res)

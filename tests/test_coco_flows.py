@@ -3,6 +3,7 @@ dicts built on demand), results from a JSON file, a list of dicts or an [N, 7] a
 (RLE results) and keypoints; the ground truth's state kept across epochs with no stale cache; the
 file reader on unusual and invalid JSON; ids that are no integers; bad input in every flow."""
 
+import array
 import contextlib
 import copy
 import io
@@ -518,3 +519,111 @@ def test_row_reader_equals_numpy():
         ([[1.0, 2.0]], 3),
     ):
         assert _C.float_rows(bad_rows, total) is None, bad_rows
+
+
+def test_dict_column_reader_equals_array_and_numpy():
+    """fastops._C.dict_columns: ids as array("q") reads them, scores as array("d"), rows as numpy
+    converts them; None for a key some dict lacks or holds anything else in."""
+    from fastops import _C
+
+    rng = np.random.default_rng(2)
+    anns = [
+        {
+            "image_id": int(rng.integers(-(2**62), 2**62)),
+            "score": float(rng.normal()),
+            "bbox": [float(v) for v in rng.normal(0, 100, 4)],
+        }
+        for _ in range(40)
+    ]
+    anns[3].update(image_id=True, score=7, bbox=[1, 2.5, True, 2**53 + 1])
+    anns[4].update(score=np.float64(0.25), bbox=(0.0, -0.0, float("nan"), float("inf")))
+    anns[5].update(score=False, bbox=[])
+    got = _C.dict_columns(anns, ["image_id"], ["score"], ["bbox"])
+    ids = np.frombuffer(array.array("q", [a["image_id"] for a in anns]), np.int64)
+    scores = np.frombuffer(array.array("d", [a["score"] for a in anns]), np.float64)
+    flat = np.concatenate([np.asarray(a["bbox"], np.float64) for a in anns])
+    offsets = np.cumsum([0] + [len(a["bbox"]) for a in anns])
+    assert got["image_id"].dtype == np.int64 and got["image_id"].tobytes() == ids.tobytes()
+    assert got["score"].tobytes() == scores.tobytes()
+    assert got["bbox"][0].tobytes() == flat.tobytes() and got["bbox"][1].tolist() == offsets.tolist()
+    empty = _C.dict_columns([], ["image_id"], ["score"], ["bbox"])
+    assert empty["image_id"].shape == (0,) and empty["bbox"][1].tolist() == [0]
+    for key, value in (
+        ("image_id", 2.0),
+        ("image_id", 2**63),
+        ("image_id", np.int64(2)),
+        ("image_id", "2"),
+        ("score", None),
+        ("score", np.float32(0.5)),
+        ("score", "0.5"),
+        ("bbox", np.zeros(4)),
+        ("bbox", [1.0, "2", 3.0, 4.0]),
+        ("bbox", [1.0, np.float32(2)]),
+    ):
+        bad = copy.deepcopy(anns)
+        bad[7][key] = value
+        got = _C.dict_columns(bad, ["image_id"], ["score"], ["bbox"])
+        assert got[key] is None, (key, value)
+        assert all(got[k] is not None for k in ("image_id", "score", "bbox") if k != key)
+    missing = copy.deepcopy(anns)
+    del missing[9]["score"]
+    assert _C.dict_columns(missing, [], ["score"], [])["score"] is None
+    assert _C.dict_columns([{"score": 1.0}, 3], [], ["score"], [])["score"] is None
+
+
+def test_rle_string_reader_equals_the_python_path():
+    """fastops._C.rle_strings: the counts (str as UTF-8, bytes as they are) one after the other with
+    their sizes, as RleBatch's Python path reads them; None for anything else."""
+    from fastops import _C
+    from fastops.metrics import rle
+
+    objs = [
+        {"size": [4, 5], "counts": "52"},
+        {"size": (True, 3), "counts": b"03"},
+        {"size": [0, 0], "counts": ""},
+        {"size": [2**40, 1], "counts": "\u00e9x"},
+    ]
+    chars, offsets, hw = _C.rle_strings(objs)
+    assert chars.tobytes() == b"5203" + "\u00e9x".encode()
+    assert offsets.tolist() == [0, 2, 4, 4, 7] and hw.tolist() == [[4, 5], [1, 3], [0, 0], [2**40, 1]]
+    assert [x.tolist() for x in _C.rle_strings([])] == [[], [0], []]
+    for bad in (
+        {"size": [4, 5]},
+        {"counts": "52"},
+        {"size": [4.0, 5], "counts": "52"},
+        {"size": [4, 5, 1], "counts": "52"},
+        {"size": np.array([4, 5]), "counts": "52"},
+        {"size": [4, 5], "counts": bytearray(b"52")},
+        {"size": [4, 5], "counts": [5, 2]},
+        {"size": [4, 5], "counts": "\ud800"},
+    ):
+        assert _C.rle_strings([objs[0], bad]) is None, bad
+    assert _C.rle_strings([objs[0], 3]) is None
+    masks = np.asfortranarray((np.random.default_rng(3).random((7, 5, 6)) < 0.5).astype(np.uint8))
+    encoded = fm.mask.encode(masks)
+    assert (fm.mask.decode(encoded) == masks).all()
+    as_str = [{"size": e["size"], "counts": e["counts"].decode()} for e in encoded]
+    for objs in (encoded, as_str, [*encoded[:3], *as_str[3:]]):
+        fast = rle.RleBatch.from_objects(objs)
+        slow = rle.RleBatch.from_objects(tuple(objs))  # not a list: the Python path
+        for a, b in zip((fast.counts, fast.offsets, fast.hw), (slow.counts, slow.offsets, slow.hw)):
+            assert torch.equal(a, b)
+        assert torch.equal(fast.counts, rle.RleBatch.from_objects(encoded).counts)
+
+
+def test_segm_results_with_a_missing_or_bad_mask_name_it():
+    gt = {
+        "images": [{"id": 1, "width": 5, "height": 4}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+
+    def good():  # new dicts each time: loadRes adds a box to them, as pycocotools does
+        return {"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": {"size": [4, 5], "counts": "52"}}
+
+    cg = fm.COCO(gt)
+    assert len(cg.loadRes([good(), good()]).getAnnIds()) == 2
+    with pytest.raises(KeyError, match="annotation 1 has no 'segmentation'"):
+        cg.loadRes([good(), {k: v for k, v in good().items() if k != "segmentation"}])
+    with pytest.raises(TypeError, match="size"):
+        cg.loadRes([good(), {**good(), "segmentation": {"size": [4], "counts": "52"}}])

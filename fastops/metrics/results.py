@@ -29,7 +29,6 @@ from .columns import (
     ParsedFields,
     boxes_of,
     ids_from_parsed,
-    ids_from_values,
 )
 
 __all__ = ["Results", "load", "numpy_annotations"]
@@ -190,10 +189,12 @@ def _kind(first) -> str:
 def _from_dicts(gt, anns: list) -> Results:
     assert type(anns) is list, "results in not an array of objects"
     n = len(anns)
-    fields = DictFields(anns)
-    image_id = ids_from_values(fields.values("image_id"), "result image ids")
-    _check_images(gt, image_id)
     kind = _kind(anns[0]) if n else "empty"
+    fields = DictFields(anns)
+    rows = {"bbox": ("bbox",), "keypoints": ("keypoints",)}.get(kind, ())
+    fields.prefetch(ints=("image_id", "category_id"), floats=("score",) if n else (), rows=rows)
+    image_id = fields.fetch("image_id")
+    _check_images(gt, image_id)
     cols = {"id": np.arange(1, n + 1, dtype=np.int64), "image_id": image_id, "crowd": (np.zeros(n, bool),) * 3}
     lazy = {"score": lambda: fields.fetch("score")}
     rles = box_segm = None
@@ -208,7 +209,7 @@ def _from_dicts(gt, anns: list) -> Results:
         cols.update(bbox=box, area=box[:, 2] * box[:, 3])
         box_segm = lambda: list(map(_get_segmentation, anns))
     elif kind == "segm":
-        rles = rle.RleBatch.from_objects(fields.values("segmentation"))
+        rles = rle.RleBatch.from_objects(anns, "segmentation")
         cols["area"] = _ops.rle_area(rles.counts, rles.offsets, rles.hw).numpy().view(np.uint32).astype(np.float64)
         lazy["bbox"] = lambda: _segm_boxes(rles, list(map(_get_bbox, anns)))
     elif kind == "keypoints":

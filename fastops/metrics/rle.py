@@ -16,6 +16,8 @@ from operator import itemgetter
 import numpy as np
 import torch
 
+from .. import _C
+
 __all__ = [
     "RleBatch",
     "from_boxes",
@@ -44,8 +46,20 @@ class RleBatch:
         return self.offsets.shape[0] - 1
 
     @staticmethod
-    def from_objects(objs) -> RleBatch:
-        """From compressed RLE dicts ({"size": [h, w], "counts": str or bytes})."""
+    def from_objects(objs, key: str | None = None) -> RleBatch:
+        """From compressed RLE dicts ({"size": [h, w], "counts": str or bytes}), or with ``key``
+        from dicts holding them under that key."""
+        read = _C.rle_strings(objs, key) if type(objs) is list else None  # the usual case, in one C++ pass
+        if read is not None:
+            chars, offsets, hw = read
+            return _decode(torch.from_numpy(chars), offsets, hw)
+        if key is not None:
+            for i, o in enumerate(objs):
+                if not isinstance(o, dict):
+                    raise TypeError(f"annotation {i} must be a dict, got {type(o).__name__}")
+                if key not in o:
+                    raise KeyError(f"annotation {i} has no {key!r}")
+            objs = list(map(itemgetter(key), objs))
         try:
             counts = list(map(itemgetter("counts"), objs))
             sizes = list(map(itemgetter("size"), objs))
@@ -143,6 +157,11 @@ def from_strings(counts: list, sizes) -> RleBatch:
     np.cumsum(lengths, out=offsets[1:])
     hw = sizes if isinstance(sizes, np.ndarray) else _sizes(sizes)
     chars = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+    return _decode(chars, offsets, hw)
+
+
+def _decode(chars: torch.Tensor, offsets: np.ndarray, hw: np.ndarray) -> RleBatch:
+    """uint8 counts strings one after the other, int64 offsets [n + 1], sizes [n, 2] -> RleBatch."""
     return RleBatch(*_ops.rle_from_string(chars, torch.from_numpy(offsets), torch.from_numpy(np.ascontiguousarray(hw))))
 
 
