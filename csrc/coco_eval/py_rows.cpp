@@ -1,8 +1,9 @@
 // Python numbers to numpy columns in C-API loops, for fastops.metrics' loadRes from a list of
 // dicts: float_rows is the loop numpy's np.array(list of lists) runs, without its type discovery
-// pass; dict_columns reads several keys of every dict in one pass. Each converts only the plain
-// cases (exact floats, ints, bools) and answers None for anything else, where the caller takes
-// its general path (numpy's or array's conversion, which names the problem or follows its rules).
+// pass; dict_columns reads several keys of every dict in one pass, rle_strings the compressed RLEs
+// of segm results. Each converts only the plain cases (floats, ints, bools; str and bytes) and
+// answers None for anything else, where the caller takes its general path (numpy's or array's
+// conversion, which names the problem or follows its rules).
 #include "coco_eval/py_rows.h"
 
 #include <pybind11/numpy.h>

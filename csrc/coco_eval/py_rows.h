@@ -1,7 +1,6 @@
-// Reading Python numbers (the fields of a result list: ids, scores, boxes, keypoint lists, RLE
-// strings) straight
-// into numpy columns, for fastops.metrics' loadRes from a list of dicts. Exposed on the pybind11
-// module fastops._C.
+// Reading Python numbers and strings (the fields of a result list: ids, scores, boxes, keypoint
+// lists, RLE strings) straight into numpy columns, for fastops.metrics' loadRes from a list of
+// dicts. Exposed on the pybind11 module fastops._C.
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -130,7 +130,7 @@ class DictFields:
         (``floats``) and lists of numbers (``rows``). A key whose values are not all plain Python
         numbers (or lists of them), or that some dict lacks, stays on ``fetch``'s general path,
         which converts it the same way or names the problem."""
-        if type(self.anns) is list and all(type(a) is dict for a in self.anns[:1]):
+        if type(self.anns) is list:
             read = _C.dict_columns(self.anns, list(ints), list(floats), list(rows))
             self._read.update((k, v) for k, v in read.items() if v is not None)
 

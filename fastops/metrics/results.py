@@ -192,7 +192,7 @@ def _from_dicts(gt, anns: list) -> Results:
     kind = _kind(anns[0]) if n else "empty"
     fields = DictFields(anns)
     rows = {"bbox": ("bbox",), "keypoints": ("keypoints",)}.get(kind, ())
-    fields.prefetch(ints=("image_id", "category_id"), floats=("score",) if n else (), rows=rows)
+    fields.prefetch(ints=("image_id", "category_id"), floats=("score",), rows=rows)
     image_id = fields.fetch("image_id")
     _check_images(gt, image_id)
     cols = {"id": np.arange(1, n + 1, dtype=np.int64), "image_id": image_id, "crowd": (np.zeros(n, bool),) * 3}
