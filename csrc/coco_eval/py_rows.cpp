@@ -102,7 +102,7 @@ struct Column {
   ColumnKind kind;
   bool ok = true;
   std::vector<int64_t> ints;
-  std::vector<double> values;   // Float: one per record; Rows: the rows one after the other
+  std::vector<double> values;    // Float: one per record; Rows: the rows one after the other
   std::vector<int64_t> offsets;  // Rows: [n + 1]
 };
 
