@@ -94,6 +94,37 @@ def test_conv2d_unbatched_and_non_contiguous():
     torch.testing.assert_close(fastops.conv2d(xc, wt, padding=1), F.conv2d(xc, wt, padding=1), **F64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels, hw", [(3, (8, 9)), (70, (13, 11)), (130, (9, 10))])
+def test_channels_last_maps_give_the_same_bits_as_nchw(dtype, channels, hw):
+    # channels_last maps are transposed to NCHW by a tiled copy (64 x 64 tiles: these channel and
+    # pixel counts cross tile edges); the kernels then see the same values as for an NCHW map
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, *hw, generator=g).to(dtype)
+    w = torch.randn(5, channels, 3, 3, generator=g).to(dtype)
+    gout = torch.randn(2, 5, *hw, generator=g).to(dtype)
+    cl = torch.channels_last
+    args = {"padding": 2, "dilation": 2}
+    torch.testing.assert_close(
+        fastops.conv2d(x.contiguous(memory_format=cl), w, **args), fastops.conv2d(x, w, **args), rtol=0, atol=0
+    )
+    grads = {}
+    for layout in (torch.contiguous_format, cl):
+        xl = x.clone(memory_format=layout).requires_grad_()
+        wl = w.clone().requires_grad_()
+        fastops.conv2d(xl, wl, **args).backward(gout.contiguous(memory_format=layout))
+        grads[layout] = (xl.grad, wl.grad)
+    for a, b in zip(grads[cl], grads[torch.contiguous_format]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    wt = torch.randn(channels, 4, 2, 2, generator=g).to(dtype)
+    torch.testing.assert_close(
+        fastops.conv_transpose2d(x.contiguous(memory_format=cl), wt, stride=2),
+        fastops.conv_transpose2d(x, wt, stride=2),
+        rtol=0,
+        atol=0,
+    )
+
+
 # ---- conv_transpose2d ---------------------------------------------------------------------------
 
 

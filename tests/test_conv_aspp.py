@@ -36,6 +36,23 @@ def test_aspp_conv_matches_separate_convolutions(hw, rates):
         torch.testing.assert_close(a, t, **F64)
 
 
+def test_aspp_conv_channels_last_gives_the_same_bits_as_nchw():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 70, 13, 12, generator=g)
+    weights = [torch.randn(4, 70, 1, 1, generator=g)] + [torch.randn(4, 70, 3, 3, generator=g) for _ in range(2)]
+    gout = torch.randn(2, 12, 13, 12, generator=g)
+
+    def run(layout):
+        xs = x.clone(memory_format=layout).requires_grad_()
+        ws = [w.clone().requires_grad_() for w in weights]
+        out = fastops.aspp_conv(xs, ws, (2, 9))
+        out.backward(gout.contiguous(memory_format=layout))
+        return [out.detach(), xs.grad] + [w.grad for w in ws]
+
+    for a, b in zip(run(torch.channels_last), run(torch.contiguous_format)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # ---- the ASPP module --------------------------------------------------------------------------------
 
 

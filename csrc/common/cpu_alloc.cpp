@@ -144,6 +144,15 @@ at::Tensor cached_output(at::IntArrayRef sizes, const at::TensorOptions& options
                                    c10::typeMetaToScalarType(options.dtype()), options.memory_format_opt());
 }
 
+at::Tensor cached_zeros(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return cached_output(sizes, options).zero_();
+}
+
+at::Tensor cached_contiguous(const at::Tensor& t) {
+  if (t.is_contiguous()) return t;
+  return cached_output(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous)).copy_(t);
+}
+
 size_t release_output_cache() { return OutputCache::get().clear(); }
 
 size_t output_cache_bytes() { return OutputCache::get().held(); }

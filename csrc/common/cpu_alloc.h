@@ -18,6 +18,11 @@ namespace fastops::cpu {
 // turns the cache off. Other devices: at::empty. options may carry a memory format.
 constexpr size_t kOutputCacheBytes = size_t(512) << 20;
 at::Tensor cached_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+// cached_output filled with zeros.
+at::Tensor cached_zeros(at::IntArrayRef sizes, const at::TensorOptions& options);
+// t itself when it is contiguous, else a contiguous copy in a cached_output (a kernel's
+// temporary relayout of a large map pays no page faults either).
+at::Tensor cached_contiguous(const at::Tensor& t);
 // Frees the cached blocks; returns the bytes released.
 size_t release_output_cache();
 // Bytes held by the cache now (unused blocks only).

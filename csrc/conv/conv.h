@@ -118,6 +118,10 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
 at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre);
 // A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
 at::Tensor flat_map(const at::Tensor& t);
+// A contiguous [N, C, H, W] map: t itself when it is one, else a copy in cached memory; a
+// channels_last CPU map is transposed sample by sample in L1-sized tiles (ATen's strided copy of
+// that layout runs at a twentieth of a plain copy's speed here).
+at::Tensor contiguous_map(const at::Tensor& t);
 // Half-precision weight gradients sum over the batch and the whole map: they accumulate in float32.
 c10::ScalarType weight_grad_type(c10::ScalarType t);
 
@@ -126,7 +130,8 @@ void register_impls(torch::Library& m);
 
 // ---- raw CPU loop (conv_cpu_kernel.cpp, compiled once per instruction set) ----
 // Reorders a weight between its layout [rows, taps] (rows = C_out * C_in / groups, each row's
-// KH * KW taps contiguous) and the tap-major [taps, rows] the GEMMs read (to_tap_major), or back.
+// KH * KW taps contiguous) and the tap-major [taps, rows] the GEMMs read (to_tap_major), or back;
+// contiguous_map runs it on a channels_last sample (rows = H * W, taps = C).
 // A pure copy of elem_size-byte elements (2, 4 or 8: any float dtype).
 using TapReorderFn = void(const void* src, void* dst, int64_t rows, int64_t taps, int64_t elem_size, bool to_tap_major);
 extern cpu::KernelTable<TapReorderFn> tap_reorder_cpu;

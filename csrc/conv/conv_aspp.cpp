@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "common/cpu_alloc.h"
 #include "conv/conv.h"
 
 namespace fastops::conv {
@@ -40,10 +41,10 @@ at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at
   check_aspp(op, input, weights, rates);
   const int64_t n = input.size(0), c_out = weights[0].size(0), h = input.size(2), w = input.size(3);
   const int64_t branches = static_cast<int64_t>(weights.size());
-  at::Tensor out = at::empty({n, branches * c_out, h, w}, input.options());
+  at::Tensor out = cpu::cached_output({n, branches * c_out, h, w}, input.options());
   if (out.numel() == 0) return out;
   if (input.size(1) == 0) return out.zero_();
-  const at::Tensor x = input.contiguous();
+  const at::Tensor x = contiguous_map(input);
   // The 1x1 branch and every centre tap read the input as it is: one GEMM per sample.
   const at::Tensor centre = centre_weights(weights);
   for (int64_t s = 0; s < n; ++s) {
@@ -68,9 +69,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, branches * c_out, h, w}), op,
                     ": grad_out must have shape [", n, ", ", branches * c_out, ", ", h, ", ", w, "], got ",
                     grad_out.sizes());
-  const at::Tensor gout = grad_out.contiguous();
-  const at::Tensor x = input.contiguous();
-  at::Tensor grad_in = input_grad ? at::zeros(input.sizes(), input.options()) : at::Tensor();
+  const at::Tensor gout = contiguous_map(grad_out);
+  const at::Tensor x = contiguous_map(input);
+  at::Tensor grad_in = input_grad ? cpu::cached_zeros(input.sizes(), input.options()) : at::Tensor();
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
   const at::Tensor gout_acc = gout.to(acc_type), x_acc = x.to(acc_type);
   at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));

@@ -91,7 +91,7 @@ bool plane_is_flat(const at::Tensor& t) { return t.stride(3) == 1 && (t.size(2) 
 
 at::Tensor flat_window(const at::Tensor& x, const Geometry& g, const ColumnGroup& cg, int64_t phase) {
   at::Tensor v = window_view(x, g, cg, phase);
-  return plane_is_flat(v) ? v : v.contiguous();
+  return plane_is_flat(v) ? v : cpu::cached_contiguous(v);
 }
 
 // [C, R, cols] sample of a [N, C, R, cols] tensor as the GEMM matrix [C, R * cols], restricted to
@@ -176,8 +176,9 @@ std::vector<at::Tensor> pack_grad_columns(const at::Tensor& grad_out, const Geom
                                           const std::vector<ColumnGroup>& plan) {
   std::vector<at::Tensor> cols;
   for (const ColumnGroup& cg : plan) {
-    cols.push_back(cg.cols.size() == g.out_w ? grad_out
-                                             : grad_out.narrow(3, cg.cols.begin, cg.cols.size()).contiguous());
+    cols.push_back(cg.cols.size() == g.out_w
+                       ? grad_out
+                       : cpu::cached_contiguous(grad_out.narrow(3, cg.cols.begin, cg.cols.size())));
   }
   return cols;
 }
@@ -309,8 +310,8 @@ void run_direct(const at::Tensor& in, const at::Tensor& weight, const at::Tensor
 at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g,
                                   const std::vector<DirectTap>& taps) {
   // The kernel steps from sample to sample by whole [C, H, W] runs.
-  const at::Tensor gout = g.batch == 1 ? grad_out : grad_out.contiguous();
-  const at::Tensor in = g.batch == 1 ? x : x.contiguous();
+  const at::Tensor gout = g.batch == 1 ? grad_out : contiguous_map(grad_out);
+  const at::Tensor in = g.batch == 1 ? x : contiguous_map(x);
   at::Tensor grad_weight = cpu::cached_output({g.out_channels, g.in_channels, g.kernel_h, g.kernel_w}, x.options());
   const int64_t row_tiles = (g.out_channels + kDirectWeightGradRows - 1) / kDirectWeightGradRows;
   const at::Tensor tiled = cpu::cached_output({g.batch * row_tiles * g.out_h * g.out_w * 16}, x.options());
@@ -337,8 +338,8 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
 
 at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& bias, const at::TensorOptions& opts,
                             int64_t channels, int64_t h, int64_t w) {
-  if (!bias.has_value()) return at::zeros({g.batch, channels, h, w}, opts);
-  at::Tensor out = at::empty({g.batch, channels, h, w}, opts);
+  if (!bias.has_value()) return cpu::cached_zeros({g.batch, channels, h, w}, opts);
+  at::Tensor out = cpu::cached_output({g.batch, channels, h, w}, opts);
   out.copy_(bias->view({1, channels, 1, 1}));
   return out;
 }
@@ -365,7 +366,7 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
       // Full-width groups accumulate straight into the output; others into a narrow buffer
       // added to their columns at the end.
       const bool direct = cols == g.out_w;
-      const at::Tensor acc = direct ? out_block : at::zeros({g.batch, m, g.out_h, cols}, out.options());
+      const at::Tensor acc = direct ? out_block : cpu::cached_zeros({g.batch, m, g.out_h, cols}, out.options());
       for (const RowTap& tap : cg.taps) {
         const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
         const at::Tensor& window = windows[i][static_cast<size_t>(tap.window)];
@@ -402,7 +403,8 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
         const bool direct = plane_is_flat(target);
         const at::Tensor acc =
             direct ? target
-                   : at::zeros({g.batch, m, phase_rows(g.in_h, phase, g.stride_h), cg.cols.size()}, grad_in.options());
+                   : cpu::cached_zeros({g.batch, m, phase_rows(g.in_h, phase, g.stride_h), cg.cols.size()},
+                                       grad_in.options());
         for (; t < cg.taps.size() && cg.taps[t].phase == phase; ++t) {
           const RowTap& tap = cg.taps[t];
           const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, k0, c_out_g).narrow(1, m0, m).t();
@@ -469,7 +471,26 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
   return from_tap_major(taps);
 }
 
-at::Tensor flat_map(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : t.contiguous(); }
+at::Tensor flat_map(const at::Tensor& t) {
+  return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : contiguous_map(t);
+}
+
+at::Tensor contiguous_map(const at::Tensor& t) {
+  if (t.is_contiguous()) return t;
+  if (!t.is_cpu() || t.dim() != 4 || !t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return cpu::cached_contiguous(t);
+  }
+  at::Tensor out = cpu::cached_output(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t pixels = t.size(2) * t.size(3), sample = t.size(1) * pixels;
+  const auto elem = static_cast<int64_t>(t.element_size());
+  const char* src = static_cast<const char*>(t.const_data_ptr());
+  char* dst = static_cast<char*>(out.mutable_data_ptr());
+  // each sample's [H * W, C] -> [C, H * W]
+  for (int64_t n = 0; n < t.size(0); ++n) {
+    tap_reorder_cpu.get()(src + n * sample * elem, dst + n * sample * elem, pixels, t.size(1), elem, true);
+  }
+  return out;
+}
 
 c10::ScalarType weight_grad_type(c10::ScalarType t) { return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t; }
 
@@ -480,7 +501,7 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
   check_bias(op, bias, g.out_channels, input);
   at::Tensor out = output_with_bias(g, bias, input.options(), g.out_channels, g.out_h, g.out_w);
   if (out.numel() == 0 || g.in_channels == 0) return out;
-  accumulate_forward(input.contiguous(), weight, g, out, false);
+  accumulate_forward(contiguous_map(input), weight, g, out, false);
   return out;
 }
 
@@ -500,7 +521,7 @@ at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weigh
   // A transposed convolution's output_padding can leave fewer output rows than the padding allows.
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
-  const at::Tensor gout = grad_out.contiguous();
+  const at::Tensor gout = contiguous_map(grad_out);
   // The direct kernel writes every element: no zeroing first (9 MB for the ASPP branch).
   at::Tensor grad_in = cpu::cached_output(input_size, grad_out.options());
   const auto taps =
@@ -532,7 +553,7 @@ at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& inpu
   g.out_w = grad_out.size(3);
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
   if (grad_out.numel() == 0 || input.numel() == 0) return at::zeros(weight_size, input.options());
-  return weight_grad(grad_out.contiguous().to(acc_type), input.contiguous().to(acc_type), g, false)
+  return weight_grad(contiguous_map(grad_out).to(acc_type), contiguous_map(input).to(acc_type), g, false)
       .to(input.scalar_type());
 }
 
@@ -545,7 +566,7 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   check_bias(op, bias, g.in_channels, input);
   at::Tensor out = output_with_bias(g, bias, input.options(), g.in_channels, g.in_h, g.in_w);
   if (out.numel() == 0 || g.out_channels == 0) return out;
-  accumulate_input_grad(input.contiguous(), weight, g, out, false);
+  accumulate_input_grad(contiguous_map(input), weight, g, out, false);
   return out;
 }
 
