@@ -627,3 +627,5 @@ def test_segm_results_with_a_missing_or_bad_mask_name_it():
         cg.loadRes([good(), {k: v for k, v in good().items() if k != "segmentation"}])
     with pytest.raises(TypeError, match="size"):
         cg.loadRes([good(), {**good(), "segmentation": {"size": [4], "counts": "52"}}])
+    with pytest.raises(TypeError, match="annotation 1 must be a dict"):
+        fm.rle.RleBatch.from_objects([good(), 3], "segmentation")

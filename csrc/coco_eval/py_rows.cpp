@@ -20,6 +20,18 @@ namespace py = pybind11;
 namespace fastops::coco {
 namespace {
 
+// *out = a Python int (or bool) v, when it fits in int64.
+bool long_to_int64(PyObject* v, int64_t* out) {
+  int overflow = 0;
+  const long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
+  if (overflow != 0 || (i == -1 && PyErr_Occurred())) {
+    PyErr_Clear();
+    return false;
+  }
+  *out = i;
+  return true;
+}
+
 // *out = the element as numpy converts it to float64; false for a type left to numpy's path.
 bool number_to_double(PyObject* v, double* out) {
   if (PyFloat_CheckExact(v)) {
@@ -31,12 +43,8 @@ bool number_to_double(PyObject* v, double* out) {
     return true;
   }
   if (PyLong_CheckExact(v)) {  // numpy reads a list of ints as int64, then casts: the same rounding
-    int overflow = 0;
-    const long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (overflow != 0 || (i == -1 && PyErr_Occurred())) {
-      PyErr_Clear();
-      return false;
-    }
+    int64_t i = 0;
+    if (!long_to_int64(v, &i)) return false;
     *out = static_cast<double>(i);
     return true;
   }
@@ -67,17 +75,7 @@ py::object float_rows(const py::list& rows, int64_t total) {
 }
 
 // An id as array.array("q") reads it: a Python int (or bool) within int64.
-bool id_to_int64(PyObject* v, int64_t* out) {
-  if (!PyLong_Check(v)) return false;
-  int overflow = 0;
-  const long long i = PyLong_AsLongLongAndOverflow(v, &overflow);
-  if (overflow != 0 || (i == -1 && PyErr_Occurred())) {
-    PyErr_Clear();
-    return false;
-  }
-  *out = i;
-  return true;
-}
+bool id_to_int64(PyObject* v, int64_t* out) { return PyLong_Check(v) && long_to_int64(v, out); }
 
 // A scalar as array.array("d") reads it: a float (or subclass), an exact int or a bool.
 bool scalar_to_double(PyObject* v, double* out) {
