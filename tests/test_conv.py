@@ -94,35 +94,68 @@ def test_conv2d_unbatched_and_non_contiguous():
     torch.testing.assert_close(fastops.conv2d(xc, wt, padding=1), F.conv2d(xc, wt, padding=1), **F64)
 
 
+CL = torch.channels_last
+# error bounds against float64 for sums of up to ~1200 products of standard normals (|sum| ~ 35)
+CL_TOL = {torch.float64: F64, torch.float32: {"rtol": 1e-5, "atol": 2e-4}, torch.bfloat16: {"rtol": 0, "atol": 1.0}}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("channels, hw", [(3, (8, 9)), (70, (13, 11)), (130, (9, 10))])
-def test_channels_last_maps_give_the_same_bits_as_nchw(dtype, channels, hw):
-    # channels_last maps are transposed to NCHW by a tiled copy (64 x 64 tiles: these channel and
-    # pixel counts cross tile edges); the kernels then see the same values as for an NCHW map
-    g = torch.Generator().manual_seed(channels)
+@pytest.mark.parametrize(
+    "kernel, args",
+    [
+        (3, {"padding": 2, "dilation": 2}),  # column windows and narrow accumulators
+        (1, {}),  # one GEMM over the batch's pixels
+        (1, {"stride": 2}),  # a strided window
+        (3, {"stride": 2, "padding": 1}),  # row phases
+        (3, {"padding": (3, 0), "dilation": (3, 1)}),
+    ],
+)
+@pytest.mark.parametrize("grad_layout", [CL, torch.contiguous_format])
+def test_channels_last_maps(dtype, channels, hw, kernel, args, grad_layout):
+    # A channels_last map runs as it is (the GEMMs read and write [H * W, C] matrices; channel and
+    # pixel counts cross the 64 x 64 tiles of the layout transposes): values and gradients against
+    # float64 torch, results in the map's layout, the same bits on a second call. A grad_out in
+    # the other layout than the input makes the weight gradient's maps NCHW.
+    g = torch.Generator().manual_seed(channels + kernel)
     x = torch.randn(2, channels, *hw, generator=g).to(dtype)
-    w = torch.randn(5, channels, 3, 3, generator=g).to(dtype)
-    gout = torch.randn(2, 5, *hw, generator=g).to(dtype)
-    cl = torch.channels_last
-    args = {"padding": 2, "dilation": 2}
-    torch.testing.assert_close(
-        fastops.conv2d(x.contiguous(memory_format=cl), w, **args), fastops.conv2d(x, w, **args), rtol=0, atol=0
-    )
-    grads = {}
-    for layout in (torch.contiguous_format, cl):
-        xl = x.clone(memory_format=layout).requires_grad_()
-        wl = w.clone().requires_grad_()
-        fastops.conv2d(xl, wl, **args).backward(gout.contiguous(memory_format=layout))
-        grads[layout] = (xl.grad, wl.grad)
-    for a, b in zip(grads[cl], grads[torch.contiguous_format]):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    wt = torch.randn(channels, 4, 2, 2, generator=g).to(dtype)
-    torch.testing.assert_close(
-        fastops.conv_transpose2d(x.contiguous(memory_format=cl), wt, stride=2),
-        fastops.conv_transpose2d(x, wt, stride=2),
-        rtol=0,
-        atol=0,
-    )
+    w = torch.randn(5, channels, kernel, kernel, generator=g).to(dtype)
+    xl = x.contiguous(memory_format=CL).requires_grad_()
+    wl = w.clone().requires_grad_()
+    out = fastops.conv2d(xl, wl, **args)
+    gout = torch.randn(out.shape, generator=g).to(dtype).contiguous(memory_format=grad_layout)
+    grads = torch.autograd.grad(out, (xl, wl), gout)
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = F.conv2d(x64, w64, **args)
+    ref_grads = torch.autograd.grad(ref, (x64, w64), gout.double())
+    for a, t in zip((out, *grads), (ref, *ref_grads)):
+        torch.testing.assert_close(a.double(), t, **CL_TOL[dtype])
+    assert out.is_contiguous(memory_format=CL)
+    assert grads[0].is_contiguous(memory_format=grad_layout)
+    again = fastops.conv2d(xl, wl, **args)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(again, (xl, wl), gout), grads, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels", [3, 70])
+@pytest.mark.parametrize("kernel, stride, padding, output_padding", [(2, 2, 0, 0), (3, 2, 1, 1), (3, 1, 2, 0)])
+def test_conv_transpose2d_channels_last(channels, kernel, stride, padding, output_padding):
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, 9, 10, generator=g, dtype=torch.float64)
+    w = torch.randn(channels, 4, kernel, kernel, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    args = {"stride": stride, "padding": padding, "output_padding": output_padding}
+
+    def run(fn, layout):
+        xs, ws, bs = x.contiguous(memory_format=layout).requires_grad_(), w.clone().requires_grad_(), b.clone()
+        out = fn(xs, ws, bs.requires_grad_(), **args)
+        gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+        return (out, *torch.autograd.grad(out, (xs, ws, bs), gout.contiguous(memory_format=layout)))
+
+    ours = run(fastops.conv_transpose2d, CL)
+    for a, t in zip(ours, run(F.conv_transpose2d, torch.contiguous_format)):
+        torch.testing.assert_close(a, t, **F64)
+    assert ours[0].is_contiguous(memory_format=CL) and ours[1].is_contiguous(memory_format=CL)
 
 
 # ---- conv_transpose2d ---------------------------------------------------------------------------
@@ -454,14 +487,16 @@ def test_strides_past_two_to_the_forty_raise():
 # ---- opcheck and torch.compile ------------------------------------------------------------------
 
 
-def test_opcheck():
-    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_opcheck(layout):
+    # the fake kernels give the layout the kernels give (channels_last maps: channels_last results)
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
     args = ([2, 1], [3, 1, 2, 0], [2, 3], 2)
     torch.library.opcheck(torch.ops.fastops.conv2d, (x, w, b, *args))
     out = torch.ops.fastops.conv2d(x, w, b, *args)
-    g = torch.randn(out.shape, dtype=torch.float64)
+    g = torch.randn(out.shape, dtype=torch.float64).contiguous(memory_format=layout)
     torch.library.opcheck(torch.ops.fastops.conv2d_input_grad, (g, w.detach(), list(x.shape), *args))
     torch.library.opcheck(torch.ops.fastops.conv2d_weight_grad, (g, x.detach(), list(w.shape), *args))
     wt = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -472,7 +507,7 @@ def test_opcheck():
         torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True),
     ]
     torch.library.opcheck(torch.ops.fastops.aspp_conv, (x, ws, [5]))
-    ga = torch.randn(2, 6, 7, 6, dtype=torch.float64)
+    ga = torch.randn(2, 6, 7, 6, dtype=torch.float64).contiguous(memory_format=layout)
     torch.library.opcheck(torch.ops.fastops.aspp_conv_backward, (ga, x.detach(), [w.detach() for w in ws], [5], True))
 
 

@@ -36,21 +36,32 @@ def test_aspp_conv_matches_separate_convolutions(hw, rates):
         torch.testing.assert_close(a, t, **F64)
 
 
-def test_aspp_conv_channels_last_gives_the_same_bits_as_nchw():
+@pytest.mark.parametrize("grad_layout", [torch.channels_last, torch.contiguous_format])
+def test_aspp_conv_channels_last(grad_layout):
+    # a channels_last map runs as it is (the centre taps: one GEMM over the batch's pixels); its
+    # results and input gradient in channels_last, against the NCHW separate convolutions
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 70, 13, 12, generator=g)
-    weights = [torch.randn(4, 70, 1, 1, generator=g)] + [torch.randn(4, 70, 3, 3, generator=g) for _ in range(2)]
-    gout = torch.randn(2, 12, 13, 12, generator=g)
+    x = torch.randn(2, 70, 13, 12, generator=g, dtype=torch.float64)
+    weights = [torch.randn(4, 70, 1, 1, generator=g, dtype=torch.float64)]
+    weights += [torch.randn(4, 70, 3, 3, generator=g, dtype=torch.float64) for _ in range(2)]
+    gout = torch.randn(2, 12, 13, 12, generator=g, dtype=torch.float64)
+    rates = (2, 9)
 
-    def run(layout):
-        xs = x.clone(memory_format=layout).requires_grad_()
+    def separate(x, ws):
+        outs = [F.conv2d(x, ws[0])] + [F.conv2d(x, w, padding=r, dilation=r) for w, r in zip(ws[1:], rates)]
+        return torch.cat(outs, 1)
+
+    def run(fn, layout, grad_layout):
+        xs = x.contiguous(memory_format=layout).requires_grad_()
         ws = [w.clone().requires_grad_() for w in weights]
-        out = fastops.aspp_conv(xs, ws, (2, 9))
-        out.backward(gout.contiguous(memory_format=layout))
-        return [out.detach(), xs.grad] + [w.grad for w in ws]
+        out = fn(xs, ws)
+        return [out, *torch.autograd.grad(out, [xs, *ws], gout.contiguous(memory_format=grad_layout))]
 
-    for a, b in zip(run(torch.channels_last), run(torch.contiguous_format)):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    cl = torch.channels_last
+    ours = run(lambda x, ws: fastops.aspp_conv(x, ws, rates), cl, grad_layout)
+    for a, t in zip(ours, run(separate, torch.contiguous_format, torch.contiguous_format)):
+        torch.testing.assert_close(a, t, **F64)
+    assert ours[0].is_contiguous(memory_format=cl) and ours[1].is_contiguous(memory_format=cl)
 
 
 # ---- the ASPP module --------------------------------------------------------------------------------

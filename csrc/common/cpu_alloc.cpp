@@ -148,9 +148,9 @@ at::Tensor cached_zeros(at::IntArrayRef sizes, const at::TensorOptions& options)
   return cached_output(sizes, options).zero_();
 }
 
-at::Tensor cached_contiguous(const at::Tensor& t) {
-  if (t.is_contiguous()) return t;
-  return cached_output(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous)).copy_(t);
+at::Tensor cached_contiguous(const at::Tensor& t, at::MemoryFormat format) {
+  if (t.is_contiguous(format)) return t;
+  return cached_output(t.sizes(), t.options().memory_format(format)).copy_(t);
 }
 
 size_t release_output_cache() { return OutputCache::get().clear(); }

@@ -20,9 +20,9 @@ constexpr size_t kOutputCacheBytes = size_t(512) << 20;
 at::Tensor cached_output(at::IntArrayRef sizes, const at::TensorOptions& options);
 // cached_output filled with zeros.
 at::Tensor cached_zeros(at::IntArrayRef sizes, const at::TensorOptions& options);
-// t itself when it is contiguous, else a contiguous copy in a cached_output (a kernel's
-// temporary relayout of a large map pays no page faults either).
-at::Tensor cached_contiguous(const at::Tensor& t);
+// t itself when it is contiguous in `format`, else a copy in that format in a cached_output (a
+// kernel's temporary relayout of a large map pays no page faults either).
+at::Tensor cached_contiguous(const at::Tensor& t, at::MemoryFormat format = at::MemoryFormat::Contiguous);
 // Frees the cached blocks; returns the bytes released.
 size_t release_output_cache();
 // Bytes held by the cache now (unused blocks only).

@@ -22,7 +22,8 @@
 // [C_in, rows, cols] matrix whose row ranges are contiguous column ranges of the GEMM operand;
 // each tap then is one GEMM (BLAS through ATen on the CPU, cuBLAS on the GPU) accumulating into
 // a contiguous row range of that column group's output. Where the group spans the full width and
-// stride is 1 the input itself is the operand and the output the accumulator (no copies). The
+// stride is 1 the input itself is the operand and the output the accumulator (no copies). A
+// channels_last map is the same matrices transposed ([rows * cols, C]: see runs_channels_last). The
 // backward passes are the same loops with the GEMM's operands transposed. On the CPU the GEMMs'
 // M dimension (channels) is split into one block per thread (one parallel region per call). Every
 // output element is accumulated by one thread in a fixed tap order: results are deterministic
@@ -116,8 +117,24 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
 // C_in / groups] tensor, permuted back at the end; with few, one per tap, copied into a zeroed
 // gradient.
 at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre);
-// A map with a flat (H, W) plane per channel (a channel slice of a contiguous map is one).
+// A map whose samples are GEMM operands [C, H * W], in NCHW or channels_last (a channel slice of
+// a contiguous map in either layout is one), else contiguous_map(t).
 at::Tensor flat_map(const at::Tensor& t);
+// The layouts. A map in channels_last memory (4-D, channels_last-contiguous, not also
+// NCHW-contiguous: sizes of 1 make some tensors both) gives results in channels_last: the ops'
+// outputs, and the input gradients, take the layout of the map they are computed from (torch's
+// convolution does the same), whichever way they are computed.
+bool is_channels_last(const at::Tensor& t);
+// Whether a pass reading `map` (input or grad_out) runs on it as it is, in channels_last: a CPU
+// map in that layout whose pass does not take the direct kernels (they read [C, H, W] samples).
+// The GEMMs then read and write [H * W, C] matrices (BLAS takes the transposed operands as they
+// are); other maps are made NCHW (contiguous_map) and their results turned back (in_layout).
+bool runs_channels_last(const at::Tensor& map, const Geometry& g, DirectPass pass);
+// t in channels_last memory when `channels_last` (a transpose in tiles on the CPU), else t.
+at::Tensor in_layout(const at::Tensor& t, bool channels_last);
+at::MemoryFormat format_for(bool channels_last);
+// A channels_last map [N, C, H, W] as the matrix [N * H * W, C] it is in memory.
+at::Tensor pixel_rows(const at::Tensor& t);
 // A contiguous [N, C, H, W] map: t itself when it is one, else a copy in cached memory; a
 // channels_last CPU map is transposed sample by sample in L1-sized tiles (ATen's strided copy of
 // that layout runs at a twentieth of a plain copy's speed here).

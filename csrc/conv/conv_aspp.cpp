@@ -1,9 +1,10 @@
 // The fused ASPP branches of DeepLab v3 (aspp_conv and its backward): the 1x1 branch and every
-// atrous branch's centre tap are one GEMM per sample (they read the input as it is), then each
-// branch's off-centre taps run through the per-tap convolution (conv_taps.cpp), over their valid
-// rectangles only.
+// atrous branch's centre tap are one GEMM (per sample in NCHW, over every pixel of the batch in
+// channels_last; they read the input as it is), then each branch's off-centre taps run through
+// the per-tap convolution (conv_taps.cpp), over their valid rectangles only.
 #include <ATen/ATen.h>
 
+#include <initializer_list>
 #include <vector>
 
 #include "common/cpu_alloc.h"
@@ -34,6 +35,18 @@ at::Tensor centre_weights(at::TensorList weights) {
   return at::cat(rows, 0);
 }
 
+// Whether every pass of the op that the direct kernels could take runs on channels_last maps as
+// they are (conv.h: runs_channels_last) for these branches.
+bool aspp_runs_channels_last(const at::Tensor& map, const at::Tensor& input, int64_t c_out, at::IntArrayRef rates,
+                             std::initializer_list<DirectPass> passes) {
+  for (const int64_t rate : rates) {
+    for (const DirectPass pass : passes) {
+      if (!runs_channels_last(map, aspp_branch_geometry(input, c_out, rate), pass)) return false;
+    }
+  }
+  return is_channels_last(map) && map.is_cpu();
+}
+
 }  // namespace
 
 at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at::IntArrayRef rates) {
@@ -41,21 +54,28 @@ at::Tensor aspp_conv_forward(const at::Tensor& input, at::TensorList weights, at
   check_aspp(op, input, weights, rates);
   const int64_t n = input.size(0), c_out = weights[0].size(0), h = input.size(2), w = input.size(3);
   const int64_t branches = static_cast<int64_t>(weights.size());
-  at::Tensor out = cpu::cached_output({n, branches * c_out, h, w}, input.options());
-  if (out.numel() == 0) return out;
-  if (input.size(1) == 0) return out.zero_();
-  const at::Tensor x = contiguous_map(input);
-  // The 1x1 branch and every centre tap read the input as it is: one GEMM per sample.
+  const bool channels_last = is_channels_last(input);
+  const bool native = aspp_runs_channels_last(input, input, c_out, rates, {DirectPass::Forward});
+  at::Tensor out = cpu::cached_output({n, branches * c_out, h, w}, input.options().memory_format(format_for(native)));
+  if (out.numel() == 0) return in_layout(out, channels_last);
+  if (input.size(1) == 0) return in_layout(out.zero_(), channels_last);
+  const at::Tensor x = native ? input : contiguous_map(input);
+  // The 1x1 branch and every centre tap read the input as it is: one GEMM.
   const at::Tensor centre = centre_weights(weights);
-  for (int64_t s = 0; s < n; ++s) {
-    at::Tensor out_s = out.select(0, s).view({branches * c_out, h * w});
-    at::mm_out(out_s, centre, x.select(0, s).view({x.size(1), h * w}));
+  if (native) {
+    at::Tensor out_rows = pixel_rows(out);
+    at::mm_out(out_rows, pixel_rows(x), centre.t());
+  } else {
+    for (int64_t s = 0; s < n; ++s) {
+      at::Tensor out_s = out.select(0, s).view({branches * c_out, h * w});
+      at::mm_out(out_s, centre, x.select(0, s).view({x.size(1), h * w}));
+    }
   }
   for (size_t i = 0; i < rates.size(); ++i) {
     accumulate_forward(x, weights[i + 1], aspp_branch_geometry(x, c_out, rates[i]),
                        out.narrow(1, static_cast<int64_t>(i + 1) * c_out, c_out), /*skip_centre=*/true);
   }
-  return out;
+  return in_layout(out, channels_last);
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Tensor& grad_out, const at::Tensor& input,
@@ -69,9 +89,15 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, branches * c_out, h, w}), op,
                     ": grad_out must have shape [", n, ", ", branches * c_out, ", ", h, ", ", w, "], got ",
                     grad_out.sizes());
-  const at::Tensor gout = contiguous_map(grad_out);
-  const at::Tensor x = contiguous_map(input);
-  at::Tensor grad_in = input_grad ? cpu::cached_zeros(input.sizes(), input.options()) : at::Tensor();
+  // Both maps in channels_last run as they are; a mix is made NCHW. The input's gradient takes the
+  // input's layout.
+  const bool native =
+      is_channels_last(input) &&
+      aspp_runs_channels_last(grad_out, input, c_out, rates, {DirectPass::InputGrad, DirectPass::WeightGrad});
+  const at::Tensor gout = native ? grad_out : contiguous_map(grad_out);
+  const at::Tensor x = native ? input : contiguous_map(input);
+  at::Tensor grad_in =
+      input_grad ? cpu::cached_zeros(input.sizes(), input.options().memory_format(format_for(native))) : at::Tensor();
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
   const at::Tensor gout_acc = gout.to(acc_type), x_acc = x.to(acc_type);
   at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));
@@ -79,7 +105,11 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   if (gout.numel() > 0 && c_in > 0) {
     // The 1x1 weight and the centre taps: one GEMM each way per sample.
     const at::Tensor centre = centre_weights(weights);
-    for (int64_t s = 0; s < n; ++s) {
+    if (native) {
+      grad_centre.addmm_(pixel_rows(gout_acc).t(), pixel_rows(x_acc), 0, 1);
+      if (input_grad) pixel_rows(grad_in).addmm_(pixel_rows(gout), centre);
+    }
+    for (int64_t s = 0; s < n && !native; ++s) {
       const at::Tensor g2 = gout_acc.select(0, s).view({branches * c_out, h * w});
       grad_centre.addmm_(g2, x_acc.select(0, s).view({c_in, h * w}).t(), s == 0 ? 0 : 1);
       if (input_grad) {
@@ -97,8 +127,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
       accumulate_input_grad(flat_map(gout.narrow(1, (r + 1) * c_out, c_out)), weights[r + 1], g, grad_in, true);
     }
   }
-  if (!input_grad) grad_in = at::empty({0}, input.options());
-  return {grad_in, grad_weights};
+  if (!input_grad) return {at::empty({0}, input.options()), grad_weights};
+  return {in_layout(grad_in, is_channels_last(input)), grad_weights};
 }
 
 }  // namespace fastops::conv

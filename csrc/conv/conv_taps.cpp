@@ -86,15 +86,26 @@ at::Tensor window_view(const at::Tensor& x, const Geometry& g, const ColumnGroup
       .slice(3, cg.in_col0, cg.in_col0 + (cols - 1) * g.stride_w + 1, g.stride_w);
 }
 
-// A [N, C, R, cols] tensor whose (R, cols) plane is one flat run (a GEMM operand per channel).
-bool plane_is_flat(const at::Tensor& t) { return t.stride(3) == 1 && (t.size(2) <= 1 || t.stride(2) == t.size(3)); }
+// A [N, C, R, cols] tensor whose samples are GEMM operands [C, R * cols]: the (R, cols) pixels
+// of a channel are one run at a fixed step (NCHW: step 1; channels_last: channels are adjacent,
+// the step is the channel count), so the matrix has a unit stride on one side.
+bool plane_is_flat(const at::Tensor& t) {
+  return (t.size(2) <= 1 || t.stride(2) == t.size(3) * t.stride(3)) && (t.stride(3) == 1 || t.stride(1) == 1);
+}
+
+// The memory format a packed copy of a view of `t` keeps: channels_last when its channels are
+// adjacent (a view of a channels_last map), else NCHW.
+at::MemoryFormat layout_of(const at::Tensor& t) {
+  return t.stride(1) == 1 && t.stride(3) != 1 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
 
 at::Tensor flat_window(const at::Tensor& x, const Geometry& g, const ColumnGroup& cg, int64_t phase) {
   at::Tensor v = window_view(x, g, cg, phase);
-  return plane_is_flat(v) ? v : cpu::cached_contiguous(v);
+  return plane_is_flat(v) ? v : cpu::cached_contiguous(v, layout_of(v));
 }
 
-// [C, R, cols] sample of a [N, C, R, cols] tensor as the GEMM matrix [C, R * cols], restricted to
+// [C, R, cols] sample of a [N, C, R, cols] tensor as the GEMM matrix [C, R * cols] (strides
+// (R * cols, 1) in NCHW, (1, C) in channels_last: BLAS takes either as it is), restricted to
 // rows [r0, r0 + n) and channels [c0, c0 + c).
 at::Tensor gemm_rows(const at::Tensor& t, int64_t sample, int64_t c0, int64_t c, int64_t r0, int64_t n) {
   const int64_t cols = t.size(3);
@@ -176,9 +187,9 @@ std::vector<at::Tensor> pack_grad_columns(const at::Tensor& grad_out, const Geom
                                           const std::vector<ColumnGroup>& plan) {
   std::vector<at::Tensor> cols;
   for (const ColumnGroup& cg : plan) {
-    cols.push_back(cg.cols.size() == g.out_w
-                       ? grad_out
-                       : cpu::cached_contiguous(grad_out.narrow(3, cg.cols.begin, cg.cols.size())));
+    cols.push_back(cg.cols.size() == g.out_w ? grad_out
+                                             : cpu::cached_contiguous(grad_out.narrow(3, cg.cols.begin, cg.cols.size()),
+                                                                      layout_of(grad_out)));
   }
   return cols;
 }
@@ -209,6 +220,15 @@ void for_channel_blocks(bool on_cpu, int64_t groups, int64_t m_per_group, const 
       if (m1 > m0) fn(group, m0, m1 - m0);
     }
   });
+}
+
+// A 1x1 convolution (stride 1, no padding, one group) between two CPU maps in channels_last
+// memory: one GEMM over every pixel of the batch, [N * H * W, C_in] x [C_in, C_out], with BLAS's
+// own threads (larger GEMMs than one per sample and channel block).
+bool whole_batch_gemm(const Geometry& g, const at::Tensor& a, const at::Tensor& b, bool skip_centre) {
+  return !skip_centre && g.groups == 1 && g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h && g.out_w == g.in_w && a.is_cpu() &&
+         a.is_contiguous(at::MemoryFormat::ChannelsLast) && b.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 // ---- The direct kernel (conv_cpu_kernel.cpp) -------------------------------------------------
@@ -336,6 +356,7 @@ at::Tensor run_direct_weight_grad(const at::Tensor& grad_out, const at::Tensor& 
   return grad_weight;
 }
 
+// A zeroed output (or one holding the bias) in `opts`'s memory format.
 at::Tensor output_with_bias(const Geometry& g, const std::optional<at::Tensor>& bias, const at::TensorOptions& opts,
                             int64_t channels, int64_t h, int64_t w) {
   if (!bias.has_value()) return cpu::cached_zeros({g.batch, channels, h, w}, opts);
@@ -350,6 +371,10 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
                         bool skip_centre) {
   if (const auto taps = direct_plan(x, out, g, skip_centre, false, false)) {
     return run_direct(x, weight, out, g, *taps, false);
+  }
+  if (whole_batch_gemm(g, x, out, skip_centre)) {
+    pixel_rows(out).addmm_(pixel_rows(x), weight.reshape({g.out_channels, g.in_channels}).t());
+    return;
   }
   const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   int64_t n_taps = 0;
@@ -366,7 +391,9 @@ void accumulate_forward(const at::Tensor& x, const at::Tensor& weight, const Geo
       // Full-width groups accumulate straight into the output; others into a narrow buffer
       // added to their columns at the end.
       const bool direct = cols == g.out_w;
-      const at::Tensor acc = direct ? out_block : cpu::cached_zeros({g.batch, m, g.out_h, cols}, out.options());
+      const at::Tensor acc =
+          direct ? out_block
+                 : cpu::cached_zeros({g.batch, m, g.out_h, cols}, out.options().memory_format(layout_of(out)));
       for (const RowTap& tap : cg.taps) {
         const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, c0, m);
         const at::Tensor& window = windows[i][static_cast<size_t>(tap.window)];
@@ -384,6 +411,10 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
                            const at::Tensor& grad_in, bool skip_centre) {
   if (const auto taps = direct_plan(grad_out, grad_in, g, skip_centre, true, false)) {
     return run_direct(grad_out, weight, grad_in, g, *taps, true);
+  }
+  if (whole_batch_gemm(g, grad_out, grad_in, skip_centre)) {
+    pixel_rows(grad_in).addmm_(pixel_rows(grad_out), weight.reshape({g.out_channels, g.in_channels}));
+    return;
   }
   const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   int64_t n_taps = 0;
@@ -404,7 +435,7 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
         const at::Tensor acc =
             direct ? target
                    : cpu::cached_zeros({g.batch, m, phase_rows(g.in_h, phase, g.stride_h), cg.cols.size()},
-                                       grad_in.options());
+                                       grad_in.options().memory_format(layout_of(grad_in)));
         for (; t < cg.taps.size() && cg.taps[t].phase == phase; ++t) {
           const RowTap& tap = cg.taps[t];
           const at::Tensor wt = w[tap.kh * g.kernel_w + cg.kw].narrow(0, k0, c_out_g).narrow(1, m0, m).t();
@@ -422,6 +453,9 @@ void accumulate_input_grad(const at::Tensor& grad_out, const at::Tensor& weight,
 at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Geometry& g, bool skip_centre) {
   if (const auto taps = direct_plan(x, grad_out, g, skip_centre, false, true)) {
     return run_direct_weight_grad(grad_out, x, g, *taps);
+  }
+  if (whole_batch_gemm(g, x, grad_out, skip_centre) && g.batch > 0) {
+    return at::mm(pixel_rows(grad_out).t(), pixel_rows(x)).view({g.out_channels, g.in_channels, 1, 1});
   }
   const int64_t c_out_g = g.out_channels / g.groups, c_in_g = g.in_channels / g.groups;
   const auto opts = x.options();
@@ -471,8 +505,45 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, const Ge
   return from_tap_major(taps);
 }
 
-at::Tensor flat_map(const at::Tensor& t) {
-  return t.stride(3) == 1 && t.stride(2) == t.size(3) ? t : contiguous_map(t);
+at::Tensor flat_map(const at::Tensor& t) { return plane_is_flat(t) ? t : contiguous_map(t); }
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+bool runs_channels_last(const at::Tensor& map, const Geometry& g, DirectPass pass) {
+  return is_channels_last(map) && map.is_cpu() &&
+         !direct_pass_applies(g, pass, map.scalar_type(), c10::DeviceType::CPU);
+}
+
+namespace {
+
+// t in channels_last memory: t itself when it is, else a copy (CPU: transposed in tiles).
+at::Tensor channels_last_map(const at::Tensor& t) {
+  if (t.numel() > 0 && t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t;
+  if (t.numel() == 0 || !t.is_cpu() || !t.is_contiguous()) {
+    return cpu::cached_output(t.sizes(), t.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(t);
+  }
+  at::Tensor out = cpu::cached_output(t.sizes(), t.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t pixels = t.size(2) * t.size(3), sample = t.size(1) * pixels;
+  const auto elem = static_cast<int64_t>(t.element_size());
+  const char* src = static_cast<const char*>(t.const_data_ptr());
+  char* dst = static_cast<char*>(out.mutable_data_ptr());
+  // each sample's [C, H * W] -> [H * W, C]
+  for (int64_t n = 0; n < t.size(0); ++n) {
+    tap_reorder_cpu.get()(src + n * sample * elem, dst + n * sample * elem, pixels, t.size(1), elem, false);
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor in_layout(const at::Tensor& t, bool channels_last) { return channels_last ? channels_last_map(t) : t; }
+
+at::Tensor pixel_rows(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).view({-1, t.size(1)}); }
+
+at::MemoryFormat format_for(bool channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 at::Tensor contiguous_map(const at::Tensor& t) {
@@ -499,10 +570,13 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
   const char* op = "conv2d";
   const Geometry g = conv_geometry(op, input, weight, stride, padding4, dilation, groups);
   check_bias(op, bias, g.out_channels, input);
-  at::Tensor out = output_with_bias(g, bias, input.options(), g.out_channels, g.out_h, g.out_w);
-  if (out.numel() == 0 || g.in_channels == 0) return out;
-  accumulate_forward(contiguous_map(input), weight, g, out, false);
-  return out;
+  const bool native = runs_channels_last(input, g, DirectPass::Forward);
+  at::Tensor out =
+      output_with_bias(g, bias, input.options().memory_format(format_for(native)), g.out_channels, g.out_h, g.out_w);
+  if (out.numel() > 0 && g.in_channels > 0) {
+    accumulate_forward(native ? input : contiguous_map(input), weight, g, out, false);
+  }
+  return in_layout(out, is_channels_last(input));
 }
 
 at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weight, c10::SymIntArrayRef input_size_sym,
@@ -521,19 +595,20 @@ at::Tensor conv2d_input_grad(const at::Tensor& grad_out, const at::Tensor& weigh
   // A transposed convolution's output_padding can leave fewer output rows than the padding allows.
   g.out_h = grad_out.size(2);
   g.out_w = grad_out.size(3);
-  const at::Tensor gout = contiguous_map(grad_out);
+  const bool channels_last = is_channels_last(grad_out);
+  const bool native = runs_channels_last(grad_out, g, DirectPass::InputGrad);
+  const at::Tensor gout = native ? grad_out : contiguous_map(grad_out);
   // The direct kernel writes every element: no zeroing first (9 MB for the ASPP branch).
-  at::Tensor grad_in = cpu::cached_output(input_size, grad_out.options());
+  at::Tensor grad_in = cpu::cached_output(input_size, grad_out.options().memory_format(format_for(native)));
   const auto taps =
       grad_in.numel() > 0 && gout.numel() > 0 ? direct_plan(gout, grad_in, g, false, true, false) : std::nullopt;
   if (taps) {
     run_direct(gout, weight, grad_in, g, *taps, true, /*overwrite=*/true);
-    return grad_in;
+    return in_layout(grad_in, channels_last);
   }
   grad_in.zero_();
-  if (grad_in.numel() == 0 || gout.numel() == 0) return grad_in;
-  accumulate_input_grad(gout, weight, g, grad_in, false);
-  return grad_in;
+  if (grad_in.numel() > 0 && gout.numel() > 0) accumulate_input_grad(gout, weight, g, grad_in, false);
+  return in_layout(grad_in, channels_last);
 }
 
 at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef weight_size_sym,
@@ -553,8 +628,11 @@ at::Tensor conv2d_weight_grad(const at::Tensor& grad_out, const at::Tensor& inpu
   g.out_w = grad_out.size(3);
   const c10::ScalarType acc_type = weight_grad_type(input.scalar_type());
   if (grad_out.numel() == 0 || input.numel() == 0) return at::zeros(weight_size, input.options());
-  return weight_grad(contiguous_map(grad_out).to(acc_type), contiguous_map(input).to(acc_type), g, false)
-      .to(input.scalar_type());
+  // Both maps in channels_last run as they are; a mix is made NCHW.
+  const bool native = is_channels_last(grad_out) && runs_channels_last(input, g, DirectPass::WeightGrad);
+  const at::Tensor gout = native ? grad_out : contiguous_map(grad_out);
+  const at::Tensor x = native ? input : contiguous_map(input);
+  return weight_grad(gout.to(acc_type), x.to(acc_type), g, false).to(input.scalar_type());
 }
 
 at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
@@ -564,10 +642,13 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   const char* op = "conv_transpose2d";
   const Geometry g = transpose_geometry(op, input, weight, stride, padding, output_padding, groups, dilation);
   check_bias(op, bias, g.in_channels, input);
-  at::Tensor out = output_with_bias(g, bias, input.options(), g.in_channels, g.in_h, g.in_w);
-  if (out.numel() == 0 || g.out_channels == 0) return out;
-  accumulate_input_grad(contiguous_map(input), weight, g, out, false);
-  return out;
+  const bool native = runs_channels_last(input, g, DirectPass::InputGrad);
+  at::Tensor out =
+      output_with_bias(g, bias, input.options().memory_format(format_for(native)), g.in_channels, g.in_h, g.in_w);
+  if (out.numel() > 0 && g.out_channels > 0) {
+    accumulate_input_grad(native ? input : contiguous_map(input), weight, g, out, false);
+  }
+  return in_layout(out, is_channels_last(input));
 }
 
 void register_impls(torch::Library& m) {

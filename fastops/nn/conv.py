@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import conv as ops
+from ..ops.conv import is_channels_last
 from .conv_autotune import TORCH_NCHW, measured_choice, problem_key
 
 __all__ = [
@@ -88,11 +89,6 @@ def needed_grads(*tensors: Tensor | None) -> tuple[bool, ...]:
     return tuple(enabled and t is not None and t.requires_grad for t in tensors)
 
 
-def is_channels_last(t: Tensor) -> bool:
-    """A 4-D tensor in channels_last memory that is not also NCHW-contiguous."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
 class _Relayout(torch.autograd.Function):
     """``x`` copied into ``memory_format``; its gradient copied into ``grad_memory_format``."""
 
@@ -108,8 +104,9 @@ class _Relayout(torch.autograd.Function):
 
 def like_input_layout(output: Tensor, input: Tensor) -> Tensor:
     """``output`` in channels_last memory when ``input`` is in it (and not also NCHW-contiguous),
-    as torch's convolution returns: our kernels write NCHW, and a network in channels_last should
-    stay in it whichever implementation a layer takes."""
+    as torch's convolution returns: our ops keep the layout of the map they are given, but a
+    padded copy (``padding_mode``) need not be in the input's, and a network in channels_last
+    should stay in it whichever implementation a layer takes."""
     if is_channels_last(input) and output.dim() == 4:
         return output.contiguous(memory_format=torch.channels_last)
     return output

@@ -22,6 +22,10 @@ tap that covers it, and a tap skipped because it lies in the padding never multi
 a NaN weight of a skipped tap does not reach the output, where torch's dense convolution would give
 NaN).
 
+Layout: a map in channels_last memory gives results in channels_last (the outputs, and the input
+gradients, take the layout of the map they are computed from, as torch's convolution does); on
+the CPU the kernels run on that layout as it is.
+
 Bad arguments raise ``ConvArgumentError`` (an ``ArgumentError``: a ``ValueError`` and a
 ``RuntimeError``, torch's exception type) with torch's messages; dtype mismatches raise
 ``TypeError``. Under ``torch.fx.symbolic_trace`` each call is one node. (These functions are
@@ -39,7 +43,7 @@ from ._fake import register_fake
 from ._jit import trace_or_type_error
 from .errors import ArgumentError
 
-__all__ = ["ConvArgumentError", "aspp_conv", "conv2d", "conv_transpose2d"]
+__all__ = ["ConvArgumentError", "aspp_conv", "conv2d", "conv_transpose2d", "is_channels_last"]
 
 
 class ConvArgumentError(ArgumentError):
@@ -222,15 +226,28 @@ def direct_passes(input_size, weight_size, stride, padding4, dilation, groups: i
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
 
+def is_channels_last(t: Tensor) -> bool:
+    """A 4-D tensor in channels_last memory that is not also NCHW-contiguous (sizes of 1 make some
+    both): the maps whose results the ops return in channels_last (``is_channels_last`` in
+    ``csrc/conv/conv.h``)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _new_map(like: Tensor, shape) -> Tensor:
+    """An empty result of ``shape`` computed from the map ``like``, in ``like``'s layout."""
+    fmt = torch.channels_last if is_channels_last(like) else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
 @register_fake("fastops::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     h, w = _check_conv(input.shape, weight.shape, bias, padding, stride, dilation, groups)
-    return input.new_empty((input.shape[0], weight.shape[0], h, w))
+    return _new_map(input, (input.shape[0], weight.shape[0], h, w))
 
 
 @register_fake("fastops::conv2d_input_grad")
 def _conv2d_input_grad_fake(grad_out, weight, input_size, stride, padding, dilation, groups):
-    return grad_out.new_empty(input_size)
+    return _new_map(grad_out, input_size)
 
 
 @register_fake("fastops::conv2d_weight_grad")
@@ -241,17 +258,17 @@ def _conv2d_weight_grad_fake(grad_out, input, weight_size, stride, padding, dila
 @register_fake("fastops::conv_transpose2d")
 def _conv_transpose2d_fake(input, weight, bias, stride, padding, output_padding, groups, dilation):
     h, w = _check_transpose(input.shape, weight.shape, bias, stride, padding, output_padding, groups, dilation)
-    return input.new_empty((input.shape[0], weight.shape[1] * groups, h, w))
+    return _new_map(input, (input.shape[0], weight.shape[1] * groups, h, w))
 
 
 @register_fake("fastops::aspp_conv")
 def _aspp_conv_fake(input, weights, rates):
-    return input.new_empty((input.shape[0], weights[0].shape[0] * len(weights), input.shape[2], input.shape[3]))
+    return _new_map(input, (input.shape[0], weights[0].shape[0] * len(weights), input.shape[2], input.shape[3]))
 
 
 @register_fake("fastops::aspp_conv_backward")
 def _aspp_conv_backward_fake(grad_out, input, weights, rates, input_grad):
-    grad_input = input.new_empty(input.shape) if input_grad else input.new_empty((0,))
+    grad_input = _new_map(input, input.shape) if input_grad else input.new_empty((0,))
     return grad_input, [w.new_empty(w.shape) for w in weights]
 
 
@@ -296,7 +313,8 @@ def _transpose_backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         grad_input = torch.ops.fastops.conv2d(grad, weight, None, stride, padding4, dilation, groups)
         if grad_input.shape[2] != h or grad_input.shape[3] != w:
-            grad_input = grad_input[:, :, :h, :w].contiguous()
+            layout = torch.channels_last if is_channels_last(grad_input) else torch.contiguous_format
+            grad_input = grad_input[:, :, :h, :w].contiguous(memory_format=layout)
     if ctx.needs_input_grad[1]:
         grad_weight = torch.ops.fastops.conv2d_weight_grad(
             input, grad, list(weight.shape), stride, padding4, dilation, groups
