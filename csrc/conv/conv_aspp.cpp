@@ -103,13 +103,13 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> aspp_conv_backward(const at::Ten
   at::Tensor grad_centre = at::zeros({branches * c_out, c_in}, input.options().dtype(acc_type));
   std::vector<at::Tensor> grad_weights;
   if (gout.numel() > 0 && c_in > 0) {
-    // The 1x1 weight and the centre taps: one GEMM each way per sample.
+    // The 1x1 weight and the centre taps: one GEMM each way (per sample in NCHW).
     const at::Tensor centre = centre_weights(weights);
     if (native) {
       grad_centre.addmm_(pixel_rows(gout_acc).t(), pixel_rows(x_acc), 0, 1);
       if (input_grad) pixel_rows(grad_in).addmm_(pixel_rows(gout), centre);
     }
-    for (int64_t s = 0; s < n && !native; ++s) {
+    for (int64_t s = 0; !native && s < n; ++s) {
       const at::Tensor g2 = gout_acc.select(0, s).view({branches * c_out, h * w});
       grad_centre.addmm_(g2, x_acc.select(0, s).view({c_in, h * w}).t(), s == 0 ? 0 : 1);
       if (input_grad) {
