@@ -137,6 +137,26 @@ def test_channels_last_maps(dtype, channels, hw, kernel, args, grad_layout):
     torch.testing.assert_close(torch.autograd.grad(again, (xl, wl), gout), grads, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "groups, kernel, args",
+    [(3, 3, {"stride": 2, "padding": 2, "dilation": 2}), (2, 3, {"stride": (2, 1), "padding": (1, 0)}), (3, 1, {})],
+)
+def test_grouped_channels_last_maps(groups, kernel, args):
+    # a group's channels are a column slice of the [H * W, C] matrices
+    g = torch.Generator().manual_seed(groups)
+    x = torch.randn(2, 12, 11, 10, generator=g, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    w = torch.randn(6, 12 // groups, kernel, kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(12, 6 // groups, kernel, kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    for ours, theirs, weight in ((fastops.conv2d, F.conv2d, w), (fastops.conv_transpose2d, F.conv_transpose2d, wt)):
+        out = ours(x, weight, None, groups=groups, **args)
+        ref = theirs(x, weight, None, groups=groups, **args)
+        gout = torch.randn(out.shape, generator=g, dtype=torch.float64).contiguous(memory_format=CL)
+        torch.testing.assert_close(out, ref, **F64)
+        assert out.is_contiguous(memory_format=CL)
+        for a, t in zip(torch.autograd.grad(out, (x, weight), gout), torch.autograd.grad(ref, (x, weight), gout)):
+            torch.testing.assert_close(a, t, **F64)
+
+
 @pytest.mark.parametrize("channels", [3, 70])
 @pytest.mark.parametrize("kernel, stride, padding, output_padding", [(2, 2, 0, 0), (3, 2, 1, 1), (3, 1, 2, 0)])
 def test_conv_transpose2d_channels_last(channels, kernel, stride, padding, output_padding):
