@@ -4,7 +4,8 @@ The dispatcher sends a call to the Meta kernel as soon as one tensor argument is
 so a meta weight beside CPU inputs would reach the fake kernel, which allocates its output like
 the first input: an uninitialised CPU tensor returned as if computed. Every op's fake kernel is
 registered through ``register_fake`` here, which rejects tensors on different devices with the
-error the real kernels raise for the same mistake.
+error the real kernels raise for the same mistake. The layout helpers give the fake results the
+memory format the kernels give theirs.
 """
 
 from __future__ import annotations
@@ -44,3 +45,15 @@ def register_fake(op: str) -> Callable[[Callable], Callable]:
         return fn
 
     return register
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """The kernels' layout rule: a 4-D tensor in channels_last (NHWC) memory that is not also NCHW
+    memory (sizes of 1 make some both); such maps give their results in channels_last."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def empty_in_layout(shape, like: torch.Tensor, channels_last: bool, dtype=None) -> torch.Tensor:
+    """An uninitialised tensor on ``like``'s device, in channels_last memory or NCHW."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._fake import register_fake
+from ._fake import empty_in_layout, is_channels_last, register_fake
 from ._jit import trace_or_type_error
 from .errors import ArgumentError
 
@@ -226,17 +226,10 @@ def direct_passes(input_size, weight_size, stride, padding4, dilation, groups: i
 # ---- op registration: fake kernels and autograd ------------------------------------------------
 
 
-def is_channels_last(t: Tensor) -> bool:
-    """A 4-D tensor in channels_last memory that is not also NCHW-contiguous (sizes of 1 make some
-    both): the maps whose results the ops return in channels_last (``is_channels_last`` in
-    ``csrc/conv/conv.h``)."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
 def _new_map(like: Tensor, shape) -> Tensor:
-    """An empty result of ``shape`` computed from the map ``like``, in ``like``'s layout."""
-    fmt = torch.channels_last if is_channels_last(like) else torch.contiguous_format
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    """An empty result of ``shape`` computed from the map ``like``, in ``like``'s layout
+    (``is_channels_last`` in ``csrc/conv/conv.h``)."""
+    return empty_in_layout(shape, like, is_channels_last(like))
 
 
 @register_fake("fastops::conv2d")

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 
-from ._fake import register_fake
+from ._fake import empty_in_layout, is_channels_last, register_fake
 from ._jit import script_as, trace_or_type_error
 from .errors import ArgumentError, BoxesShapeError, as_torch_error
 
@@ -52,16 +52,6 @@ __all__ = [
     "roi_align",
     "roi_pool",
 ]
-
-
-def _channels_last(x: Tensor) -> bool:
-    """The kernels' layout rule: NHWC memory that is not also NCHW memory."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def _empty(shape, like: Tensor, channels_last: bool, dtype=None) -> Tensor:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
 
 
 # FPN level assignment (Lin et al., 2017, eq. 1): a box of sqrt(area) = CANONICAL_SCALE pixels maps
@@ -74,41 +64,41 @@ CANONICAL_LEVEL = 4
 
 @register_fake("fastops::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    return _empty((rois.shape[0], input.shape[1], pooled_height, pooled_width), input, _channels_last(input))
+    return empty_in_layout((rois.shape[0], input.shape[1], pooled_height, pooled_width), input, is_channels_last(input))
 
 
 @register_fake("fastops::roi_align_backward")
 def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned, cl):
-    return _empty((batch, channels, height, width), grad, cl)
+    return empty_in_layout((batch, channels, height, width), grad, cl)
 
 
 @register_fake("fastops::multi_scale_roi_align")
 def _msra_fake(features, rois, scales, pooled_height, pooled_width, sampling_ratio, aligned, cscale, clevel):
     f = features[0]
-    return _empty((rois.shape[0], f.shape[1], pooled_height, pooled_width), f, _channels_last(f))
+    return empty_in_layout((rois.shape[0], f.shape[1], pooled_height, pooled_width), f, is_channels_last(f))
 
 
 @register_fake("fastops::multi_scale_roi_align_backward")
 def _msra_backward_fake(grad, rois, scales, ph, pw, batch, channels, heights, widths, sr, aligned, cscale, clevel, cl):
-    return [_empty((batch, channels, h, w), grad, cl) for h, w in zip(heights, widths)]
+    return [empty_in_layout((batch, channels, h, w), grad, cl) for h, w in zip(heights, widths)]
 
 
 @register_fake("fastops::roi_pool")
 def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
     shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
-    cl = _channels_last(input)
-    return _empty(shape, input, cl), _empty(shape, input, cl, dtype=torch.int32)
+    cl = is_channels_last(input)
+    return empty_in_layout(shape, input, cl), empty_in_layout(shape, input, cl, dtype=torch.int32)
 
 
 @register_fake("fastops::roi_pool_backward")
 def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch, channels, height, width, cl):
-    return _empty((batch, channels, height, width), grad, cl)
+    return empty_in_layout((batch, channels, height, width), grad, cl)
 
 
 def _roi_align_setup(ctx, inputs, output):
     input, rois, spatial_scale, ph, pw, sampling_ratio, aligned = inputs
     ctx.save_for_backward(rois)
-    ctx.args = (spatial_scale, ph, pw, *input.shape, sampling_ratio, aligned, _channels_last(input))
+    ctx.args = (spatial_scale, ph, pw, *input.shape, sampling_ratio, aligned, is_channels_last(input))
 
 
 def _roi_align_backward(ctx, grad):
@@ -139,7 +129,7 @@ def _msra_setup(ctx, inputs, output):
         aligned,
         cscale,
         clevel,
-        _channels_last(f),
+        is_channels_last(f),
     )
 
 
@@ -156,7 +146,7 @@ def _roi_pool_setup(ctx, inputs, output):
     input, rois, spatial_scale, ph, pw = inputs
     ctx.save_for_backward(rois, output[1])
     ctx.mark_non_differentiable(output[1])
-    ctx.args = (spatial_scale, ph, pw, *input.shape, _channels_last(input))
+    ctx.args = (spatial_scale, ph, pw, *input.shape, is_channels_last(input))
 
 
 def _roi_pool_backward(ctx, grad, grad_argmax):
